@@ -1,0 +1,1 @@
+//! Load generator for dynakv (issue 5). Not implemented yet.
