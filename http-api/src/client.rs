@@ -1,0 +1,235 @@
+//! Client routes: `/kv`, `/cluster`, `/admin`, `/health`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use dynakv_crdt::{Context, Register};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::params::{Key, decode_context, encode_context, parse_quorum_params};
+use crate::service::{GetOutcome, KvService, MemberJson};
+
+/// Request and response header carrying the causal context token.
+pub const CONTEXT_HEADER: &str = "x-dynakv-context";
+
+/// The key in a path `"{prefix}{percent-encoded key}"`.
+fn key_from_uri(uri: &Uri, prefix: &str) -> Result<Key, ApiError> {
+    let raw = uri.path().strip_prefix(prefix).unwrap_or("");
+    Key::from_path(raw)
+}
+
+fn context_from_headers(headers: &HeaderMap) -> Result<Option<Context>, ApiError> {
+    match headers.get(CONTEXT_HEADER) {
+        None => Ok(None),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::BadContext("header is not ASCII".into()))?;
+            decode_context(s).map(Some)
+        }
+    }
+}
+
+fn context_header(ctx: &Context) -> (header::HeaderName, HeaderValue) {
+    let value =
+        HeaderValue::from_str(&encode_context(ctx)).expect("base64url is a valid header value");
+    (header::HeaderName::from_static(CONTEXT_HEADER), value)
+}
+
+#[derive(Serialize)]
+struct SiblingsBody {
+    context: String,
+    siblings: Vec<String>,
+}
+
+pub(crate) async fn get_kv<S: KvService>(
+    State(svc): State<Arc<S>>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let key = key_from_uri(&uri, "/kv/")?;
+    let params = parse_quorum_params(query.as_deref(), svc.n(), &["r"])?;
+    Ok(match svc.get(key, params.r).await? {
+        GetOutcome::Found {
+            mut values,
+            context,
+        } if values.len() == 1 => (
+            StatusCode::OK,
+            [
+                context_header(&context),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                ),
+            ],
+            values.pop().expect("one value"),
+        )
+            .into_response(),
+        GetOutcome::Found { values, context } => (
+            StatusCode::MULTIPLE_CHOICES,
+            [context_header(&context)],
+            Json(SiblingsBody {
+                context: encode_context(&context),
+                siblings: values.iter().map(|v| STANDARD.encode(v)).collect(),
+            }),
+        )
+            .into_response(),
+        GetOutcome::NotFound { context } => {
+            let mut resp = ApiError::NotFound("the key has no live value".into()).into_response();
+            if let Some(ctx) = context {
+                let (name, value) = context_header(&ctx);
+                resp.headers_mut().insert(name, value);
+            }
+            resp
+        }
+    })
+}
+
+/// Reads the body, refusing more than `limit` bytes without buffering them.
+async fn read_value(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::ValueTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::ValueTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::BadParameter(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+pub(crate) async fn put_kv<S: KvService>(
+    State(svc): State<Arc<S>>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = key_from_uri(&uri, "/kv/")?;
+    let params = parse_quorum_params(query.as_deref(), svc.n(), &["w"])?;
+    let context = context_from_headers(&headers)?;
+    let value = read_value(&headers, body, svc.max_value_bytes()).await?;
+    let ctx = svc.write(key, Some(value), context, params.w).await?;
+    Ok((StatusCode::NO_CONTENT, [context_header(&ctx)]).into_response())
+}
+
+pub(crate) async fn delete_kv<S: KvService>(
+    State(svc): State<Arc<S>>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key_from_uri(&uri, "/kv/")?;
+    let params = parse_quorum_params(query.as_deref(), svc.n(), &["w"])?;
+    let context = context_from_headers(&headers)?;
+    let ctx = svc.write(key, None, context, params.w).await?;
+    Ok((StatusCode::NO_CONTENT, [context_header(&ctx)]).into_response())
+}
+
+/// `/kv/` with nothing after it.
+pub(crate) async fn empty_key() -> ApiError {
+    ApiError::BadKey("the key is empty".into())
+}
+
+#[derive(Serialize)]
+struct MembersBody {
+    node: String,
+    members: Vec<MemberJson>,
+}
+
+pub(crate) async fn members<S: KvService>(
+    State(svc): State<Arc<S>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    parse_quorum_params(query.as_deref(), svc.n(), &[])?;
+    Ok(Json(MembersBody {
+        node: svc.node_id().to_string(),
+        members: svc.members(),
+    })
+    .into_response())
+}
+
+#[derive(Serialize)]
+struct PreflistBody {
+    key: String,
+    partition: u32,
+    nodes: Vec<String>,
+}
+
+pub(crate) async fn preflist<S: KvService>(
+    State(svc): State<Arc<S>>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let key = key_from_uri(&uri, "/cluster/preflist/")?;
+    parse_quorum_params(query.as_deref(), svc.n(), &[])?;
+    let (partition, nodes) = svc.preference_list(&key);
+    Ok(Json(PreflistBody {
+        key: key.into_string(),
+        partition,
+        nodes,
+    })
+    .into_response())
+}
+
+#[derive(Serialize)]
+struct ReplicaBody {
+    mode: String,
+    values: Vec<String>,
+    tombstone: bool,
+    context: String,
+}
+
+pub(crate) async fn admin_replica<S: KvService>(
+    State(svc): State<Arc<S>>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let key = key_from_uri(&uri, "/admin/replica/")?;
+    parse_quorum_params(query.as_deref(), svc.n(), &[])?;
+    match svc.local_replica(&key)? {
+        None => Err(ApiError::NotFound(
+            "this node stores nothing for the key".into(),
+        )),
+        Some(reg) => Ok(Json(replica_body(&reg)).into_response()),
+    }
+}
+
+fn replica_body(reg: &Register) -> ReplicaBody {
+    ReplicaBody {
+        mode: reg.mode().to_string(),
+        values: reg.values().iter().map(|v| STANDARD.encode(v)).collect(),
+        tombstone: reg.is_tombstone(),
+        context: encode_context(&reg.context()),
+    }
+}
+
+#[derive(Serialize)]
+struct HealthBody {
+    status: &'static str,
+    node: String,
+}
+
+pub(crate) async fn health<S: KvService>(State(svc): State<Arc<S>>) -> Response {
+    Json(HealthBody {
+        status: "ok",
+        node: svc.node_id().to_string(),
+    })
+    .into_response()
+}

@@ -1,0 +1,190 @@
+//! Every way a request can fail, and the one place they become HTTP statuses.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+/// Which side of a quorum failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuorumOp {
+    Read,
+    Write,
+}
+
+/// A failed request. Expected outcomes (siblings, a missing key) are not errors.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("bad key: {0}")]
+    BadKey(String),
+    #[error("{0}")]
+    BadParameter(String),
+    #[error("malformed context: {0}")]
+    BadContext(String),
+    #[error("the value is larger than the limit of {limit} bytes")]
+    ValueTooLarge { limit: usize },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("{}", quorum_message(*.op, *.required, *.succeeded))]
+    Quorum {
+        op: QuorumOp,
+        required: usize,
+        succeeded: usize,
+    },
+    /// A malformed node-to-node message.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A peer belongs to another cluster (name or partitioning differ).
+    #[error("{0}")]
+    ClusterMismatch(String),
+    /// The node is shutting down or not ready.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Our fault: storage failed or a bug. Logged with details; the client sees a summary.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// An error answered by the peer a request was forwarded to, passed on unchanged.
+    #[error("{message}")]
+    Upstream {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+fn quorum_message(op: QuorumOp, required: usize, succeeded: usize) -> String {
+    match op {
+        QuorumOp::Write => format!(
+            "write quorum not met: {succeeded} of {required} required replicas acknowledged in time; \
+             the write may still have been applied on some replicas"
+        ),
+        QuorumOp::Read => format!(
+            "read quorum not met: {succeeded} of {required} required replicas answered in time"
+        ),
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded: Option<usize>,
+}
+
+impl ApiError {
+    /// Stable machine-readable code; clients branch on it.
+    pub fn code(&self) -> &str {
+        match self {
+            ApiError::BadKey(_) => "bad_key",
+            ApiError::BadParameter(_) => "bad_parameter",
+            ApiError::BadContext(_) => "bad_context",
+            ApiError::ValueTooLarge { .. } => "value_too_large",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Quorum { .. } => "quorum_failed",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::ClusterMismatch(_) => "cluster_mismatch",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+            ApiError::Upstream { code, .. } => code,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadKey(_)
+            | ApiError::BadParameter(_)
+            | ApiError::BadContext(_)
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::ClusterMismatch(_) => StatusCode::CONFLICT,
+            ApiError::Quorum { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Upstream { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let (required, succeeded) = match self {
+            ApiError::Quorum {
+                required,
+                succeeded,
+                ..
+            } => (Some(*required), Some(*succeeded)),
+            _ => (None, None),
+        };
+        ErrorBody {
+            error: self.code().to_string(),
+            message: self.to_string(),
+            required,
+            succeeded,
+        }
+    }
+
+    /// Rebuilds an error a peer answered with, so a forwarded request fails the same way
+    /// it would have had the client asked that peer directly.
+    pub fn from_body(status: u16, body: ErrorBody) -> ApiError {
+        match (body.error.as_str(), body.required, body.succeeded) {
+            ("quorum_failed", Some(required), Some(succeeded)) => ApiError::Quorum {
+                op: if body.message.starts_with("read") {
+                    QuorumOp::Read
+                } else {
+                    QuorumOp::Write
+                },
+                required,
+                succeeded,
+            },
+            _ => ApiError::Upstream {
+                status,
+                code: body.error,
+                message: body.message,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status().is_server_error() && !matches!(self, ApiError::Quorum { .. }) {
+            tracing::warn!(error = %self, code = self.code(), "request failed");
+        }
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_error_round_trips_through_its_body() {
+        let e = ApiError::Quorum {
+            op: QuorumOp::Write,
+            required: 2,
+            succeeded: 1,
+        };
+        let body = e.body();
+        assert_eq!(body.error, "quorum_failed");
+        assert_eq!((body.required, body.succeeded), (Some(2), Some(1)));
+        assert!(body.message.contains("may still have been applied"));
+        assert_eq!(ApiError::from_body(503, body), e);
+    }
+
+    #[test]
+    fn other_errors_pass_through_as_upstream() {
+        let e = ApiError::from_body(400, ApiError::BadKey("empty".into()).body());
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.code(), "bad_key");
+    }
+}

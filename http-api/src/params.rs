@@ -1,0 +1,231 @@
+//! Parsing what clients send: keys, query parameters and context tokens.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dynakv_crdt::Context;
+use percent_encoding::percent_decode_str;
+
+use crate::error::ApiError;
+
+/// Longest key accepted, in bytes of UTF-8.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest context token accepted, in characters. A token grows with the number of
+/// writers of a key; this is far beyond any sane history and bounds decoding work.
+pub const MAX_CONTEXT_CHARS: usize = 16 * 1024;
+/// Version byte leading every context token.
+const CONTEXT_TOKEN_VERSION: u8 = 1;
+
+/// A validated key: non-empty UTF-8, at most [`MAX_KEY_BYTES`] bytes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(String);
+
+impl Key {
+    pub fn new(s: impl Into<String>) -> Result<Key, ApiError> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(ApiError::BadKey("the key is empty".into()));
+        }
+        if s.len() > MAX_KEY_BYTES {
+            return Err(ApiError::BadKey(format!(
+                "the key is {} bytes; the limit is {MAX_KEY_BYTES}",
+                s.len()
+            )));
+        }
+        Ok(Key(s))
+    }
+
+    /// Decodes a percent-encoded path segment (the part after `/kv/`).
+    pub fn from_path(raw: &str) -> Result<Key, ApiError> {
+        let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| {
+            ApiError::BadKey("the key is not valid UTF-8 once percent-decoded".into())
+        })?;
+        Key::new(decoded.into_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Per-request quorum overrides from the query string.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuorumParams {
+    pub r: Option<usize>,
+    pub w: Option<usize>,
+}
+
+/// Parses `r=` and `w=` (each between 1 and `n`); `allowed` names the parameters this
+/// route takes. Anything else is rejected so a typo (`W=1`) cannot silently do nothing.
+pub fn parse_quorum_params(
+    query: Option<&str>,
+    n: usize,
+    allowed: &[&str],
+) -> Result<QuorumParams, ApiError> {
+    let mut params = QuorumParams::default();
+    let Some(query) = query else {
+        return Ok(params);
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode_str(name).decode_utf8_lossy();
+        let value = percent_decode_str(value).decode_utf8_lossy();
+        let slot = match name.as_ref() {
+            "r" if allowed.contains(&"r") => &mut params.r,
+            "w" if allowed.contains(&"w") => &mut params.w,
+            other => {
+                return Err(ApiError::BadParameter(format!(
+                    "unknown query parameter {other:?}; this route takes {}",
+                    if allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        allowed.join(", ")
+                    }
+                )));
+            }
+        };
+        if slot.is_some() {
+            return Err(ApiError::BadParameter(format!("{name} is given twice")));
+        }
+        let parsed: usize = value.parse().map_err(|_| {
+            ApiError::BadParameter(format!(
+                "{name} must be a whole number between 1 and n ({n}), got {value:?}"
+            ))
+        })?;
+        if parsed == 0 || parsed > n {
+            return Err(ApiError::BadParameter(format!(
+                "{name} must be between 1 and n ({n}), got {parsed}"
+            )));
+        }
+        *slot = Some(parsed);
+    }
+    Ok(params)
+}
+
+/// Encodes a context as the opaque token clients carry in `X-Dynakv-Context`.
+pub fn encode_context(ctx: &Context) -> String {
+    let mut bytes = vec![CONTEXT_TOKEN_VERSION];
+    bytes.extend(postcard::to_stdvec(ctx).expect("contexts always serialize"));
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn decode_context(token: &str) -> Result<Context, ApiError> {
+    let token = token.trim();
+    if token.len() > MAX_CONTEXT_CHARS {
+        return Err(ApiError::BadContext(format!(
+            "token is {} characters; the limit is {MAX_CONTEXT_CHARS}",
+            token.len()
+        )));
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| ApiError::BadContext("token is not base64url".into()))?;
+    match bytes.split_first() {
+        Some((&CONTEXT_TOKEN_VERSION, rest)) => {
+            let (ctx, left): (Context, &[u8]) = postcard::take_from_bytes(rest)
+                .map_err(|_| ApiError::BadContext("token does not decode".into()))?;
+            if !left.is_empty() {
+                return Err(ApiError::BadContext("token has trailing bytes".into()));
+            }
+            Ok(normalize(ctx))
+        }
+        Some((v, _)) => Err(ApiError::BadContext(format!("unknown token version {v}"))),
+        None => Err(ApiError::BadContext("token is empty".into())),
+    }
+}
+
+/// A decoded token comes from outside: rebuild it so internal invariants hold even for a
+/// hand-made one.
+fn normalize(ctx: Context) -> Context {
+    match ctx {
+        Context::Mv(cc) => {
+            let cloud: Vec<_> = cc.cloud().collect();
+            Context::Mv(dynakv_crdt::CausalContext::from_parts(
+                cc.vv().clone(),
+                cloud,
+            ))
+        }
+        lww => lww,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynakv_crdt::{Actor, CausalContext, Dot, Timestamp, VersionVector};
+    use proptest::prelude::*;
+
+    #[test]
+    fn keys_are_percent_decoded_and_validated() {
+        assert_eq!(Key::from_path("a%2Fb%20c").unwrap().as_str(), "a/b c");
+        assert_eq!(Key::from_path("caf%C3%A9").unwrap().as_str(), "café");
+        assert_eq!(Key::from_path("").unwrap_err().code(), "bad_key");
+        assert_eq!(Key::from_path("%FF").unwrap_err().code(), "bad_key");
+        assert!(Key::from_path(&"k".repeat(1024)).is_ok());
+        assert_eq!(
+            Key::from_path(&"k".repeat(1025)).unwrap_err().code(),
+            "bad_key"
+        );
+    }
+
+    #[test]
+    fn quorum_params() {
+        let ok = parse_quorum_params(Some("r=2"), 3, &["r"]).unwrap();
+        assert_eq!(ok.r, Some(2));
+        for bad in ["r=0", "r=4", "r=abc", "r=", "r=-1", "r=1&r=2", "x=1", "w=1"] {
+            let e = parse_quorum_params(Some(bad), 3, &["r"]).unwrap_err();
+            assert_eq!(e.code(), "bad_parameter", "{bad}");
+        }
+        assert_eq!(
+            parse_quorum_params(None, 3, &["w"]).unwrap(),
+            QuorumParams::default()
+        );
+        assert_eq!(
+            parse_quorum_params(Some(""), 3, &["w"]).unwrap(),
+            QuorumParams::default()
+        );
+    }
+
+    #[test]
+    fn malformed_tokens_are_rejected() {
+        for bad in ["", "!!!", "AA", "AQ", &"A".repeat(MAX_CONTEXT_CHARS + 1)] {
+            assert_eq!(
+                decode_context(bad).unwrap_err().code(),
+                "bad_context",
+                "{bad:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn context_tokens_round_trip(
+            vv in prop::collection::btree_map(any::<u64>(), 1u64..1000, 0..5),
+            cloud in prop::collection::vec((any::<u64>(), 1u64..1000), 0..4),
+            ts in any::<u64>(),
+            lww in any::<bool>(),
+        ) {
+            let ctx = if lww {
+                Context::Lww(Timestamp(ts))
+            } else {
+                let vv: VersionVector = vv.into_iter().map(|(a, c)| (Actor(a), c)).collect();
+                Context::Mv(CausalContext::from_parts(vv, cloud.into_iter().map(|(a, c)| Dot::new(Actor(a), c))))
+            };
+            let token = encode_context(&ctx);
+            prop_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            prop_assert_eq!(decode_context(&token).unwrap(), ctx);
+        }
+
+        #[test]
+        fn arbitrary_tokens_never_panic(s in "\\PC{0,64}") {
+            let _ = decode_context(&s);
+        }
+    }
+}

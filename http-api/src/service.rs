@@ -1,0 +1,75 @@
+//! What the HTTP layer needs from a node. The node crate implements these; tests can
+//! implement them with fakes.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use dynakv_crdt::{Context, Register};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::params::Key;
+use crate::wire::{GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse};
+
+/// Result of a coordinated read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GetOutcome {
+    /// One value, or several concurrent siblings.
+    Found {
+        values: Vec<Bytes>,
+        context: Context,
+    },
+    /// No live value. The context is there when a tombstone was found, so a client can
+    /// write after the delete.
+    NotFound { context: Option<Context> },
+}
+
+/// A member as the serving node sees it (`GET /cluster/members`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberJson {
+    pub id: String,
+    pub addr: String,
+    pub status: &'static str,
+    pub generation: u64,
+    pub heartbeat: u64,
+    /// Milliseconds since this node last heard the member's heartbeat advance.
+    pub silent_ms: u64,
+    pub tokens: u32,
+}
+
+/// The client-facing operations a node coordinates.
+pub trait KvService: Send + Sync + 'static {
+    /// Replication factor, the bound for per-request `r` and `w`.
+    fn n(&self) -> usize;
+    fn max_value_bytes(&self) -> usize;
+    fn node_id(&self) -> &str;
+
+    fn get(
+        &self,
+        key: Key,
+        r: Option<usize>,
+    ) -> impl Future<Output = Result<GetOutcome, ApiError>> + Send;
+    /// Writes `value` (or deletes, with `None`) and returns the new version's context.
+    fn write(
+        &self,
+        key: Key,
+        value: Option<Bytes>,
+        context: Option<Context>,
+        w: Option<usize>,
+    ) -> impl Future<Output = Result<Context, ApiError>> + Send;
+
+    fn members(&self) -> Vec<MemberJson>;
+    /// The key's partition and its replicas in preference order.
+    fn preference_list(&self, key: &Key) -> (u32, Vec<String>);
+    /// What this node itself stores for the key.
+    fn local_replica(&self, key: &Key) -> Result<Option<Register>, ApiError>;
+}
+
+/// Node-to-node operations.
+pub trait InternalService: Send + Sync + 'static {
+    fn replica(
+        &self,
+        req: ReplicaRequest,
+    ) -> impl Future<Output = Result<ReplicaResponse, ApiError>> + Send;
+    fn gossip(&self, req: GossipRequest) -> Result<GossipResponse, ApiError>;
+}

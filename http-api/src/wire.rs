@@ -1,0 +1,124 @@
+//! Node-to-node messages and their encoding.
+//!
+//! Bodies are a version byte followed by postcard (compact, serde-derived, no schema
+//! files). Every internal route takes one request enum and answers one response enum, so
+//! adding a verb is adding a variant.
+
+use bytes::Bytes;
+use dynakv_crdt::{ConflictMode, Context, Register};
+use dynakv_ring::GossipEntry;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// Bumped on incompatible changes; a node rejects messages of another version.
+pub const WIRE_VERSION: u8 = 1;
+pub const CONTENT_TYPE: &str = "application/x-dynakv";
+
+/// Requests a coordinator sends to a key's replicas (`POST /internal/replica`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ReplicaRequest {
+    /// Return the locally stored state of a key.
+    Get { key: String },
+    /// Merge this state into the locally stored one; acknowledge once it is durable.
+    Merge { key: String, register: Register },
+    /// Coordinate a multi-value write here. Sent by a node that is not a replica of the
+    /// key: only a replica can mint the new version's dot (see `dynakv_crdt::mv`).
+    Coordinate(CoordinateWrite),
+}
+
+/// A client write forwarded to a replica, with what is left of the client's deadline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CoordinateWrite {
+    pub key: String,
+    /// `None` deletes.
+    pub value: Option<Bytes>,
+    pub context: Option<Context>,
+    pub w: usize,
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ReplicaResponse {
+    State(Option<Register>),
+    Merged,
+    Written { context: Context },
+}
+
+/// What members of one cluster must agree on; gossip from a node that differs is
+/// refused, so a misconfigured node cannot join and disagree about placement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterId {
+    pub name: String,
+    pub partition_bits: u8,
+    /// Replication factor: replicas of a partition must agree on who they are.
+    pub n: u32,
+    pub conflict: ConflictMode,
+}
+
+/// Push half of a push-pull gossip round (`POST /internal/gossip`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipRequest {
+    pub cluster: ClusterId,
+    pub entries: Vec<GossipEntry>,
+}
+
+/// Pull half: the receiver's table after merging the pushed one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipResponse {
+    pub entries: Vec<GossipEntry>,
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = vec![WIRE_VERSION];
+    postcard::to_io(msg, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.split_first() {
+        Some((&WIRE_VERSION, rest)) => postcard::from_bytes(rest)
+            .map_err(|e| ApiError::BadRequest(format!("undecodable message: {e}"))),
+        Some((v, _)) => Err(ApiError::BadRequest(format!(
+            "wire version {v} is not supported (this node speaks {WIRE_VERSION})"
+        ))),
+        None => Err(ApiError::BadRequest("empty message".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynakv_crdt::{Actor, LwwRegister, Timestamp};
+
+    #[test]
+    fn round_trip_and_version_check() {
+        let req = ReplicaRequest::Merge {
+            key: "k".into(),
+            register: Register::Lww(LwwRegister::new(
+                Timestamp(5),
+                Actor(1),
+                Some(Bytes::from_static(b"v")),
+            )),
+        };
+        let bytes = encode(&req);
+        assert_eq!(decode::<ReplicaRequest>(&bytes).unwrap(), req);
+        let mut other = bytes.clone();
+        other[0] = 99;
+        assert_eq!(
+            decode::<ReplicaRequest>(&other).unwrap_err().code(),
+            "bad_request"
+        );
+        assert_eq!(
+            decode::<ReplicaRequest>(&bytes[..bytes.len() - 1])
+                .unwrap_err()
+                .code(),
+            "bad_request"
+        );
+        assert_eq!(
+            decode::<ReplicaRequest>(&[]).unwrap_err().code(),
+            "bad_request"
+        );
+    }
+}
