@@ -1,0 +1,581 @@
+//! Node settings: command-line flags, `DYNAKV_*` environment variables and a TOML file,
+//! in that order of precedence, over defaults; checked before the node starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use dynakv_crdt::ConflictMode;
+use dynakv_ring::NodeId;
+use dynakv_ring::ring::{DEFAULT_PARTITION_BITS, DEFAULT_TOKENS, MAX_PARTITION_BITS, MAX_TOKENS};
+use serde::Deserialize;
+
+/// Flags of `dynakv node`. Each also reads an environment variable; values given neither
+/// way come from `--config` or the defaults.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct NodeArgs {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "DYNAKV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Node name [default: the one stored in the data dir, else n-<random>].
+    #[arg(long, env = "DYNAKV_ID")]
+    pub id: Option<String>,
+    /// Address to serve on [default: 127.0.0.1:7001].
+    #[arg(long, env = "DYNAKV_LISTEN")]
+    pub listen: Option<String>,
+    /// Address other nodes use to reach this one, host:port [default: the listen address].
+    #[arg(long, env = "DYNAKV_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Where RocksDB and the node's identity live [default: ./data].
+    #[arg(long, env = "DYNAKV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Comma-separated host:port of nodes to join through (may include this node).
+    #[arg(long, env = "DYNAKV_SEEDS")]
+    pub seeds: Option<String>,
+    /// Replicas per key [default: 3].
+    #[arg(long, env = "DYNAKV_N")]
+    pub n: Option<String>,
+    /// Replies a read waits for [default: 2].
+    #[arg(long, env = "DYNAKV_R")]
+    pub r: Option<String>,
+    /// Acknowledgements a write waits for [default: 2].
+    #[arg(long, env = "DYNAKV_W")]
+    pub w: Option<String>,
+    /// mv (keep concurrent writes as siblings) or lww (last writer wins) [default: mv].
+    #[arg(long, env = "DYNAKV_CONFLICT")]
+    pub conflict: Option<String>,
+    /// Milliseconds between gossip rounds [default: 1000].
+    #[arg(long, env = "DYNAKV_GOSSIP_INTERVAL_MS")]
+    pub gossip_interval_ms: Option<String>,
+    /// Silence before a member is suspect [default: 3 gossip intervals].
+    #[arg(long, env = "DYNAKV_SUSPECT_AFTER_MS")]
+    pub suspect_after_ms: Option<String>,
+    /// Silence before a member is dead and skipped by requests [default: 6 gossip intervals].
+    #[arg(long, env = "DYNAKV_DEAD_AFTER_MS")]
+    pub dead_after_ms: Option<String>,
+    /// Milliseconds a client request may take before it fails [default: 2000].
+    #[arg(long, env = "DYNAKV_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<String>,
+    /// Largest value accepted, in bytes [default: 1048576].
+    #[arg(long, env = "DYNAKV_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<String>,
+    /// Virtual nodes of this node on the ring (its relative capacity) [default: 128].
+    #[arg(long, env = "DYNAKV_TOKENS")]
+    pub tokens: Option<String>,
+    /// The ring has 2^bits partitions; the same on every node [default: 10].
+    #[arg(long, env = "DYNAKV_PARTITION_BITS")]
+    pub partition_bits: Option<String>,
+    /// Name of the cluster; nodes of different clusters refuse each other's gossip [default: dynakv].
+    #[arg(long, env = "DYNAKV_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// fsync the write-ahead log before acknowledging each write (survives power loss, slower) [default: false].
+    #[arg(long, env = "DYNAKV_SYNC_WRITES")]
+    pub sync_writes: Option<String>,
+}
+
+/// The same settings in a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<String>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    data_dir: Option<PathBuf>,
+    seeds: Option<Vec<String>>,
+    n: Option<u64>,
+    r: Option<u64>,
+    w: Option<u64>,
+    conflict: Option<String>,
+    gossip_interval_ms: Option<u64>,
+    suspect_after_ms: Option<u64>,
+    dead_after_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    max_value_bytes: Option<u64>,
+    tokens: Option<u64>,
+    partition_bits: Option<u64>,
+    cluster_name: Option<String>,
+    sync_writes: Option<bool>,
+}
+
+/// Checked settings of a node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `None`: use the id stored in the data dir, or make one up on first start.
+    pub id: Option<NodeId>,
+    pub listen: SocketAddr,
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    pub seeds: Vec<String>,
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+    pub conflict: ConflictMode,
+    pub gossip_interval: Duration,
+    pub suspect_after: Duration,
+    pub dead_after: Duration,
+    pub request_timeout: Duration,
+    pub max_value_bytes: usize,
+    pub tokens: u32,
+    pub partition_bits: u8,
+    pub cluster_name: String,
+    pub sync_writes: bool,
+}
+
+/// Largest replication factor accepted.
+pub const MAX_N: usize = 16;
+/// Largest value limit accepted.
+pub const MAX_VALUE_LIMIT: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid setting `{setting}` = {value:?}: {reason}")]
+    Invalid {
+        setting: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid setting `config` = {path:?}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+fn invalid(setting: &'static str, value: impl ToString, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Flag/env value if given, else the file's, else `default`; strings parsed as `T`.
+fn pick<T: FromStr>(
+    setting: &'static str,
+    arg: Option<String>,
+    file: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match arg {
+        Some(s) => s.trim().parse().map_err(|_| {
+            let expected = if std::any::type_name::<T>() == "bool" {
+                "expected true or false"
+            } else {
+                "expected a whole number"
+            };
+            invalid(setting, &s, expected)
+        }),
+        None => Ok(file.unwrap_or(default)),
+    }
+}
+
+fn narrow<T: TryFrom<u64>>(
+    setting: &'static str,
+    v: Option<u64>,
+) -> Result<Option<T>, ConfigError> {
+    v.map(|v| T::try_from(v).map_err(|_| invalid(setting, v, "out of range")))
+        .transpose()
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.message().replace('\n', " "),
+    })
+}
+
+impl Config {
+    /// Resolves flags, environment, file and defaults into checked settings. Does not
+    /// touch the data directory; see [`Config::check_data_dir`].
+    pub fn load(args: NodeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let id = match args.id.or(file.id) {
+            Some(s) => Some(NodeId::new(s.trim()).map_err(|e| invalid("id", &s, e.to_string()))?),
+            None => None,
+        };
+        let listen_raw = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:7001".into());
+        let listen: SocketAddr = listen_raw.trim().parse().map_err(|_| {
+            invalid(
+                "listen",
+                &listen_raw,
+                "expected ip:port, e.g. 127.0.0.1:7001",
+            )
+        })?;
+        let advertise = match args.advertise.or(file.advertise) {
+            Some(a) => {
+                check_host_port(&a).map_err(|r| invalid("advertise", &a, r))?;
+                a.trim().to_string()
+            }
+            None if listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    "advertise",
+                    "",
+                    format!(
+                        "required when listening on {listen}: other nodes need an address they can reach"
+                    ),
+                ));
+            }
+            None => listen.to_string(),
+        };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let seeds: Vec<String> = match args.seeds {
+            Some(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            None => file.seeds.unwrap_or_default(),
+        };
+        for s in &seeds {
+            check_host_port(s).map_err(|r| invalid("seeds", s, r))?;
+        }
+        let n: usize = pick("n", args.n, narrow("n", file.n)?, 3)?;
+        let r: usize = pick("r", args.r, narrow("r", file.r)?, 2)?;
+        let w: usize = pick("w", args.w, narrow("w", file.w)?, 2)?;
+        if n == 0 || n > MAX_N {
+            return Err(invalid("n", n, format!("must be between 1 and {MAX_N}")));
+        }
+        if r == 0 || r > n {
+            return Err(invalid("r", r, format!("must be between 1 and n ({n})")));
+        }
+        if w == 0 || w > n {
+            return Err(invalid("w", w, format!("must be between 1 and n ({n})")));
+        }
+        let conflict_raw = args
+            .conflict
+            .or(file.conflict)
+            .unwrap_or_else(|| "mv".into());
+        let conflict: ConflictMode = conflict_raw
+            .trim()
+            .parse()
+            .map_err(|_| invalid("conflict", &conflict_raw, "expected mv or lww"))?;
+        let gossip_ms: u64 = pick(
+            "gossip-interval-ms",
+            args.gossip_interval_ms,
+            file.gossip_interval_ms,
+            1000,
+        )?;
+        if !(10..=60_000).contains(&gossip_ms) {
+            return Err(invalid(
+                "gossip-interval-ms",
+                gossip_ms,
+                "must be between 10 and 60000",
+            ));
+        }
+        let suspect_ms: u64 = pick(
+            "suspect-after-ms",
+            args.suspect_after_ms,
+            file.suspect_after_ms,
+            3 * gossip_ms,
+        )?;
+        let dead_ms: u64 = pick(
+            "dead-after-ms",
+            args.dead_after_ms,
+            file.dead_after_ms,
+            6 * gossip_ms,
+        )?;
+        if suspect_ms < gossip_ms {
+            return Err(invalid(
+                "suspect-after-ms",
+                suspect_ms,
+                format!("must be at least the gossip interval ({gossip_ms} ms)"),
+            ));
+        }
+        if dead_ms <= suspect_ms {
+            return Err(invalid(
+                "dead-after-ms",
+                dead_ms,
+                format!("must be greater than suspect-after-ms ({suspect_ms})"),
+            ));
+        }
+        let timeout_ms: u64 = pick(
+            "request-timeout-ms",
+            args.request_timeout_ms,
+            file.request_timeout_ms,
+            2000,
+        )?;
+        if !(1..=600_000).contains(&timeout_ms) {
+            return Err(invalid(
+                "request-timeout-ms",
+                timeout_ms,
+                "must be between 1 and 600000",
+            ));
+        }
+        let max_value_bytes: usize = pick(
+            "max-value-bytes",
+            args.max_value_bytes,
+            narrow("max-value-bytes", file.max_value_bytes)?,
+            1 << 20,
+        )?;
+        if max_value_bytes == 0 || max_value_bytes > MAX_VALUE_LIMIT {
+            return Err(invalid(
+                "max-value-bytes",
+                max_value_bytes,
+                format!("must be between 1 and {MAX_VALUE_LIMIT}"),
+            ));
+        }
+        let tokens: u32 = pick(
+            "tokens",
+            args.tokens,
+            narrow("tokens", file.tokens)?,
+            DEFAULT_TOKENS,
+        )?;
+        if tokens == 0 || tokens > MAX_TOKENS {
+            return Err(invalid(
+                "tokens",
+                tokens,
+                format!("must be between 1 and {MAX_TOKENS}"),
+            ));
+        }
+        let partition_bits: u8 = pick(
+            "partition-bits",
+            args.partition_bits,
+            narrow("partition-bits", file.partition_bits)?,
+            DEFAULT_PARTITION_BITS,
+        )?;
+        if partition_bits == 0 || partition_bits > MAX_PARTITION_BITS {
+            return Err(invalid(
+                "partition-bits",
+                partition_bits,
+                format!("must be between 1 and {MAX_PARTITION_BITS}"),
+            ));
+        }
+        let cluster_name = args
+            .cluster_name
+            .or(file.cluster_name)
+            .unwrap_or_else(|| "dynakv".into());
+        if cluster_name.trim().is_empty() || cluster_name.len() > 128 {
+            return Err(invalid(
+                "cluster-name",
+                &cluster_name,
+                "must be 1 to 128 characters",
+            ));
+        }
+        let sync_writes: bool = pick("sync-writes", args.sync_writes, file.sync_writes, false)?;
+        Ok(Config {
+            id,
+            listen,
+            advertise,
+            data_dir,
+            seeds,
+            n,
+            r,
+            w,
+            conflict,
+            gossip_interval: Duration::from_millis(gossip_ms),
+            suspect_after: Duration::from_millis(suspect_ms),
+            dead_after: Duration::from_millis(dead_ms),
+            request_timeout: Duration::from_millis(timeout_ms),
+            max_value_bytes,
+            tokens,
+            partition_bits,
+            cluster_name: cluster_name.trim().to_string(),
+            sync_writes,
+        })
+    }
+
+    /// Creates the data directory if needed and proves it writable.
+    pub fn check_data_dir(&self) -> Result<(), ConfigError> {
+        let fail = |e: std::io::Error| {
+            invalid(
+                "data-dir",
+                self.data_dir.display(),
+                format!("not writable: {e}"),
+            )
+        };
+        std::fs::create_dir_all(&self.data_dir).map_err(fail)?;
+        let probe = self.data_dir.join(".dynakv-write-check");
+        std::fs::write(&probe, b"ok").map_err(fail)?;
+        std::fs::remove_file(&probe).map_err(fail)?;
+        Ok(())
+    }
+}
+
+/// `host:port` with a non-empty host and a numeric port.
+fn check_host_port(s: &str) -> Result<(), String> {
+    let s = s.trim();
+    let (host, port) = s.rsplit_once(':').ok_or("expected host:port")?;
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("bad port {port:?}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> NodeArgs {
+        NodeArgs::default()
+    }
+
+    fn err(a: NodeArgs) -> String {
+        Config::load(a).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(args()).unwrap();
+        assert_eq!((c.n, c.r, c.w, c.conflict), (3, 2, 2, ConflictMode::Mv));
+        assert_eq!(c.advertise, "127.0.0.1:7001");
+        assert_eq!(c.suspect_after, Duration::from_millis(3000));
+        assert_eq!(c.dead_after, Duration::from_millis(6000));
+        assert!(c.seeds.is_empty());
+    }
+
+    #[test]
+    fn invalid_settings_name_the_setting() {
+        let cases: Vec<(NodeArgs, &str)> = vec![
+            (
+                NodeArgs {
+                    r: Some("4".into()),
+                    ..args()
+                },
+                "`r`",
+            ),
+            (
+                NodeArgs {
+                    w: Some("0".into()),
+                    ..args()
+                },
+                "`w`",
+            ),
+            (
+                NodeArgs {
+                    n: Some("0".into()),
+                    ..args()
+                },
+                "`n`",
+            ),
+            (
+                NodeArgs {
+                    n: Some("x".into()),
+                    ..args()
+                },
+                "`n`",
+            ),
+            (
+                NodeArgs {
+                    conflict: Some("crdt".into()),
+                    ..args()
+                },
+                "`conflict`",
+            ),
+            (
+                NodeArgs {
+                    listen: Some("nowhere".into()),
+                    ..args()
+                },
+                "`listen`",
+            ),
+            (
+                NodeArgs {
+                    listen: Some("0.0.0.0:7000".into()),
+                    ..args()
+                },
+                "`advertise`",
+            ),
+            (
+                NodeArgs {
+                    seeds: Some("a:1,b".into()),
+                    ..args()
+                },
+                "`seeds`",
+            ),
+            (
+                NodeArgs {
+                    id: Some("bad id".into()),
+                    ..args()
+                },
+                "`id`",
+            ),
+            (
+                NodeArgs {
+                    tokens: Some("0".into()),
+                    ..args()
+                },
+                "`tokens`",
+            ),
+            (
+                NodeArgs {
+                    dead_after_ms: Some("100".into()),
+                    ..args()
+                },
+                "`dead-after-ms`",
+            ),
+            (
+                NodeArgs {
+                    config: Some("/nonexistent.toml".into()),
+                    ..args()
+                },
+                "`config`",
+            ),
+        ];
+        for (a, setting) in cases {
+            let e = err(a);
+            assert!(e.contains(setting), "{e:?} should name {setting}");
+            assert!(!e.contains('\n'), "one line: {e:?}");
+        }
+    }
+
+    #[test]
+    fn file_is_overridden_by_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "n = 5\nr = 3\nconflict = \"lww\"\nseeds = [\"a:1\", \"b:2\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(NodeArgs {
+            config: Some(path.clone()),
+            r: Some("1".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!((c.n, c.r, c.conflict), (5, 1, ConflictMode::Lww));
+        assert_eq!(c.seeds, vec!["a:1".to_string(), "b:2".to_string()]);
+        std::fs::write(&path, "unknown_key = 1\n").unwrap();
+        let e = err(NodeArgs {
+            config: Some(path.clone()),
+            ..args()
+        });
+        assert!(e.contains("unknown_key") && !e.contains('\n'), "{e}");
+        std::fs::write(&path, "n = \"three\"\n").unwrap();
+        assert!(
+            err(NodeArgs {
+                config: Some(path),
+                ..args()
+            })
+            .contains("`config`")
+        );
+    }
+
+    #[test]
+    fn unwritable_data_dir_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain-file");
+        std::fs::write(&file, b"x").unwrap();
+        let c = Config::load(NodeArgs {
+            data_dir: Some(file.join("sub")),
+            ..args()
+        })
+        .unwrap();
+        let e = c.check_data_dir().unwrap_err().to_string();
+        assert!(e.contains("`data-dir`"), "{e}");
+    }
+}

@@ -1,0 +1,212 @@
+//! `dynakv dev`: a local cluster of `dynakv node` child processes on loopback.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DevArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Port of the first node; the others follow.
+    #[arg(long, default_value_t = 7001)]
+    pub base_port: u16,
+    /// Parent directory of the nodes' data directories.
+    #[arg(long, default_value = "./dev-data")]
+    pub data_dir: PathBuf,
+    /// Extra flags for every node, after `--` (e.g. `-- --conflict lww`).
+    #[arg(last = true)]
+    pub node_args: Vec<String>,
+}
+
+const MAX_NODES: usize = 32;
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    // Installed first, so Ctrl-C during start-up still stops the children cleanly.
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
+    if args.nodes == 0 || args.nodes > MAX_NODES {
+        bail!(
+            "invalid setting `nodes` = {}: must be between 1 and {MAX_NODES}",
+            args.nodes
+        );
+    }
+    if args.base_port as usize + args.nodes > u16::MAX as usize {
+        bail!(
+            "invalid setting `base-port` = {}: the nodes' ports would pass 65535",
+            args.base_port
+        );
+    }
+    let exe = std::env::current_exe().context("cannot find the dynakv executable")?;
+    let addrs: Vec<String> = (0..args.nodes)
+        .map(|i| format!("127.0.0.1:{}", args.base_port as usize + i))
+        .collect();
+    let seeds = addrs.join(",");
+    // Fewer nodes than the default N=3: shrink N so writes can succeed.
+    let mut extra = args.node_args.clone();
+    if args.nodes < 3 && !extra.iter().any(|a| a == "--n" || a.starts_with("--n=")) {
+        let q = args.nodes.min(2).to_string();
+        extra.extend([
+            "--n".into(),
+            args.nodes.to_string(),
+            "--r".into(),
+            q.clone(),
+            "--w".into(),
+            q,
+        ]);
+    }
+
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = format!("n{}", i + 1);
+        let dir = args.data_dir.join(&id);
+        let mut child = Command::new(&exe)
+            .arg("node")
+            .args(["--id", &id, "--listen", addr, "--seeds", &seeds])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(&extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start node {id}"))?;
+        prefix_output(&id, &mut child);
+        children.push((id, child));
+    }
+
+    println!("dynakv dev cluster: {} nodes", args.nodes);
+    for ((id, _), addr) in children.iter().zip(&addrs) {
+        println!(
+            "  {id}  http://{addr}   data {}",
+            args.data_dir.join(id).display()
+        );
+    }
+    let ready = tokio::select! {
+        _ = &mut shutdown => None,
+        ready = wait_ready(&addrs, &mut children) => Some(ready),
+    };
+    match ready {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            stop(&mut children).await;
+            return Err(e);
+        }
+        None => {
+            stop(&mut children).await;
+            println!("all nodes stopped");
+            return Ok(());
+        }
+    }
+    println!("ready. try:");
+    println!(
+        "  curl -i -X PUT --data-binary 'hello' http://{}/kv/greeting",
+        addrs[0]
+    );
+    println!("  curl -i http://{}/kv/greeting", addrs[addrs.len() - 1]);
+    println!("  curl -s http://{}/cluster/members", addrs[0]);
+    println!("Ctrl-C stops every node.");
+
+    let exited = tokio::select! {
+        _ = &mut shutdown => None,
+        exited = any_exit(&mut children) => Some(exited),
+    };
+    if let Some((id, status)) = &exited {
+        eprintln!("node {id} exited ({status}); stopping the others");
+    }
+    stop(&mut children).await;
+    println!("all nodes stopped");
+    match exited {
+        Some((id, _)) => bail!("node {id} exited unexpectedly"),
+        None => Ok(()),
+    }
+}
+
+/// Copies a child's output to ours, each line tagged with the node id.
+fn prefix_output(id: &str, child: &mut Child) {
+    if let Some(out) = child.stdout.take() {
+        let tag = id.to_string();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                println!("[{tag}] {line}");
+            }
+        });
+    }
+    if let Some(err) = child.stderr.take() {
+        let tag = id.to_string();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[{tag}] {line}");
+            }
+        });
+    }
+}
+
+async fn wait_ready(addrs: &[String], children: &mut [(String, Child)]) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    for addr in addrs {
+        loop {
+            for (id, child) in children.iter_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("node {id} exited during start-up ({status})");
+                }
+            }
+            let ok = http
+                .get(format!("http://{addr}/health"))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("node at {addr} did not become healthy within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn any_exit(children: &mut [(String, Child)]) -> (String, std::process::ExitStatus) {
+    loop {
+        for (id, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (id.clone(), status);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGTERM every child, wait for a clean exit, SIGKILL what is left.
+async fn stop(children: &mut [(String, Child)]) {
+    for (_, child) in children.iter() {
+        if let Some(pid) = child.id() {
+            // SAFETY: plain signal to a child process we spawned and still own.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+    for (id, child) in children.iter_mut() {
+        match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("node {id} did not stop within {STOP_TIMEOUT:?}; killing it");
+                let _ = child.kill().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! `dynakv`: run a node, or a local development cluster.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dynakv_node::config::{Config, NodeArgs};
+use dynakv_node::dev::DevArgs;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "dynakv",
+    version,
+    about = "A Dynamo-style, eventually consistent key-value store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node.
+    Node(Box<NodeArgs>),
+    /// Start a local cluster of nodes on loopback; Ctrl-C stops them all.
+    Dev(DevArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dynakv: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.cmd {
+        Cmd::Node(args) => {
+            let config = match Config::load(*args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("dynakv: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let serve =
+                async { dynakv_node::server::run(config, dynakv_node::shutdown_signal()).await };
+            match runtime.block_on(serve) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("dynakv: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Dev(args) => match runtime.block_on(dynakv_node::dev::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dynakv: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

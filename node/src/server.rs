@@ -1,0 +1,129 @@
+//! Starting and stopping a node: open storage, load identity, bind, gossip, serve.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use dynakv_http_api::wire::ClusterId;
+use dynakv_ring::{DetectorConfig, MemberInfo, Membership};
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::coordinator::{Node, Settings};
+use crate::identity;
+use crate::replica::ReplicaStore;
+use crate::rpc::Rpc;
+use crate::storage::{RocksStore, StorageError, Store};
+
+/// Errors that stop a node from starting; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error("invalid setting `data-dir` = {dir:?}: {source}")]
+    Storage { dir: String, source: StorageError },
+    #[error("invalid setting `listen` = \"{addr}\": cannot bind: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Runs a node until `shutdown` resolves, then stops gossip, drains in-flight requests
+/// and closes storage.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    config.check_data_dir()?;
+    let db_path = config.data_dir.join("db");
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(&db_path, config.sync_writes).map_err(
+        |source| StartError::Storage {
+            dir: config.data_dir.display().to_string(),
+            source,
+        },
+    )?);
+    let me = identity::load_or_create(&*store, config.id.as_ref())?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+
+    let membership = Membership::new(
+        MemberInfo {
+            id: me.id.clone(),
+            addr: config.advertise.clone(),
+            generation: me.generation,
+            heartbeat: 0,
+            tokens: config.tokens,
+            left: false,
+        },
+        config.seeds.clone(),
+        DetectorConfig {
+            suspect_after_ms: config.suspect_after.as_millis() as u64,
+            dead_after_ms: config.dead_after.as_millis() as u64,
+        },
+        0,
+    );
+    let cluster = Cluster::new(
+        ClusterId {
+            name: config.cluster_name.clone(),
+            partition_bits: config.partition_bits,
+            n: config.n as u32,
+            conflict: config.conflict,
+        },
+        config.n,
+        membership,
+    );
+    let settings = Settings {
+        n: config.n,
+        r: config.r,
+        w: config.w,
+        mode: config.conflict,
+        request_timeout: config.request_timeout,
+        max_value_bytes: config.max_value_bytes,
+    };
+    let node = Arc::new(Node::new(
+        me.clone(),
+        settings,
+        ReplicaStore::new(store),
+        cluster,
+        Rpc::new(),
+    ));
+
+    info!(
+        id = %me.id,
+        listen = %config.listen,
+        advertise = %config.advertise,
+        data_dir = %config.data_dir.display(),
+        generation = me.generation,
+        n = config.n, r = config.r, w = config.w,
+        conflict = %config.conflict,
+        "dynakv node serving"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let gossip = tokio::spawn(crate::gossip::run(
+        node.clone(),
+        config.gossip_interval,
+        stop_rx,
+    ));
+    let app = dynakv_http_api::router(node.clone());
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        info!("shutting down");
+    });
+    let result = serve.await;
+    let _ = stop_tx.send(true);
+    let _ = gossip.await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "server error");
+    }
+    info!("stopped");
+    Ok(())
+}

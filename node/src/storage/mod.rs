@@ -1,0 +1,77 @@
+//! Byte-level storage behind a small trait, with a RocksDB engine and an in-memory twin.
+//!
+//! Keys live in named *spaces* (RocksDB column families). Writes are atomic batches;
+//! scans walk a key range in byte order. [`suite`] runs one conformance suite against
+//! every engine.
+
+mod memory;
+mod rocks;
+#[cfg(test)]
+mod suite;
+
+pub use memory::MemoryStore;
+pub use rocks::RocksStore;
+
+/// A separate key space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Space {
+    /// Replicated objects, keyed by ring position then user key.
+    Data,
+    /// Node identity and bookkeeping.
+    Meta,
+}
+
+impl Space {
+    pub const ALL: [Space; 2] = [Space::Data, Space::Meta];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Space::Data => "data",
+            Space::Meta => "meta",
+        }
+    }
+}
+
+/// One change in an atomic batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Put(Space, Vec<u8>, Vec<u8>),
+    Delete(Space, Vec<u8>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the data directory is in use by another process: {0}")]
+    Locked(String),
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    #[error("stored record for {what} is corrupt: {detail}")]
+    Corrupt { what: String, detail: String },
+}
+
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// A storage engine. Implementations must be safe to call from many threads at once;
+/// a returned `Ok` from [`Store::write`] means the batch survives a crash of the process.
+pub trait Store: Send + Sync + 'static {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Applies all ops atomically, in order.
+    fn write(&self, ops: Vec<Op>) -> Result<(), StorageError>;
+
+    /// Entries with `from <= key < to` (or to the end when `to` is `None`), in key order.
+    fn scan<'a>(
+        &'a self,
+        space: Space,
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> Box<dyn Iterator<Item = Result<KeyValue, StorageError>> + 'a>;
+
+    fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.write(vec![Op::Put(space, key.to_vec(), value.to_vec())])
+    }
+
+    fn delete(&self, space: Space, key: &[u8]) -> Result<(), StorageError> {
+        self.write(vec![Op::Delete(space, key.to_vec())])
+    }
+}

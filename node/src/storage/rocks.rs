@@ -1,0 +1,109 @@
+//! RocksDB engine: one database per node, one column family per [`Space`], WAL on.
+
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, Direction,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
+};
+
+use super::{KeyValue, Op, Space, StorageError, Store};
+
+/// Shared block cache for all column families.
+const BLOCK_CACHE_BYTES: usize = 128 << 20;
+
+pub struct RocksStore {
+    db: DB,
+    /// `sync = false`: a write is in the WAL (the OS page cache) before it is
+    /// acknowledged, which survives a crash of the process (`kill -9`) but not of the
+    /// machine. `sync = true` fsyncs the WAL on every write batch.
+    write_opts: WriteOptions,
+}
+
+fn engine_err(e: rocksdb::Error) -> StorageError {
+    StorageError::Engine(e.into_string())
+}
+
+impl RocksStore {
+    pub fn open(path: &Path, sync_writes: bool) -> Result<RocksStore, StorageError> {
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        // Point reads of missing keys (new keys, replicas that lag) skip the disk.
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        cf_opts.set_compression_type(DBCompressionType::Lz4);
+
+        let mut db_opts = cf_opts.clone();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+        db_opts.set_max_background_jobs(2);
+
+        let cfs = Space::ALL
+            .iter()
+            .map(|s| ColumnFamilyDescriptor::new(s.name(), cf_opts.clone()));
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
+            let msg = e.into_string();
+            if msg.contains("lock") || msg.contains("LOCK") {
+                StorageError::Locked(msg)
+            } else {
+                StorageError::Engine(msg)
+            }
+        })?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(sync_writes);
+        Ok(RocksStore { db, write_opts })
+    }
+
+    fn cf(&self, space: Space) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(space.name())
+            .expect("every space's column family is created at open")
+    }
+}
+
+impl Store for RocksStore {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db.get_cf(self.cf(space), key).map_err(engine_err)
+    }
+
+    fn write(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        for op in ops {
+            match op {
+                Op::Put(s, k, v) => batch.put_cf(self.cf(s), k, v),
+                Op::Delete(s, k) => batch.delete_cf(self.cf(s), k),
+            }
+        }
+        self.db
+            .write_opt(batch, &self.write_opts)
+            .map_err(engine_err)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        space: Space,
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> Box<dyn Iterator<Item = Result<KeyValue, StorageError>> + 'a> {
+        let mut opts = ReadOptions::default();
+        if let Some(to) = to {
+            opts.set_iterate_upper_bound(to.to_vec());
+        }
+        // Long scans (anti-entropy rebuilds) should not evict the hot set.
+        opts.fill_cache(false);
+        let iter = self.db.iterator_cf_opt(
+            self.cf(space),
+            opts,
+            IteratorMode::From(from, Direction::Forward),
+        );
+        Box::new(iter.map(|r| {
+            r.map(|(k, v)| (k.into_vec(), v.into_vec()))
+                .map_err(engine_err)
+        }))
+    }
+}
