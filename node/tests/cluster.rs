@@ -1,0 +1,503 @@
+//! Issue 2's checks against real `dynakv node` processes on loopback.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::TestCluster;
+use reqwest::Method;
+
+fn siblings(resp: &common::Resp) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = resp.json()["siblings"]
+        .as_array()
+        .expect("siblings array")
+        .iter()
+        .map(|s| STANDARD.decode(s.as_str().unwrap()).unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_through_one_node_is_read_through_every_other() {
+    let c = TestCluster::start(3, &[]).await;
+    let put = c.put(0, "greeting", b"hello", "", None).await;
+    assert_eq!(put.status, 204, "{}", put.text());
+    assert!(put.context().is_some());
+    for i in 0..3 {
+        let got = c.get(i, "greeting", "").await;
+        assert_eq!(got.status, 200, "node {i}: {}", got.text());
+        assert_eq!(got.body, b"hello");
+        assert!(got.context().is_some());
+    }
+    // Keys with reserved characters travel percent-encoded.
+    let key = "a%2Fb%20c%3F%C3%A9";
+    assert_eq!(c.put(1, key, b"odd", "", None).await.status, 204);
+    assert_eq!(c.get(2, key, "").await.body, b"odd");
+    let pl = c
+        .http
+        .get(c.url(0, &format!("/cluster/preflist/{key}")))
+        .send()
+        .await
+        .unwrap();
+    let pl: serde_json::Value = serde_json::from_slice(&pl.bytes().await.unwrap()).unwrap();
+    assert_eq!(pl["key"], "a/b c?é");
+    assert_eq!(pl["nodes"].as_array().unwrap().len(), 3);
+    // With N = 3 on 3 nodes every node holds a copy once the write settles.
+    assert!(
+        c.eventually(Duration::from_secs(5), || async {
+            let mut all = true;
+            for i in 0..3 {
+                all &= c.replica(i, "greeting").await.status == 200;
+            }
+            all
+        })
+        .await
+    );
+    let rep = c.replica(1, "greeting").await.json();
+    assert_eq!(rep["values"][0], STANDARD.encode("hello"));
+    assert_eq!(rep["tombstone"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_writes_a_tombstone_and_later_reads_miss() {
+    let c = TestCluster::start(3, &[]).await;
+    assert_eq!(c.put(0, "doomed", b"x", "", None).await.status, 204);
+    let del = c.delete(1, "doomed", "", None).await;
+    assert_eq!(del.status, 204, "{}", del.text());
+    for i in 0..3 {
+        let got = c.get(i, "doomed", "").await;
+        got.assert_error(404, "not_found");
+        assert!(
+            got.context().is_some(),
+            "a tombstone's 404 carries its context"
+        );
+    }
+    let rep = c.replica(0, "doomed").await.json();
+    assert_eq!(rep["tombstone"], true);
+    assert_eq!(rep["values"].as_array().unwrap().len(), 0);
+    // A key that never existed is a plain 404, and admin shows nothing.
+    c.get(0, "never", "").await.assert_error(404, "not_found");
+    c.replica(0, "never").await.assert_error(404, "not_found");
+    // Writing again after the delete brings the key back.
+    assert_eq!(c.put(2, "doomed", b"again", "", None).await.status, 204);
+    assert_eq!(c.get(0, "doomed", "").await.body, b"again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_failures_answer_503_within_the_timeout_and_w1_still_succeeds() {
+    let mut c = TestCluster::start(3, &[]).await;
+    c.kill9(1);
+    c.kill9(2);
+    // Before the failure detector has noticed: the request waits, but not past the timeout.
+    let t = Instant::now();
+    let r = c.put(0, "k", b"v", "?w=2", None).await;
+    let waited = t.elapsed();
+    r.assert_error(503, "quorum_failed");
+    let body = r.json();
+    assert_eq!(body["required"], 2);
+    assert_eq!(body["succeeded"], 1);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("may still have been applied")
+    );
+    assert!(
+        waited < Duration::from_millis(1000 + 500),
+        "took {waited:?}"
+    );
+    // The failed write was applied on the one live replica, as the message warns.
+    let seen = c.get(0, "k", "?r=1").await;
+    assert_eq!(seen.body, b"v");
+    let w1 = c
+        .put(0, "k", b"v1", "?w=1", Some(&seen.context().unwrap()))
+        .await;
+    assert_eq!(w1.status, 204, "{}", w1.text());
+    assert_eq!(c.get(0, "k", "?r=1").await.body, b"v1");
+    c.get(0, "k", "?r=2")
+        .await
+        .assert_error(503, "quorum_failed");
+    // Once the others are known dead, requests skip them and fail fast.
+    assert!(
+        c.eventually(Duration::from_secs(10), || async {
+            c.status(0, 1).await.as_deref() == Some("dead")
+                && c.status(0, 2).await.as_deref() == Some("dead")
+        })
+        .await
+    );
+    let t = Instant::now();
+    c.put(0, "k", b"v", "?w=2", None)
+        .await
+        .assert_error(503, "quorum_failed");
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "dead replicas should be skipped: {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_become_siblings_and_a_write_with_context_resolves_them() {
+    let c = TestCluster::start(3, &[]).await;
+    assert_eq!(c.put(0, "cart", b"apple", "", None).await.status, 204);
+    assert_eq!(c.put(1, "cart", b"pear", "", None).await.status, 204);
+    let got = c.get(2, "cart", "").await;
+    assert_eq!(got.status, 300, "{}", got.text());
+    assert_eq!(got.headers["content-type"], "application/json");
+    assert_eq!(siblings(&got), vec![b"apple".to_vec(), b"pear".to_vec()]);
+    let ctx = got.context().unwrap();
+    assert_eq!(got.json()["context"], ctx.as_str());
+    // Resolve through a third node with the context of the read.
+    let put = c.put(2, "cart", b"apple+pear", "", Some(&ctx)).await;
+    assert_eq!(put.status, 204, "{}", put.text());
+    for i in 0..3 {
+        let got = c.get(i, "cart", "").await;
+        assert_eq!(got.status, 200, "node {i}: {}", got.text());
+        assert_eq!(got.body, b"apple+pear");
+    }
+    // A write with the context its own PUT returned replaces only its own version:
+    // a concurrent blind write made meanwhile survives as a sibling.
+    let mine = c
+        .put(
+            0,
+            "cart",
+            b"mine",
+            "",
+            Some(&c.get(0, "cart", "").await.context().unwrap()),
+        )
+        .await;
+    assert_eq!(c.put(1, "cart", b"theirs", "", None).await.status, 204);
+    assert_eq!(
+        c.put(0, "cart", b"mine-2", "", Some(&mine.context().unwrap()))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        siblings(&c.get(2, "cart", "").await),
+        vec![b"mine-2".to_vec(), b"theirs".to_vec()]
+    );
+    // A delete with the read context removes every sibling.
+    let ctx = c.get(2, "cart", "").await.context().unwrap();
+    assert_eq!(c.delete(1, "cart", "", Some(&ctx)).await.status, 204);
+    c.get(0, "cart", "").await.assert_error(404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lww_mode_keeps_the_later_write() {
+    let c = TestCluster::start(3, &["--conflict", "lww"]).await;
+    assert_eq!(c.put(0, "k", b"first", "", None).await.status, 204);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(c.put(1, "k", b"second", "", None).await.status, 204);
+    for i in 0..3 {
+        let got = c.get(i, "k", "").await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(got.body, b"second");
+    }
+    // A write carrying the read's context is ordered after it whatever the clocks say.
+    let ctx = c.get(2, "k", "").await.context().unwrap();
+    assert_eq!(c.put(2, "k", b"third", "", Some(&ctx)).await.status, 204);
+    assert_eq!(c.get(0, "k", "").await.body, b"third");
+    // An mv context is refused in lww mode.
+    let mv_cluster_ctx = "AQAAAA"; // version 1, an mv context with nothing in it
+    c.put(0, "k", b"x", "", Some(mv_cluster_ctx))
+        .await
+        .assert_error(400, "bad_context");
+    assert_eq!(c.delete(0, "k", "", None).await.status, 204);
+    c.get(1, "k", "").await.assert_error(404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_json_error_and_loses_nothing() {
+    let c = TestCluster::start(3, &["--max-value-bytes", "1000"]).await;
+    assert_eq!(c.put(0, "safe", b"kept", "", None).await.status, 204);
+    let long_key = "k".repeat(1025);
+    // (method, path, body, headers, expected status, expected error code)
+    type Case = (
+        Method,
+        String,
+        Vec<u8>,
+        Vec<(&'static str, &'static str)>,
+        u16,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (Method::GET, "/kv/".into(), vec![], vec![], 400, "bad_key"),
+        (
+            Method::PUT,
+            "/kv/".into(),
+            b"v".to_vec(),
+            vec![],
+            400,
+            "bad_key",
+        ),
+        (Method::GET, "/kv".into(), vec![], vec![], 400, "bad_key"),
+        (
+            Method::GET,
+            "/kv/%FF%FE".into(),
+            vec![],
+            vec![],
+            400,
+            "bad_key",
+        ),
+        (
+            Method::GET,
+            format!("/kv/{long_key}"),
+            vec![],
+            vec![],
+            400,
+            "bad_key",
+        ),
+        (
+            Method::GET,
+            "/kv/safe?r=0".into(),
+            vec![],
+            vec![],
+            400,
+            "bad_parameter",
+        ),
+        (
+            Method::GET,
+            "/kv/safe?r=4".into(),
+            vec![],
+            vec![],
+            400,
+            "bad_parameter",
+        ),
+        (
+            Method::GET,
+            "/kv/safe?r=two".into(),
+            vec![],
+            vec![],
+            400,
+            "bad_parameter",
+        ),
+        (
+            Method::GET,
+            "/kv/safe?R=1".into(),
+            vec![],
+            vec![],
+            400,
+            "bad_parameter",
+        ),
+        (
+            Method::PUT,
+            "/kv/safe?w=0".into(),
+            b"bad".to_vec(),
+            vec![],
+            400,
+            "bad_parameter",
+        ),
+        (
+            Method::PUT,
+            "/kv/safe?w=9".into(),
+            b"bad".to_vec(),
+            vec![],
+            400,
+            "bad_parameter",
+        ),
+        (
+            Method::PUT,
+            "/kv/safe?w=-1".into(),
+            b"bad".to_vec(),
+            vec![],
+            400,
+            "bad_parameter",
+        ),
+        (
+            Method::DELETE,
+            "/kv/safe?w=0".into(),
+            vec![],
+            vec![],
+            400,
+            "bad_parameter",
+        ),
+        (
+            Method::PUT,
+            "/kv/safe".into(),
+            b"bad".to_vec(),
+            vec![("x-dynakv-context", "not a token!")],
+            400,
+            "bad_context",
+        ),
+        (
+            Method::PUT,
+            "/kv/safe".into(),
+            b"bad".to_vec(),
+            vec![("x-dynakv-context", "AQID")],
+            400,
+            "bad_context",
+        ),
+        (
+            Method::DELETE,
+            "/kv/safe".into(),
+            vec![],
+            vec![("x-dynakv-context", "%%%")],
+            400,
+            "bad_context",
+        ),
+        (
+            Method::PUT,
+            "/kv/safe".into(),
+            vec![b'x'; 1001],
+            vec![],
+            413,
+            "value_too_large",
+        ),
+        (
+            Method::GET,
+            "/nowhere".into(),
+            vec![],
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/kv/absent".into(),
+            vec![],
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/kv/safe".into(),
+            b"bad".to_vec(),
+            vec![],
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Method::PATCH,
+            "/health".into(),
+            vec![],
+            vec![],
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Method::GET,
+            "/cluster/members?x=1".into(),
+            vec![],
+            vec![],
+            400,
+            "bad_parameter",
+        ),
+        (
+            Method::POST,
+            "/internal/replica".into(),
+            b"garbage".to_vec(),
+            vec![],
+            400,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/internal/gossip".into(),
+            vec![],
+            vec![],
+            400,
+            "bad_request",
+        ),
+    ];
+    for (method, path, body, headers, status, code) in cases {
+        let r = c.raw(method.clone(), 0, &path, body, &headers).await;
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["error"], code, "{method} {path}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{method} {path}: {v}"
+        );
+    }
+    // A value of exactly the limit is fine; an empty value too.
+    assert_eq!(c.put(0, "edge", &[b'y'; 1000], "", None).await.status, 204);
+    assert_eq!(c.put(0, "empty", b"", "", None).await.status, 204);
+    assert_eq!(c.get(1, "empty", "").await.status, 200);
+    // A body streamed without Content-Length is cut off at the limit too.
+    let stream = futures::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b'z'; 100])));
+    let r = c
+        .http
+        .put(c.url(0, "/kv/streamed"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Nothing above disturbed the stored value.
+    for i in 0..3 {
+        assert_eq!(c.get(i, "safe", "").await.body, b"kept");
+    }
+    c.get(0, "streamed", "")
+        .await
+        .assert_error(404, "not_found");
+    // The node is still healthy.
+    assert_eq!(
+        c.raw(Method::GET, 0, "/health", vec![], &[]).await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_kill_9_and_restart_of_every_node() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let keys: Vec<String> = (0..60).map(|i| format!("durable-{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let r = c
+            .put(i % 3, k, format!("value-{i}").as_bytes(), "?w=2", None)
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    for i in 0..3 {
+        c.kill9(i);
+    }
+    for i in 0..3 {
+        c.restart(i).await;
+    }
+    c.wait_all_see_all_alive().await;
+    for (i, k) in keys.iter().enumerate() {
+        let got = c.get((i + 1) % 3, k, "?r=2").await;
+        assert_eq!(got.status, 200, "{k}: {}", got.text());
+        assert_eq!(got.body, format!("value-{i}").as_bytes());
+    }
+    // The restarted nodes kept their identity: generation went up, ids unchanged.
+    let members = c
+        .http
+        .get(c.url(0, "/cluster/members"))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&members.bytes().await.unwrap()).unwrap();
+    for m in v["members"].as_array().unwrap() {
+        assert_eq!(m["generation"], 2, "{m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_node_is_suspect_then_dead_and_alive_after_restart() {
+    let mut c = TestCluster::start(3, &[]).await;
+    c.stop(2);
+    let t = Instant::now();
+    let saw_suspect = c
+        .eventually(Duration::from_secs(5), || async {
+            matches!(c.status(0, 2).await.as_deref(), Some("suspect" | "dead"))
+        })
+        .await;
+    assert!(saw_suspect, "n3 never suspected");
+    let dead = c
+        .eventually(Duration::from_secs(5), || async {
+            c.status(0, 2).await.as_deref() == Some("dead")
+                && c.status(1, 2).await.as_deref() == Some("dead")
+        })
+        .await;
+    assert!(dead, "n3 not dead everywhere; n1 log:\n{}", c.log(0));
+    // Dead after 6 gossip intervals (600 ms here) of silence, plus gossip lag.
+    let detected = t.elapsed();
+    assert!(detected < Duration::from_secs(3), "took {detected:?}");
+    c.restart(2).await;
+    c.wait_all_see_all_alive().await;
+}

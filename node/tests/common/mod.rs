@@ -1,0 +1,377 @@
+//! Real-process test harness: `dynakv node` processes on free loopback ports, each with
+//! its own temporary data directory and log file.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dynakv");
+
+/// A free loopback port (the listener is closed before the node binds it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct TestNode {
+    pub id: String,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    seeds: String,
+    args: Vec<String>,
+    pub http: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+/// Settings that make failure detection fast enough for tests.
+pub const FAST: &[&str] = &[
+    "--gossip-interval-ms",
+    "100",
+    "--request-timeout-ms",
+    "1000",
+];
+
+impl TestCluster {
+    /// Starts `n` nodes with `args` (plus [`FAST`]) and waits until every node sees every
+    /// other as alive.
+    pub async fn start(n: usize, args: &[&str]) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let seeds = ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let id = format!("n{}", i + 1);
+                TestNode {
+                    data_dir: dir.path().join(&id),
+                    log: dir.path().join(format!("{id}.log")),
+                    addr: format!("127.0.0.1:{p}"),
+                    id,
+                    child: None,
+                }
+            })
+            .collect();
+        let mut all_args: Vec<String> = FAST.iter().map(|s| s.to_string()).collect();
+        all_args.extend(args.iter().map(|s| s.to_string()));
+        let mut c = TestCluster {
+            nodes,
+            seeds,
+            args: all_args,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            dir,
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_healthy(i).await;
+        }
+        c.wait_all_see_all_alive().await;
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args([
+                "node",
+                "--id",
+                &node.id,
+                "--listen",
+                &node.addr,
+                "--seeds",
+                &self.seeds,
+            ])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(&self.args)
+            .env("RUST_LOG", "info,dynakv_node=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    pub fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{}", self.nodes[i].addr, path)
+    }
+
+    pub async fn wait_healthy(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(self.url(i, "/health")).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never became healthy; log:\n{}",
+                self.nodes[i].id,
+                self.log(i)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// Status of member `of` as node `at` reports it.
+    pub async fn status(&self, at: usize, of: usize) -> Option<String> {
+        let v: Value = self
+            .http
+            .get(self.url(at, "/cluster/members"))
+            .send()
+            .await
+            .ok()?
+            .json_value()
+            .await?;
+        v["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == self.nodes[of].id.as_str())
+            .map(|m| m["status"].as_str().unwrap_or("").to_string())
+    }
+
+    /// Polls until `cond` holds or `timeout` passes; returns whether it held.
+    pub async fn eventually<F, Fut>(&self, timeout: Duration, mut cond: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if cond().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cond().await
+    }
+
+    pub async fn wait_all_see_all_alive(&self) {
+        let n = self.nodes.len();
+        let running: Vec<usize> = (0..n).filter(|&i| self.nodes[i].child.is_some()).collect();
+        let ok = self
+            .eventually(Duration::from_secs(20), || async {
+                for &a in &running {
+                    for &b in &running {
+                        if self.status(a, b).await.as_deref() != Some("alive") {
+                            return false;
+                        }
+                    }
+                }
+                true
+            })
+            .await;
+        assert!(
+            ok,
+            "members did not all become alive; log of n1:\n{}",
+            self.log(0)
+        );
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                if Instant::now() > deadline {
+                    c.kill().unwrap();
+                    c.wait().unwrap();
+                    panic!("node {} ignored SIGTERM", self.nodes[i].id);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub async fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        self.wait_healthy(i).await;
+    }
+
+    // ---- client helpers ----
+
+    pub async fn put(
+        &self,
+        i: usize,
+        key: &str,
+        value: &[u8],
+        query: &str,
+        ctx: Option<&str>,
+    ) -> Resp {
+        let mut req = self
+            .http
+            .put(self.url(i, &format!("/kv/{key}{query}")))
+            .body(value.to_vec());
+        if let Some(c) = ctx {
+            req = req.header("x-dynakv-context", c);
+        }
+        Resp::from(req.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, i: usize, key: &str, query: &str) -> Resp {
+        Resp::from(
+            self.http
+                .get(self.url(i, &format!("/kv/{key}{query}")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, i: usize, key: &str, query: &str, ctx: Option<&str>) -> Resp {
+        let mut req = self.http.delete(self.url(i, &format!("/kv/{key}{query}")));
+        if let Some(c) = ctx {
+            req = req.header("x-dynakv-context", c);
+        }
+        Resp::from(req.send().await.unwrap()).await
+    }
+
+    pub async fn replica(&self, i: usize, key: &str) -> Resp {
+        Resp::from(
+            self.http
+                .get(self.url(i, &format!("/admin/replica/{key}")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        i: usize,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = self.http.request(method, self.url(i, path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Resp::from(req.send().await.unwrap()).await
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            // Keep the logs of a failed test where a developer can read them.
+            let keep = std::env::temp_dir().join(format!("dynakv-failed-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&keep);
+            for n in &self.nodes {
+                let _ = std::fs::copy(&n.log, keep.join(format!("{}.log", n.id)));
+            }
+            eprintln!("node logs kept in {}", keep.display());
+        }
+        let _ = &self.dir;
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    async fn from(r: reqwest::Response) -> Resp {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.bytes().await.unwrap().to_vec();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn context(&self) -> Option<String> {
+        self.headers
+            .get("x-dynakv-context")
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts a JSON error with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        let v = self.json();
+        assert_eq!(v["error"], code, "body: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "body: {v}"
+        );
+    }
+}
+
+trait JsonValue {
+    async fn json_value(self) -> Option<Value>;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> Option<Value> {
+        serde_json::from_slice(&self.bytes().await.ok()?).ok()
+    }
+}
