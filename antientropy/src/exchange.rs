@@ -136,10 +136,7 @@ pub enum Differing {
         children: Vec<(TreeNode, Hash)>,
     },
     /// A leaf: the receiver's keys in it.
-    Keys {
-        node: TreeNode,
-        keys: Vec<KeyDigest>,
-    },
+    Keys { node: TreeNode, keys: Vec<KeyDigest> },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,10 +199,7 @@ impl Driver {
         let mut next = Vec::new();
         for d in resp.differing {
             match d {
-                Differing::Children {
-                    node,
-                    children: theirs,
-                } => {
+                Differing::Children { node, children: theirs } => {
                     let mut pairs: BTreeMap<TreeNode, (Hash, Hash)> = BTreeMap::new();
                     for (n, h) in children(view, node) {
                         pairs.entry(n).or_insert((EMPTY, EMPTY)).0 = h;

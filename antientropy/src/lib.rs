@@ -20,7 +20,5 @@ pub mod rate;
 #[cfg(test)]
 mod tests;
 
-pub use exchange::{
-    Compare, CompareResponse, Differing, Driver, KeyDiff, KeyDigest, TreeNode, TreeView, answer,
-};
+pub use exchange::{Compare, CompareResponse, Differing, Driver, KeyDiff, KeyDigest, TreeNode, TreeView, answer};
 pub use merkle::{EMPTY, Hash, PartitionTree};

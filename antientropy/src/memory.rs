@@ -15,11 +15,7 @@ pub struct MemoryReplica {
 }
 
 fn position(key: &[u8]) -> u64 {
-    u64::from_be_bytes(
-        key[..8]
-            .try_into()
-            .expect("keys start with a ring position"),
-    )
+    u64::from_be_bytes(key[..8].try_into().expect("keys start with a ring position"))
 }
 
 impl MemoryReplica {
@@ -42,9 +38,7 @@ impl MemoryReplica {
         let (p, leaf) = (self.partition(pos), leaf_of(pos, self.partition_bits));
         let tree = self.trees.entry(p).or_default();
         match (self.keys.get(&key).copied(), digest) {
-            (Some(old), Some(new)) => {
-                tree.replace(leaf, &item_hash(&key, &old), &item_hash(&key, &new))
-            }
+            (Some(old), Some(new)) => tree.replace(leaf, &item_hash(&key, &old), &item_hash(&key, &new)),
             (None, Some(new)) => tree.insert(leaf, &item_hash(&key, &new)),
             (Some(old), None) => tree.remove(leaf, &item_hash(&key, &old)),
             (None, None) => {}

@@ -54,8 +54,7 @@ pub fn leaf_of(position: u64, partition_bits: u8) -> usize {
 /// the ring).
 pub fn leaf_range(partition: u32, leaf: usize, partition_bits: u8) -> (u64, Option<u64>) {
     let leaf_shift = 64 - partition_bits as u32 - LEAF_BITS;
-    let start =
-        ((partition as u64) << (64 - partition_bits as u32)) | ((leaf as u64) << leaf_shift);
+    let start = ((partition as u64) << (64 - partition_bits as u32)) | ((leaf as u64) << leaf_shift);
     let end = start.checked_add(1u64 << leaf_shift);
     (start, end)
 }

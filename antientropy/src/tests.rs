@@ -34,10 +34,7 @@ fn cost(req: &Compare, resp: &CompareResponse) -> usize {
 }
 
 /// Runs a whole exchange; returns the differing keys, rounds and cost.
-fn exchange(
-    driver: &mut MemoryReplica,
-    receiver: &mut MemoryReplica,
-) -> (BTreeSet<Vec<u8>>, usize, usize) {
+fn exchange(driver: &mut MemoryReplica, receiver: &mut MemoryReplica) -> (BTreeSet<Vec<u8>>, usize, usize) {
     let (mut d, mut req) = Driver::start(driver);
     let mut total = 0;
     loop {
@@ -110,10 +107,7 @@ proptest! {
 fn equal_replicas_finish_in_one_round_with_one_hash_per_group() {
     let mut a = MemoryReplica::new(BITS);
     for i in 0..5_000u32 {
-        a.set(
-            key(u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15), i),
-            v(1),
-        );
+        a.set(key(u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15), i), v(1));
     }
     a.share(0..(1 << BITS));
     let mut b = a.clone();
@@ -131,19 +125,13 @@ fn cost_grows_with_differences_not_keys() {
     let run = |keys: u32, diffs: u32| {
         let mut a = MemoryReplica::new(BITS);
         for i in 0..keys {
-            a.set(
-                key(u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15), i),
-                v(1),
-            );
+            a.set(key(u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15), i), v(1));
         }
         a.share(0..(1 << BITS));
         let mut b = a.clone();
         for i in 0..diffs {
             let k = i * (keys / diffs);
-            b.set(
-                key(u64::from(k).wrapping_mul(0x9E37_79B9_7F4A_7C15), k),
-                v(2),
-            );
+            b.set(key(u64::from(k).wrapping_mul(0x9E37_79B9_7F4A_7C15), k), v(2));
         }
         let (found, rounds, cost) = exchange(&mut a, &mut b);
         assert_eq!(found.len(), diffs as usize);

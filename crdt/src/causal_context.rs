@@ -121,8 +121,7 @@ impl CausalContext {
     pub fn includes(&self, other: &CausalContext) -> bool {
         // Thanks to the invariant, `self` covers `other`'s prefix `(a, 1..=k)` only if its
         // own vector reaches k: the dot right after its vector entry is never in its cloud.
-        other.vv.iter().all(|(a, k)| self.vv.get(a) >= k)
-            && other.cloud.iter().all(|&d| self.covers(d))
+        other.vv.iter().all(|(a, k)| self.vv.get(a) >= k) && other.cloud.iter().all(|&d| self.covers(d))
     }
 }
 
@@ -175,10 +174,7 @@ mod tests {
         let mut cc = CausalContext::from_vv([(a, 1)].into_iter().collect());
         cc.insert(Dot::new(a, 3));
         assert!(cc.covers(Dot::new(a, 3)));
-        assert!(
-            !cc.covers(Dot::new(a, 2)),
-            "the gap must not be claimed as seen"
-        );
+        assert!(!cc.covers(Dot::new(a, 2)), "the gap must not be claimed as seen");
         assert_eq!(cc.max_counter(a), 3);
         cc.insert(Dot::new(a, 2));
         assert_eq!(cc.vv().get(a), 3);

@@ -14,9 +14,7 @@ const LOGICAL_BITS: u32 = 16;
 const LOGICAL_MASK: u64 = (1 << LOGICAL_BITS) - 1;
 
 /// An HLC reading; totally ordered, comparable across nodes.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timestamp(pub u64);
 
@@ -57,9 +55,7 @@ pub struct Hlc {
 
 /// A remote timestamp was too far ahead of the local wall clock to adopt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "remote timestamp {remote} is {ahead_ms} ms ahead of the local clock (limit {limit_ms} ms)"
-)]
+#[error("remote timestamp {remote} is {ahead_ms} ms ahead of the local clock (limit {limit_ms} ms)")]
 pub struct ClockDrift {
     pub remote: Timestamp,
     pub ahead_ms: u64,

@@ -62,12 +62,7 @@ impl MvRegister {
     /// `read_context` covers. Returns the causal context of the new version alone: what
     /// the client read plus the new dot. Handing that back, rather than the replica's whole
     /// context, keeps a follow-up write from overwriting siblings the client never saw.
-    pub fn write(
-        &mut self,
-        actor: Actor,
-        read_context: &CausalContext,
-        value: Option<Bytes>,
-    ) -> CausalContext {
+    pub fn write(&mut self, actor: Actor, read_context: &CausalContext, value: Option<Bytes>) -> CausalContext {
         self.siblings.retain(|s| !read_context.covers(s.dot));
         self.context.merge(read_context);
         let mut version_context = read_context.clone();
@@ -95,11 +90,7 @@ impl MvRegister {
                     // Same write on both sides; the value is the same by construction. Pick
                     // deterministically anyway so a corrupted replica cannot break
                     // commutativity.
-                    merged.push(if x.value >= y.value {
-                        x.clone()
-                    } else {
-                        y.clone()
-                    });
+                    merged.push(if x.value >= y.value { x.clone() } else { y.clone() });
                     i += 1;
                     j += 1;
                 }

@@ -36,9 +36,7 @@ impl std::str::FromStr for ConflictMode {
         match s {
             "mv" => Ok(ConflictMode::Mv),
             "lww" => Ok(ConflictMode::Lww),
-            other => Err(format!(
-                "unknown conflict mode {other:?} (expected mv or lww)"
-            )),
+            other => Err(format!("unknown conflict mode {other:?} (expected mv or lww)")),
         }
     }
 }
@@ -140,11 +138,7 @@ mod tests {
                 prop::option::of(0..3usize),
                 prop::option::weighted(0.8, any::<u8>())
             )
-                .prop_map(|(at, read_from, value)| Op::Write {
-                    at,
-                    read_from,
-                    value
-                }),
+                .prop_map(|(at, read_from, value)| Op::Write { at, read_from, value }),
             (0..3usize, 0..3usize).prop_map(|(from, to)| Op::Sync { from, to }),
         ]
     }
@@ -154,14 +148,8 @@ mod tests {
         let mut replicas = vec![MvRegister::new(); 3];
         for op in ops {
             match *op {
-                Op::Write {
-                    at,
-                    read_from,
-                    value,
-                } => {
-                    let ctx = read_from
-                        .map(|r| replicas[r].context().clone())
-                        .unwrap_or_default();
+                Op::Write { at, read_from, value } => {
+                    let ctx = read_from.map(|r| replicas[r].context().clone()).unwrap_or_default();
                     // The client read from one replica and writes through another,
                     // which may not have seen what the context names.
                     replicas[at].write(Actor(at as u64), &ctx, value.map(|v| Bytes::from(vec![v])));
@@ -176,8 +164,7 @@ mod tests {
     }
 
     fn mv_state() -> impl Strategy<Value = Register> {
-        (prop::collection::vec(op(), 0..12), 0..3usize)
-            .prop_map(|(ops, pick)| Register::Mv(run_mv(&ops)[pick].clone()))
+        (prop::collection::vec(op(), 0..12), 0..3usize).prop_map(|(ops, pick)| Register::Mv(run_mv(&ops)[pick].clone()))
     }
 
     fn lww_state() -> impl Strategy<Value = Register> {
