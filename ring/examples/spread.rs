@@ -23,10 +23,7 @@ fn worst_deviation(r: &Ring, n: usize) -> f64 {
         }
     }
     let fair = n as f64 * r.partition_count() as f64 / r.members().len() as f64;
-    count
-        .values()
-        .map(|c| (c / fair - 1.0).abs())
-        .fold(0.0, f64::max)
+    count.values().map(|c| (c / fair - 1.0).abs()).fold(0.0, f64::max)
 }
 
 fn main() {
@@ -49,9 +46,7 @@ fn main() {
         moved_lo = moved_lo.min(ratio);
         moved_hi = moved_hi.max(ratio);
     }
-    println!(
-        "2000 clusters of 3..19 members, {DEFAULT_TOKENS} tokens, 2^{DEFAULT_PARTITION_BITS} partitions"
-    );
+    println!("2000 clusters of 3..19 members, {DEFAULT_TOKENS} tokens, 2^{DEFAULT_PARTITION_BITS} partitions");
     println!(
         "worst deviation from fair share: primaries ±{:.0}%, N=3 replicas ±{:.0}%",
         primary * 100.0,

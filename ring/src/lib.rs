@@ -15,8 +15,6 @@ pub mod membership;
 pub mod node_id;
 pub mod ring;
 
-pub use membership::{
-    DetectorConfig, Event, GossipEntry, MemberInfo, MemberView, Membership, Status, Tick,
-};
+pub use membership::{DetectorConfig, Event, GossipEntry, MemberInfo, MemberView, Membership, Status, Tick};
 pub use node_id::{InvalidNodeId, NodeId};
 pub use ring::{Partition, Ring, RingError};

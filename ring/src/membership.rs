@@ -43,6 +43,10 @@ pub struct MemberInfo {
     pub tokens: u32,
     /// The member has left the cluster for good.
     pub left: bool,
+    /// Wall-clock ms at which the oldest write the member holds for another (hinted
+    /// handoff) was stored; `None` when it holds none. Tombstones older than any pending
+    /// hint must not be collected (the hint could bring the deleted value back).
+    pub oldest_hint_ms: Option<u64>,
 }
 
 impl MemberInfo {
@@ -92,7 +96,10 @@ pub struct DetectorConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A member we did not know of.
-    Discovered { id: NodeId, addr: String },
+    Discovered {
+        id: NodeId,
+        addr: String,
+    },
     /// A known member restarted (higher generation), possibly at a new address.
     Restarted {
         id: NodeId,
@@ -106,7 +113,9 @@ pub enum Event {
     },
     /// Another process gossips our id with a newer generation than ours: two nodes share
     /// an id, or our persisted generation was lost. We move past it.
-    IdentityConflict { remote_generation: u64 },
+    IdentityConflict {
+        remote_generation: u64,
+    },
 }
 
 /// Result of a tick: what changed and whom to gossip with (addresses).
@@ -169,9 +178,7 @@ impl Membership {
     }
 
     fn my_entry(&mut self) -> &mut Entry {
-        self.entries
-            .get_mut(&self.me)
-            .expect("own entry always present")
+        self.entries.get_mut(&self.me).expect("own entry always present")
     }
 
     pub fn my_info(&self) -> &MemberInfo {
@@ -186,6 +193,11 @@ impl Membership {
         let events = self.refresh(now_ms);
         let targets = self.pick_targets(rng);
         Tick { events, targets }
+    }
+
+    /// Publishes how old our oldest pending hint is; spreads with the next heartbeat.
+    pub fn set_oldest_hint(&mut self, oldest_hint_ms: Option<u64>) {
+        self.my_entry().info.oldest_hint_ms = oldest_hint_ms;
     }
 
     /// Marks ourselves as leaving; the flag spreads with the next gossip.
@@ -379,6 +391,7 @@ mod tests {
             heartbeat: 0,
             tokens: 16,
             left: false,
+            oldest_hint_ms: None,
         }
     }
 
@@ -418,11 +431,7 @@ mod tests {
         }
 
         fn reachable(&self, a: &str, b: &str) -> bool {
-            !self.down.iter().any(|d| d == b)
-                && !self
-                    .cut
-                    .iter()
-                    .any(|(x, y)| (x == a && y == b) || (x == b && y == a))
+            !self.down.iter().any(|d| d == b) && !self.cut.iter().any(|(x, y)| (x == a && y == b) || (x == b && y == a))
         }
 
         fn step(&mut self) {
@@ -432,11 +441,7 @@ mod tests {
                 if self.down.contains(&a) {
                     continue;
                 }
-                let tick = self
-                    .nodes
-                    .get_mut(&a)
-                    .unwrap()
-                    .tick(self.now, &mut self.rng);
+                let tick = self.nodes.get_mut(&a).unwrap().tick(self.now, &mut self.rng);
                 for t in tick.targets {
                     if !self.nodes.contains_key(&t) || !self.reachable(&a, &t) {
                         continue;
@@ -472,19 +477,10 @@ mod tests {
 
     #[test]
     fn tick_advances_own_heartbeat_and_gossips_to_seeds_when_alone() {
-        let mut m = Membership::new(
-            info("a", 1),
-            vec!["b:7000".into(), "a:7000".into()],
-            DETECTOR,
-            0,
-        );
+        let mut m = Membership::new(info("a", 1), vec!["b:7000".into(), "a:7000".into()], DETECTOR, 0);
         let mut rng = StdRng::seed_from_u64(1);
         let t = m.tick(100, &mut rng);
-        assert_eq!(
-            t.targets,
-            vec!["b:7000".to_string()],
-            "own address is not a seed"
-        );
+        assert_eq!(t.targets, vec!["b:7000".to_string()], "own address is not a seed");
         assert_eq!(m.my_info().heartbeat, 1);
         assert_eq!(m.gossip(150)[0].age_ms, 50);
     }
@@ -511,13 +507,7 @@ mod tests {
         let mut older = b.clone();
         older.heartbeat = 3;
         older.addr = "elsewhere:1".into();
-        m.merge(
-            &[GossipEntry {
-                info: older,
-                age_ms: 0,
-            }],
-            1000,
-        );
+        m.merge(&[GossipEntry { info: older, age_ms: 0 }], 1000);
         assert_eq!(m.info(&id("b")).unwrap().addr, "b:7000");
         let mut restarted = info("b", 2);
         restarted.addr = "b:7100".into();
@@ -615,12 +605,7 @@ mod tests {
             }],
             10,
         );
-        assert_eq!(
-            ev,
-            vec![Event::IdentityConflict {
-                remote_generation: 7
-            }]
-        );
+        assert_eq!(ev, vec![Event::IdentityConflict { remote_generation: 7 }]);
         assert_eq!(m.my_info().generation, 8);
     }
 

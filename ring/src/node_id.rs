@@ -23,11 +23,7 @@ impl NodeId {
             && s.len() <= Self::MAX_LEN
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if ok {
-            Ok(NodeId(s))
-        } else {
-            Err(InvalidNodeId(s))
-        }
+        if ok { Ok(NodeId(s)) } else { Err(InvalidNodeId(s)) }
     }
 
     pub fn as_str(&self) -> &str {

@@ -58,10 +58,7 @@ pub struct Ring {
 impl Ring {
     /// Builds the ring of `members`, each with its number of virtual nodes. Duplicate ids
     /// keep the larger token count.
-    pub fn new(
-        partition_bits: u8,
-        members: impl IntoIterator<Item = (NodeId, u32)>,
-    ) -> Result<Ring, RingError> {
+    pub fn new(partition_bits: u8, members: impl IntoIterator<Item = (NodeId, u32)>) -> Result<Ring, RingError> {
         if partition_bits == 0 || partition_bits > MAX_PARTITION_BITS {
             return Err(RingError::PartitionBits(partition_bits));
         }
@@ -187,17 +184,12 @@ mod tests {
     }
 
     fn ring(members: &[NodeId], tokens: u32) -> Ring {
-        Ring::new(
-            DEFAULT_PARTITION_BITS,
-            members.iter().map(|m| (m.clone(), tokens)),
-        )
-        .unwrap()
+        Ring::new(DEFAULT_PARTITION_BITS, members.iter().map(|m| (m.clone(), tokens))).unwrap()
     }
 
     /// Fraction of partitions for which each member is among the first `n` replicas.
     fn shares(r: &Ring, n: usize) -> BTreeMap<NodeId, f64> {
-        let mut count: BTreeMap<NodeId, f64> =
-            r.members().iter().map(|m| (m.clone(), 0.0)).collect();
+        let mut count: BTreeMap<NodeId, f64> = r.members().iter().map(|m| (m.clone(), 0.0)).collect();
         for p in r.partitions() {
             for m in r.partition_preference(p, n) {
                 *count.get_mut(m).unwrap() += 1.0;
@@ -213,10 +205,7 @@ mod tests {
         assert_eq!(Ring::new(0, []).unwrap_err(), RingError::PartitionBits(0));
         assert_eq!(Ring::new(17, []).unwrap_err(), RingError::PartitionBits(17));
         let id = NodeId::new("a").unwrap();
-        assert!(matches!(
-            Ring::new(8, [(id, 0)]),
-            Err(RingError::Tokens { .. })
-        ));
+        assert!(matches!(Ring::new(8, [(id, 0)]), Err(RingError::Tokens { .. })));
     }
 
     #[test]
@@ -229,17 +218,11 @@ mod tests {
     fn keys_of_a_partition_share_replicas_and_partitions_cover_the_space() {
         let r = ring(&ids(5, 0), 32);
         assert_eq!(r.partition_of_position(0), Partition(0));
-        assert_eq!(
-            r.partition_of_position(u64::MAX),
-            Partition(r.partition_count() - 1)
-        );
+        assert_eq!(r.partition_of_position(u64::MAX), Partition(r.partition_count() - 1));
         let p = r.partition_of_key(b"some key");
         let start = r.partition_start(p);
         assert_eq!(r.partition_of_position(start), p);
-        assert_eq!(
-            r.preference_list(b"some key", 3),
-            r.partition_preference(p, 3)
-        );
+        assert_eq!(r.preference_list(b"some key", 3), r.partition_preference(p, 3));
     }
 
     /// Heavier members get proportionally more partitions.
