@@ -40,8 +40,7 @@ fn context_from_headers(headers: &HeaderMap) -> Result<Option<Context>, ApiError
 }
 
 fn context_header(ctx: &Context) -> (header::HeaderName, HeaderValue) {
-    let value =
-        HeaderValue::from_str(&encode_context(ctx)).expect("base64url is a valid header value");
+    let value = HeaderValue::from_str(&encode_context(ctx)).expect("base64url is a valid header value");
     (header::HeaderName::from_static(CONTEXT_HEADER), value)
 }
 
@@ -59,10 +58,7 @@ pub(crate) async fn get_kv<S: KvService>(
     let key = key_from_uri(&uri, "/kv/")?;
     let params = parse_quorum_params(query.as_deref(), svc.n(), &["r"])?;
     Ok(match svc.get(key, params.r).await? {
-        GetOutcome::Found {
-            mut values,
-            context,
-        } if values.len() == 1 => (
+        GetOutcome::Found { mut values, context } if values.len() == 1 => (
             StatusCode::OK,
             [
                 context_header(&context),
@@ -105,12 +101,8 @@ async fn read_value(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byt
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::ValueTooLarge { limit })
-        }
-        Err(e) => Err(ApiError::BadParameter(format!(
-            "could not read the request body: {e}"
-        ))),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::ValueTooLarge { limit }),
+        Err(e) => Err(ApiError::BadParameter(format!("could not read the request body: {e}"))),
     }
 }
 
@@ -204,9 +196,7 @@ pub(crate) async fn admin_replica<S: KvService>(
     let key = key_from_uri(&uri, "/admin/replica/")?;
     parse_quorum_params(query.as_deref(), svc.n(), &[])?;
     match svc.local_replica(&key)? {
-        None => Err(ApiError::NotFound(
-            "this node stores nothing for the key".into(),
-        )),
+        None => Err(ApiError::NotFound("this node stores nothing for the key".into())),
         Some(reg) => Ok(Json(replica_body(&reg)).into_response()),
     }
 }
@@ -218,6 +208,14 @@ fn replica_body(reg: &Register) -> ReplicaBody {
         tombstone: reg.is_tombstone(),
         context: encode_context(&reg.context()),
     }
+}
+
+pub(crate) async fn admin_antientropy<S: KvService>(
+    State(svc): State<Arc<S>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    parse_quorum_params(query.as_deref(), svc.n(), &[])?;
+    Ok(Json(svc.antientropy_status()).into_response())
 }
 
 #[derive(Serialize)]

@@ -48,11 +48,7 @@ pub enum ApiError {
     Internal(String),
     /// An error answered by the peer a request was forwarded to, passed on unchanged.
     #[error("{message}")]
-    Upstream {
-        status: u16,
-        code: String,
-        message: String,
-    },
+    Upstream { status: u16, code: String, message: String },
 }
 
 fn quorum_message(op: QuorumOp, required: usize, succeeded: usize) -> String {
@@ -61,9 +57,7 @@ fn quorum_message(op: QuorumOp, required: usize, succeeded: usize) -> String {
             "write quorum not met: {succeeded} of {required} required replicas acknowledged in time; \
              the write may still have been applied on some replicas"
         ),
-        QuorumOp::Read => format!(
-            "read quorum not met: {succeeded} of {required} required replicas answered in time"
-        ),
+        QuorumOp::Read => format!("read quorum not met: {succeeded} of {required} required replicas answered in time"),
     }
 }
 
@@ -99,28 +93,23 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadKey(_)
-            | ApiError::BadParameter(_)
-            | ApiError::BadContext(_)
-            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadKey(_) | ApiError::BadParameter(_) | ApiError::BadContext(_) | ApiError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::ClusterMismatch(_) => StatusCode::CONFLICT,
             ApiError::Quorum { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Upstream { status, .. } => {
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
-            }
+            ApiError::Upstream { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
         }
     }
 
     pub fn body(&self) -> ErrorBody {
         let (required, succeeded) = match self {
             ApiError::Quorum {
-                required,
-                succeeded,
-                ..
+                required, succeeded, ..
             } => (Some(*required), Some(*succeeded)),
             _ => (None, None),
         };

@@ -57,6 +57,7 @@ pub fn router<S: KvService + InternalService>(svc: Arc<S>) -> Router {
         .route("/cluster/members", get(client::members::<S>))
         .route("/cluster/preflist/{*key}", get(client::preflist::<S>))
         .route("/admin/replica/{*key}", get(client::admin_replica::<S>))
+        .route("/admin/antientropy", get(client::admin_antientropy::<S>))
         .route("/health", get(client::health::<S>))
         .merge(internal)
         .fallback(not_found)

@@ -36,9 +36,9 @@ impl Key {
 
     /// Decodes a percent-encoded path segment (the part after `/kv/`).
     pub fn from_path(raw: &str) -> Result<Key, ApiError> {
-        let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| {
-            ApiError::BadKey("the key is not valid UTF-8 once percent-decoded".into())
-        })?;
+        let decoded = percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| ApiError::BadKey("the key is not valid UTF-8 once percent-decoded".into()))?;
         Key::new(decoded.into_owned())
     }
 
@@ -64,11 +64,7 @@ pub struct QuorumParams {
 
 /// Parses `r=` and `w=` (each between 1 and `n`); `allowed` names the parameters this
 /// route takes. Anything else is rejected so a typo (`W=1`) cannot silently do nothing.
-pub fn parse_quorum_params(
-    query: Option<&str>,
-    n: usize,
-    allowed: &[&str],
-) -> Result<QuorumParams, ApiError> {
+pub fn parse_quorum_params(query: Option<&str>, n: usize, allowed: &[&str]) -> Result<QuorumParams, ApiError> {
     let mut params = QuorumParams::default();
     let Some(query) = query else {
         return Ok(params);
@@ -129,8 +125,8 @@ pub fn decode_context(token: &str) -> Result<Context, ApiError> {
         .map_err(|_| ApiError::BadContext("token is not base64url".into()))?;
     match bytes.split_first() {
         Some((&CONTEXT_TOKEN_VERSION, rest)) => {
-            let (ctx, left): (Context, &[u8]) = postcard::take_from_bytes(rest)
-                .map_err(|_| ApiError::BadContext("token does not decode".into()))?;
+            let (ctx, left): (Context, &[u8]) =
+                postcard::take_from_bytes(rest).map_err(|_| ApiError::BadContext("token does not decode".into()))?;
             if !left.is_empty() {
                 return Err(ApiError::BadContext("token has trailing bytes".into()));
             }
@@ -147,10 +143,7 @@ fn normalize(ctx: Context) -> Context {
     match ctx {
         Context::Mv(cc) => {
             let cloud: Vec<_> = cc.cloud().collect();
-            Context::Mv(dynakv_crdt::CausalContext::from_parts(
-                cc.vv().clone(),
-                cloud,
-            ))
+            Context::Mv(dynakv_crdt::CausalContext::from_parts(cc.vv().clone(), cloud))
         }
         lww => lww,
     }
@@ -169,10 +162,7 @@ mod tests {
         assert_eq!(Key::from_path("").unwrap_err().code(), "bad_key");
         assert_eq!(Key::from_path("%FF").unwrap_err().code(), "bad_key");
         assert!(Key::from_path(&"k".repeat(1024)).is_ok());
-        assert_eq!(
-            Key::from_path(&"k".repeat(1025)).unwrap_err().code(),
-            "bad_key"
-        );
+        assert_eq!(Key::from_path(&"k".repeat(1025)).unwrap_err().code(), "bad_key");
     }
 
     #[test]
@@ -183,10 +173,7 @@ mod tests {
             let e = parse_quorum_params(Some(bad), 3, &["r"]).unwrap_err();
             assert_eq!(e.code(), "bad_parameter", "{bad}");
         }
-        assert_eq!(
-            parse_quorum_params(None, 3, &["w"]).unwrap(),
-            QuorumParams::default()
-        );
+        assert_eq!(parse_quorum_params(None, 3, &["w"]).unwrap(), QuorumParams::default());
         assert_eq!(
             parse_quorum_params(Some(""), 3, &["w"]).unwrap(),
             QuorumParams::default()
@@ -196,11 +183,7 @@ mod tests {
     #[test]
     fn malformed_tokens_are_rejected() {
         for bad in ["", "!!!", "AA", "AQ", &"A".repeat(MAX_CONTEXT_CHARS + 1)] {
-            assert_eq!(
-                decode_context(bad).unwrap_err().code(),
-                "bad_context",
-                "{bad:?}"
-            );
+            assert_eq!(decode_context(bad).unwrap_err().code(), "bad_context", "{bad:?}");
         }
     }
 

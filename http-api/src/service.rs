@@ -15,10 +15,7 @@ use crate::wire::{GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GetOutcome {
     /// One value, or several concurrent siblings.
-    Found {
-        values: Vec<Bytes>,
-        context: Context,
-    },
+    Found { values: Vec<Bytes>, context: Context },
     /// No live value. The context is there when a tombstone was found, so a client can
     /// write after the delete.
     NotFound { context: Option<Context> },
@@ -44,11 +41,7 @@ pub trait KvService: Send + Sync + 'static {
     fn max_value_bytes(&self) -> usize;
     fn node_id(&self) -> &str;
 
-    fn get(
-        &self,
-        key: Key,
-        r: Option<usize>,
-    ) -> impl Future<Output = Result<GetOutcome, ApiError>> + Send;
+    fn get(&self, key: Key, r: Option<usize>) -> impl Future<Output = Result<GetOutcome, ApiError>> + Send;
     /// Writes `value` (or deletes, with `None`) and returns the new version's context.
     fn write(
         &self,
@@ -63,13 +56,12 @@ pub trait KvService: Send + Sync + 'static {
     fn preference_list(&self, key: &Key) -> (u32, Vec<String>);
     /// What this node itself stores for the key.
     fn local_replica(&self, key: &Key) -> Result<Option<Register>, ApiError>;
+    /// Anti-entropy, hint and tombstone state, for `GET /admin/antientropy`.
+    fn antientropy_status(&self) -> serde_json::Value;
 }
 
 /// Node-to-node operations.
 pub trait InternalService: Send + Sync + 'static {
-    fn replica(
-        &self,
-        req: ReplicaRequest,
-    ) -> impl Future<Output = Result<ReplicaResponse, ApiError>> + Send;
+    fn replica(&self, req: ReplicaRequest) -> impl Future<Output = Result<ReplicaResponse, ApiError>> + Send;
     fn gossip(&self, req: GossipRequest) -> Result<GossipResponse, ApiError>;
 }

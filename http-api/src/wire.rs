@@ -5,8 +5,9 @@
 //! adding a verb is adding a variant.
 
 use bytes::Bytes;
+use dynakv_antientropy::{Compare, CompareResponse, Hash};
 use dynakv_crdt::{ConflictMode, Context, Register};
-use dynakv_ring::GossipEntry;
+use dynakv_ring::{GossipEntry, NodeId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -16,16 +17,31 @@ use crate::error::ApiError;
 pub const WIRE_VERSION: u8 = 1;
 pub const CONTENT_TYPE: &str = "application/x-dynakv";
 
-/// Requests a coordinator sends to a key's replicas (`POST /internal/replica`).
+/// Requests between replicas (`POST /internal/replica`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ReplicaRequest {
-    /// Return the locally stored state of a key.
+    /// Return the locally stored state of a key (merged with any hints held for it).
     Get { key: String },
     /// Merge this state into the locally stored one; acknowledge once it is durable.
     Merge { key: String, register: Register },
+    /// Hold this state for `owner`, a replica that is down (sloppy quorum), and hand it
+    /// over when the owner is back.
+    MergeHint {
+        key: String,
+        register: Register,
+        owner: NodeId,
+    },
     /// Coordinate a multi-value write here. Sent by a node that is not a replica of the
     /// key: only a replica can mint the new version's dot (see `dynakv_crdt::mv`).
     Coordinate(CoordinateWrite),
+    /// Merge many states (hint delivery, anti-entropy pushes).
+    MergeBatch { items: Vec<(String, Register)> },
+    /// Return the stored states of many keys (anti-entropy pulls).
+    GetBatch { keys: Vec<String> },
+    /// Return the digests of the stored versions of keys (tombstone collection checks).
+    Digests { keys: Vec<String> },
+    /// One round of a Merkle-tree exchange driven by `from`.
+    Compare { from: NodeId, compare: Compare },
 }
 
 /// A client write forwarded to a replica, with what is left of the client's deadline.
@@ -44,6 +60,9 @@ pub enum ReplicaResponse {
     State(Option<Register>),
     Merged,
     Written { context: Context },
+    States(Vec<Option<Register>>),
+    Digests(Vec<Option<Hash>>),
+    Compared(CompareResponse),
 }
 
 /// What members of one cluster must agree on; gossip from a node that differs is
@@ -78,8 +97,9 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.split_first() {
-        Some((&WIRE_VERSION, rest)) => postcard::from_bytes(rest)
-            .map_err(|e| ApiError::BadRequest(format!("undecodable message: {e}"))),
+        Some((&WIRE_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| ApiError::BadRequest(format!("undecodable message: {e}")))
+        }
         Some((v, _)) => Err(ApiError::BadRequest(format!(
             "wire version {v} is not supported (this node speaks {WIRE_VERSION})"
         ))),
@@ -96,29 +116,17 @@ mod tests {
     fn round_trip_and_version_check() {
         let req = ReplicaRequest::Merge {
             key: "k".into(),
-            register: Register::Lww(LwwRegister::new(
-                Timestamp(5),
-                Actor(1),
-                Some(Bytes::from_static(b"v")),
-            )),
+            register: Register::Lww(LwwRegister::new(Timestamp(5), Actor(1), Some(Bytes::from_static(b"v")))),
         };
         let bytes = encode(&req);
         assert_eq!(decode::<ReplicaRequest>(&bytes).unwrap(), req);
         let mut other = bytes.clone();
         other[0] = 99;
+        assert_eq!(decode::<ReplicaRequest>(&other).unwrap_err().code(), "bad_request");
         assert_eq!(
-            decode::<ReplicaRequest>(&other).unwrap_err().code(),
+            decode::<ReplicaRequest>(&bytes[..bytes.len() - 1]).unwrap_err().code(),
             "bad_request"
         );
-        assert_eq!(
-            decode::<ReplicaRequest>(&bytes[..bytes.len() - 1])
-                .unwrap_err()
-                .code(),
-            "bad_request"
-        );
-        assert_eq!(
-            decode::<ReplicaRequest>(&[]).unwrap_err().code(),
-            "bad_request"
-        );
+        assert_eq!(decode::<ReplicaRequest>(&[]).unwrap_err().code(), "bad_request");
     }
 }
