@@ -19,6 +19,40 @@ pub struct Replica {
     pub is_self: bool,
 }
 
+impl Replica {
+    pub fn is_dead(&self) -> bool {
+        matches!(self.status, Status::Dead | Status::Left)
+    }
+}
+
+/// Where a key's requests go: its N replicas in preference order, then the live nodes
+/// that follow them on the ring, which stand in for replicas that are down (sloppy
+/// quorum), at most N of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub primaries: Vec<Replica>,
+    pub fallbacks: Vec<Replica>,
+}
+
+impl Plan {
+    pub fn includes_self(&self) -> bool {
+        self.primaries.iter().any(|r| r.is_self)
+    }
+
+    pub fn primary_ids(&self) -> Vec<NodeId> {
+        self.primaries.iter().map(|r| r.id.clone()).collect()
+    }
+}
+
+/// A ring member as the collector of tombstones needs to know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberState {
+    pub id: NodeId,
+    pub addr: String,
+    pub status: Status,
+    pub oldest_hint_ms: Option<u64>,
+}
+
 struct RingState {
     /// What the ring was built from, sorted by id (as `Membership::ring_members` is).
     members: Vec<(NodeId, u32)>,
@@ -40,8 +74,7 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(id: ClusterId, n: usize, membership: Membership) -> Cluster {
         let members = membership.ring_members();
-        let ring =
-            Ring::new(id.partition_bits, members.clone()).expect("validated ring parameters");
+        let ring = Ring::new(id.partition_bits, members.clone()).expect("validated ring parameters");
         Cluster {
             me: membership.me().clone(),
             id,
@@ -77,21 +110,82 @@ impl Cluster {
 
     /// The key's N replicas in preference order, with what we know of each.
     pub fn replicas(&self, key: &str) -> Vec<Replica> {
+        self.plan(key).primaries
+    }
+
+    fn replica(&self, m: &Membership, id: &NodeId) -> Replica {
+        let info = m.info(id).expect("ring members are members");
+        Replica {
+            id: id.clone(),
+            addr: info.addr.clone(),
+            status: m.status(id).expect("ring members are members"),
+            is_self: *id == self.me,
+        }
+    }
+
+    /// The key's replicas and live fallbacks.
+    pub fn plan(&self, key: &str) -> Plan {
         let ring = self.ring();
-        let preferred = ring.preference_list(key.as_bytes(), self.n);
         let m = self.membership.lock();
-        preferred
-            .into_iter()
+        let mut walk = ring.successors(ring.partition_of_key(key.as_bytes()));
+        let primaries: Vec<Replica> = walk.by_ref().take(self.n).map(|id| self.replica(&m, id)).collect();
+        let fallbacks = walk
+            .map(|id| self.replica(&m, id))
+            .filter(|r| !r.is_dead())
+            .take(self.n)
+            .collect();
+        Plan { primaries, fallbacks }
+    }
+
+    /// The partitions both we and `peer` replicate, ascending.
+    pub fn shared_partitions(&self, peer: &NodeId) -> Vec<u32> {
+        let ring = self.ring();
+        ring.partitions()
+            .filter(|&p| {
+                let pl = ring.partition_preference(p, self.n);
+                pl.contains(&&self.me) && pl.contains(&peer)
+            })
+            .map(|p| p.0)
+            .collect()
+    }
+
+    /// Every ring member but us, with its status.
+    pub fn peers(&self) -> Vec<Replica> {
+        let ring = self.ring();
+        let m = self.membership.lock();
+        ring.members()
+            .iter()
+            .filter(|id| **id != self.me)
+            .map(|id| self.replica(&m, id))
+            .collect()
+    }
+
+    /// Every ring member, ourselves included.
+    pub fn ring_member_states(&self) -> Vec<MemberState> {
+        let ring = self.ring();
+        let m = self.membership.lock();
+        ring.members()
+            .iter()
             .map(|id| {
                 let info = m.info(id).expect("ring members are members");
-                Replica {
+                MemberState {
                     id: id.clone(),
                     addr: info.addr.clone(),
                     status: m.status(id).expect("ring members are members"),
-                    is_self: *id == self.me,
+                    oldest_hint_ms: info.oldest_hint_ms,
                 }
             })
             .collect()
+    }
+
+    /// Address and status of a member.
+    pub fn member(&self, id: &NodeId) -> Option<(String, Status)> {
+        let m = self.membership.lock();
+        Some((m.info(id)?.addr.clone(), m.status(id)?))
+    }
+
+    pub fn set_oldest_hint(&self, oldest_hint_ms: Option<u64>) {
+        self.membership.lock().set_oldest_hint(oldest_hint_ms);
     }
 
     pub fn tick(&self, rng: &mut impl Rng) -> Tick {

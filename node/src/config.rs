@@ -72,6 +72,21 @@ pub struct NodeArgs {
     /// fsync the write-ahead log before acknowledging each write (survives power loss, slower) [default: false].
     #[arg(long, env = "DYNAKV_SYNC_WRITES")]
     pub sync_writes: Option<String>,
+    /// Let the next live nodes on the ring stand in for dead or silent replicas, holding hints [default: true].
+    #[arg(long, env = "DYNAKV_SLOPPY_QUORUM")]
+    pub sloppy_quorum: Option<String>,
+    /// Milliseconds between Merkle-tree exchanges with each co-replica; 0 turns them off [default: 30000].
+    #[arg(long, env = "DYNAKV_ANTI_ENTROPY_INTERVAL_MS")]
+    pub anti_entropy_interval_ms: Option<String>,
+    /// Keys anti-entropy may repair per second, so a long outage's backlog does not starve clients [default: 5000].
+    #[arg(long, env = "DYNAKV_ANTI_ENTROPY_KEYS_PER_SEC")]
+    pub anti_entropy_keys_per_sec: Option<String>,
+    /// Milliseconds between attempts to hand hints over to their owners [default: 1000].
+    #[arg(long, env = "DYNAKV_HANDOFF_INTERVAL_MS")]
+    pub handoff_interval_ms: Option<String>,
+    /// How long a node keeps a tombstone before it may collect it (once every replica has it) [default: 3600000].
+    #[arg(long, env = "DYNAKV_TOMBSTONE_GRACE_MS")]
+    pub tombstone_grace_ms: Option<String>,
 }
 
 /// The same settings in a TOML file.
@@ -96,6 +111,11 @@ struct FileConfig {
     partition_bits: Option<u64>,
     cluster_name: Option<String>,
     sync_writes: Option<bool>,
+    sloppy_quorum: Option<bool>,
+    anti_entropy_interval_ms: Option<u64>,
+    anti_entropy_keys_per_sec: Option<u64>,
+    handoff_interval_ms: Option<u64>,
+    tombstone_grace_ms: Option<u64>,
 }
 
 /// Checked settings of a node.
@@ -120,6 +140,12 @@ pub struct Config {
     pub partition_bits: u8,
     pub cluster_name: String,
     pub sync_writes: bool,
+    pub sloppy_quorum: bool,
+    /// `None`: anti-entropy exchanges are off.
+    pub anti_entropy_interval: Option<Duration>,
+    pub anti_entropy_keys_per_sec: u32,
+    pub handoff_interval: Duration,
+    pub tombstone_grace: Duration,
 }
 
 /// Largest replication factor accepted.
@@ -148,12 +174,7 @@ fn invalid(setting: &'static str, value: impl ToString, reason: impl Into<String
 }
 
 /// Flag/env value if given, else the file's, else `default`; strings parsed as `T`.
-fn pick<T: FromStr>(
-    setting: &'static str,
-    arg: Option<String>,
-    file: Option<T>,
-    default: T,
-) -> Result<T, ConfigError> {
+fn pick<T: FromStr>(setting: &'static str, arg: Option<String>, file: Option<T>, default: T) -> Result<T, ConfigError> {
     match arg {
         Some(s) => s.trim().parse().map_err(|_| {
             let expected = if std::any::type_name::<T>() == "bool" {
@@ -167,10 +188,7 @@ fn pick<T: FromStr>(
     }
 }
 
-fn narrow<T: TryFrom<u64>>(
-    setting: &'static str,
-    v: Option<u64>,
-) -> Result<Option<T>, ConfigError> {
+fn narrow<T: TryFrom<u64>>(setting: &'static str, v: Option<u64>) -> Result<Option<T>, ConfigError> {
     v.map(|v| T::try_from(v).map_err(|_| invalid(setting, v, "out of range")))
         .transpose()
 }
@@ -198,17 +216,11 @@ impl Config {
             Some(s) => Some(NodeId::new(s.trim()).map_err(|e| invalid("id", &s, e.to_string()))?),
             None => None,
         };
-        let listen_raw = args
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| "127.0.0.1:7001".into());
-        let listen: SocketAddr = listen_raw.trim().parse().map_err(|_| {
-            invalid(
-                "listen",
-                &listen_raw,
-                "expected ip:port, e.g. 127.0.0.1:7001",
-            )
-        })?;
+        let listen_raw = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7001".into());
+        let listen: SocketAddr = listen_raw
+            .trim()
+            .parse()
+            .map_err(|_| invalid("listen", &listen_raw, "expected ip:port, e.g. 127.0.0.1:7001"))?;
         let advertise = match args.advertise.or(file.advertise) {
             Some(a) => {
                 check_host_port(&a).map_err(|r| invalid("advertise", &a, r))?;
@@ -218,9 +230,7 @@ impl Config {
                 return Err(invalid(
                     "advertise",
                     "",
-                    format!(
-                        "required when listening on {listen}: other nodes need an address they can reach"
-                    ),
+                    format!("required when listening on {listen}: other nodes need an address they can reach"),
                 ));
             }
             None => listen.to_string(),
@@ -253,10 +263,7 @@ impl Config {
         if w == 0 || w > n {
             return Err(invalid("w", w, format!("must be between 1 and n ({n})")));
         }
-        let conflict_raw = args
-            .conflict
-            .or(file.conflict)
-            .unwrap_or_else(|| "mv".into());
+        let conflict_raw = args.conflict.or(file.conflict).unwrap_or_else(|| "mv".into());
         let conflict: ConflictMode = conflict_raw
             .trim()
             .parse()
@@ -268,11 +275,7 @@ impl Config {
             1000,
         )?;
         if !(10..=60_000).contains(&gossip_ms) {
-            return Err(invalid(
-                "gossip-interval-ms",
-                gossip_ms,
-                "must be between 10 and 60000",
-            ));
+            return Err(invalid("gossip-interval-ms", gossip_ms, "must be between 10 and 60000"));
         }
         let suspect_ms: u64 = pick(
             "suspect-after-ms",
@@ -280,12 +283,7 @@ impl Config {
             file.suspect_after_ms,
             3 * gossip_ms,
         )?;
-        let dead_ms: u64 = pick(
-            "dead-after-ms",
-            args.dead_after_ms,
-            file.dead_after_ms,
-            6 * gossip_ms,
-        )?;
+        let dead_ms: u64 = pick("dead-after-ms", args.dead_after_ms, file.dead_after_ms, 6 * gossip_ms)?;
         if suspect_ms < gossip_ms {
             return Err(invalid(
                 "suspect-after-ms",
@@ -326,18 +324,9 @@ impl Config {
                 format!("must be between 1 and {MAX_VALUE_LIMIT}"),
             ));
         }
-        let tokens: u32 = pick(
-            "tokens",
-            args.tokens,
-            narrow("tokens", file.tokens)?,
-            DEFAULT_TOKENS,
-        )?;
+        let tokens: u32 = pick("tokens", args.tokens, narrow("tokens", file.tokens)?, DEFAULT_TOKENS)?;
         if tokens == 0 || tokens > MAX_TOKENS {
-            return Err(invalid(
-                "tokens",
-                tokens,
-                format!("must be between 1 and {MAX_TOKENS}"),
-            ));
+            return Err(invalid("tokens", tokens, format!("must be between 1 and {MAX_TOKENS}")));
         }
         let partition_bits: u8 = pick(
             "partition-bits",
@@ -357,13 +346,54 @@ impl Config {
             .or(file.cluster_name)
             .unwrap_or_else(|| "dynakv".into());
         if cluster_name.trim().is_empty() || cluster_name.len() > 128 {
-            return Err(invalid(
-                "cluster-name",
-                &cluster_name,
-                "must be 1 to 128 characters",
-            ));
+            return Err(invalid("cluster-name", &cluster_name, "must be 1 to 128 characters"));
         }
         let sync_writes: bool = pick("sync-writes", args.sync_writes, file.sync_writes, false)?;
+        let sloppy_quorum: bool = pick("sloppy-quorum", args.sloppy_quorum, file.sloppy_quorum, true)?;
+        let aae_ms: u64 = pick(
+            "anti-entropy-interval-ms",
+            args.anti_entropy_interval_ms,
+            file.anti_entropy_interval_ms,
+            30_000,
+        )?;
+        if aae_ms != 0 && !(100..=86_400_000).contains(&aae_ms) {
+            return Err(invalid(
+                "anti-entropy-interval-ms",
+                aae_ms,
+                "must be 0 (off) or between 100 and 86400000",
+            ));
+        }
+        let aae_rate: u32 = pick(
+            "anti-entropy-keys-per-sec",
+            args.anti_entropy_keys_per_sec,
+            narrow("anti-entropy-keys-per-sec", file.anti_entropy_keys_per_sec)?,
+            5_000,
+        )?;
+        if aae_rate == 0 {
+            return Err(invalid("anti-entropy-keys-per-sec", aae_rate, "must be at least 1"));
+        }
+        let handoff_ms: u64 = pick(
+            "handoff-interval-ms",
+            args.handoff_interval_ms,
+            file.handoff_interval_ms,
+            1_000,
+        )?;
+        if !(10..=3_600_000).contains(&handoff_ms) {
+            return Err(invalid(
+                "handoff-interval-ms",
+                handoff_ms,
+                "must be between 10 and 3600000",
+            ));
+        }
+        let grace_ms: u64 = pick(
+            "tombstone-grace-ms",
+            args.tombstone_grace_ms,
+            file.tombstone_grace_ms,
+            3_600_000,
+        )?;
+        if grace_ms < 100 {
+            return Err(invalid("tombstone-grace-ms", grace_ms, "must be at least 100"));
+        }
         Ok(Config {
             id,
             listen,
@@ -383,18 +413,17 @@ impl Config {
             partition_bits,
             cluster_name: cluster_name.trim().to_string(),
             sync_writes,
+            sloppy_quorum,
+            anti_entropy_interval: (aae_ms > 0).then(|| Duration::from_millis(aae_ms)),
+            anti_entropy_keys_per_sec: aae_rate,
+            handoff_interval: Duration::from_millis(handoff_ms),
+            tombstone_grace: Duration::from_millis(grace_ms),
         })
     }
 
     /// Creates the data directory if needed and proves it writable.
     pub fn check_data_dir(&self) -> Result<(), ConfigError> {
-        let fail = |e: std::io::Error| {
-            invalid(
-                "data-dir",
-                self.data_dir.display(),
-                format!("not writable: {e}"),
-            )
-        };
+        let fail = |e: std::io::Error| invalid("data-dir", self.data_dir.display(), format!("not writable: {e}"));
         std::fs::create_dir_all(&self.data_dir).map_err(fail)?;
         let probe = self.data_dir.join(".dynakv-write-check");
         std::fs::write(&probe, b"ok").map_err(fail)?;
@@ -410,8 +439,7 @@ fn check_host_port(s: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("the host is empty".into());
     }
-    port.parse::<u16>()
-        .map_err(|_| format!("bad port {port:?}"))?;
+    port.parse::<u16>().map_err(|_| format!("bad port {port:?}"))?;
     Ok(())
 }
 
@@ -536,11 +564,7 @@ mod tests {
     fn file_is_overridden_by_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "n = 5\nr = 3\nconflict = \"lww\"\nseeds = [\"a:1\", \"b:2\"]\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "n = 5\nr = 3\nconflict = \"lww\"\nseeds = [\"a:1\", \"b:2\"]\n").unwrap();
         let c = Config::load(NodeArgs {
             config: Some(path.clone()),
             r: Some("1".into()),

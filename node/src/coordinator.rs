@@ -1,38 +1,42 @@
 //! The node: coordinates client requests over the key's replicas and serves its own
 //! replica to peers.
 //!
-//! Reads ask every live replica in the preference list and answer once `r` have replied,
-//! with the merge of what they returned. Writes go to every live replica and answer once
-//! `w` have acknowledged; the rest keep going in the background until the request
-//! timeout, as in Dynamo. Members known to be dead are skipped, so a request that cannot
-//! meet its quorum fails at once instead of waiting for the timeout.
+//! Reads ask the key's live replicas (plus live fallbacks standing in for dead ones, under
+//! sloppy quorum) and answer once `r` replied, with the merge of what they returned. The
+//! read then keeps listening, up to the request timeout, for the other replicas, and
+//! sends the merged version to every replica that answered with something older or
+//! nothing (read repair), after the client has its answer.
+//!
+//! Writes go to each of the N replicas and answer once `w` acknowledged. When a replica
+//! is dead or fails to answer, the write goes instead to the next live node along the
+//! ring, which keeps it as a hint for that replica and counts towards `w` (sloppy quorum,
+//! hinted handoff; `--sloppy-quorum false` turns this off). Sends still running when the
+//! quorum is decided carry on in the background until the request timeout.
 //!
 //! Multi-value writes must be coordinated by a replica of the key, because minting the
 //! new version's dot needs the actor's earlier dots for that key (see `dynakv_crdt::mv`).
 //! A node that is not a replica forwards the write to the first live one.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dynakv_crdt::{CausalContext, ConflictMode, Context, Hlc, LwwRegister, MvRegister, Register};
-use dynakv_http_api::wire::{
-    self, CoordinateWrite, GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse,
-};
-use dynakv_http_api::{
-    ApiError, GetOutcome, InternalService, Key, KvService, MemberJson, QuorumOp,
-};
-use dynakv_ring::{Event, Status};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
+use dynakv_http_api::wire::{self, CoordinateWrite, GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse};
+use dynakv_http_api::{ApiError, GetOutcome, InternalService, Key, KvService, MemberJson, QuorumOp};
+use dynakv_ring::{Event, NodeId};
 use parking_lot::Mutex;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 use tracing::{debug, error, info, warn};
 
-use crate::cluster::{Cluster, Replica};
+use crate::antientropy::AntiEntropy;
+use crate::cluster::{Cluster, Plan, Replica};
 use crate::identity::Identity;
 use crate::quorum::{Quorum, Verdict};
-use crate::replica::ReplicaStore;
+use crate::replica::{ReplicaStore, wall_ms};
 use crate::rpc::{Rpc, RpcError};
 use crate::storage::StorageError;
 
@@ -51,22 +55,30 @@ pub struct Settings {
     pub mode: ConflictMode,
     pub request_timeout: Duration,
     pub max_value_bytes: usize,
+    /// Let live fallbacks stand in for dead or silent replicas.
+    pub sloppy_quorum: bool,
+}
+
+/// Counters shown on `/admin/antientropy`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub read_repairs: AtomicU64,
+    pub hinted_writes: AtomicU64,
+    pub hints_delivered: AtomicU64,
+    pub tombstones_collected: AtomicU64,
 }
 
 pub struct Node {
+    /// Ourselves, for work that outlives a request (read repair, background sends).
+    this: Weak<Node>,
     identity: Identity,
     settings: Settings,
     replicas: ReplicaStore,
     cluster: Cluster,
     rpc: Rpc,
     hlc: Mutex<Hlc>,
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    pub stats: Stats,
+    pub antientropy: AntiEntropy,
 }
 
 fn storage_error(e: StorageError) -> ApiError {
@@ -74,11 +86,15 @@ fn storage_error(e: StorageError) -> ApiError {
     ApiError::Internal(format!("storage failure on this node: {e}"))
 }
 
-fn live(replicas: Vec<Replica>) -> Vec<Replica> {
-    replicas
-        .into_iter()
-        .filter(|r| r.status != Status::Dead)
-        .collect()
+/// Where a read goes: the live replicas and, under sloppy quorum, live fallbacks to make
+/// up for the dead ones.
+fn read_targets(plan: Plan, sloppy: bool) -> Vec<Replica> {
+    let dead = plan.primaries.iter().filter(|r| r.is_dead()).count();
+    let mut targets: Vec<Replica> = plan.primaries.into_iter().filter(|r| !r.is_dead()).collect();
+    if sloppy {
+        targets.extend(plan.fallbacks.into_iter().take(dead));
+    }
+    targets
 }
 
 impl Node {
@@ -88,15 +104,23 @@ impl Node {
         replicas: ReplicaStore,
         cluster: Cluster,
         rpc: Rpc,
-    ) -> Node {
-        Node {
+        antientropy: AntiEntropy,
+    ) -> Arc<Node> {
+        Arc::new_cyclic(|this| Node {
+            this: this.clone(),
             identity,
             settings,
             replicas,
             cluster,
             rpc,
             hlc: Mutex::new(Hlc::new(MAX_CLOCK_DRIFT_MS)),
-        }
+            stats: Stats::default(),
+            antientropy,
+        })
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.identity.id
     }
 
     pub fn cluster(&self) -> &Cluster {
@@ -107,8 +131,16 @@ impl Node {
         &self.rpc
     }
 
+    pub fn replicas(&self) -> &ReplicaStore {
+        &self.replicas
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    fn arc(&self) -> Arc<Node> {
+        self.this.upgrade().expect("a node is only used while it is alive")
     }
 
     fn deadline(&self) -> Instant {
@@ -125,19 +157,19 @@ impl Node {
 
     // ---- reads -------------------------------------------------------------------
 
-    /// One replica's state for `key`: ours from disk, a peer's over the network.
+    /// One replica's state for `key`: ours from disk, a peer's over the network. A
+    /// fallback answers with the hints it holds for the key.
     async fn fetch(
         &self,
         replica: &Replica,
         key: &str,
+        owners: &[NodeId],
         deadline: Instant,
     ) -> Result<Option<Register>, String> {
         if replica.is_self {
-            return self.replicas.get(key).map_err(|e| e.to_string());
+            return self.replicas.get_with_hints(key, owners).map_err(|e| e.to_string());
         }
-        let req = ReplicaRequest::Get {
-            key: key.to_string(),
-        };
+        let req = ReplicaRequest::Get { key: key.to_string() };
         let remaining = deadline.saturating_duration_since(Instant::now());
         match self.rpc.replica(&replica.addr, &req, remaining).await {
             Ok(ReplicaResponse::State(reg)) => Ok(reg),
@@ -146,38 +178,43 @@ impl Node {
         }
     }
 
-    /// Quorum read: the merge of the first `r` answers.
-    async fn read(
-        &self,
-        key: &Key,
-        r: usize,
-        deadline: Instant,
-    ) -> Result<Option<Register>, ApiError> {
-        let targets = live(self.cluster.replicas(key.as_str()));
+    /// Quorum read: the merge of the first `r` answers. Read repair follows in the
+    /// background.
+    async fn read(&self, key: &Key, r: usize, deadline: Instant) -> Result<Option<Register>, ApiError> {
+        let plan = self.cluster.plan(key.as_str());
+        let owners = Arc::new(plan.primary_ids());
+        let targets = read_targets(plan, self.settings.sloppy_quorum);
         let mut quorum = Quorum::new(r, targets.len());
-        let mut calls: FuturesUnordered<_> = targets
-            .iter()
-            .map(|t| async move { (t, self.fetch(t, key.as_str(), deadline).await) })
-            .collect();
+        let (tx, mut rx) = mpsc::channel(targets.len().max(1));
+        for t in targets {
+            let (node, tx, key, owners) = (self.arc(), tx.clone(), key.as_str().to_string(), owners.clone());
+            tokio::spawn(async move {
+                let answer = node.fetch(&t, &key, &owners, deadline).await;
+                let _ = tx.send((t, answer)).await;
+            });
+        }
+        drop(tx);
+        let mut answers: Vec<(Replica, Option<Register>)> = Vec::new();
         let mut merged: Option<Register> = None;
         loop {
             match quorum.verdict() {
-                Verdict::Met => return Ok(merged),
-                Verdict::Failed => break,
+                Verdict::Met => break,
+                Verdict::Failed => return Err(self.read_quorum_error(&quorum)),
                 Verdict::Pending => {}
             }
-            let Ok(Some((replica, answer))) = timeout_at(deadline, calls.next()).await else {
-                break;
+            let Ok(Some((replica, answer))) = timeout_at(deadline, rx.recv()).await else {
+                return Err(self.read_quorum_error(&quorum));
             };
             match answer {
                 Ok(reg) => {
-                    if let Some(reg) = reg {
-                        self.observe(&reg);
+                    if let Some(reg) = &reg {
+                        self.observe(reg);
                         match &mut merged {
-                            Some(m) => m.merge(&reg),
-                            None => merged = Some(reg),
+                            Some(m) => m.merge(reg),
+                            None => merged = Some(reg.clone()),
                         }
                     }
+                    answers.push((replica, reg));
                     quorum.record(true);
                 }
                 Err(e) => {
@@ -186,61 +223,170 @@ impl Node {
                 }
             }
         }
-        Err(ApiError::Quorum {
+        tokio::spawn(
+            self.arc()
+                .read_repair(key.as_str().to_string(), owners, answers, rx, deadline),
+        );
+        Ok(merged)
+    }
+
+    fn read_quorum_error(&self, quorum: &Quorum) -> ApiError {
+        ApiError::Quorum {
             op: QuorumOp::Read,
-            required: r,
+            required: quorum.required(),
             succeeded: quorum.succeeded(),
-        })
+        }
+    }
+
+    /// Waits for the replicas that had not answered yet (up to the deadline), then sends
+    /// the merge of all answers to each replica whose answer was older or missing.
+    async fn read_repair(
+        self: Arc<Self>,
+        key: String,
+        owners: Arc<Vec<NodeId>>,
+        mut answers: Vec<(Replica, Option<Register>)>,
+        mut rx: mpsc::Receiver<(Replica, Result<Option<Register>, String>)>,
+        deadline: Instant,
+    ) {
+        while let Ok(Some((replica, answer))) = timeout_at(deadline, rx.recv()).await {
+            if let Ok(reg) = answer {
+                answers.push((replica, reg));
+            }
+        }
+        let Some(merged) = answers.iter().filter_map(|(_, r)| r.clone()).reduce(|mut a, b| {
+            a.merge(&b);
+            a
+        }) else {
+            return;
+        };
+        for (replica, answer) in answers {
+            // Fallbacks hold hints, not replicas: handoff brings their owners up to date.
+            // A replica holding nothing needs no tombstone (see `tombstones`).
+            let needless = match &answer {
+                None => merged.is_tombstone(),
+                Some(a) => *a == merged,
+            };
+            if needless || !owners.contains(&replica.id) {
+                continue;
+            }
+            self.stats.read_repairs.fetch_add(1, Ordering::Relaxed);
+            debug!(key, replica = %replica.id, "read repair");
+            if replica.is_self {
+                if let Err(e) = self.replicas.merge(&key, &merged) {
+                    warn!(key, error = %e, "read repair of our own replica failed");
+                }
+                continue;
+            }
+            let req = ReplicaRequest::Merge {
+                key: key.clone(),
+                register: merged.clone(),
+            };
+            if let Err(e) = self
+                .rpc
+                .replica(&replica.addr, &req, self.settings.request_timeout)
+                .await
+            {
+                debug!(key, replica = %replica.id, error = %e, "read repair failed");
+            }
+        }
     }
 
     // ---- writes ------------------------------------------------------------------
 
-    /// Sends `register` to every live replica but us and waits until `w` acknowledged,
-    /// counting our own copy if `local_ack`. Sends that are still running when the
-    /// quorum is decided carry on in the background until the deadline.
+    /// Delivers `register` to one replica slot: the replica itself if it is alive and
+    /// answers, else (sloppy quorum) the next free fallback, as a hint for the replica.
+    async fn deliver(
+        self: Arc<Self>,
+        owner: Replica,
+        body: Bytes,
+        key: String,
+        register: Register,
+        fallbacks: Arc<Mutex<VecDeque<Replica>>>,
+        deadline: Instant,
+    ) -> bool {
+        let sloppy = self.settings.sloppy_quorum;
+        if !owner.is_dead() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            // Leave time for a fallback if this replica turns out to be unresponsive.
+            let attempt = if sloppy { remaining / 2 } else { remaining };
+            match self.rpc.replica_encoded(&owner.addr, body, attempt).await {
+                Ok(ReplicaResponse::Merged) => return true,
+                Ok(other) => {
+                    warn!(replica = %owner.id, answer = ?other, "unexpected answer to a merge")
+                }
+                Err(e) => debug!(replica = %owner.id, error = %e, "replica write failed"),
+            }
+        }
+        if !sloppy {
+            return false;
+        }
+        loop {
+            let Some(fallback) = fallbacks.lock().pop_front() else {
+                return false;
+            };
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.stats.hinted_writes.fetch_add(1, Ordering::Relaxed);
+            if fallback.is_self {
+                match self.replicas.store_hint(&owner.id, &key, &register) {
+                    Ok(()) => return true,
+                    Err(e) => {
+                        warn!(error = %e, "storing a hint failed");
+                        continue;
+                    }
+                }
+            }
+            let req = ReplicaRequest::MergeHint {
+                key: key.clone(),
+                register: register.clone(),
+                owner: owner.id.clone(),
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.rpc.replica(&fallback.addr, &req, remaining).await {
+                Ok(ReplicaResponse::Merged) => return true,
+                Ok(other) => {
+                    warn!(fallback = %fallback.id, answer = ?other, "unexpected answer to a hint")
+                }
+                Err(e) => debug!(fallback = %fallback.id, error = %e, "hinted write failed"),
+            }
+        }
+    }
+
+    /// Sends `register` to every replica slot but ours and waits until `w` acknowledged,
+    /// counting our own copy if `local_ack`.
     async fn replicate(
         &self,
         key: &Key,
         register: Register,
-        targets: &[Replica],
+        plan: Plan,
         local_ack: bool,
         w: usize,
         deadline: Instant,
     ) -> Result<(), ApiError> {
-        let remotes: Vec<&Replica> = targets
-            .iter()
-            .filter(|t| !t.is_self && t.status != Status::Dead)
-            .collect();
-        let mut quorum = Quorum::new(w, remotes.len() + usize::from(local_ack));
+        let others: Vec<Replica> = plan.primaries.into_iter().filter(|r| !r.is_self).collect();
+        let mut quorum = Quorum::new(w, others.len() + usize::from(local_ack));
         if local_ack {
             quorum.record(true);
         }
         let body = Bytes::from(wire::encode(&ReplicaRequest::Merge {
             key: key.as_str().to_string(),
-            register,
+            register: register.clone(),
         }));
-        let (tx, mut rx) = tokio::sync::mpsc::channel(remotes.len().max(1));
-        for t in remotes {
-            let (rpc, tx, body, addr, id) = (
-                self.rpc.clone(),
-                tx.clone(),
+        let fallbacks = Arc::new(Mutex::new(VecDeque::from(plan.fallbacks)));
+        let (tx, mut rx) = mpsc::channel(others.len().max(1));
+        for owner in others {
+            let tx = tx.clone();
+            let delivery = self.arc().deliver(
+                owner,
                 body.clone(),
-                t.addr.clone(),
-                t.id.clone(),
+                key.as_str().to_string(),
+                register.clone(),
+                fallbacks.clone(),
+                deadline,
             );
             tokio::spawn(async move {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                let ok = match rpc.replica_encoded(&addr, body, remaining).await {
-                    Ok(ReplicaResponse::Merged) => true,
-                    Ok(other) => {
-                        warn!(replica = %id, answer = ?other, "unexpected answer to a merge");
-                        false
-                    }
-                    Err(e) => {
-                        debug!(replica = %id, error = %e, "replica write failed");
-                        false
-                    }
-                };
+                let ok = delivery.await;
                 // The coordinator may have answered already; nobody listening is fine.
                 let _ = tx.send(ok).await;
             });
@@ -307,12 +453,11 @@ impl Node {
                 (Register::Mv(mv), version)
             })
             .map_err(storage_error)?;
-        let targets = self.cluster.replicas(key.as_str());
+        let plan = self.cluster.plan(key.as_str());
         // Our copy counts towards W only if we are one of the key's replicas (a forwarded
         // write can land here while ring views differ for a moment).
-        let local_ack = targets.iter().any(|t| t.is_self);
-        self.replicate(key, register, &targets, local_ack, w, deadline)
-            .await?;
+        let local_ack = plan.includes_self();
+        self.replicate(key, register, plan, local_ack, w, deadline).await?;
         Ok(Context::Mv(version))
     }
 
@@ -326,7 +471,8 @@ impl Node {
         w: usize,
         deadline: Instant,
     ) -> Result<Context, ApiError> {
-        for target in live(self.cluster.replicas(key.as_str())) {
+        let live = self.cluster.replicas(key.as_str()).into_iter().filter(|r| !r.is_dead());
+        for target in live {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let req = ReplicaRequest::Coordinate(CoordinateWrite {
                 key: key.as_str().to_string(),
@@ -338,10 +484,7 @@ impl Node {
             match self.rpc.replica(&target.addr, &req, remaining).await {
                 Ok(ReplicaResponse::Written { context }) => return Ok(context),
                 Ok(other) => {
-                    return Err(ApiError::Internal(format!(
-                        "replica {} answered {other:?}",
-                        target.id
-                    )));
+                    return Err(ApiError::Internal(format!("replica {} answered {other:?}", target.id)));
                 }
                 // The replica took the write and answered; pass its verdict on. Retrying
                 // elsewhere could apply the write twice as two concurrent versions.
@@ -387,15 +530,12 @@ impl Node {
             }
         };
         let register = Register::Lww(LwwRegister::new(timestamp, self.identity.actor, value));
-        let targets = self.cluster.replicas(key.as_str());
-        let local_ack = targets.iter().any(|t| t.is_self);
+        let plan = self.cluster.plan(key.as_str());
+        let local_ack = plan.includes_self();
         if local_ack {
-            self.replicas
-                .merge(key.as_str(), &register)
-                .map_err(storage_error)?;
+            self.replicas.merge(key.as_str(), &register).map_err(storage_error)?;
         }
-        self.replicate(key, register, &targets, local_ack, w, deadline)
-            .await?;
+        self.replicate(key, register, plan, local_ack, w, deadline).await?;
         Ok(Context::Lww(timestamp))
     }
 }
@@ -405,11 +545,7 @@ pub fn log_events(events: &[Event]) {
     for e in events {
         match e {
             Event::Discovered { id, addr } => info!(member = %id, %addr, "discovered member"),
-            Event::Restarted {
-                id,
-                generation,
-                addr,
-            } => {
+            Event::Restarted { id, generation, addr } => {
                 info!(member = %id, generation, %addr, "member restarted")
             }
             Event::StatusChanged { id, from, to } => {
@@ -460,22 +596,18 @@ impl KvService for Node {
         let w = w.unwrap_or(self.settings.w);
         let deadline = self.deadline();
         match (self.settings.mode, context) {
-            (ConflictMode::Mv, Some(Context::Lww(_)))
-            | (ConflictMode::Lww, Some(Context::Mv(_))) => Err(ApiError::BadContext(format!(
-                "the context comes from a different conflict mode; this cluster is in {} mode",
-                self.settings.mode
-            ))),
+            (ConflictMode::Mv, Some(Context::Lww(_))) | (ConflictMode::Lww, Some(Context::Mv(_))) => {
+                Err(ApiError::BadContext(format!(
+                    "the context comes from a different conflict mode; this cluster is in {} mode",
+                    self.settings.mode
+                )))
+            }
             (ConflictMode::Mv, context) => {
                 let context = context.map(|c| match c {
                     Context::Mv(cc) => cc,
                     Context::Lww(_) => unreachable!("rejected above"),
                 });
-                if self
-                    .cluster
-                    .replicas(key.as_str())
-                    .iter()
-                    .any(|r| r.is_self)
-                {
+                if self.cluster.replicas(key.as_str()).iter().any(|r| r.is_self) {
                     self.coordinate_mv(&key, value, context, w, deadline).await
                 } else {
                     self.forward_mv(&key, value, context, w, deadline).await
@@ -521,6 +653,10 @@ impl KvService for Node {
     fn local_replica(&self, key: &Key) -> Result<Option<Register>, ApiError> {
         self.replicas.get(key.as_str()).map_err(storage_error)
     }
+
+    fn antientropy_status(&self) -> serde_json::Value {
+        crate::antientropy::status(self)
+    }
 }
 
 impl InternalService for Node {
@@ -528,18 +664,59 @@ impl InternalService for Node {
         match req {
             ReplicaRequest::Get { key } => {
                 let key = Key::new(key)?;
-                Ok(ReplicaResponse::State(
-                    self.replicas.get(key.as_str()).map_err(storage_error)?,
-                ))
+                let owners = self.cluster.plan(key.as_str()).primary_ids();
+                let state = self
+                    .replicas
+                    .get_with_hints(key.as_str(), &owners)
+                    .map_err(storage_error)?;
+                Ok(ReplicaResponse::State(state))
             }
             ReplicaRequest::Merge { key, register } => {
                 let key = Key::new(key)?;
                 self.observe(&register);
-                self.replicas
-                    .merge(key.as_str(), &register)
-                    .map_err(storage_error)?;
+                self.replicas.merge(key.as_str(), &register).map_err(storage_error)?;
                 Ok(ReplicaResponse::Merged)
             }
+            ReplicaRequest::MergeHint { key, register, owner } => {
+                let key = Key::new(key)?;
+                self.observe(&register);
+                if owner == self.identity.id {
+                    // Never hold a hint for ourselves: it is simply a write.
+                    self.replicas.merge(key.as_str(), &register).map_err(storage_error)?;
+                } else {
+                    self.replicas
+                        .store_hint(&owner, key.as_str(), &register)
+                        .map_err(storage_error)?;
+                }
+                Ok(ReplicaResponse::Merged)
+            }
+            ReplicaRequest::MergeBatch { items } => {
+                for (key, register) in items {
+                    let key = Key::new(key)?;
+                    self.observe(&register);
+                    self.replicas.merge(key.as_str(), &register).map_err(storage_error)?;
+                }
+                Ok(ReplicaResponse::Merged)
+            }
+            ReplicaRequest::GetBatch { keys } => {
+                let mut states = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let key = Key::new(key)?;
+                    states.push(self.replicas.get(key.as_str()).map_err(storage_error)?);
+                }
+                Ok(ReplicaResponse::States(states))
+            }
+            ReplicaRequest::Digests { keys } => {
+                let mut digests = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let key = Key::new(key)?;
+                    digests.push(self.replicas.digest(key.as_str()).map_err(storage_error)?);
+                }
+                Ok(ReplicaResponse::Digests(digests))
+            }
+            ReplicaRequest::Compare { from, compare } => Ok(ReplicaResponse::Compared(crate::antientropy::answer(
+                self, &from, &compare,
+            ))),
             ReplicaRequest::Coordinate(cw) => {
                 let key = Key::new(cw.key)?;
                 if self.settings.mode != ConflictMode::Mv {
@@ -569,8 +746,7 @@ impl InternalService for Node {
                         return Err(ApiError::BadContext("an lww context in mv mode".into()));
                     }
                 };
-                let budget =
-                    Duration::from_millis(cw.timeout_ms).min(self.settings.request_timeout);
+                let budget = Duration::from_millis(cw.timeout_ms).min(self.settings.request_timeout);
                 let context = self
                     .coordinate_mv(&key, cw.value, context, cw.w, Instant::now() + budget)
                     .await?;
@@ -593,6 +769,3 @@ impl InternalService for Node {
         })
     }
 }
-
-/// Shared handle used by the server and the gossip loop.
-pub type SharedNode = Arc<Node>;

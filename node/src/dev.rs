@@ -84,10 +84,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     println!("dynakv dev cluster: {} nodes", args.nodes);
     for ((id, _), addr) in children.iter().zip(&addrs) {
-        println!(
-            "  {id}  http://{addr}   data {}",
-            args.data_dir.join(id).display()
-        );
+        println!("  {id}  http://{addr}   data {}", args.data_dir.join(id).display());
     }
     let ready = tokio::select! {
         _ = &mut shutdown => None,
@@ -106,10 +103,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
     println!("ready. try:");
-    println!(
-        "  curl -i -X PUT --data-binary 'hello' http://{}/kv/greeting",
-        addrs[0]
-    );
+    println!("  curl -i -X PUT --data-binary 'hello' http://{}/kv/greeting", addrs[0]);
     println!("  curl -i http://{}/kv/greeting", addrs[addrs.len() - 1]);
     println!("  curl -s http://{}/cluster/members", addrs[0]);
     println!("Ctrl-C stops every node.");

@@ -38,11 +38,7 @@ async fn exchange(node: &Node, addr: &str) {
         cluster: node.cluster().id().clone(),
         entries: node.cluster().gossip_table(),
     };
-    match node
-        .rpc()
-        .gossip(addr, &req, node.settings().request_timeout)
-        .await
-    {
+    match node.rpc().gossip(addr, &req, node.settings().request_timeout).await {
         Ok(resp) => log_events(&node.cluster().merge(&resp.entries)),
         Err(RpcError::Remote { error, .. }) if error.code() == "cluster_mismatch" => {
             warn!(peer = addr, %error, "peer belongs to another cluster; check --cluster-name, --n, --conflict, --partition-bits")

@@ -30,24 +30,15 @@ pub enum IdentityError {
 fn read_u64(store: &dyn Store, key: &[u8]) -> Result<Option<u64>, IdentityError> {
     match store.get(Space::Meta, key)? {
         None => Ok(None),
-        Some(b) => Ok(Some(u64::from_be_bytes(b.as_slice().try_into().map_err(
-            |_| {
-                IdentityError::Corrupt(format!(
-                    "{} is {} bytes",
-                    String::from_utf8_lossy(key),
-                    b.len()
-                ))
-            },
-        )?))),
+        Some(b) => Ok(Some(u64::from_be_bytes(b.as_slice().try_into().map_err(|_| {
+            IdentityError::Corrupt(format!("{} is {} bytes", String::from_utf8_lossy(key), b.len()))
+        })?))),
     }
 }
 
 /// Loads the identity stored in `store`, or creates one on first start (with `wanted` as
 /// the id, or a random one), and records a new generation.
-pub fn load_or_create(
-    store: &dyn Store,
-    wanted: Option<&NodeId>,
-) -> Result<Identity, IdentityError> {
+pub fn load_or_create(store: &dyn Store, wanted: Option<&NodeId>) -> Result<Identity, IdentityError> {
     let stored_id = store
         .get(Space::Meta, NODE_ID)?
         .map(|b| {
@@ -66,9 +57,7 @@ pub fn load_or_create(
         }
         (Some(stored), _) => stored,
         (None, Some(given)) => given.clone(),
-        (None, None) => {
-            NodeId::new(format!("n-{:08x}", rand::random::<u32>())).expect("valid generated id")
-        }
+        (None, None) => NodeId::new(format!("n-{:08x}", rand::random::<u32>())).expect("valid generated id"),
     };
     let actor = match read_u64(store, ACTOR)? {
         Some(a) => Actor(a),
@@ -76,23 +65,11 @@ pub fn load_or_create(
     };
     let generation = read_u64(store, GENERATION)?.unwrap_or(0) + 1;
     store.write(vec![
-        Op::Put(
-            Space::Meta,
-            NODE_ID.to_vec(),
-            id.as_str().as_bytes().to_vec(),
-        ),
+        Op::Put(Space::Meta, NODE_ID.to_vec(), id.as_str().as_bytes().to_vec()),
         Op::Put(Space::Meta, ACTOR.to_vec(), actor.0.to_be_bytes().to_vec()),
-        Op::Put(
-            Space::Meta,
-            GENERATION.to_vec(),
-            generation.to_be_bytes().to_vec(),
-        ),
+        Op::Put(Space::Meta, GENERATION.to_vec(), generation.to_be_bytes().to_vec()),
     ])?;
-    Ok(Identity {
-        id,
-        actor,
-        generation,
-    })
+    Ok(Identity { id, actor, generation })
 }
 
 #[cfg(test)]

@@ -30,16 +30,11 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dynakv: cannot start the async runtime: {e}");
@@ -55,8 +50,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let serve =
-                async { dynakv_node::server::run(config, dynakv_node::shutdown_signal()).await };
+            let serve = async { dynakv_node::server::run(config, dynakv_node::shutdown_signal()).await };
             match runtime.block_on(serve) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -1,28 +1,40 @@
 //! This node's replica of the data: registers keyed by ring position and user key, with
-//! read-merge-write under a per-key lock.
+//! read-merge-write under a per-key lock, and everything that must change in step with
+//! a stored version: the partition's Merkle tree and the tombstone index. Also the hints
+//! this node holds for replicas that were down.
 //!
-//! Storage key: the key's 8-byte ring position (big-endian) then the key's bytes, so a
-//! partition or any sub-range of the ring is one contiguous scan (anti-entropy and
-//! ownership handoff walk them). Value: a format byte then the postcard-encoded
-//! [`Register`], carrying its causal metadata.
+//! Storage layout:
+//! - `data`: `position (8 bytes, big-endian) ‖ key` → format byte ‖ postcard([`Register`]).
+//!   A partition, or a Merkle leaf, is one contiguous range.
+//! - `tombstones`: same key → wall-clock ms at which this node first stored the tombstone.
+//! - `hints`: `owner length (1) ‖ owner ‖ position ‖ key` → format byte ‖ created ms (8) ‖
+//!   postcard([`Register`]). One owner's hints are one contiguous range.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use dynakv_antientropy::KeyDigest;
+use dynakv_antientropy::merkle::{self, Hash, leaf_range};
 use dynakv_crdt::Register;
+use dynakv_ring::NodeId;
 use dynakv_ring::hash::key_position;
 use parking_lot::Mutex;
+use tracing::info;
 
-use crate::storage::{Space, StorageError, Store};
+use crate::forest::Forest;
+use crate::storage::{Op, Space, StorageError, Store};
 
 const RECORD_FORMAT: u8 = 1;
 /// Lock stripes: enough that unrelated keys rarely share one.
 const LOCK_STRIPES: usize = 4096;
 
-pub struct ReplicaStore {
-    store: Arc<dyn Store>,
-    /// Serialises read-merge-write per key (striped). Held only around synchronous
-    /// storage calls, never across an await.
-    locks: Box<[Mutex<()>]>,
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 pub fn storage_key(key: &str) -> Vec<u8> {
@@ -32,53 +44,170 @@ pub fn storage_key(key: &str) -> Vec<u8> {
     k
 }
 
+/// The user key inside a storage key, if it is well formed.
+pub fn user_key(storage_key: &[u8]) -> Option<&str> {
+    let key = std::str::from_utf8(storage_key.get(8..)?).ok()?;
+    (storage_key[..8] == key_position(key.as_bytes()).to_be_bytes()).then_some(key)
+}
+
 fn encode(reg: &Register) -> Vec<u8> {
     let mut out = vec![RECORD_FORMAT];
     postcard::to_io(reg, &mut out).expect("writing to a Vec cannot fail");
     out
 }
 
-fn decode(key: &str, bytes: &[u8]) -> Result<Register, StorageError> {
+fn decode(what: &dyn std::fmt::Debug, bytes: &[u8]) -> Result<Register, StorageError> {
     let corrupt = |detail: String| StorageError::Corrupt {
-        what: format!("key {key:?}"),
+        what: format!("{what:?}"),
         detail,
     };
     match bytes.split_first() {
-        Some((&RECORD_FORMAT, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))
-        }
+        Some((&RECORD_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string())),
         Some((f, _)) => Err(corrupt(format!("unknown record format {f}"))),
         None => Err(corrupt("empty record".into())),
     }
 }
 
+fn hint_prefix(owner: &NodeId) -> Vec<u8> {
+    let id = owner.as_str().as_bytes();
+    let mut k = Vec::with_capacity(1 + id.len() + 8);
+    k.push(id.len() as u8);
+    k.extend_from_slice(id);
+    k
+}
+
+fn hint_key(owner: &NodeId, key: &str) -> Vec<u8> {
+    let mut k = hint_prefix(owner);
+    k.extend_from_slice(&storage_key(key));
+    k
+}
+
+/// Splits a hint key into owner and storage key.
+fn parse_hint_key(k: &[u8]) -> Option<(NodeId, &[u8])> {
+    let (&len, rest) = k.split_first()?;
+    let (owner, skey) = rest.split_at_checked(len as usize)?;
+    let owner = NodeId::new(std::str::from_utf8(owner).ok()?).ok()?;
+    (skey.len() >= 8).then_some((owner, skey))
+}
+
+fn encode_hint(created_ms: u64, reg: &Register) -> Vec<u8> {
+    let mut out = vec![RECORD_FORMAT];
+    out.extend_from_slice(&created_ms.to_be_bytes());
+    postcard::to_io(reg, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+fn decode_hint(what: &dyn std::fmt::Debug, bytes: &[u8]) -> Result<(u64, Register), StorageError> {
+    let corrupt = || StorageError::Corrupt {
+        what: format!("hint {what:?}"),
+        detail: "truncated".into(),
+    };
+    if bytes.len() < 9 || bytes[0] != RECORD_FORMAT {
+        return Err(corrupt());
+    }
+    let created = u64::from_be_bytes(bytes[1..9].try_into().map_err(|_| corrupt())?);
+    let mut framed = vec![RECORD_FORMAT];
+    framed.extend_from_slice(&bytes[9..]);
+    Ok((created, decode(what, &framed)?))
+}
+
+/// A hint ready for delivery.
+pub struct Hint {
+    pub key: String,
+    pub register: Register,
+    /// The stored bytes, so delivery can delete exactly what it delivered.
+    raw: Vec<u8>,
+}
+
+/// Pending hints, for status and for the tombstone collector's safety check.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HintSummary {
+    pub by_owner: BTreeMap<String, u64>,
+    /// Wall-clock ms at which the oldest pending hint was first stored.
+    pub oldest_ms: Option<u64>,
+}
+
+pub struct ReplicaStore {
+    store: Arc<dyn Store>,
+    /// Serialises read-modify-write per key (striped). Held only around synchronous
+    /// storage calls, never across an await.
+    locks: Box<[Mutex<()>]>,
+    forest: Forest,
+    /// Hints stored here (approximate under races, exact at rest); lets reads skip the
+    /// hint lookups in the common case of none.
+    hint_count: AtomicU64,
+}
+
 impl ReplicaStore {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        ReplicaStore {
+    /// Opens the replica over `store`, rebuilding the Merkle trees from the stored data.
+    pub fn open(store: Arc<dyn Store>, partition_bits: u8) -> Result<ReplicaStore, StorageError> {
+        let r = ReplicaStore {
             store,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            forest: Forest::new(partition_bits),
+            hint_count: AtomicU64::new(0),
+        };
+        let started = Instant::now();
+        let mut keys = 0u64;
+        for item in r.store.scan(Space::Data, &[], None) {
+            let (k, v) = item?;
+            r.forest.update(&k, None, Some(&v));
+            keys += 1;
         }
+        let mut hints = 0u64;
+        for item in r.store.scan(Space::Hints, &[], None) {
+            item?;
+            hints += 1;
+        }
+        r.hint_count.store(hints, Ordering::Relaxed);
+        info!(
+            keys,
+            hints,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "merkle trees rebuilt"
+        );
+        Ok(r)
+    }
+
+    pub fn forest(&self) -> &Forest {
+        &self.forest
     }
 
     fn lock(&self, skey: &[u8]) -> parking_lot::MutexGuard<'_, ()> {
         // The first 8 bytes are a uniform hash.
-        let h = u64::from_be_bytes(
-            skey[..8]
-                .try_into()
-                .expect("storage keys start with a position"),
-        );
+        let h = crate::forest::position(skey);
         self.locks[(h % LOCK_STRIPES as u64) as usize].lock()
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Register>, StorageError> {
         self.store
             .get(Space::Data, &storage_key(key))?
-            .map(|b| decode(key, &b))
+            .map(|b| decode(&key, &b))
             .transpose()
     }
 
+    /// What this node holds for `key`: its replica merged with any hints it keeps for
+    /// `owners` (the key's replicas). A fallback answers reads this way.
+    pub fn get_with_hints(&self, key: &str, owners: &[NodeId]) -> Result<Option<Register>, StorageError> {
+        let mut state = self.get(key)?;
+        if self.hint_count.load(Ordering::Relaxed) == 0 {
+            return Ok(state);
+        }
+        for owner in owners {
+            if let Some(bytes) = self.store.get(Space::Hints, &hint_key(owner, key))? {
+                let (_, hinted) = decode_hint(&key, &bytes)?;
+                match &mut state {
+                    Some(s) => s.merge(&hinted),
+                    None => state = Some(hinted),
+                }
+            }
+        }
+        Ok(state)
+    }
+
     /// Applies `f` to the stored state and stores what it returns, atomically with
-    /// respect to other updates of the key. Returns the stored state and `f`'s extra.
+    /// respect to other updates of the key, keeping the Merkle tree and the tombstone
+    /// index in step. Returns the stored state and `f`'s extra.
     pub fn update<T>(
         &self,
         key: &str,
@@ -86,15 +215,27 @@ impl ReplicaStore {
     ) -> Result<(Register, T), StorageError> {
         let skey = storage_key(key);
         let _guard = self.lock(&skey);
-        let current = self
-            .store
-            .get(Space::Data, &skey)?
-            .map(|b| decode(key, &b))
-            .transpose()?;
-        let unchanged = current.clone();
+        let old = self.store.get(Space::Data, &skey)?;
+        let current = old.as_deref().map(|b| decode(&key, b)).transpose()?;
+        let was_tombstone = current.as_ref().is_some_and(Register::is_tombstone);
         let (next, extra) = f(current);
-        if unchanged.as_ref() != Some(&next) {
-            self.store.put(Space::Data, &skey, &encode(&next))?;
+        let new = encode(&next);
+        if old.as_deref() != Some(new.as_slice()) {
+            let mut ops = Vec::with_capacity(2);
+            if next.is_tombstone() {
+                // A new tombstone state (even one replacing another) restarts the grace
+                // period: the collector must wait for every replica to hold this one.
+                ops.push(Op::Put(
+                    Space::Tombstones,
+                    skey.clone(),
+                    wall_ms().to_be_bytes().to_vec(),
+                ));
+            } else if was_tombstone {
+                ops.push(Op::Delete(Space::Tombstones, skey.clone()));
+            }
+            ops.push(Op::Put(Space::Data, skey.clone(), new.clone()));
+            self.store.write(ops)?;
+            self.forest.update(&skey, old.as_deref(), Some(&new));
         }
         Ok((next, extra))
     }
@@ -113,6 +254,161 @@ impl ReplicaStore {
         })
         .map(|(r, ())| r)
     }
+
+    /// Digest of the stored version of `key`, as the Merkle trees see it.
+    pub fn digest(&self, key: &str) -> Result<Option<Hash>, StorageError> {
+        Ok(self
+            .store
+            .get(Space::Data, &storage_key(key))?
+            .map(|b| merkle::digest(&b)))
+    }
+
+    /// Removes a tombstone if the stored version still has `digest` (nothing changed
+    /// since the collector checked). Returns whether it was removed.
+    pub fn remove_tombstone(&self, key: &str, digest: &Hash) -> Result<bool, StorageError> {
+        let skey = storage_key(key);
+        let _guard = self.lock(&skey);
+        let Some(old) = self.store.get(Space::Data, &skey)? else {
+            return Ok(false);
+        };
+        if merkle::digest(&old) != *digest || !decode(&key, &old)?.is_tombstone() {
+            return Ok(false);
+        }
+        self.store.write(vec![
+            Op::Delete(Space::Data, skey.clone()),
+            Op::Delete(Space::Tombstones, skey.clone()),
+        ])?;
+        self.forest.update(&skey, Some(&old), None);
+        Ok(true)
+    }
+
+    /// Tombstones first stored at or before `cutoff_ms` (wall clock), up to `limit`.
+    pub fn tombstones_older_than(&self, cutoff_ms: u64, limit: usize) -> Result<Vec<(String, u64)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.store.scan(Space::Tombstones, &[], None) {
+            let (k, v) = item?;
+            let since = v.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            if since <= cutoff_ms
+                && let Some(key) = user_key(&k)
+            {
+                out.push((key.to_string(), since));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn tombstone_count(&self) -> Result<u64, StorageError> {
+        let mut n = 0;
+        for item in self.store.scan(Space::Tombstones, &[], None) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    // ---- Merkle leaves, for anti-entropy ------------------------------------------
+
+    /// Keys stored in one leaf of a partition, with their version digests.
+    pub fn leaf_keys(&self, partition: u32, leaf: usize) -> Result<Vec<KeyDigest>, StorageError> {
+        let (start, end) = leaf_range(partition, leaf, self.forest.partition_bits());
+        let end = end.map(|e| e.to_be_bytes());
+        self.store
+            .scan(Space::Data, &start.to_be_bytes(), end.as_ref().map(|e| e.as_slice()))
+            .map(|item| {
+                item.map(|(key, v)| KeyDigest {
+                    key,
+                    digest: merkle::digest(&v),
+                })
+            })
+            .collect()
+    }
+
+    // ---- hints ----------------------------------------------------------------------
+
+    /// Keeps `register` for `owner`, merged with any hint already held for the key.
+    pub fn store_hint(&self, owner: &NodeId, key: &str, register: &Register) -> Result<(), StorageError> {
+        let hkey = hint_key(owner, key);
+        let _guard = self.lock(&storage_key(key));
+        let (created, merged) = match self.store.get(Space::Hints, &hkey)? {
+            Some(bytes) => {
+                let (created, mut held) = decode_hint(&key, &bytes)?;
+                held.merge(register);
+                (created, held)
+            }
+            None => {
+                self.hint_count.fetch_add(1, Ordering::Relaxed);
+                (wall_ms(), register.clone())
+            }
+        };
+        self.store.put(Space::Hints, &hkey, &encode_hint(created, &merged))
+    }
+
+    /// Up to `limit` hints held for `owner`.
+    pub fn hints_for(&self, owner: &NodeId, limit: usize) -> Result<Vec<Hint>, StorageError> {
+        let prefix = hint_prefix(owner);
+        // The first key past the prefix: owner ids are ASCII, so the last byte of the
+        // prefix is below 0xff and can simply be incremented.
+        let mut end = prefix.clone();
+        *end.last_mut().expect("non-empty prefix") += 1;
+        let mut out = Vec::new();
+        for item in self.store.scan(Space::Hints, &prefix, Some(&end)) {
+            let (k, raw) = item?;
+            let Some((_, skey)) = parse_hint_key(&k) else {
+                continue;
+            };
+            let Some(key) = user_key(skey) else { continue };
+            let (_, register) = decode_hint(&key, &raw)?;
+            out.push(Hint {
+                key: key.to_string(),
+                register,
+                raw,
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a delivered hint unless it changed meanwhile (a newer hinted write merged
+    /// into it, which must be delivered too).
+    pub fn remove_hint(&self, owner: &NodeId, hint: &Hint) -> Result<bool, StorageError> {
+        let hkey = hint_key(owner, &hint.key);
+        let _guard = self.lock(&storage_key(&hint.key));
+        if self.store.get(Space::Hints, &hkey)?.as_deref() != Some(hint.raw.as_slice()) {
+            return Ok(false);
+        }
+        self.store.delete(Space::Hints, &hkey)?;
+        self.hint_count.fetch_sub(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    pub fn has_hints(&self) -> bool {
+        self.hint_count.load(Ordering::Relaxed) > 0
+    }
+
+    /// Every pending hint, counted by owner, and the oldest. Reads the whole hint space:
+    /// meant for status pages and periodic checks, not for the request path.
+    pub fn hint_summary(&self) -> Result<HintSummary, StorageError> {
+        let mut summary = HintSummary::default();
+        let mut total = 0;
+        for item in self.store.scan(Space::Hints, &[], None) {
+            let (k, v) = item?;
+            total += 1;
+            if let Some((owner, _)) = parse_hint_key(&k) {
+                *summary.by_owner.entry(owner.to_string()).or_default() += 1;
+            }
+            if v.len() >= 9 {
+                let created = u64::from_be_bytes(v[1..9].try_into().expect("8 bytes"));
+                summary.oldest_ms = Some(summary.oldest_ms.map_or(created, |o| o.min(created)));
+            }
+        }
+        self.hint_count.store(total, Ordering::Relaxed);
+        Ok(summary)
+    }
 }
 
 #[cfg(test)]
@@ -122,36 +418,122 @@ mod tests {
     use bytes::Bytes;
     use dynakv_crdt::{Actor, CausalContext, MvRegister};
 
+    fn mv(actor: u64, value: &str) -> Register {
+        let mut r = MvRegister::new();
+        r.write(
+            Actor(actor),
+            &CausalContext::new(),
+            Some(Bytes::copy_from_slice(value.as_bytes())),
+        );
+        Register::Mv(r)
+    }
+
+    fn open(store: Arc<dyn Store>) -> ReplicaStore {
+        ReplicaStore::open(store, 4).unwrap()
+    }
+
     #[test]
     fn merge_update_and_get() {
-        let r = ReplicaStore::new(Arc::new(MemoryStore::new()));
+        let r = open(Arc::new(MemoryStore::new()));
         assert_eq!(r.get("k").unwrap(), None);
-        let mut a = MvRegister::new();
-        a.write(
-            Actor(1),
-            &CausalContext::new(),
-            Some(Bytes::from_static(b"x")),
-        );
-        r.merge("k", &Register::Mv(a.clone())).unwrap();
-        let mut b = MvRegister::new();
-        b.write(
-            Actor(2),
-            &CausalContext::new(),
-            Some(Bytes::from_static(b"y")),
-        );
-        let merged = r.merge("k", &Register::Mv(b)).unwrap();
+        r.merge("k", &mv(1, "x")).unwrap();
+        let merged = r.merge("k", &mv(2, "y")).unwrap();
         assert_eq!(merged.values().len(), 2);
         assert_eq!(r.get("k").unwrap(), Some(merged));
-        // Merging the same state again changes nothing.
-        let again = r.merge("k", &Register::Mv(a)).unwrap();
+        let again = r.merge("k", &mv(1, "x")).unwrap();
         assert_eq!(again.values().len(), 2);
     }
 
     #[test]
     fn corrupt_records_are_reported_not_panicked_on() {
         let store = Arc::new(MemoryStore::new());
+        let r = open(store.clone());
         store.put(Space::Data, &storage_key("k"), &[9, 9]).unwrap();
-        let r = ReplicaStore::new(store);
         assert!(matches!(r.get("k"), Err(StorageError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn trees_follow_writes_and_are_rebuilt_identically_on_open() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let r = open(store.clone());
+        for i in 0..200 {
+            r.merge(&format!("key-{i}"), &mv(1, &format!("v{i}"))).unwrap();
+        }
+        r.merge("key-7", &mv(2, "concurrent")).unwrap();
+        let roots: Vec<Hash> = (0..16).map(|p| r.forest().root(p)).collect();
+        assert!(roots.iter().any(|h| *h != merkle::EMPTY));
+        let reopened = open(store);
+        let again: Vec<Hash> = (0..16).map(|p| reopened.forest().root(p)).collect();
+        assert_eq!(roots, again);
+        // Leaf listings agree with the trees: every key shows up once, with its digest.
+        let mut listed = 0;
+        for p in 0..16 {
+            for leaf in 0..merkle::LEAVES {
+                for kd in reopened.leaf_keys(p, leaf).unwrap() {
+                    let key = user_key(&kd.key).unwrap();
+                    assert_eq!(Some(kd.digest), reopened.digest(key).unwrap());
+                    listed += 1;
+                }
+            }
+        }
+        assert_eq!(listed, 200);
+    }
+
+    #[test]
+    fn tombstones_are_indexed_and_removed_only_if_unchanged() {
+        let r = open(Arc::new(MemoryStore::new()));
+        let live = r.merge("k", &mv(1, "x")).unwrap();
+        assert_eq!(r.tombstone_count().unwrap(), 0);
+        let (dead, ()) = r
+            .update("k", |cur| {
+                let Some(Register::Mv(mut m)) = cur else { panic!() };
+                let ctx = m.context().clone();
+                m.write(Actor(1), &ctx, None);
+                (Register::Mv(m), ())
+            })
+            .unwrap();
+        assert!(dead.is_tombstone() && !live.is_tombstone());
+        assert_eq!(r.tombstone_count().unwrap(), 1);
+        let old = r.tombstones_older_than(u64::MAX, 10).unwrap();
+        assert_eq!(old.len(), 1);
+        assert!(r.tombstones_older_than(0, 10).unwrap().is_empty());
+        // A stale digest does not remove it; the current one does, tree included.
+        assert!(!r.remove_tombstone("k", &[1; 32]).unwrap());
+        let d = r.digest("k").unwrap().unwrap();
+        assert!(r.remove_tombstone("k", &d).unwrap());
+        assert_eq!(r.get("k").unwrap(), None);
+        assert_eq!(r.tombstone_count().unwrap(), 0);
+        let p = r.forest().partition_of(&storage_key("k"));
+        assert_eq!(r.forest().root(p), merkle::EMPTY);
+        // A live value is never removed as a tombstone.
+        r.merge("live", &mv(1, "y")).unwrap();
+        let d = r.digest("live").unwrap().unwrap();
+        assert!(!r.remove_tombstone("live", &d).unwrap());
+    }
+
+    #[test]
+    fn hints_merge_serve_reads_and_are_removed_only_if_unchanged() {
+        let r = open(Arc::new(MemoryStore::new()));
+        let owner = NodeId::new("n3").unwrap();
+        assert!(!r.has_hints());
+        r.store_hint(&owner, "k", &mv(1, "a")).unwrap();
+        r.store_hint(&owner, "k", &mv(2, "b")).unwrap();
+        assert!(r.has_hints());
+        // Hints are not replica data, but a fallback answers reads with them.
+        assert_eq!(r.get("k").unwrap(), None);
+        let seen = r.get_with_hints("k", std::slice::from_ref(&owner)).unwrap().unwrap();
+        assert_eq!(seen.values().len(), 2);
+        let batch = r.hints_for(&owner, 10).unwrap();
+        assert_eq!(batch.len(), 1);
+        assert!(r.hints_for(&NodeId::new("n1").unwrap(), 10).unwrap().is_empty());
+        // A hinted write that lands after the batch was read keeps the hint alive.
+        r.store_hint(&owner, "k", &mv(3, "c")).unwrap();
+        assert!(!r.remove_hint(&owner, &batch[0]).unwrap());
+        let batch = r.hints_for(&owner, 10).unwrap();
+        assert_eq!(batch[0].register.values().len(), 3);
+        assert!(r.remove_hint(&owner, &batch[0]).unwrap());
+        let s = r.hint_summary().unwrap();
+        assert!(s.by_owner.is_empty() && s.oldest_ms.is_none());
+        assert!(!r.has_hints());
     }
 }

@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use dynakv_http_api::wire::{
-    self, CONTENT_TYPE, GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse,
-};
+use dynakv_http_api::wire::{self, CONTENT_TYPE, GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse};
 use dynakv_http_api::{ApiError, ErrorBody};
 use serde::de::DeserializeOwned;
 
@@ -59,12 +57,17 @@ impl Rpc {
         self.call(addr, "/internal/replica", body, timeout).await
     }
 
-    pub async fn gossip(
+    /// Like [`Rpc::replica_encoded`], also returning the size of the answer in bytes.
+    pub async fn replica_measured(
         &self,
         addr: &str,
-        req: &GossipRequest,
+        body: Bytes,
         timeout: Duration,
-    ) -> Result<GossipResponse, RpcError> {
+    ) -> Result<(ReplicaResponse, usize), RpcError> {
+        self.call_measured(addr, "/internal/replica", body, timeout).await
+    }
+
+    pub async fn gossip(&self, addr: &str, req: &GossipRequest, timeout: Duration) -> Result<GossipResponse, RpcError> {
         self.call(addr, "/internal/gossip", wire::encode(req).into(), timeout)
             .await
     }
@@ -76,6 +79,16 @@ impl Rpc {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Resp, RpcError> {
+        self.call_measured(addr, path, body, timeout).await.map(|(r, _)| r)
+    }
+
+    async fn call_measured<Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<(Resp, usize), RpcError> {
         let transport = |detail: String| RpcError::Transport {
             addr: addr.to_string(),
             detail,
@@ -110,7 +123,9 @@ impl Rpc {
         let status = resp.status();
         let body = resp.bytes().await.map_err(classify)?;
         if status.is_success() {
-            return wire::decode(&body).map_err(|e| transport(format!("undecodable answer: {e}")));
+            return wire::decode(&body)
+                .map(|r| (r, body.len()))
+                .map_err(|e| transport(format!("undecodable answer: {e}")));
         }
         let error = match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(b) => ApiError::from_body(status.as_u16(), b),

@@ -8,6 +8,7 @@ use dynakv_ring::{DetectorConfig, MemberInfo, Membership};
 use tokio::net::TcpListener;
 use tracing::info;
 
+use crate::antientropy::AntiEntropy;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::coordinator::{Node, Settings};
@@ -26,26 +27,21 @@ pub enum StartError {
     #[error("invalid setting `data-dir` = {dir:?}: {source}")]
     Storage { dir: String, source: StorageError },
     #[error("invalid setting `listen` = \"{addr}\": cannot bind: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
 }
 
 /// Runs a node until `shutdown` resolves, then stops gossip, drains in-flight requests
 /// and closes storage.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     config.check_data_dir()?;
     let db_path = config.data_dir.join("db");
-    let store: Arc<dyn Store> = Arc::new(RocksStore::open(&db_path, config.sync_writes).map_err(
-        |source| StartError::Storage {
-            dir: config.data_dir.display().to_string(),
-            source,
-        },
-    )?);
+    let store: Arc<dyn Store> =
+        Arc::new(
+            RocksStore::open(&db_path, config.sync_writes).map_err(|source| StartError::Storage {
+                dir: config.data_dir.display().to_string(),
+                source,
+            })?,
+        );
     let me = identity::load_or_create(&*store, config.id.as_ref())?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -62,6 +58,7 @@ pub async fn run(
             heartbeat: 0,
             tokens: config.tokens,
             left: false,
+            oldest_hint_ms: None,
         },
         config.seeds.clone(),
         DetectorConfig {
@@ -87,14 +84,14 @@ pub async fn run(
         mode: config.conflict,
         request_timeout: config.request_timeout,
         max_value_bytes: config.max_value_bytes,
+        sloppy_quorum: config.sloppy_quorum,
     };
-    let node = Arc::new(Node::new(
-        me.clone(),
-        settings,
-        ReplicaStore::new(store),
-        cluster,
-        Rpc::new(),
-    ));
+    let replicas = ReplicaStore::open(store, config.partition_bits).map_err(|source| StartError::Storage {
+        dir: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let antientropy = AntiEntropy::new(config.anti_entropy_interval, config.anti_entropy_keys_per_sec);
+    let node = Node::new(me.clone(), settings, replicas, cluster, Rpc::new(), antientropy);
 
     info!(
         id = %me.id,
@@ -108,11 +105,20 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let gossip = tokio::spawn(crate::gossip::run(
-        node.clone(),
-        config.gossip_interval,
-        stop_rx,
-    ));
+    let tasks = [
+        tokio::spawn(crate::gossip::run(
+            node.clone(),
+            config.gossip_interval,
+            stop_rx.clone(),
+        )),
+        tokio::spawn(crate::antientropy::run(node.clone(), stop_rx.clone())),
+        tokio::spawn(crate::handoff::run(
+            node.clone(),
+            config.handoff_interval,
+            stop_rx.clone(),
+        )),
+        tokio::spawn(crate::tombstones::run(node.clone(), config.tombstone_grace, stop_rx)),
+    ];
     let app = dynakv_http_api::router(node.clone());
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -120,7 +126,9 @@ pub async fn run(
     });
     let result = serve.await;
     let _ = stop_tx.send(true);
-    let _ = gossip.await;
+    for t in tasks {
+        let _ = t.await;
+    }
     if let Err(e) = result {
         tracing::error!(error = %e, "server error");
     }

@@ -19,15 +19,21 @@ pub enum Space {
     Data,
     /// Node identity and bookkeeping.
     Meta,
+    /// Writes held for a replica that was down (hinted handoff), keyed by owner then key.
+    Hints,
+    /// Keys whose stored version is a tombstone, with when this node first stored it.
+    Tombstones,
 }
 
 impl Space {
-    pub const ALL: [Space; 2] = [Space::Data, Space::Meta];
+    pub const ALL: [Space; 4] = [Space::Data, Space::Meta, Space::Hints, Space::Tombstones];
 
     pub fn name(self) -> &'static str {
         match self {
             Space::Data => "data",
             Space::Meta => "meta",
+            Space::Hints => "hints",
+            Space::Tombstones => "tombstones",
         }
     }
 }

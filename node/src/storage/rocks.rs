@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, Direction,
-    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
+    ReadOptions, WriteBatch, WriteOptions,
 };
 
 use super::{KeyValue, Op, Space, StorageError, Store};
@@ -79,9 +79,7 @@ impl Store for RocksStore {
                 Op::Delete(s, k) => batch.delete_cf(self.cf(s), k),
             }
         }
-        self.db
-            .write_opt(batch, &self.write_opts)
-            .map_err(engine_err)
+        self.db.write_opt(batch, &self.write_opts).map_err(engine_err)
     }
 
     fn scan<'a>(
@@ -96,14 +94,9 @@ impl Store for RocksStore {
         }
         // Long scans (anti-entropy rebuilds) should not evict the hot set.
         opts.fill_cache(false);
-        let iter = self.db.iterator_cf_opt(
-            self.cf(space),
-            opts,
-            IteratorMode::From(from, Direction::Forward),
-        );
-        Box::new(iter.map(|r| {
-            r.map(|(k, v)| (k.into_vec(), v.into_vec()))
-                .map_err(engine_err)
-        }))
+        let iter = self
+            .db
+            .iterator_cf_opt(self.cf(space), opts, IteratorMode::From(from, Direction::Forward));
+        Box::new(iter.map(|r| r.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(engine_err)))
     }
 }

@@ -12,10 +12,7 @@ fn engines() -> Vec<(&'static str, Box<dyn Store>, Option<tempfile::TempDir>)> {
 }
 
 fn collect(store: &dyn Store, space: Space, from: &[u8], to: Option<&[u8]>) -> Vec<KeyValue> {
-    store
-        .scan(space, from, to)
-        .collect::<Result<_, _>>()
-        .unwrap()
+    store.scan(space, from, to).collect::<Result<_, _>>().unwrap()
 }
 
 #[test]
@@ -23,17 +20,9 @@ fn get_put_delete() {
     for (name, s, _dir) in engines() {
         assert_eq!(s.get(Space::Data, b"k").unwrap(), None, "{name}");
         s.put(Space::Data, b"k", b"v1").unwrap();
-        assert_eq!(
-            s.get(Space::Data, b"k").unwrap().as_deref(),
-            Some(&b"v1"[..]),
-            "{name}"
-        );
+        assert_eq!(s.get(Space::Data, b"k").unwrap().as_deref(), Some(&b"v1"[..]), "{name}");
         s.put(Space::Data, b"k", b"v2").unwrap();
-        assert_eq!(
-            s.get(Space::Data, b"k").unwrap().as_deref(),
-            Some(&b"v2"[..]),
-            "{name}"
-        );
+        assert_eq!(s.get(Space::Data, b"k").unwrap().as_deref(), Some(&b"v2"[..]), "{name}");
         s.delete(Space::Data, b"k").unwrap();
         assert_eq!(s.get(Space::Data, b"k").unwrap(), None, "{name}");
         s.delete(Space::Data, b"never-there").unwrap();
@@ -70,16 +59,8 @@ fn batches_apply_in_order() {
         ])
         .unwrap();
         assert_eq!(s.get(Space::Data, b"a").unwrap(), None, "{name}");
-        assert_eq!(
-            s.get(Space::Data, b"b").unwrap().as_deref(),
-            Some(&b"2"[..]),
-            "{name}"
-        );
-        assert_eq!(
-            s.get(Space::Meta, b"m").unwrap().as_deref(),
-            Some(&b"3"[..]),
-            "{name}"
-        );
+        assert_eq!(s.get(Space::Data, b"b").unwrap().as_deref(), Some(&b"2"[..]), "{name}");
+        assert_eq!(s.get(Space::Meta, b"m").unwrap().as_deref(), Some(&b"3"[..]), "{name}");
     }
 }
 
@@ -115,9 +96,7 @@ fn scans_are_ordered_and_bounded() {
         assert_eq!(keys(b"bb", Some(b"c")), Vec::<Vec<u8>>::new(), "{name}");
         // Values come back with their keys.
         assert!(
-            collect(&*s, Space::Data, b"", None)
-                .iter()
-                .all(|(k, v)| k == v),
+            collect(&*s, Space::Data, b"", None).iter().all(|(k, v)| k == v),
             "{name}"
         );
     }
@@ -135,8 +114,5 @@ fn rocksdb_data_survives_reopen_and_the_directory_is_locked_while_open() {
         ));
     }
     let s = RocksStore::open(dir.path(), true).unwrap();
-    assert_eq!(
-        s.get(Space::Data, b"k").unwrap().as_deref(),
-        Some(&b"v"[..])
-    );
+    assert_eq!(s.get(Space::Data, b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }
