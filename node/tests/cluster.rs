@@ -70,10 +70,7 @@ async fn delete_writes_a_tombstone_and_later_reads_miss() {
     for i in 0..3 {
         let got = c.get(i, "doomed", "").await;
         got.assert_error(404, "not_found");
-        assert!(
-            got.context().is_some(),
-            "a tombstone's 404 carries its context"
-        );
+        assert!(got.context().is_some(), "a tombstone's 404 carries its context");
     }
     let rep = c.replica(0, "doomed").await.json();
     assert_eq!(rep["tombstone"], true);
@@ -105,26 +102,18 @@ async fn quorum_failures_answer_503_within_the_timeout_and_w1_still_succeeds() {
             .unwrap()
             .contains("may still have been applied")
     );
-    assert!(
-        waited < Duration::from_millis(1000 + 500),
-        "took {waited:?}"
-    );
+    assert!(waited < Duration::from_millis(1000 + 500), "took {waited:?}");
     // The failed write was applied on the one live replica, as the message warns.
     let seen = c.get(0, "k", "?r=1").await;
     assert_eq!(seen.body, b"v");
-    let w1 = c
-        .put(0, "k", b"v1", "?w=1", Some(&seen.context().unwrap()))
-        .await;
+    let w1 = c.put(0, "k", b"v1", "?w=1", Some(&seen.context().unwrap())).await;
     assert_eq!(w1.status, 204, "{}", w1.text());
     assert_eq!(c.get(0, "k", "?r=1").await.body, b"v1");
-    c.get(0, "k", "?r=2")
-        .await
-        .assert_error(503, "quorum_failed");
+    c.get(0, "k", "?r=2").await.assert_error(503, "quorum_failed");
     // Once the others are known dead, requests skip them and fail fast.
     assert!(
         c.eventually(Duration::from_secs(10), || async {
-            c.status(0, 1).await.as_deref() == Some("dead")
-                && c.status(0, 2).await.as_deref() == Some("dead")
+            c.status(0, 1).await.as_deref() == Some("dead") && c.status(0, 2).await.as_deref() == Some("dead")
         })
         .await
     );
@@ -226,47 +215,12 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
     );
     let cases: Vec<Case> = vec![
         (Method::GET, "/kv/".into(), vec![], vec![], 400, "bad_key"),
-        (
-            Method::PUT,
-            "/kv/".into(),
-            b"v".to_vec(),
-            vec![],
-            400,
-            "bad_key",
-        ),
+        (Method::PUT, "/kv/".into(), b"v".to_vec(), vec![], 400, "bad_key"),
         (Method::GET, "/kv".into(), vec![], vec![], 400, "bad_key"),
-        (
-            Method::GET,
-            "/kv/%FF%FE".into(),
-            vec![],
-            vec![],
-            400,
-            "bad_key",
-        ),
-        (
-            Method::GET,
-            format!("/kv/{long_key}"),
-            vec![],
-            vec![],
-            400,
-            "bad_key",
-        ),
-        (
-            Method::GET,
-            "/kv/safe?r=0".into(),
-            vec![],
-            vec![],
-            400,
-            "bad_parameter",
-        ),
-        (
-            Method::GET,
-            "/kv/safe?r=4".into(),
-            vec![],
-            vec![],
-            400,
-            "bad_parameter",
-        ),
+        (Method::GET, "/kv/%FF%FE".into(), vec![], vec![], 400, "bad_key"),
+        (Method::GET, format!("/kv/{long_key}"), vec![], vec![], 400, "bad_key"),
+        (Method::GET, "/kv/safe?r=0".into(), vec![], vec![], 400, "bad_parameter"),
+        (Method::GET, "/kv/safe?r=4".into(), vec![], vec![], 400, "bad_parameter"),
         (
             Method::GET,
             "/kv/safe?r=two".into(),
@@ -275,14 +229,7 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
             400,
             "bad_parameter",
         ),
-        (
-            Method::GET,
-            "/kv/safe?R=1".into(),
-            vec![],
-            vec![],
-            400,
-            "bad_parameter",
-        ),
+        (Method::GET, "/kv/safe?R=1".into(), vec![], vec![], 400, "bad_parameter"),
         (
             Method::PUT,
             "/kv/safe?w=0".into(),
@@ -347,22 +294,8 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
             413,
             "value_too_large",
         ),
-        (
-            Method::GET,
-            "/nowhere".into(),
-            vec![],
-            vec![],
-            404,
-            "not_found",
-        ),
-        (
-            Method::GET,
-            "/kv/absent".into(),
-            vec![],
-            vec![],
-            404,
-            "not_found",
-        ),
+        (Method::GET, "/nowhere".into(), vec![], vec![], 404, "not_found"),
+        (Method::GET, "/kv/absent".into(), vec![], vec![], 404, "not_found"),
         (
             Method::POST,
             "/kv/safe".into(),
@@ -432,14 +365,9 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
     for i in 0..3 {
         assert_eq!(c.get(i, "safe", "").await.body, b"kept");
     }
-    c.get(0, "streamed", "")
-        .await
-        .assert_error(404, "not_found");
+    c.get(0, "streamed", "").await.assert_error(404, "not_found");
     // The node is still healthy.
-    assert_eq!(
-        c.raw(Method::GET, 0, "/health", vec![], &[]).await.status,
-        200
-    );
+    assert_eq!(c.raw(Method::GET, 0, "/health", vec![], &[]).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -447,9 +375,7 @@ async fn data_survives_kill_9_and_restart_of_every_node() {
     let mut c = TestCluster::start(3, &[]).await;
     let keys: Vec<String> = (0..60).map(|i| format!("durable-{i}")).collect();
     for (i, k) in keys.iter().enumerate() {
-        let r = c
-            .put(i % 3, k, format!("value-{i}").as_bytes(), "?w=2", None)
-            .await;
+        let r = c.put(i % 3, k, format!("value-{i}").as_bytes(), "?w=2", None).await;
         assert_eq!(r.status, 204, "{}", r.text());
     }
     for i in 0..3 {
@@ -465,12 +391,7 @@ async fn data_survives_kill_9_and_restart_of_every_node() {
         assert_eq!(got.body, format!("value-{i}").as_bytes());
     }
     // The restarted nodes kept their identity: generation went up, ids unchanged.
-    let members = c
-        .http
-        .get(c.url(0, "/cluster/members"))
-        .send()
-        .await
-        .unwrap();
+    let members = c.http.get(c.url(0, "/cluster/members")).send().await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&members.bytes().await.unwrap()).unwrap();
     for m in v["members"].as_array().unwrap() {
         assert_eq!(m["generation"], 2, "{m}");
@@ -490,8 +411,7 @@ async fn stopped_node_is_suspect_then_dead_and_alive_after_restart() {
     assert!(saw_suspect, "n3 never suspected");
     let dead = c
         .eventually(Duration::from_secs(5), || async {
-            c.status(0, 2).await.as_deref() == Some("dead")
-                && c.status(1, 2).await.as_deref() == Some("dead")
+            c.status(0, 2).await.as_deref() == Some("dead") && c.status(1, 2).await.as_deref() == Some("dead")
         })
         .await;
     assert!(dead, "n3 not dead everywhere; n1 log:\n{}", c.log(0));

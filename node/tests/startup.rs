@@ -74,10 +74,7 @@ fn single_node_configured_by_environment_and_file() {
         .unwrap();
     let _guard = Killed(child);
     let base = format!("http://127.0.0.1:{port}");
-    assert!(wait_http_ok(
-        &format!("{base}/health"),
-        Duration::from_secs(20)
-    ));
+    assert!(wait_http_ok(&format!("{base}/health"), Duration::from_secs(20)));
     assert_eq!(
         send("PUT", &format!("{base}/kv/k"), b"v").0,
         204,
@@ -156,14 +153,8 @@ fn dev_starts_a_cluster_and_ctrl_c_stops_it() {
             Duration::from_secs(30)
         ));
     }
-    assert_eq!(
-        send("PUT", &format!("http://127.0.0.1:{base}/kv/x"), b"1").0,
-        204
-    );
-    assert_eq!(
-        send("GET", &format!("http://127.0.0.1:{}/kv/x", base + 2), b"").0,
-        200
-    );
+    assert_eq!(send("PUT", &format!("http://127.0.0.1:{base}/kv/x"), b"1").0, 204);
+    assert_eq!(send("GET", &format!("http://127.0.0.1:{}/kv/x", base + 2), b"").0, 200);
     unsafe {
         libc::kill(guard.0.id() as i32, libc::SIGINT);
     }
@@ -175,13 +166,7 @@ fn dev_starts_a_cluster_and_ctrl_c_stops_it() {
     assert!(guard.0.wait().unwrap().success());
     let mut out = String::new();
     use std::io::Read;
-    guard
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    guard.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     assert!(out.contains("dynakv dev cluster: 3 nodes"), "{out}");
     assert!(out.contains("all nodes stopped"), "{out}");
     for i in 0..3 {

@@ -14,11 +14,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_dynakv");
 
 /// A free loopback port (the listener is closed before the node binds it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub struct TestNode {
@@ -38,12 +34,7 @@ pub struct TestCluster {
 }
 
 /// Settings that make failure detection fast enough for tests.
-pub const FAST: &[&str] = &[
-    "--gossip-interval-ms",
-    "100",
-    "--request-timeout-ms",
-    "1000",
-];
+pub const FAST: &[&str] = &["--gossip-interval-ms", "100", "--request-timeout-ms", "1000"];
 
 impl TestCluster {
     /// Starts `n` nodes with `args` (plus [`FAST`]) and waits until every node sees every
@@ -97,15 +88,7 @@ impl TestCluster {
             .open(&node.log)
             .unwrap();
         let child = Command::new(BIN)
-            .args([
-                "node",
-                "--id",
-                &node.id,
-                "--listen",
-                &node.addr,
-                "--seeds",
-                &self.seeds,
-            ])
+            .args(["node", "--id", &node.id, "--listen", &node.addr, "--seeds", &self.seeds])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(&self.args)
@@ -191,11 +174,7 @@ impl TestCluster {
                 true
             })
             .await;
-        assert!(
-            ok,
-            "members did not all become alive; log of n1:\n{}",
-            self.log(0)
-        );
+        assert!(ok, "members did not all become alive; log of n1:\n{}", self.log(0));
     }
 
     /// SIGKILL, no chance to flush anything.
@@ -234,14 +213,7 @@ impl TestCluster {
 
     // ---- client helpers ----
 
-    pub async fn put(
-        &self,
-        i: usize,
-        key: &str,
-        value: &[u8],
-        query: &str,
-        ctx: Option<&str>,
-    ) -> Resp {
+    pub async fn put(&self, i: usize, key: &str, value: &[u8], query: &str, ctx: Option<&str>) -> Resp {
         let mut req = self
             .http
             .put(self.url(i, &format!("/kv/{key}{query}")))
@@ -332,11 +304,7 @@ impl Resp {
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let body = r.bytes().await.unwrap().to_vec();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp { status, headers, body }
     }
 
     pub fn json(&self) -> Value {
@@ -359,10 +327,7 @@ impl Resp {
         assert_eq!(self.status, status, "body: {}", self.text());
         let v = self.json();
         assert_eq!(v["error"], code, "body: {v}");
-        assert!(
-            v["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "body: {v}"
-        );
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {v}");
     }
 }
 
@@ -373,5 +338,70 @@ trait JsonValue {
 impl JsonValue for reqwest::Response {
     async fn json_value(self) -> Option<Value> {
         serde_json::from_slice(&self.bytes().await.ok()?).ok()
+    }
+}
+
+// ---- anti-entropy views ----
+
+impl TestCluster {
+    pub async fn antientropy(&self, i: usize) -> Option<Value> {
+        let r = self.http.get(self.url(i, "/admin/antientropy")).send().await.ok()?;
+        r.json_value().await
+    }
+
+    /// Pending hints on node `i`.
+    pub async fn hints_pending(&self, i: usize) -> Option<u64> {
+        self.antientropy(i).await?["hints"]["pending"].as_u64()
+    }
+
+    /// Whether every partition's replicas (among the running nodes) report the same Merkle
+    /// root, and how many partitions were compared.
+    pub async fn roots_agree(&self) -> (bool, usize) {
+        let mut by_partition: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+        for i in 0..self.nodes.len() {
+            if !self.is_running(i) {
+                continue;
+            }
+            let Some(v) = self.antientropy(i).await else {
+                return (false, 0);
+            };
+            for p in v["partitions"].as_array().into_iter().flatten() {
+                if p["replica_here"] == true {
+                    by_partition
+                        .entry(p["partition"].as_u64().unwrap())
+                        .or_default()
+                        .push(p["root"].as_str().unwrap().to_string());
+                }
+            }
+        }
+        let agree = by_partition
+            .values()
+            .all(|roots| roots.windows(2).all(|w| w[0] == w[1]));
+        (agree, by_partition.len())
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
+    }
+
+    /// Preference list of a key, as node 0 sees it.
+    pub async fn preflist(&self, key: &str) -> Vec<String> {
+        let r = self
+            .http
+            .get(self.url(0, &format!("/cluster/preflist/{key}")))
+            .send()
+            .await
+            .unwrap();
+        let v = r.json_value().await.unwrap();
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn index_of(&self, id: &str) -> usize {
+        self.nodes.iter().position(|n| n.id == id).unwrap()
     }
 }
