@@ -150,15 +150,12 @@ fn main() {
         )
     };
     row(0, &cost);
-    let mut next_version = 2;
-    for d in [1usize, 100, 10_000] {
+    for (version, d) in (2..).zip([1usize, 100, 10_000]) {
         // `d` keys spread over the key space get a new version on b only.
         for j in 0..d {
             let i = j * (keys / d);
-            b.merge(&format!("key-{i:08}"), &register(next_version, b"changed"))
-                .unwrap();
+            b.merge(&format!("key-{i:08}"), &register(version, b"changed")).unwrap();
         }
-        next_version += 1;
         let cost = exchange(&a, &b, &shared);
         assert_eq!(
             cost.differences, d,
