@@ -673,6 +673,21 @@ mod tests {
     }
 
     #[test]
+    fn hint_age_spreads_with_the_heartbeat() {
+        let names = ["a", "b", "c"];
+        let mut net = Net::new(&names, &["a"]);
+        net.run(10);
+        net.nodes.get_mut("c:7000").unwrap().set_oldest_hint(Some(1234));
+        net.run(5);
+        for at in ["a", "b"] {
+            assert_eq!(net.nodes[&format!("{at}:7000")].info(&id("c")).unwrap().oldest_hint_ms, Some(1234));
+        }
+        net.nodes.get_mut("c:7000").unwrap().set_oldest_hint(None);
+        net.run(5);
+        assert_eq!(net.nodes["a:7000"].info(&id("c")).unwrap().oldest_hint_ms, None);
+    }
+
+    #[test]
     fn leaving_member_is_left_everywhere_and_off_the_ring() {
         let names = ["a", "b", "c"];
         let mut net = Net::new(&names, &["a"]);
