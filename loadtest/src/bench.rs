@@ -1,0 +1,307 @@
+//! The side-by-side benchmark report: reads what `loadtest/bench/run.sh` measured and
+//! writes the markdown tables, ratios and verdicts against the targets.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::report::Report;
+
+fn load(dir: &Path, name: &str) -> anyhow::Result<Report> {
+    let path = dir.join(format!("{name}.json"));
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// Throughput of one operation type in a report (0 when absent).
+fn ops(r: &Report, op: &str) -> f64 {
+    r.summary.operations.get(op).map_or(0.0, |o| o.throughput)
+}
+
+/// `Requests/sec` and the median from `wrk --latency` output.
+pub fn parse_wrk(text: &str) -> Option<(f64, f64)> {
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())?;
+    let median = text.lines().find_map(|l| {
+        let l = l.trim();
+        let rest = l.strip_prefix("50%")?;
+        let v = rest.trim();
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let num: f64 = num.parse().ok()?;
+        Some(match unit {
+            "us" => num / 1000.0,
+            "ms" => num,
+            "s" => num * 1000.0,
+            _ => return None,
+        })
+    })?;
+    Some((rps, median))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+pub fn write_report(dir: &Path, out: &Path, machine: &str) -> anyhow::Result<()> {
+    let targets = ["dynakv", "etcd", "redis", "bare"];
+    let mut md = String::new();
+    let date = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .ok();
+    let date = date
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let a = load(dir, "dynakv-a")?;
+    writeln!(md, "# dynakv side-by-side benchmark\n")?;
+    writeln!(
+        md,
+        "Run {date} on {machine}, by `loadtest/bench/run.sh`. All stores on this one machine, on loopback, driven \
+         by the same tool (`dynakv-loadtest`) in the same run: YCSB workloads, {} records of {}-byte values, \
+         {} connections, {:.0} s per run, closed loop. The machine is shared and noisy: compare the ratios, \
+         which were measured minutes apart, more than the absolute figures.\n",
+        a.records, a.value_size, a.concurrency, a.summary.duration_s
+    )?;
+    writeln!(
+        md,
+        "- **dynakv**: 3 nodes, N=3 R=2 W=2, multi-value registers, RocksDB (WAL, no fsync per write).\n\
+         - **etcd** (Debian's 3.4): 3 members, writes through Raft (fsync), linearizable reads, via the v3 JSON gateway.\n\
+         - **Redis** (Debian's 7.0): one server, no persistence, no replication: the ceiling of a non-replicated store.\n\
+         - **bare**: an axum server answering 204 to everything: the HTTP ceiling of this machine and stack.\n"
+    )?;
+
+    writeln!(md, "## Throughput and latency\n")?;
+    writeln!(
+        md,
+        "| store | workload | ops/s | read p50 / p99 ms | update p50 / p99 ms | p99.9 ms | errors |"
+    )?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|")?;
+    let mut reports = std::collections::BTreeMap::new();
+    for t in targets {
+        for w in ["a", "c"] {
+            let r = load(dir, &format!("{t}-{w}"))?;
+            let lat = |op: &str| {
+                r.summary.operations.get(op).map_or("-".to_string(), |o| {
+                    format!("{} / {}", ms(o.latency_us.p50), ms(o.latency_us.p99))
+                })
+            };
+            writeln!(
+                md,
+                "| {t} | {} | {:.0} | {} | {} | {} | {} |",
+                w.to_uppercase(),
+                r.summary.total.throughput,
+                lat("read"),
+                lat("update"),
+                ms(r.summary.total.latency_us.p999),
+                r.summary.total.errors
+            )?;
+            reports.insert(format!("{t}-{w}"), r);
+        }
+    }
+    let open = load(dir, "dynakv-a-open")?;
+    writeln!(
+        md,
+        "\nOpen loop, dynakv, YCSB A at {:.0} requests/s (half the closed-loop peak), latency counted from when \
+         each request was due: {:.0} ops/s achieved, p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms, {} errors.\n",
+        open.rate.unwrap_or(0.0),
+        open.summary.total.throughput,
+        ms(open.summary.total.latency_us.p50),
+        ms(open.summary.total.latency_us.p99),
+        ms(open.summary.total.latency_us.p999),
+        ms(open.summary.total.latency_us.max),
+        open.summary.total.errors
+    )?;
+
+    let dk_a = &reports["dynakv-a"];
+    let dk_c = &reports["dynakv-c"];
+    let et_a = &reports["etcd-a"];
+    let et_c = &reports["etcd-c"];
+    let bare_c = &reports["bare-c"];
+    let write_ratio = ops(dk_a, "update") / ops(et_a, "update").max(1e-9);
+    let read_ratio = ops(dk_c, "read") / ops(et_c, "read").max(1e-9);
+    let ceiling = dk_c.summary.total.throughput / bare_c.summary.total.throughput.max(1e-9);
+    let ceiling_a = dk_a.summary.total.throughput / reports["bare-a"].summary.total.throughput.max(1e-9);
+    let open_p99_ms = open.summary.total.latency_us.p99 as f64 / 1000.0;
+    writeln!(md, "## Targets\n")?;
+    writeln!(md, "| target | measured | verdict |")?;
+    writeln!(md, "|---|---|---|")?;
+    writeln!(
+        md,
+        "| quorum writes ≥ 4× etcd (YCSB A updates) | {:.0} vs {:.0} ops/s: {write_ratio:.1}× | {} |",
+        ops(dk_a, "update"),
+        ops(et_a, "update"),
+        verdict(write_ratio >= 4.0)
+    )?;
+    writeln!(
+        md,
+        "| reads ≥ 3× etcd (YCSB C) | {:.0} vs {:.0} ops/s: {read_ratio:.1}× | {} |",
+        ops(dk_c, "read"),
+        ops(et_c, "read"),
+        verdict(read_ratio >= 3.0)
+    )?;
+    writeln!(
+        md,
+        "| ≥ 20% of the bare HTTP ceiling | C: {:.0} vs {:.0} req/s = {:.0}%; A: {:.0}% | {} |",
+        dk_c.summary.total.throughput,
+        bare_c.summary.total.throughput,
+        ceiling * 100.0,
+        ceiling_a * 100.0,
+        verdict(ceiling >= 0.2)
+    )?;
+    writeln!(
+        md,
+        "| p99 < 10 ms, open loop at half the peak | {open_p99_ms:.2} ms at {:.0}/s | {} |",
+        open.rate.unwrap_or(0.0),
+        verdict(open_p99_ms < 10.0)
+    )?;
+    if let Ok(mem) = std::fs::read(dir.join("memory.json")) {
+        let v: Value = serde_json::from_slice(&mem)?;
+        let nodes: Vec<String> = v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                format!(
+                    "{} {:.0} MiB RSS, {:.0} MiB on disk",
+                    n["id"].as_str().unwrap_or("?"),
+                    n["rss_kib"].as_f64().unwrap_or(0.0) / 1024.0,
+                    n["disk_kib"].as_f64().unwrap_or(0.0) / 1024.0
+                )
+            })
+            .collect();
+        writeln!(
+            md,
+            "| node memory at {} keys (N=3: every node holds every key) | {} | stated |",
+            v["keys"],
+            nodes.join("; ")
+        )?;
+    }
+
+    writeln!(md, "\n## Staleness: how often a read misses an acknowledged write\n")?;
+    writeln!(
+        md,
+        "Each experiment writes a fresh key with `w=3`, overwrites it with the W below, and once that write is \
+         acknowledged waits the delay and reads through another node with the R below. Stale = the read did not \
+         return the new value. N=3, {} experiments per cell.\n",
+        std::fs::read(dir.join("staleness-r1-w1.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .map(|v| v["trials"].to_string())
+            .unwrap_or_default()
+    )?;
+    let settings = [(1, 1), (1, 2), (2, 2), (1, 3)];
+    let tables: Vec<Option<Value>> = settings
+        .iter()
+        .map(|(r, w)| {
+            std::fs::read(dir.join(format!("staleness-r{r}-w{w}.json")))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+        })
+        .collect();
+    write!(md, "| delay |")?;
+    for (r, w) in settings {
+        write!(md, " R={r} W={w} |")?;
+    }
+    writeln!(md)?;
+    writeln!(md, "|---:|{}", "---:|".repeat(settings.len()))?;
+    let delays: Vec<u64> = tables
+        .iter()
+        .flatten()
+        .next()
+        .map(|t| {
+            t["rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["delay_ms"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    for d in delays {
+        write!(md, "| {d} ms |")?;
+        for t in &tables {
+            let cell = t
+                .as_ref()
+                .and_then(|t| t["rows"].as_array()?.iter().find(|r| r["delay_ms"] == d).cloned())
+                .map(|r| {
+                    format!(
+                        " {:.1}% ({}/{}) |",
+                        r["stale_fraction"].as_f64().unwrap_or(0.0) * 100.0,
+                        r["stale"],
+                        r["reads"]
+                    )
+                })
+                .unwrap_or_else(|| " - |".into());
+            md.push_str(&cell);
+        }
+        writeln!(md)?;
+    }
+
+    writeln!(md, "\n## Sanity: this tool against wrk\n")?;
+    let wrk = std::fs::read_to_string(dir.join("wrk.txt"))
+        .ok()
+        .and_then(|t| parse_wrk(&t));
+    let sanity = load(dir, "sanity").ok();
+    if let (Some((wrk_rps, wrk_p50)), Some(s)) = (wrk, sanity) {
+        let tool_rps = s.summary.total.throughput;
+        let tool_p50 = s.summary.total.latency_us.p50 as f64 / 1000.0;
+        let d_rps = (tool_rps / wrk_rps - 1.0) * 100.0;
+        let d_p50 = (tool_p50 / wrk_p50 - 1.0) * 100.0;
+        writeln!(
+            md,
+            "GET of one key through one node, {} connections, 10 s each: wrk {wrk_rps:.0} req/s, median \
+             {wrk_p50:.2} ms; dynakv-loadtest {tool_rps:.0} req/s ({d_rps:+.1}%), median {tool_p50:.2} ms ({d_p50:+.1}%). \
+             Within 15%: {}.",
+            s.concurrency,
+            if d_rps.abs() <= 15.0 && d_p50.abs() <= 15.0 {
+                "yes"
+            } else {
+                "**no**"
+            }
+        )?;
+    } else {
+        writeln!(md, "(wrk or the sanity run is missing)")?;
+    }
+
+    writeln!(md, "\n## Plots\n")?;
+    for (label, title) in [
+        ("compare-a", "YCSB A"),
+        ("compare-c", "YCSB C"),
+        ("dynakv-a-open", "dynakv open loop, YCSB A at half peak"),
+    ] {
+        writeln!(md, "**{title}**\n")?;
+        for kind in ["throughput", "p99", "latency"] {
+            writeln!(md, "![{title} {kind}](results/plots/{label}-{kind}.svg)")?;
+        }
+        writeln!(md)?;
+    }
+    writeln!(
+        md,
+        "Raw reports (JSON with per-second series) and tables are in `loadtest/bench/results/`."
+    )?;
+    std::fs::write(out, md)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_output() {
+        let text = "  Latency Distribution\n     50%    1.49ms\n     75%    2.01ms\n  Requests/sec:  42113.52\n";
+        assert_eq!(parse_wrk(text), Some((42113.52, 1.49)));
+        let us = "     50%  812.00us\nRequests/sec: 100.0\n";
+        assert_eq!(parse_wrk(us), Some((100.0, 0.812)));
+        assert_eq!(parse_wrk("nothing"), None);
+    }
+}
