@@ -42,6 +42,9 @@ pub enum ReplicaRequest {
     Digests { keys: Vec<String> },
     /// One round of a Merkle-tree exchange driven by `from`.
     Compare { from: NodeId, compare: Compare },
+    /// Several requests in one message, answered in order. A busy node coalesces what
+    /// it sends to each peer: one HTTP exchange carries many replica reads and writes.
+    Batch(Vec<ReplicaRequest>),
 }
 
 /// A client write forwarded to a replica, with what is left of the client's deadline.
@@ -59,10 +62,51 @@ pub struct CoordinateWrite {
 pub enum ReplicaResponse {
     State(Option<Register>),
     Merged,
-    Written { context: Context },
+    Written {
+        context: Context,
+    },
     States(Vec<Option<Register>>),
     Digests(Vec<Option<Hash>>),
     Compared(CompareResponse),
+    /// One answer per request of a [`ReplicaRequest::Batch`], in order.
+    Batch(Vec<Result<ReplicaResponse, WireError>>),
+}
+
+/// An [`ApiError`] inside a batch answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub required: Option<u64>,
+    pub succeeded: Option<u64>,
+}
+
+impl From<&ApiError> for WireError {
+    fn from(e: &ApiError) -> WireError {
+        let body = e.body();
+        WireError {
+            status: e.status().as_u16(),
+            code: body.error,
+            message: body.message,
+            required: body.required.map(|v| v as u64),
+            succeeded: body.succeeded.map(|v| v as u64),
+        }
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(w: WireError) -> ApiError {
+        ApiError::from_body(
+            w.status,
+            crate::error::ErrorBody {
+                error: w.code,
+                message: w.message,
+                required: w.required.map(|v| v as usize),
+                succeeded: w.succeeded.map(|v| v as usize),
+            },
+        )
+    }
 }
 
 /// What members of one cluster must agree on; gossip from a node that differs is

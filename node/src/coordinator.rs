@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dynakv_crdt::{CausalContext, ConflictMode, Context, Hlc, LwwRegister, MvRegister, Register};
-use dynakv_http_api::wire::{self, CoordinateWrite, GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse};
+use dynakv_http_api::wire::{
+    CoordinateWrite, GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse, WireError,
+};
 use dynakv_http_api::{ApiError, GetOutcome, InternalService, Key, KvService, MemberJson, QuorumOp};
 use dynakv_ring::{Event, NodeId};
 use parking_lot::Mutex;
@@ -298,7 +300,6 @@ impl Node {
     async fn deliver(
         self: Arc<Self>,
         owner: Replica,
-        body: Bytes,
         key: String,
         register: Register,
         fallbacks: Arc<Mutex<VecDeque<Replica>>>,
@@ -309,7 +310,11 @@ impl Node {
             let remaining = deadline.saturating_duration_since(Instant::now());
             // Leave time for a fallback if this replica turns out to be unresponsive.
             let attempt = if sloppy { remaining / 2 } else { remaining };
-            match self.rpc.replica_encoded(&owner.addr, body, attempt).await {
+            let req = ReplicaRequest::Merge {
+                key: key.clone(),
+                register: register.clone(),
+            };
+            match self.rpc.replica(&owner.addr, &req, attempt).await {
                 Ok(ReplicaResponse::Merged) => return true,
                 Ok(other) => {
                     warn!(replica = %owner.id, answer = ?other, "unexpected answer to a merge")
@@ -369,17 +374,12 @@ impl Node {
         if local_ack {
             quorum.record(true);
         }
-        let body = Bytes::from(wire::encode(&ReplicaRequest::Merge {
-            key: key.as_str().to_string(),
-            register: register.clone(),
-        }));
         let fallbacks = Arc::new(Mutex::new(VecDeque::from(plan.fallbacks)));
         let (tx, mut rx) = mpsc::channel(others.len().max(1));
         for owner in others {
             let tx = tx.clone();
             let delivery = self.arc().deliver(
                 owner,
-                body.clone(),
                 key.as_str().to_string(),
                 register.clone(),
                 fallbacks.clone(),
@@ -662,9 +662,49 @@ impl KvService for Node {
 impl InternalService for Node {
     async fn replica(&self, req: ReplicaRequest) -> Result<ReplicaResponse, ApiError> {
         match req {
+            ReplicaRequest::Batch(reqs) => {
+                let mut answers = Vec::with_capacity(reqs.len());
+                for r in reqs {
+                    let answer = match r {
+                        ReplicaRequest::Batch(_) => Err(ApiError::BadRequest("batches do not nest".into())),
+                        r => self.handle(r).await,
+                    };
+                    answers.push(answer.map_err(|e| WireError::from(&e)));
+                }
+                Ok(ReplicaResponse::Batch(answers))
+            }
+            other => self.handle(other).await,
+        }
+    }
+
+    fn gossip(&self, req: GossipRequest) -> Result<GossipResponse, ApiError> {
+        let ours = self.cluster.id();
+        if req.cluster != *ours {
+            return Err(ApiError::ClusterMismatch(format!(
+                "gossip refused: peer is in cluster {:?} but this node is in {:?}",
+                req.cluster, ours
+            )));
+        }
+        log_events(&self.cluster.merge(&req.entries));
+        Ok(GossipResponse {
+            entries: self.cluster.gossip_table(),
+        })
+    }
+}
+
+impl Node {
+    /// One replica request (not a batch).
+    async fn handle(&self, req: ReplicaRequest) -> Result<ReplicaResponse, ApiError> {
+        match req {
+            ReplicaRequest::Batch(_) => Err(ApiError::BadRequest("batches do not nest".into())),
             ReplicaRequest::Get { key } => {
                 let key = Key::new(key)?;
-                let owners = self.cluster.plan(key.as_str()).primary_ids();
+                // Only a node holding hints needs to know whose hints to look at.
+                let owners = if self.replicas.has_hints() {
+                    self.cluster.plan(key.as_str()).primary_ids()
+                } else {
+                    Vec::new()
+                };
                 let state = self
                     .replicas
                     .get_with_hints(key.as_str(), &owners)
@@ -753,19 +793,5 @@ impl InternalService for Node {
                 Ok(ReplicaResponse::Written { context })
             }
         }
-    }
-
-    fn gossip(&self, req: GossipRequest) -> Result<GossipResponse, ApiError> {
-        let ours = self.cluster.id();
-        if req.cluster != *ours {
-            return Err(ApiError::ClusterMismatch(format!(
-                "gossip refused: peer is in cluster {:?} but this node is in {:?}",
-                req.cluster, ours
-            )));
-        }
-        log_events(&self.cluster.merge(&req.entries));
-        Ok(GossipResponse {
-            entries: self.cluster.gossip_table(),
-        })
     }
 }
