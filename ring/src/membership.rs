@@ -680,7 +680,10 @@ mod tests {
         net.nodes.get_mut("c:7000").unwrap().set_oldest_hint(Some(1234));
         net.run(5);
         for at in ["a", "b"] {
-            assert_eq!(net.nodes[&format!("{at}:7000")].info(&id("c")).unwrap().oldest_hint_ms, Some(1234));
+            assert_eq!(
+                net.nodes[&format!("{at}:7000")].info(&id("c")).unwrap().oldest_hint_ms,
+                Some(1234)
+            );
         }
         net.nodes.get_mut("c:7000").unwrap().set_oldest_hint(None);
         net.run(5);
