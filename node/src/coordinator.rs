@@ -29,6 +29,8 @@ use dynakv_http_api::wire::{
 };
 use dynakv_http_api::{ApiError, GetOutcome, InternalService, Key, KvService, MemberJson, QuorumOp};
 use dynakv_ring::{Event, NodeId};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
@@ -82,6 +84,9 @@ pub struct Node {
     pub stats: Stats,
     pub antientropy: AntiEntropy,
 }
+
+/// Replica reads still outstanding: answered by the read, then by its read repair.
+type Pending = FuturesUnordered<futures::future::BoxFuture<'static, (Replica, Result<Option<Register>, String>)>>;
 
 fn storage_error(e: StorageError) -> ApiError {
     error!(error = %e, "storage failure");
@@ -159,18 +164,8 @@ impl Node {
 
     // ---- reads -------------------------------------------------------------------
 
-    /// One replica's state for `key`: ours from disk, a peer's over the network. A
-    /// fallback answers with the hints it holds for the key.
-    async fn fetch(
-        &self,
-        replica: &Replica,
-        key: &str,
-        owners: &[NodeId],
-        deadline: Instant,
-    ) -> Result<Option<Register>, String> {
-        if replica.is_self {
-            return self.replicas.get_with_hints(key, owners).map_err(|e| e.to_string());
-        }
+    /// A peer's state for `key` (a fallback answers with the hints it holds for it).
+    async fn fetch(&self, replica: &Replica, key: &str, deadline: Instant) -> Result<Option<Register>, String> {
         let req = ReplicaRequest::Get { key: key.to_string() };
         let remaining = deadline.saturating_duration_since(Instant::now());
         match self.rpc.replica(&replica.addr, &req, remaining).await {
@@ -180,54 +175,63 @@ impl Node {
         }
     }
 
-    /// Quorum read: the merge of the first `r` answers. Read repair follows in the
-    /// background.
+    /// Quorum read: the merge of the first `r` answers. Our own replica answers at once;
+    /// peers are asked concurrently. Read repair follows in the background.
     async fn read(&self, key: &Key, r: usize, deadline: Instant) -> Result<Option<Register>, ApiError> {
         let plan = self.cluster.plan(key.as_str());
         let owners = Arc::new(plan.primary_ids());
         let targets = read_targets(plan, self.settings.sloppy_quorum);
         let mut quorum = Quorum::new(r, targets.len());
-        let (tx, mut rx) = mpsc::channel(targets.len().max(1));
-        for t in targets {
-            let (node, tx, key, owners) = (self.arc(), tx.clone(), key.as_str().to_string(), owners.clone());
-            tokio::spawn(async move {
-                let answer = node.fetch(&t, &key, &owners, deadline).await;
-                let _ = tx.send((t, answer)).await;
-            });
-        }
-        drop(tx);
+        let mut pending: Pending = FuturesUnordered::new();
         let mut answers: Vec<(Replica, Option<Register>)> = Vec::new();
         let mut merged: Option<Register> = None;
+        let mut absorb = |replica: Replica, answer: Result<Option<Register>, String>, quorum: &mut Quorum| match answer
+        {
+            Ok(reg) => {
+                if let Some(reg) = &reg {
+                    self.observe(reg);
+                    match &mut merged {
+                        Some(m) => m.merge(reg),
+                        None => merged = Some(reg.clone()),
+                    }
+                }
+                answers.push((replica, reg));
+                quorum.record(true);
+            }
+            Err(e) => {
+                debug!(replica = %replica.id, error = %e, "replica read failed");
+                quorum.record(false);
+            }
+        };
+        for t in targets {
+            if t.is_self {
+                let answer = self
+                    .replicas
+                    .get_with_hints(key.as_str(), &owners)
+                    .map_err(|e| e.to_string());
+                absorb(t, answer, &mut quorum);
+            } else {
+                let (node, key) = (self.arc(), key.as_str().to_string());
+                pending.push(Box::pin(async move {
+                    let answer = node.fetch(&t, &key, deadline).await;
+                    (t, answer)
+                }));
+            }
+        }
         loop {
             match quorum.verdict() {
                 Verdict::Met => break,
                 Verdict::Failed => return Err(self.read_quorum_error(&quorum)),
                 Verdict::Pending => {}
             }
-            let Ok(Some((replica, answer))) = timeout_at(deadline, rx.recv()).await else {
+            let Ok(Some((replica, answer))) = timeout_at(deadline, pending.next()).await else {
                 return Err(self.read_quorum_error(&quorum));
             };
-            match answer {
-                Ok(reg) => {
-                    if let Some(reg) = &reg {
-                        self.observe(reg);
-                        match &mut merged {
-                            Some(m) => m.merge(reg),
-                            None => merged = Some(reg.clone()),
-                        }
-                    }
-                    answers.push((replica, reg));
-                    quorum.record(true);
-                }
-                Err(e) => {
-                    debug!(replica = %replica.id, error = %e, "replica read failed");
-                    quorum.record(false);
-                }
-            }
+            absorb(replica, answer, &mut quorum);
         }
         tokio::spawn(
             self.arc()
-                .read_repair(key.as_str().to_string(), owners, answers, rx, deadline),
+                .read_repair(key.as_str().to_string(), owners, answers, pending, deadline),
         );
         Ok(merged)
     }
@@ -247,10 +251,10 @@ impl Node {
         key: String,
         owners: Arc<Vec<NodeId>>,
         mut answers: Vec<(Replica, Option<Register>)>,
-        mut rx: mpsc::Receiver<(Replica, Result<Option<Register>, String>)>,
+        mut pending: Pending,
         deadline: Instant,
     ) {
-        while let Ok(Some((replica, answer))) = timeout_at(deadline, rx.recv()).await {
+        while let Ok(Some((replica, answer))) = timeout_at(deadline, pending.next()).await {
             if let Ok(reg) = answer {
                 answers.push((replica, reg));
             }

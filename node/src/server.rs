@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use dynakv_http_api::wire::ClusterId;
 use dynakv_ring::{DetectorConfig, MemberInfo, Membership};
 use tokio::net::TcpListener;
@@ -120,6 +121,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tokio::spawn(crate::tombstones::run(node.clone(), config.tombstone_grace, stop_rx)),
     ];
     let app = dynakv_http_api::router(node.clone());
+    // Replies go out as soon as they are written (no Nagle delay on small responses).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         info!("shutting down");
