@@ -73,7 +73,9 @@ pub fn write_report(dir: &Path, out: &Path, machine: &str) -> anyhow::Result<()>
     )?;
     writeln!(
         md,
-        "- **dynakv**: 3 nodes, N=3 R=2 W=2, multi-value registers, RocksDB (WAL, no fsync per write).\n\
+        "- **dynakv**: 3 nodes, N=3 R=2 W=2, last-writer-wins registers (YCSB updates are blind overwrites, as \
+         in etcd and Redis), RocksDB (WAL, no fsync per write). A second 3-node cluster in multi-value mode runs \
+         YCSB F (read-modify-write carrying the read's causal context).\n\
          - **etcd** (Debian's 3.4): 3 members, writes through Raft (fsync), linearizable reads, via the v3 JSON gateway.\n\
          - **Redis** (Debian's 7.0): one server, no persistence, no replication: the ceiling of a non-replicated store.\n\
          - **bare**: an axum server answering 204 to everything: the HTTP ceiling of this machine and stack.\n"
@@ -106,6 +108,22 @@ pub fn write_report(dir: &Path, out: &Path, machine: &str) -> anyhow::Result<()>
             )?;
             reports.insert(format!("{t}-{w}"), r);
         }
+    }
+    if let Ok(f) = load(dir, "dynakv-mv-f") {
+        let lat = |op: &str| {
+            f.summary.operations.get(op).map_or("-".to_string(), |o| {
+                format!("{} / {}", ms(o.latency_us.p50), ms(o.latency_us.p99))
+            })
+        };
+        writeln!(
+            md,
+            "| dynakv (mv) | F | {:.0} | {} | rmw {} | {} | {} |",
+            f.summary.total.throughput,
+            lat("read"),
+            lat("rmw"),
+            ms(f.summary.total.latency_us.p999),
+            f.summary.total.errors
+        )?;
     }
     let open = load(dir, "dynakv-a-open")?;
     writeln!(

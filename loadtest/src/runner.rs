@@ -14,7 +14,7 @@ use rand::rngs::SmallRng;
 use tokio::sync::Semaphore;
 
 use crate::stats::Recorder;
-use crate::target::{Client, TargetConfig, http_client};
+use crate::target::{Client, TargetConfig};
 use crate::workload::{KeyChooser, Mix, Op, ValueSize, key};
 
 /// How a run ends and paces itself.
@@ -101,7 +101,6 @@ pub async fn run(
     cfg: RunConfig,
     recorder: Arc<Recorder>,
 ) -> anyhow::Result<Duration> {
-    let http = http_client(cfg.concurrency, target.timeout);
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         target: target.clone(),
@@ -117,7 +116,7 @@ pub async fn run(
         None => {
             let mut workers = Vec::new();
             for w in 0..cfg.concurrency {
-                let mut client = Client::connect(target, &http).await?;
+                let mut client = Client::connect(target).await?;
                 let shared = shared.clone();
                 workers.push(tokio::spawn(async move {
                     let mut rng = SmallRng::seed_from_u64(0x5eed ^ w as u64);
@@ -133,7 +132,7 @@ pub async fn run(
         Some(rate) => {
             let mut pool = Vec::new();
             for _ in 0..cfg.concurrency {
-                pool.push(Client::connect(target, &http).await?);
+                pool.push(Client::connect(target).await?);
             }
             let pool = Arc::new(parking_lot::Mutex::new(pool));
             let slots = Arc::new(Semaphore::new(cfg.concurrency));
@@ -181,7 +180,6 @@ pub async fn load(
     concurrency: usize,
     show: bool,
 ) -> anyhow::Result<(Duration, u64)> {
-    let http = http_client(concurrency, target.timeout);
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let bar = if show {
@@ -196,7 +194,7 @@ pub async fn load(
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..concurrency {
-        let mut client = Client::connect(target, &http).await?;
+        let mut client = Client::connect(target).await?;
         let (next, failed, bar, nodes) = (next.clone(), failed.clone(), bar.clone(), target.nodes.len());
         workers.push(tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(w as u64);

@@ -15,7 +15,7 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::target::{Client, Kind, TargetConfig, http_client};
+use crate::target::{Client, Kind, TargetConfig};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -41,7 +41,7 @@ pub struct Row {
 }
 
 /// One experiment: `true` if the read was stale, `None` if something failed.
-async fn experiment(cfg: &Config, http: &reqwest::Client, run: u64, trial: usize, delay: u64) -> Option<bool> {
+async fn experiment(cfg: &Config, run: u64, trial: usize, delay: u64) -> Option<bool> {
     let writer = trial % cfg.nodes.len();
     let reader = (trial + 1) % cfg.nodes.len();
     let key = format!("pbs-{run:x}-{trial}-{delay}");
@@ -52,12 +52,12 @@ async fn experiment(cfg: &Config, http: &reqwest::Client, run: u64, trial: usize
         w: Some(w),
         timeout: cfg.timeout,
     };
-    let mut settle = Client::connect(&target(cfg.n, cfg.n), http).await.ok()?;
+    let mut settle = Client::connect(&target(cfg.n, cfg.n)).await.ok()?;
     let old = settle.write(writer, &key, "old".into(), None).await;
     if old.error.is_some() {
         return None;
     }
-    let mut measured = Client::connect(&target(cfg.r, cfg.w), http).await.ok()?;
+    let mut measured = Client::connect(&target(cfg.r, cfg.w)).await.ok()?;
     let new = measured.write(writer, &key, "new".into(), old.context.as_deref()).await;
     if new.error.is_some() {
         return None;
@@ -73,7 +73,6 @@ async fn experiment(cfg: &Config, http: &reqwest::Client, run: u64, trial: usize
 }
 
 pub async fn measure(cfg: Config) -> Vec<Row> {
-    let http = http_client(cfg.parallel, cfg.timeout);
     let run: u64 = rand::random();
     let mut plan: Vec<(usize, u64)> = (0..cfg.trials)
         .flat_map(|t| cfg.delays_ms.iter().map(move |&d| (t, d)))
@@ -83,10 +82,10 @@ pub async fn measure(cfg: Config) -> Vec<Row> {
     let cfg = Arc::new(cfg);
     let mut tasks = Vec::new();
     for (trial, delay) in plan {
-        let (cfg, http, slots) = (cfg.clone(), http.clone(), slots.clone());
+        let (cfg, slots) = (cfg.clone(), slots.clone());
         tasks.push(tokio::spawn(async move {
             let _slot = slots.acquire_owned().await.expect("semaphore never closed");
-            (delay, experiment(&cfg, &http, run, trial, delay).await)
+            (delay, experiment(&cfg, run, trial, delay).await)
         }));
     }
     let mut rows: Vec<Row> = cfg

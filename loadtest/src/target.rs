@@ -7,7 +7,12 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
+use tokio::net::TcpStream;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -65,18 +70,23 @@ pub struct TargetConfig {
 
 /// One worker's connection(s) to the target.
 pub enum Client {
-    Http { cfg: TargetConfig, http: reqwest::Client },
-    Redis { conn: redis::aio::MultiplexedConnection },
+    /// One HTTP/1.1 keep-alive connection per node, owned by this worker: no pool, no
+    /// locks, so the generator spends as little CPU as possible (it shares the machine
+    /// with the store under test).
+    Http {
+        cfg: TargetConfig,
+        conns: Vec<Option<SendRequest<Full<Bytes>>>>,
+    },
+    Redis {
+        conn: redis::aio::MultiplexedConnection,
+    },
 }
 
-fn classify(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timeout".into()
-    } else if e.is_connect() {
-        "connect".into()
-    } else {
-        "transport".into()
-    }
+/// A finished HTTP exchange.
+struct HttpReply {
+    status: u16,
+    context: Option<String>,
+    body: Bytes,
 }
 
 /// "503 quorum_failed" from a dynakv JSON error; "503" for anything else.
@@ -87,20 +97,8 @@ fn error_class(status: u16, body: &[u8]) -> String {
     }
 }
 
-/// A shared HTTP client for `concurrency` workers: one pooled keep-alive connection each.
-pub fn http_client(concurrency: usize, timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(concurrency.max(1))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .timeout(timeout)
-        .build()
-        .expect("static client configuration")
-}
-
 impl Client {
-    pub async fn connect(cfg: &TargetConfig, http: &reqwest::Client) -> anyhow::Result<Client> {
+    pub async fn connect(cfg: &TargetConfig) -> anyhow::Result<Client> {
         Ok(match cfg.kind {
             Kind::Redis => {
                 let client = redis::Client::open(format!("redis://{}/", cfg.nodes[0]))?;
@@ -110,79 +108,144 @@ impl Client {
             }
             _ => Client::Http {
                 cfg: cfg.clone(),
-                http: http.clone(),
+                conns: cfg.nodes.iter().map(|_| None).collect(),
             },
         })
     }
 
-    pub async fn read(&mut self, node: usize, key: &str) -> Outcome {
+    /// One request to node `node` over this worker's connection to it (made on first use,
+    /// and again after an error).
+    async fn http(
+        &mut self,
+        node: usize,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        context: Option<&str>,
+    ) -> Result<HttpReply, String> {
+        let Client::Http { cfg, conns } = self else {
+            unreachable!("http on a redis client")
+        };
+        let node = node % cfg.nodes.len();
+        let timeout = cfg.timeout;
+        let addr = cfg.nodes[node].clone();
+        let exchange = async {
+            let sender = match &mut conns[node] {
+                Some(s) if !s.is_closed() => s,
+                slot => {
+                    let stream = TcpStream::connect(&addr).await.map_err(|_| "connect".to_string())?;
+                    let _ = stream.set_nodelay(true);
+                    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|_| "connect".to_string())?;
+                    tokio::spawn(conn);
+                    slot.insert(sender)
+                }
+            };
+            sender.ready().await.map_err(|_| "transport".to_string())?;
+            let mut req = Request::builder().method(method).uri(path).header("host", &addr);
+            if let Some(c) = context {
+                req = req.header("x-dynakv-context", c);
+            }
+            if !body.is_empty() {
+                req = req.header("content-type", "application/octet-stream");
+            }
+            let req = req.body(Full::new(body)).map_err(|_| "bad request".to_string())?;
+            let resp = sender.send_request(req).await.map_err(|_| "transport".to_string())?;
+            let status = resp.status().as_u16();
+            let context = resp
+                .headers()
+                .get("x-dynakv-context")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|_| "transport".to_string())?
+                .to_bytes();
+            Ok(HttpReply { status, context, body })
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err("timeout".to_string()),
+        };
+        if result.is_err() {
+            // Start afresh on the next request: the connection may be in any state.
+            conns[node] = None;
+        }
+        result
+    }
+
+    fn kind(&self) -> Kind {
         match self {
-            Client::Http { cfg, http } => {
-                let base = &cfg.nodes[node % cfg.nodes.len()];
-                match cfg.kind {
-                    Kind::Dynakv | Kind::Bare => {
-                        let q = cfg.r.map(|r| format!("?r={r}")).unwrap_or_default();
-                        let resp = match http.get(format!("http://{base}/kv/{key}{q}")).send().await {
-                            Ok(r) => r,
-                            Err(e) => return Outcome::error(classify(&e)),
-                        };
-                        let status = resp.status().as_u16();
-                        let context = resp
-                            .headers()
-                            .get("x-dynakv-context")
-                            .and_then(|v| v.to_str().ok())
-                            .map(String::from);
-                        let body = match resp.bytes().await {
-                            Ok(b) => b,
-                            Err(e) => return Outcome::error(classify(&e)),
-                        };
-                        match status {
-                            200 => Outcome {
-                                values: vec![body],
-                                context,
-                                ..Default::default()
-                            },
-                            204 if cfg.kind == Kind::Bare => Outcome::default(),
-                            300 => {
-                                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                                let values = v["siblings"]
-                                    .as_array()
-                                    .into_iter()
-                                    .flatten()
-                                    .filter_map(|s| STANDARD.decode(s.as_str()?).ok().map(Bytes::from))
-                                    .collect();
-                                Outcome {
-                                    values,
-                                    context,
-                                    ..Default::default()
-                                }
-                            }
-                            404 => Outcome {
-                                context,
-                                ..Default::default()
-                            },
-                            s => Outcome::error(error_class(s, &body)),
+            Client::Http { cfg, .. } => cfg.kind,
+            Client::Redis { .. } => Kind::Redis,
+        }
+    }
+
+    fn quorum(&self, which: char) -> String {
+        let Client::Http { cfg, .. } = self else {
+            return String::new();
+        };
+        match (which, cfg.r, cfg.w) {
+            ('r', Some(r), _) => format!("?r={r}"),
+            ('w', _, Some(w)) => format!("?w={w}"),
+            _ => String::new(),
+        }
+    }
+
+    pub async fn read(&mut self, node: usize, key: &str) -> Outcome {
+        match self.kind() {
+            Kind::Dynakv | Kind::Bare => {
+                let path = format!("/kv/{key}{}", self.quorum('r'));
+                let reply = match self.http(node, Method::GET, &path, Bytes::new(), None).await {
+                    Ok(r) => r,
+                    Err(e) => return Outcome::error(e),
+                };
+                let HttpReply { status, context, body } = reply;
+                match status {
+                    200 => Outcome {
+                        values: vec![body],
+                        context,
+                        ..Default::default()
+                    },
+                    204 if self.kind() == Kind::Bare => Outcome::default(),
+                    300 => {
+                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                        let values = v["siblings"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|s| STANDARD.decode(s.as_str()?).ok().map(Bytes::from))
+                            .collect();
+                        Outcome {
+                            values,
+                            context,
+                            ..Default::default()
                         }
                     }
-                    Kind::Etcd => {
-                        let body = json!({ "key": STANDARD.encode(key) });
-                        match etcd_call(http, base, "range", body).await {
-                            Ok(v) => Outcome {
-                                values: v["kvs"]
-                                    .as_array()
-                                    .into_iter()
-                                    .flatten()
-                                    .filter_map(|kv| STANDARD.decode(kv["value"].as_str()?).ok().map(Bytes::from))
-                                    .collect(),
-                                ..Default::default()
-                            },
-                            Err(e) => Outcome::error(e),
-                        }
-                    }
-                    Kind::Redis => unreachable!("redis uses its own client"),
+                    404 => Outcome {
+                        context,
+                        ..Default::default()
+                    },
+                    s => Outcome::error(error_class(s, &body)),
                 }
             }
-            Client::Redis { conn } => {
+            Kind::Etcd => match self.etcd(node, "range", json!({ "key": STANDARD.encode(key) })).await {
+                Ok(v) => Outcome {
+                    values: v["kvs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|kv| STANDARD.decode(kv["value"].as_str()?).ok().map(Bytes::from))
+                        .collect(),
+                    ..Default::default()
+                },
+                Err(e) => Outcome::error(e),
+            },
+            Kind::Redis => {
+                let Client::Redis { conn } = self else { unreachable!() };
                 let r: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET").arg(key).query_async(conn).await;
                 match r {
                     Ok(v) => Outcome {
@@ -197,29 +260,20 @@ impl Client {
 
     /// Writes `value`; a dynakv write carries `context` when given.
     pub async fn write(&mut self, node: usize, key: &str, value: Bytes, context: Option<&str>) -> Outcome {
-        match self {
-            Client::Http { cfg, http } => {
-                let base = &cfg.nodes[node % cfg.nodes.len()];
-                match cfg.kind {
-                    Kind::Dynakv | Kind::Bare => {
-                        let q = cfg.w.map(|w| format!("?w={w}")).unwrap_or_default();
-                        let mut req = http.put(format!("http://{base}/kv/{key}{q}")).body(value);
-                        if let Some(c) = context {
-                            req = req.header("x-dynakv-context", c);
-                        }
-                        dynakv_ack(req).await
-                    }
-                    Kind::Etcd => {
-                        let body = json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(&value) });
-                        match etcd_call(http, base, "put", body).await {
-                            Ok(_) => Outcome::default(),
-                            Err(e) => Outcome::error(e),
-                        }
-                    }
-                    Kind::Redis => unreachable!("redis uses its own client"),
+        match self.kind() {
+            Kind::Dynakv | Kind::Bare => {
+                let path = format!("/kv/{key}{}", self.quorum('w'));
+                dynakv_ack(self.http(node, Method::PUT, &path, value, context).await)
+            }
+            Kind::Etcd => {
+                let body = json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(&value) });
+                match self.etcd(node, "put", body).await {
+                    Ok(_) => Outcome::default(),
+                    Err(e) => Outcome::error(e),
                 }
             }
-            Client::Redis { conn } => {
+            Kind::Redis => {
+                let Client::Redis { conn } = self else { unreachable!() };
                 let r: redis::RedisResult<()> = redis::cmd("SET").arg(key).arg(&value[..]).query_async(conn).await;
                 match r {
                     Ok(()) => Outcome::default(),
@@ -230,24 +284,20 @@ impl Client {
     }
 
     pub async fn delete(&mut self, node: usize, key: &str) -> Outcome {
-        match self {
-            Client::Http { cfg, http } => {
-                let base = &cfg.nodes[node % cfg.nodes.len()];
-                match cfg.kind {
-                    Kind::Dynakv | Kind::Bare => {
-                        let q = cfg.w.map(|w| format!("?w={w}")).unwrap_or_default();
-                        dynakv_ack(http.delete(format!("http://{base}/kv/{key}{q}"))).await
-                    }
-                    Kind::Etcd => {
-                        match etcd_call(http, base, "deleterange", json!({ "key": STANDARD.encode(key) })).await {
-                            Ok(_) => Outcome::default(),
-                            Err(e) => Outcome::error(e),
-                        }
-                    }
-                    Kind::Redis => unreachable!("redis uses its own client"),
-                }
+        match self.kind() {
+            Kind::Dynakv | Kind::Bare => {
+                let path = format!("/kv/{key}{}", self.quorum('w'));
+                dynakv_ack(self.http(node, Method::DELETE, &path, Bytes::new(), None).await)
             }
-            Client::Redis { conn } => {
+            Kind::Etcd => match self
+                .etcd(node, "deleterange", json!({ "key": STANDARD.encode(key) }))
+                .await
+            {
+                Ok(_) => Outcome::default(),
+                Err(e) => Outcome::error(e),
+            },
+            Kind::Redis => {
+                let Client::Redis { conn } = self else { unreachable!() };
                 let r: redis::RedisResult<i64> = redis::cmd("DEL").arg(key).query_async(conn).await;
                 match r {
                     Ok(_) => Outcome::default(),
@@ -256,50 +306,32 @@ impl Client {
             }
         }
     }
-}
 
-async fn dynakv_ack(req: reqwest::RequestBuilder) -> Outcome {
-    match req.send().await {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let context = resp
-                .headers()
-                .get("x-dynakv-context")
-                .and_then(|v| v.to_str().ok())
-                .map(String::from);
-            if status == 204 {
-                let _ = resp.bytes().await;
-                Outcome {
-                    context,
-                    ..Default::default()
-                }
-            } else {
-                let body = resp.bytes().await.unwrap_or_default();
-                Outcome::error(error_class(status, &body))
-            }
+    /// One call to etcd's v3 JSON gateway (`POST /v3/kv/{verb}`).
+    async fn etcd(&mut self, node: usize, verb: &str, body: serde_json::Value) -> Result<serde_json::Value, String> {
+        let reply = self
+            .http(
+                node,
+                Method::POST,
+                &format!("/v3/kv/{verb}"),
+                body.to_string().into(),
+                None,
+            )
+            .await?;
+        if reply.status != 200 {
+            return Err(format!("{} etcd", reply.status));
         }
-        Err(e) => Outcome::error(classify(&e)),
+        serde_json::from_slice(&reply.body).map_err(|_| "etcd bad json".to_string())
     }
 }
 
-/// One call to etcd's v3 JSON gateway (`POST /v3/kv/{verb}`).
-async fn etcd_call(
-    http: &reqwest::Client,
-    base: &str,
-    verb: &str,
-    body: serde_json::Value,
-) -> Result<serde_json::Value, String> {
-    let resp = http
-        .post(format!("http://{base}/v3/kv/{verb}"))
-        .body(body.to_string())
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .map_err(|e| classify(&e))?;
-    let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
-    if status != 200 {
-        return Err(format!("{status} etcd"));
+fn dynakv_ack(reply: Result<HttpReply, String>) -> Outcome {
+    match reply {
+        Ok(r) if r.status == 204 => Outcome {
+            context: r.context,
+            ..Default::default()
+        },
+        Ok(r) => Outcome::error(error_class(r.status, &r.body)),
+        Err(e) => Outcome::error(e),
     }
-    serde_json::from_slice(&bytes).map_err(|_| "etcd bad json".to_string())
 }
