@@ -48,7 +48,20 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // RocksDB calls block the thread they run on, and now and then one blocks for tens of
+    // milliseconds (a write that switches memtables while a flush runs). With one worker
+    // per core that stalls a whole worker's queue: at half of peak load p99.9 jumped to
+    // ~100 ms at every flush on 2 cores. Twice as many workers as cores keeps requests
+    // moving (p99.9 12 ms in the same run) and costs nothing measurable in throughput.
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .saturating_mul(2)
+        .max(4);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dynakv: cannot start the async runtime: {e}");

@@ -55,6 +55,12 @@ impl RocksStore {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.increase_parallelism(2);
+        // Deleting obsolete files after a flush happens on a background thread, not on
+        // whichever request thread drops the last reference to them (latency spikes).
+        db_opts.set_avoid_unnecessary_blocking_io(true);
+        // Reuse write-ahead log files instead of creating one per memtable switch, which
+        // the switching write waits for.
+        db_opts.set_recycle_log_file_num(4);
         db_opts.set_max_background_jobs(2);
 
         let cfs = Space::ALL
