@@ -667,15 +667,43 @@ impl InternalService for Node {
     async fn replica(&self, req: ReplicaRequest) -> Result<ReplicaResponse, ApiError> {
         match req {
             ReplicaRequest::Batch(reqs) => {
-                let mut answers = Vec::with_capacity(reqs.len());
+                // The batch's merges go to storage as one write; the rest one by one.
+                let mut answers: Vec<Option<Result<ReplicaResponse, ApiError>>> = Vec::with_capacity(reqs.len());
+                let mut merges = Vec::new();
+                let mut merge_slots = Vec::new();
                 for r in reqs {
-                    let answer = match r {
-                        ReplicaRequest::Batch(_) => Err(ApiError::BadRequest("batches do not nest".into())),
-                        r => self.handle(r).await,
-                    };
-                    answers.push(answer.map_err(|e| WireError::from(&e)));
+                    match r {
+                        ReplicaRequest::Merge { key, register } => match Key::new(key) {
+                            Ok(key) => {
+                                self.observe(&register);
+                                merges.push((key.into_string(), register));
+                                merge_slots.push(answers.len());
+                                answers.push(None);
+                            }
+                            Err(e) => answers.push(Some(Err(e))),
+                        },
+                        ReplicaRequest::Batch(_) => {
+                            answers.push(Some(Err(ApiError::BadRequest("batches do not nest".into()))))
+                        }
+                        r => answers.push(Some(self.handle(r).await)),
+                    }
                 }
-                Ok(ReplicaResponse::Batch(answers))
+                if !merges.is_empty() {
+                    let merged = self
+                        .replicas
+                        .merge_many(merges)
+                        .map(|()| ReplicaResponse::Merged)
+                        .map_err(storage_error);
+                    for slot in merge_slots {
+                        answers[slot] = Some(merged.clone());
+                    }
+                }
+                Ok(ReplicaResponse::Batch(
+                    answers
+                        .into_iter()
+                        .map(|a| a.expect("every slot answered").map_err(|e| WireError::from(&e)))
+                        .collect(),
+                ))
             }
             other => self.handle(other).await,
         }
@@ -735,11 +763,11 @@ impl Node {
                 Ok(ReplicaResponse::Merged)
             }
             ReplicaRequest::MergeBatch { items } => {
-                for (key, register) in items {
-                    let key = Key::new(key)?;
-                    self.observe(&register);
-                    self.replicas.merge(key.as_str(), &register).map_err(storage_error)?;
+                for (key, register) in &items {
+                    Key::new(key.as_str())?;
+                    self.observe(register);
                 }
+                self.replicas.merge_many(items).map_err(storage_error)?;
                 Ok(ReplicaResponse::Merged)
             }
             ReplicaRequest::GetBatch { keys } => {

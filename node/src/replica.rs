@@ -111,6 +111,29 @@ fn decode_hint(what: &dyn std::fmt::Debug, bytes: &[u8]) -> Result<(u64, Registe
     Ok((created, decode(what, &framed)?))
 }
 
+/// Appends to `ops` what replaces the stored `old` bytes (a tombstone if `was_tombstone`)
+/// with `next`, keeping the tombstone index in step; returns the new bytes, or `None`
+/// when nothing changes.
+fn stage(skey: &[u8], old: Option<&[u8]>, was_tombstone: bool, next: &Register, ops: &mut Vec<Op>) -> Option<Vec<u8>> {
+    let new = encode(next);
+    if old == Some(new.as_slice()) {
+        return None;
+    }
+    if next.is_tombstone() {
+        // A new tombstone state (even one replacing another) restarts the grace period:
+        // the collector must wait for every replica to hold this one.
+        ops.push(Op::Put(
+            Space::Tombstones,
+            skey.to_vec(),
+            wall_ms().to_be_bytes().to_vec(),
+        ));
+    } else if was_tombstone {
+        ops.push(Op::Delete(Space::Tombstones, skey.to_vec()));
+    }
+    ops.push(Op::Put(Space::Data, skey.to_vec(), new.clone()));
+    Some(new)
+}
+
 /// A hint ready for delivery.
 pub struct Hint {
     pub key: String,
@@ -173,10 +196,13 @@ impl ReplicaStore {
         &self.forest
     }
 
-    fn lock(&self, skey: &[u8]) -> parking_lot::MutexGuard<'_, ()> {
+    fn stripe(&self, skey: &[u8]) -> usize {
         // The first 8 bytes are a uniform hash.
-        let h = crate::forest::position(skey);
-        self.locks[(h % LOCK_STRIPES as u64) as usize].lock()
+        (crate::forest::position(skey) % LOCK_STRIPES as u64) as usize
+    }
+
+    fn lock(&self, skey: &[u8]) -> parking_lot::MutexGuard<'_, ()> {
+        self.locks[self.stripe(skey)].lock()
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Register>, StorageError> {
@@ -214,30 +240,66 @@ impl ReplicaStore {
         f: impl FnOnce(Option<Register>) -> (Register, T),
     ) -> Result<(Register, T), StorageError> {
         let skey = storage_key(key);
-        let _guard = self.lock(&skey);
+        let _guard = self.locks[self.stripe(&skey)].lock();
         let old = self.store.get(Space::Data, &skey)?;
         let current = old.as_deref().map(|b| decode(&key, b)).transpose()?;
         let was_tombstone = current.as_ref().is_some_and(Register::is_tombstone);
         let (next, extra) = f(current);
-        let new = encode(&next);
-        if old.as_deref() != Some(new.as_slice()) {
-            let mut ops = Vec::with_capacity(2);
-            if next.is_tombstone() {
-                // A new tombstone state (even one replacing another) restarts the grace
-                // period: the collector must wait for every replica to hold this one.
-                ops.push(Op::Put(
-                    Space::Tombstones,
-                    skey.clone(),
-                    wall_ms().to_be_bytes().to_vec(),
-                ));
-            } else if was_tombstone {
-                ops.push(Op::Delete(Space::Tombstones, skey.clone()));
-            }
-            ops.push(Op::Put(Space::Data, skey.clone(), new.clone()));
+        let mut ops = Vec::with_capacity(2);
+        if let Some(new) = stage(&skey, old.as_deref(), was_tombstone, &next, &mut ops) {
             self.store.write(ops)?;
             self.forest.update(&skey, old.as_deref(), Some(&new));
         }
         Ok((next, extra))
+    }
+
+    /// Merges many states received from other replicas, as one storage write (one
+    /// write-ahead-log append instead of one per key). Several states for one key merge
+    /// into each other first.
+    pub fn merge_many(&self, items: Vec<(String, Register)>) -> Result<(), StorageError> {
+        // Every stripe involved, locked in ascending order: concurrent batches cannot
+        // deadlock, and `update` only ever holds one.
+        let mut stripes: Vec<usize> = items.iter().map(|(k, _)| self.stripe(&storage_key(k))).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _guards: Vec<_> = stripes.iter().map(|&i| self.locks[i].lock()).collect();
+        // storage key -> (stored bytes, whether they are a tombstone, merged state)
+        type Staged = (Option<Vec<u8>>, bool, Register);
+        let mut staged: BTreeMap<Vec<u8>, Staged> = BTreeMap::new();
+        for (key, incoming) in items {
+            let skey = storage_key(&key);
+            match staged.get_mut(&skey) {
+                Some((_, _, merged)) => merged.merge(&incoming),
+                None => {
+                    let old = self.store.get(Space::Data, &skey)?;
+                    let current = old.as_deref().map(|b| decode(&key, b)).transpose()?;
+                    let was_tombstone = current.as_ref().is_some_and(Register::is_tombstone);
+                    let merged = match current {
+                        Some(mut c) => {
+                            c.merge(&incoming);
+                            c
+                        }
+                        None => incoming,
+                    };
+                    staged.insert(skey, (old, was_tombstone, merged));
+                }
+            }
+        }
+        let mut ops = Vec::with_capacity(staged.len());
+        let mut changed = Vec::new();
+        for (skey, (old, was_tombstone, merged)) in &staged {
+            if let Some(new) = stage(skey, old.as_deref(), *was_tombstone, merged, &mut ops) {
+                changed.push((skey, old, new));
+            }
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.store.write(ops)?;
+        for (skey, old, new) in changed {
+            self.forest.update(skey, old.as_deref(), Some(&new));
+        }
+        Ok(())
     }
 
     /// Merges a state received from another replica into ours; returns the result.
@@ -442,6 +504,38 @@ mod tests {
         assert_eq!(r.get("k").unwrap(), Some(merged));
         let again = r.merge("k", &mv(1, "x")).unwrap();
         assert_eq!(again.values().len(), 2);
+    }
+
+    #[test]
+    fn merge_many_equals_merging_one_by_one() {
+        let one = open(Arc::new(MemoryStore::new()));
+        let many = open(Arc::new(MemoryStore::new()));
+        let mut items = Vec::new();
+        for i in 0..50 {
+            items.push((format!("k{}", i % 20), mv(i % 3, &format!("v{i}"))));
+        }
+        // A tombstone among them: the index must follow.
+        let mut dead = MvRegister::new();
+        dead.write(Actor(9), &CausalContext::new(), Some(Bytes::from_static(b"x")));
+        let ctx = dead.context().clone();
+        dead.write(Actor(9), &ctx, None);
+        items.push(("gone".into(), Register::Mv(dead)));
+        for (k, r) in &items {
+            one.merge(k, r).unwrap();
+        }
+        many.merge_many(items.clone()).unwrap();
+        for (k, _) in &items {
+            assert_eq!(one.get(k).unwrap(), many.get(k).unwrap(), "{k}");
+        }
+        for p in 0..16 {
+            assert_eq!(one.forest().root(p), many.forest().root(p));
+        }
+        assert_eq!(many.tombstone_count().unwrap(), 1);
+        // Merging the same batch again changes nothing.
+        many.merge_many(items).unwrap();
+        for p in 0..16 {
+            assert_eq!(one.forest().root(p), many.forest().root(p));
+        }
     }
 
     #[test]
