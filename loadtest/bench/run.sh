@@ -139,7 +139,7 @@ sleep 3
   for i in 1 2 3; do
     pid=$(pgrep -f "dynakv node --id n$i " | head -1)
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-    disk=$(du -sk "$work/n$i" | cut -f1)
+    disk=$(du -sk "$work/n$i" | cut -f1); ls -la "$work/n$i/db" >&2
     sep=","; [ "$i" = 3 ] && sep=""
     echo "{\"id\": \"n$i\", \"rss_kib\": $rss, \"disk_kib\": $disk}$sep"
   done

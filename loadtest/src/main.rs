@@ -13,7 +13,6 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use dynakv_loadtest::report::{Report, table};
 use dynakv_loadtest::runner::{RunConfig, load, run};
-use dynakv_loadtest::stats::Recorder;
 use dynakv_loadtest::target::{Kind, TargetConfig};
 use dynakv_loadtest::workload::{Distribution, KeyChooser, Mix, ValueSize};
 use dynakv_loadtest::{bare, plot, staleness};
@@ -226,7 +225,6 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         Some(took.as_secs_f64())
     };
     let keys = Arc::new(KeyChooser::new(dist, a.records));
-    let recorder = Arc::new(Recorder::new());
     let cfg = RunConfig {
         mix: mix.clone(),
         value_size: a.value_size,
@@ -237,7 +235,7 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         pin: a.pin,
         progress: show,
     };
-    let elapsed = run(&target, keys, cfg, recorder.clone()).await?;
+    let (elapsed, recorder) = run(&target, keys, cfg).await?;
     let label = a
         .label
         .clone()

@@ -94,13 +94,20 @@ async fn execute(shared: &Shared, client: &mut Client, rng: &mut SmallRng, n: u6
     shared.recorder.record(op, started.elapsed(), outcome.error);
 }
 
-/// Runs the workload; returns how long it ran.
+/// Runs the workload; returns how long it ran and what was recorded. Every client
+/// connects to every node before the clock starts.
 pub async fn run(
     target: &TargetConfig,
     keys: Arc<KeyChooser>,
     cfg: RunConfig,
-    recorder: Arc<Recorder>,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Arc<Recorder>)> {
+    let mut clients = Vec::with_capacity(cfg.concurrency);
+    for _ in 0..cfg.concurrency {
+        let mut client = Client::connect(target).await?;
+        client.warm_up().await;
+        clients.push(client);
+    }
+    let recorder = Arc::new(Recorder::new());
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         target: target.clone(),
@@ -115,8 +122,7 @@ pub async fn run(
     match cfg.rate {
         None => {
             let mut workers = Vec::new();
-            for w in 0..cfg.concurrency {
-                let mut client = Client::connect(target).await?;
+            for (w, mut client) in clients.into_iter().enumerate() {
                 let shared = shared.clone();
                 workers.push(tokio::spawn(async move {
                     let mut rng = SmallRng::seed_from_u64(0x5eed ^ w as u64);
@@ -130,11 +136,7 @@ pub async fn run(
             }
         }
         Some(rate) => {
-            let mut pool = Vec::new();
-            for _ in 0..cfg.concurrency {
-                pool.push(Client::connect(target).await?);
-            }
-            let pool = Arc::new(parking_lot::Mutex::new(pool));
+            let pool = Arc::new(parking_lot::Mutex::new(clients));
             let slots = Arc::new(Semaphore::new(cfg.concurrency));
             let interval = Duration::from_secs_f64(1.0 / rate);
             let mut due = Instant::now();
@@ -169,7 +171,7 @@ pub async fn run(
     if let Some(p) = progress {
         p.abort();
     }
-    Ok(elapsed)
+    Ok((elapsed, recorder))
 }
 
 /// Loads records `0..records` (YCSB's load phase) with `concurrency` writers.

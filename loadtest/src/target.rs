@@ -113,6 +113,16 @@ impl Client {
         })
     }
 
+    /// Opens this worker's connection to every node now, so the first requests of a run
+    /// do not pay for (and measure) connection set-up.
+    pub async fn warm_up(&mut self) {
+        if let Client::Http { cfg, .. } = self {
+            for node in 0..cfg.nodes.len() {
+                let _ = self.http(node, Method::GET, "/health", Bytes::new(), None).await;
+            }
+        }
+    }
+
     /// One request to node `node` over this worker's connection to it (made on first use,
     /// and again after an error).
     async fn http(

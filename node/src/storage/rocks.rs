@@ -13,6 +13,8 @@ use super::{KeyValue, Op, Space, StorageError, Store};
 const BLOCK_CACHE_BYTES: usize = 128 << 20;
 /// Memtable size per column family.
 const WRITE_BUFFER_BYTES: usize = 16 << 20;
+/// Write-ahead log kept before column families holding old entries are flushed.
+const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
 
 pub struct RocksStore {
     db: DB,
@@ -61,6 +63,11 @@ impl RocksStore {
         // Reuse write-ahead log files instead of creating one per memtable switch, which
         // the switching write waits for.
         db_opts.set_recycle_log_file_num(4);
+        // A write-ahead log file can only go once every column family has flushed what it
+        // holds; the small ones (meta, hints, tombstones) rarely fill a memtable, so without
+        // a cap their few entries would pin every log file written since (seen: 100+ MB of
+        // logs behind 1M keys). Past this size the stale families are flushed.
+        db_opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
         db_opts.set_max_background_jobs(2);
 
         let cfs = Space::ALL
