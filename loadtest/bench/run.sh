@@ -61,6 +61,13 @@ wait_http() { # url
 
 rm -rf "$OUT"; mkdir -p "$OUT/plots"
 
+for port in 17001 17002 17003 17011 17012 17013 12371 12372 12373 12381 12382 12383 16379 17100; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use: stop whatever listens there first" >&2
+    exit 1
+  fi
+done
+
 echo "== starting dynakv (3 nodes lww, 3 nodes mv), etcd (3 members), redis, bare HTTP"
 DK="127.0.0.1:17001,127.0.0.1:17002,127.0.0.1:17003"
 for i in 1 2 3; do
@@ -93,6 +100,9 @@ done
 wait_http "http://127.0.0.1:17100/"
 for _ in $(seq 1 50); do redis-cli -p 16379 ping >/dev/null 2>&1 && break; sleep 0.2; done
 sleep 2 # let gossip settle
+for p in "${pids[@]}"; do
+  kill -0 "$p" 2>/dev/null || { echo "a server exited at start-up; logs in $work" >&2; trap - EXIT; exit 1; }
+done
 
 run() { # label target nodes workload extra...
   local label=$1 target=$2 nodes=$3 workload=$4; shift 4
@@ -139,7 +149,7 @@ sleep 3
   for i in 1 2 3; do
     pid=$(pgrep -f "dynakv node --id n$i " | head -1)
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-    disk=$(du -sk "$work/n$i" | cut -f1); ls -la "$work/n$i/db" >&2
+    disk=$(du -sk "$work/n$i" | cut -f1)
     sep=","; [ "$i" = 3 ] && sep=""
     echo "{\"id\": \"n$i\", \"rss_kib\": $rss, \"disk_kib\": $disk}$sep"
   done

@@ -36,6 +36,7 @@ impl RocksStore {
         // Point reads of missing keys (new keys, replicas that lag) skip the disk.
         table.set_bloom_filter(10.0, false);
         table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
 
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
@@ -45,6 +46,10 @@ impl RocksStore {
         // may wait, so a slow flush does not stall writes.
         cf_opts.set_write_buffer_size(WRITE_BUFFER_BYTES);
         cf_opts.set_max_write_buffer_number(4);
+        // A read checks the memtables before the files; a bloom filter on each memtable
+        // lets it skip those that do not hold the key.
+        cf_opts.set_memtable_whole_key_filtering(true);
+        cf_opts.set_memtable_prefix_bloom_ratio(0.1);
 
         // Flushes and compactions run at a lower CPU priority than request handling: they
         // can wait a few milliseconds, clients should not.
