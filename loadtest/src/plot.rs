@@ -203,31 +203,34 @@ const NINES_TICKS: [(f64, &str); 6] = [
 /// more reports (several reports share the charts, one line each).
 pub fn write(dir: &Path, label: &str, reports: &[&Report]) -> std::io::Result<Vec<std::path::PathBuf>> {
     std::fs::create_dir_all(dir)?;
+    // Whole seconds only: the run's last, partial second would show as a drop to zero.
+    let whole = |r: &&Report| {
+        let secs = r.summary.duration_s.floor() as u64;
+        r.summary
+            .timeseries
+            .iter()
+            .filter(move |p| p.second < secs)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     let tp: Vec<Series> = reports
         .iter()
         .map(|r| {
             (
                 r.label.clone(),
-                r.summary
-                    .timeseries
-                    .iter()
-                    .map(|p| (p.second as f64, p.ops as f64))
-                    .collect(),
+                whole(r).iter().map(|p| (p.second as f64, p.ops as f64)).collect(),
             )
         })
         .collect();
     let p99: Vec<Series> = reports
         .iter()
         .map(|r| {
-            (
-                r.label.clone(),
-                r.summary
-                    .timeseries
-                    .iter()
-                    .filter(|p| p.ops > 0)
-                    .map(|p| (p.second as f64, p.p99_us as f64 / 1000.0))
-                    .collect(),
-            )
+            let points = whole(r)
+                .iter()
+                .filter(|p| p.ops > 0)
+                .map(|p| (p.second as f64, p.p99_us as f64 / 1000.0))
+                .collect();
+            (r.label.clone(), points)
         })
         .collect();
     let dist: Vec<Series> = reports
