@@ -54,6 +54,8 @@ pub struct KeyDigest {
 pub trait TreeView {
     /// The partitions shared with the peer, ascending.
     fn partitions(&self) -> &[u32];
+    // The methods below may be asked about partitions the view does not hold, or that do
+    // not exist (a peer's message names them): they answer as for an empty partition.
     fn root(&mut self, partition: u32) -> Hash;
     fn segment(&mut self, partition: u32, segment: usize) -> Hash;
     fn leaf(&mut self, partition: u32, leaf: usize) -> Hash;
@@ -144,10 +146,19 @@ pub struct CompareResponse {
     pub differing: Vec<Differing>,
 }
 
+/// Whether a node names a real place in the tree (a peer's message could name any).
+/// Partitions out of range are the view's to judge; it treats them as empty.
+fn well_formed(node: TreeNode) -> bool {
+    match node {
+        TreeNode::Segment { segment, .. } => (segment as usize) < SEGMENTS,
+        _ => true,
+    }
+}
+
 /// RECEIVER: answers a comparison from its own view.
 pub fn answer(view: &mut dyn TreeView, req: &Compare) -> CompareResponse {
     let mut differing = Vec::new();
-    for &(node, theirs) in &req.nodes {
+    for &(node, theirs) in req.nodes.iter().filter(|(n, _)| well_formed(*n)) {
         if hash(view, node) == theirs {
             continue;
         }
@@ -199,6 +210,7 @@ impl Driver {
         let mut next = Vec::new();
         for d in resp.differing {
             match d {
+                Differing::Children { node, .. } | Differing::Keys { node, .. } if !well_formed(node) => {}
                 Differing::Children { node, children: theirs } => {
                     let mut pairs: BTreeMap<TreeNode, (Hash, Hash)> = BTreeMap::new();
                     for (n, h) in children(view, node) {

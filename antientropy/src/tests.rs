@@ -150,3 +150,50 @@ fn cost_grows_with_differences_not_keys() {
     assert!(large < small + 20 * 2 * 4, "{small} vs {large}");
     assert!(run(20_000, 1) * 5 < run(20_000, 100));
 }
+
+#[test]
+fn malformed_nodes_from_a_peer_are_ignored_not_panicked_on() {
+    let mut a = MemoryReplica::new(BITS);
+    a.set(key(1, 1), v(1));
+    a.share(0..(1 << BITS));
+    let bogus = Compare {
+        nodes: vec![
+            (
+                crate::TreeNode::Segment {
+                    partition: 0,
+                    segment: 200,
+                },
+                [1; 32],
+            ),
+            (crate::TreeNode::Partition(u32::MAX), [1; 32]),
+            (
+                crate::TreeNode::Leaf {
+                    partition: u32::MAX,
+                    leaf: 255,
+                },
+                [1; 32],
+            ),
+        ],
+    };
+    let resp = answer(&mut a, &bogus);
+    assert!(resp.differing.iter().all(|d| !matches!(
+        d,
+        Differing::Children {
+            node: crate::TreeNode::Segment { segment: 200, .. },
+            ..
+        }
+    )));
+    // A driver handed an answer about nodes that do not exist ignores them.
+    let (mut d, _) = Driver::start(&mut a);
+    let reply = CompareResponse {
+        differing: vec![Differing::Children {
+            node: crate::TreeNode::Segment {
+                partition: 0,
+                segment: 99,
+            },
+            children: vec![(crate::TreeNode::Leaf { partition: 0, leaf: 7 }, [2; 32])],
+        }],
+    };
+    assert!(d.step(&mut a, reply).is_none());
+    assert!(d.differences().is_empty());
+}

@@ -67,7 +67,7 @@ impl MvRegister {
         self.context.merge(read_context);
         let mut version_context = read_context.clone();
         if let Some(value) = value {
-            let dot = Dot::new(actor, self.context.max_counter(actor) + 1);
+            let dot = Dot::new(actor, self.context.max_counter(actor).saturating_add(1));
             self.context.insert(dot);
             version_context.insert(dot);
             // Fresh dots sort after every earlier dot of the same actor; other actors'
@@ -76,6 +76,21 @@ impl MvRegister {
             self.siblings.insert(at, Sibling { dot, value });
         }
         version_context
+    }
+
+    /// Marks every dot of `actor` up to `counter` as seen, so the next dot `actor` mints
+    /// here is past them all. For a register that holds no dot of `actor` (a replica
+    /// starting afresh, or a key recreated by others): the key may have had versions by
+    /// `actor` that were deleted and whose tombstone was collected here while other
+    /// replicas still hold it or clients still hold contexts naming them. Restarting at 1
+    /// would mint dots those already cover, and the new write would vanish on merge (the
+    /// bug Riak calls kv679). Holding no dot of `actor`, the register has no sibling this
+    /// could hide.
+    pub fn start_after(&mut self, actor: Actor, counter: u64) {
+        if self.context.max_counter(actor) == 0 {
+            self.context
+                .merge(&CausalContext::from_vv([(actor, counter)].into_iter().collect()));
+        }
     }
 
     /// Join of two replica states: a sibling survives if the other side holds it too or
@@ -181,6 +196,33 @@ mod tests {
         assert!(stale.is_tombstone());
         ra.merge(&rb);
         assert!(ra.is_tombstone());
+    }
+
+    #[test]
+    fn a_write_after_the_tombstone_was_collected_here_is_not_swallowed() {
+        // A wrote x (dots A:1..3) and deleted it; B still holds the tombstone, A has
+        // collected it and starts from nothing.
+        let mut a = MvRegister::new();
+        for v in ["x1", "x2", "x3"] {
+            let ctx = a.context().clone();
+            a.write(A, &ctx, b(v));
+        }
+        let ctx = a.context().clone();
+        a.write(A, &ctx, None);
+        let tombstone_at_b = a.clone();
+        // Without a floor the fresh write reuses A:1, which B's tombstone covers.
+        let mut naive = MvRegister::new();
+        naive.write(A, &CausalContext::new(), b("new"));
+        let mut merged = tombstone_at_b.clone();
+        merged.merge(&naive);
+        assert!(merged.is_tombstone(), "the bug: the acknowledged write is lost");
+        // With the node's floor (at least every counter it ever minted) it survives.
+        let mut fresh = MvRegister::new();
+        fresh.start_after(A, 3);
+        fresh.write(A, &CausalContext::new(), b("new"));
+        let mut merged = tombstone_at_b;
+        merged.merge(&fresh);
+        assert_eq!(vals(&merged), vec![b"new".as_ref()]);
     }
 
     #[test]

@@ -148,7 +148,16 @@ impl IntoResponse for ApiError {
         if self.status().is_server_error() && !matches!(self, ApiError::Quorum { .. }) {
             tracing::warn!(error = %self, code = self.code(), "request failed");
         }
-        (self.status(), Json(self.body())).into_response()
+        let mut resp = (self.status(), Json(self.body())).into_response();
+        if matches!(self, ApiError::ValueTooLarge { .. }) {
+            // The rest of the oversized body was never read, so the connection cannot
+            // carry another request: say so, or a client reusing it would find it reset.
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        resp
     }
 }
 

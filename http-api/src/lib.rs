@@ -33,9 +33,10 @@ pub use error::{ApiError, ErrorBody, QuorumOp};
 pub use params::{Key, MAX_KEY_BYTES};
 pub use service::{GetOutcome, InternalService, KvService, MemberJson};
 
-/// Largest node-to-node message accepted: a value at the client limit plus its history.
+/// Largest node-to-node message accepted. Senders keep batches to a few MiB; a single
+/// item can still be a register with many siblings of the largest value.
 fn internal_body_limit(max_value_bytes: usize) -> usize {
-    max_value_bytes.saturating_mul(4).max(16 << 20)
+    max_value_bytes.saturating_mul(64).max(256 << 20)
 }
 
 /// Every route a node serves.

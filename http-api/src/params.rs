@@ -130,22 +130,38 @@ pub fn decode_context(token: &str) -> Result<Context, ApiError> {
             if !left.is_empty() {
                 return Err(ApiError::BadContext("token has trailing bytes".into()));
             }
-            Ok(normalize(ctx))
+            normalize(ctx)
         }
         Some((v, _)) => Err(ApiError::BadContext(format!("unknown token version {v}"))),
         None => Err(ApiError::BadContext("token is empty".into())),
     }
 }
 
-/// A decoded token comes from outside: rebuild it so internal invariants hold even for a
-/// hand-made one.
-fn normalize(ctx: Context) -> Context {
+/// Largest counter a context may carry: far beyond any real history, far from overflow.
+pub const MAX_CONTEXT_COUNTER: u64 = 1 << 48;
+/// Most entries (actors plus loose dots) a context may carry.
+pub const MAX_CONTEXT_ENTRIES: usize = 1024;
+
+/// A decoded token comes from outside: check its bounds and rebuild it so internal
+/// invariants hold even for a hand-made one.
+fn normalize(ctx: Context) -> Result<Context, ApiError> {
     match ctx {
         Context::Mv(cc) => {
             let cloud: Vec<_> = cc.cloud().collect();
-            Context::Mv(dynakv_crdt::CausalContext::from_parts(cc.vv().clone(), cloud))
+            if cc.vv().len() + cloud.len() > MAX_CONTEXT_ENTRIES {
+                return Err(ApiError::BadContext("token has too many entries".into()));
+            }
+            let too_big = cc.vv().iter().any(|(_, c)| c > MAX_CONTEXT_COUNTER)
+                || cloud.iter().any(|d| d.counter > MAX_CONTEXT_COUNTER);
+            if too_big {
+                return Err(ApiError::BadContext("token has an out-of-range counter".into()));
+            }
+            Ok(Context::Mv(dynakv_crdt::CausalContext::from_parts(
+                cc.vv().clone(),
+                cloud,
+            )))
         }
-        lww => lww,
+        lww => Ok(lww),
     }
 }
 
@@ -178,6 +194,16 @@ mod tests {
             parse_quorum_params(Some(""), 3, &["w"]).unwrap(),
             QuorumParams::default()
         );
+    }
+
+    #[test]
+    fn out_of_range_tokens_are_rejected() {
+        let huge: VersionVector = [(Actor(1), u64::MAX)].into_iter().collect();
+        let token = encode_context(&Context::Mv(CausalContext::from_vv(huge)));
+        assert_eq!(decode_context(&token).unwrap_err().code(), "bad_context");
+        let wide: VersionVector = (0..2000).map(|a| (Actor(a), 1)).collect();
+        let token = encode_context(&Context::Mv(CausalContext::from_vv(wide)));
+        assert_eq!(decode_context(&token).unwrap_err().code(), "bad_context");
     }
 
     #[test]

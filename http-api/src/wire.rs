@@ -44,7 +44,71 @@ pub enum ReplicaRequest {
     Compare { from: NodeId, compare: Compare },
     /// Several requests in one message, answered in order. A busy node coalesces what
     /// it sends to each peer: one HTTP exchange carries many replica reads and writes.
-    Batch(Vec<ReplicaRequest>),
+    /// Items cannot be batches themselves, so decoding cannot recurse.
+    Batch(Vec<BatchItem>),
+}
+
+/// A request that may travel in a [`ReplicaRequest::Batch`]: the small, frequent ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum BatchItem {
+    Get {
+        key: String,
+    },
+    Merge {
+        key: String,
+        register: Register,
+    },
+    MergeHint {
+        key: String,
+        register: Register,
+        owner: NodeId,
+    },
+}
+
+impl From<BatchItem> for ReplicaRequest {
+    fn from(item: BatchItem) -> ReplicaRequest {
+        match item {
+            BatchItem::Get { key } => ReplicaRequest::Get { key },
+            BatchItem::Merge { key, register } => ReplicaRequest::Merge { key, register },
+            BatchItem::MergeHint { key, register, owner } => ReplicaRequest::MergeHint { key, register, owner },
+        }
+    }
+}
+
+impl TryFrom<&ReplicaRequest> for BatchItem {
+    type Error = ();
+    /// The request as a batch item, if it is one of the kinds that batch.
+    fn try_from(req: &ReplicaRequest) -> Result<BatchItem, ()> {
+        Ok(match req {
+            ReplicaRequest::Get { key } => BatchItem::Get { key: key.clone() },
+            ReplicaRequest::Merge { key, register } => BatchItem::Merge {
+                key: key.clone(),
+                register: register.clone(),
+            },
+            ReplicaRequest::MergeHint { key, register, owner } => BatchItem::MergeHint {
+                key: key.clone(),
+                register: register.clone(),
+                owner: owner.clone(),
+            },
+            _ => return Err(()),
+        })
+    }
+}
+
+/// The answer to one [`BatchItem`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum BatchAnswer {
+    State(Option<Register>),
+    Merged,
+}
+
+impl From<BatchAnswer> for ReplicaResponse {
+    fn from(a: BatchAnswer) -> ReplicaResponse {
+        match a {
+            BatchAnswer::State(s) => ReplicaResponse::State(s),
+            BatchAnswer::Merged => ReplicaResponse::Merged,
+        }
+    }
 }
 
 /// A client write forwarded to a replica, with what is left of the client's deadline.
@@ -68,8 +132,8 @@ pub enum ReplicaResponse {
     States(Vec<Option<Register>>),
     Digests(Vec<Option<Hash>>),
     Compared(CompareResponse),
-    /// One answer per request of a [`ReplicaRequest::Batch`], in order.
-    Batch(Vec<Result<ReplicaResponse, WireError>>),
+    /// One answer per item of a [`ReplicaRequest::Batch`], in order.
+    Batch(Vec<Result<BatchAnswer, WireError>>),
 }
 
 /// An [`ApiError`] inside a batch answer.
@@ -153,6 +217,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn deeply_nested_garbage_is_rejected_not_recursed_into() {
+        // Variant tags that would nest batches if batches could hold batches: decoding
+        // must fail fast instead of recursing (a stack overflow would abort the node).
+        let mut bytes = vec![WIRE_VERSION];
+        for _ in 0..100_000 {
+            bytes.extend_from_slice(&[8, 1]);
+        }
+        assert_eq!(decode::<ReplicaRequest>(&bytes).unwrap_err().code(), "bad_request");
+    }
+
     use super::*;
     use dynakv_crdt::{Actor, LwwRegister, Timestamp};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynakv_antientropy::merkle::Hash;
+use dynakv_antientropy::merkle::{EMPTY, Hash, LEAVES, SEGMENTS};
 use dynakv_antientropy::rate::TokenBucket;
 use dynakv_antientropy::{Compare, CompareResponse, Driver, KeyDiff, KeyDigest, TreeView, answer as answer_compare};
 use dynakv_http_api::wire::{self, ReplicaRequest, ReplicaResponse};
@@ -47,14 +47,23 @@ impl TreeView for LocalView<'_> {
     }
 
     fn segment(&mut self, partition: u32, segment: usize) -> Hash {
+        if segment >= SEGMENTS {
+            return EMPTY;
+        }
         self.replicas.forest().with(partition, |t| t.segment(segment))
     }
 
     fn leaf(&mut self, partition: u32, leaf: usize) -> Hash {
+        if leaf >= LEAVES {
+            return EMPTY;
+        }
         self.replicas.forest().with(partition, |t| t.leaf(leaf))
     }
 
     fn keys(&mut self, partition: u32, leaf: usize) -> Vec<KeyDigest> {
+        if partition >= self.replicas.forest().partition_count() || leaf >= LEAVES {
+            return Vec::new();
+        }
         self.replicas.leaf_keys(partition, leaf).unwrap_or_else(|e| {
             warn!(partition, leaf, error = %e, "cannot list a merkle leaf");
             Vec::new()

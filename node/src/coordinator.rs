@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dynakv_crdt::{CausalContext, ConflictMode, Context, Hlc, LwwRegister, MvRegister, Register};
 use dynakv_http_api::wire::{
-    CoordinateWrite, GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse, WireError,
+    BatchAnswer, BatchItem, CoordinateWrite, GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse, WireError,
 };
 use dynakv_http_api::{ApiError, GetOutcome, InternalService, Key, KvService, MemberJson, QuorumOp};
 use dynakv_ring::{Event, NodeId};
@@ -38,7 +38,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::antientropy::AntiEntropy;
 use crate::cluster::{Cluster, Plan, Replica};
-use crate::identity::Identity;
+use crate::identity::{Identity, MintFloor};
 use crate::quorum::{Quorum, Verdict};
 use crate::replica::{ReplicaStore, wall_ms};
 use crate::rpc::{Rpc, RpcError};
@@ -81,6 +81,8 @@ pub struct Node {
     cluster: Cluster,
     rpc: Rpc,
     hlc: Mutex<Hlc>,
+    /// Where dot counters start on keys this node holds nothing for.
+    mint_floor: MintFloor,
     pub stats: Stats,
     pub antientropy: AntiEntropy,
 }
@@ -112,6 +114,7 @@ impl Node {
         cluster: Cluster,
         rpc: Rpc,
         antientropy: AntiEntropy,
+        mint_floor: MintFloor,
     ) -> Arc<Node> {
         Arc::new_cyclic(|this| Node {
             this: this.clone(),
@@ -120,6 +123,7 @@ impl Node {
             replicas,
             cluster,
             rpc,
+            mint_floor,
             hlc: Mutex::new(Hlc::new(MAX_CLOCK_DRIFT_MS)),
             stats: Stats::default(),
             antientropy,
@@ -439,6 +443,7 @@ impl Node {
             None => CausalContext::new(),
         };
         let actor = self.identity.actor;
+        let floor = self.mint_floor.reserve().map_err(storage_error)?;
         let (register, version) = self
             .replicas
             .update(key.as_str(), |current| {
@@ -453,10 +458,16 @@ impl Node {
                     }
                     None => MvRegister::new(),
                 };
+                // No dot of ours here (a new key, or one whose history was collected):
+                // start past every counter this node ever minted.
+                mv.start_after(actor, floor);
                 let version = mv.write(actor, &context, value);
                 (Register::Mv(mv), version)
             })
             .map_err(storage_error)?;
+        if let Register::Mv(m) = &register {
+            self.mint_floor.minted(m.context().max_counter(actor));
+        }
         let plan = self.cluster.plan(key.as_str());
         // Our copy counts towards W only if we are one of the key's replicas (a forwarded
         // write can land here while ring views differ for a moment).
@@ -493,13 +504,14 @@ impl Node {
                 // The replica took the write and answered; pass its verdict on. Retrying
                 // elsewhere could apply the write twice as two concurrent versions.
                 Err(RpcError::Remote { error, .. }) => return Err(error),
-                Err(e @ RpcError::Timeout { .. }) => {
-                    debug!(replica = %target.id, error = %e, "forwarded write timed out");
-                    break;
-                }
                 // Never reached it: safe to try the next one.
-                Err(e @ RpcError::Transport { .. }) => {
+                Err(e @ RpcError::Connect { .. }) => {
                     debug!(replica = %target.id, error = %e, "cannot forward write; trying the next replica");
+                }
+                // It may have taken the write: do not apply it a second time elsewhere.
+                Err(e @ (RpcError::Timeout { .. } | RpcError::Transport { .. })) => {
+                    debug!(replica = %target.id, error = %e, "forwarded write's outcome unknown");
+                    break;
                 }
             }
         }
@@ -622,6 +634,16 @@ impl KvService for Node {
                     Context::Lww(t) => t,
                     Context::Mv(_) => unreachable!("rejected above"),
                 });
+                // A context is a timestamp this cluster handed out: one far in the future
+                // is forged or from a broken clock, and would win over every later write.
+                if let Some(t) = after
+                    && t.physical_ms() > wall_ms().saturating_add(MAX_CLOCK_DRIFT_MS)
+                {
+                    return Err(ApiError::BadContext(format!(
+                        "the context's timestamp is more than {} s ahead of this node's clock",
+                        MAX_CLOCK_DRIFT_MS / 1000
+                    )));
+                }
                 self.coordinate_lww(&key, value, after, w, deadline).await
             }
         }
@@ -666,14 +688,14 @@ impl KvService for Node {
 impl InternalService for Node {
     async fn replica(&self, req: ReplicaRequest) -> Result<ReplicaResponse, ApiError> {
         match req {
-            ReplicaRequest::Batch(reqs) => {
+            ReplicaRequest::Batch(items) => {
                 // The batch's merges go to storage as one write; the rest one by one.
-                let mut answers: Vec<Option<Result<ReplicaResponse, ApiError>>> = Vec::with_capacity(reqs.len());
+                let mut answers: Vec<Option<Result<BatchAnswer, ApiError>>> = Vec::with_capacity(items.len());
                 let mut merges = Vec::new();
                 let mut merge_slots = Vec::new();
-                for r in reqs {
-                    match r {
-                        ReplicaRequest::Merge { key, register } => match Key::new(key) {
+                for item in items {
+                    match item {
+                        BatchItem::Merge { key, register } => match Key::new(key) {
                             Ok(key) => {
                                 self.observe(&register);
                                 merges.push((key.into_string(), register));
@@ -682,17 +704,22 @@ impl InternalService for Node {
                             }
                             Err(e) => answers.push(Some(Err(e))),
                         },
-                        ReplicaRequest::Batch(_) => {
-                            answers.push(Some(Err(ApiError::BadRequest("batches do not nest".into()))))
+                        other => {
+                            let answer = match self.handle(other.into()).await {
+                                Ok(ReplicaResponse::State(s)) => Ok(BatchAnswer::State(s)),
+                                Ok(ReplicaResponse::Merged) => Ok(BatchAnswer::Merged),
+                                Ok(_) => Err(ApiError::Internal("unexpected answer to a batch item".into())),
+                                Err(e) => Err(e),
+                            };
+                            answers.push(Some(answer));
                         }
-                        r => answers.push(Some(self.handle(r).await)),
                     }
                 }
                 if !merges.is_empty() {
                     let merged = self
                         .replicas
                         .merge_many(merges)
-                        .map(|()| ReplicaResponse::Merged)
+                        .map(|()| BatchAnswer::Merged)
                         .map_err(storage_error);
                     for slot in merge_slots {
                         answers[slot] = Some(merged.clone());

@@ -47,9 +47,13 @@ impl Forest {
         }
     }
 
-    /// Runs `f` on a partition's tree (an empty one if the partition holds nothing).
+    /// Runs `f` on a partition's tree (an empty one if the partition holds nothing, or
+    /// does not exist: a peer's message may name any number).
     pub fn with<T>(&self, partition: u32, f: impl FnOnce(&mut PartitionTree) -> T) -> T {
-        let mut slot = self.trees[partition as usize].lock();
+        let Some(slot) = self.trees.get(partition as usize) else {
+            return f(&mut PartitionTree::new());
+        };
+        let mut slot = slot.lock();
         match slot.as_mut() {
             Some(tree) => f(tree),
             None => f(&mut PartitionTree::new()),
@@ -61,9 +65,12 @@ impl Forest {
     }
 
     pub fn key_count(&self, partition: u32) -> u64 {
-        self.trees[partition as usize]
-            .lock()
-            .as_ref()
-            .map_or(0, |t| t.key_count())
+        self.trees
+            .get(partition as usize)
+            .map_or(0, |t| t.lock().as_ref().map_or(0, |t| t.key_count()))
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.trees.len() as u32
     }
 }

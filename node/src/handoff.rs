@@ -12,8 +12,10 @@ use tracing::{debug, info, warn};
 
 use crate::coordinator::Node;
 
-/// Hints per delivery request.
+/// Hints per delivery request at most...
 const BATCH: usize = 256;
+/// ...and bytes of values (a larger single hint still goes, alone).
+const BATCH_BYTES: usize = 4 << 20;
 /// Batches per owner per round, so one owner's backlog cannot hog the loop.
 const BATCHES_PER_ROUND: usize = 8;
 
@@ -49,7 +51,9 @@ async fn round(node: &Node) -> Result<(), String> {
             continue;
         }
         for _ in 0..BATCHES_PER_ROUND {
-            let hints = replicas.hints_for(&owner, BATCH).map_err(|e| e.to_string())?;
+            let hints = replicas
+                .hints_for(&owner, BATCH, BATCH_BYTES)
+                .map_err(|e| e.to_string())?;
             if hints.is_empty() {
                 break;
             }

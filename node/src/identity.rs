@@ -1,14 +1,21 @@
 //! Who this node is, kept in the data directory: its id, its actor id (the name under
 //! which it mints versions) and its generation (bumped on every start).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use dynakv_crdt::Actor;
 use dynakv_ring::NodeId;
+use parking_lot::Mutex;
 
-use crate::storage::{Op, Space, Store};
+use crate::storage::{Op, Space, StorageError, Store};
 
 const NODE_ID: &[u8] = b"node_id";
 const ACTOR: &[u8] = b"actor";
 const GENERATION: &[u8] = b"generation";
+const MINT_CEILING: &[u8] = b"mint_ceiling";
+/// Counters reserved at a time, so the ceiling is written once in a great while.
+const MINT_BLOCK: u64 = 1 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -72,6 +79,48 @@ pub fn load_or_create(store: &dyn Store, wanted: Option<&NodeId>) -> Result<Iden
     Ok(Identity { id, actor, generation })
 }
 
+/// A floor for the dot counters this node mints on keys it holds nothing for: at least
+/// every counter it has ever minted, across restarts (see
+/// `dynakv_crdt::MvRegister::start_after`). Counters are reserved in blocks recorded in the
+/// data directory before they are used; after a restart the floor starts at the recorded
+/// ceiling.
+pub struct MintFloor {
+    store: Arc<dyn Store>,
+    /// Highest counter minted (or the ceiling loaded at start).
+    max: AtomicU64,
+    /// Recorded ceiling: every counter ever minted is at most this.
+    ceiling: Mutex<u64>,
+}
+
+impl MintFloor {
+    pub fn load(store: Arc<dyn Store>) -> Result<MintFloor, IdentityError> {
+        let ceiling = read_u64(&*store, MINT_CEILING)?.unwrap_or(0);
+        Ok(MintFloor {
+            store,
+            max: AtomicU64::new(ceiling),
+            ceiling: Mutex::new(ceiling),
+        })
+    }
+
+    /// The current floor, with room recorded for the counters about to be minted (each
+    /// is at most the floor plus one, plus whatever is minted concurrently).
+    pub fn reserve(&self) -> Result<u64, StorageError> {
+        let floor = self.max.load(Ordering::Acquire);
+        let mut ceiling = self.ceiling.lock();
+        if floor + MINT_BLOCK / 2 > *ceiling {
+            let next = floor + MINT_BLOCK;
+            self.store.put(Space::Meta, MINT_CEILING, &next.to_be_bytes())?;
+            *ceiling = next;
+        }
+        Ok(floor)
+    }
+
+    /// Records a counter just minted.
+    pub fn minted(&self, counter: u64) {
+        self.max.fetch_max(counter, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +139,19 @@ mod tests {
         );
         let err = load_or_create(&s, Some(&NodeId::new("n2").unwrap())).unwrap_err();
         assert!(err.to_string().contains("belongs to node \"n1\""), "{err}");
+    }
+
+    #[test]
+    fn mint_floor_never_goes_back_across_restarts() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let f = MintFloor::load(store.clone()).unwrap();
+        assert_eq!(f.reserve().unwrap(), 0);
+        f.minted(7);
+        f.minted(3);
+        assert_eq!(f.reserve().unwrap(), 7);
+        // After a restart the floor is past everything minted before it.
+        let again = MintFloor::load(store).unwrap();
+        assert!(again.reserve().unwrap() >= 7);
     }
 
     #[test]

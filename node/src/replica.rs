@@ -29,6 +29,8 @@ use crate::storage::{Op, Space, StorageError, Store};
 const RECORD_FORMAT: u8 = 1;
 /// Lock stripes: enough that unrelated keys rarely share one.
 const LOCK_STRIPES: usize = 4096;
+/// Keys merged under one set of locks and one storage write.
+const MERGE_CHUNK: usize = 256;
 
 pub fn wall_ms() -> u64 {
     SystemTime::now()
@@ -133,6 +135,9 @@ fn stage(skey: &[u8], old: Option<&[u8]>, was_tombstone: bool, next: &Register, 
     ops.push(Op::Put(Space::Data, skey.to_vec(), new.clone()));
     Some(new)
 }
+
+/// Where a walk over a key space resumes: a storage key (empty: the start).
+pub type Cursor = Vec<u8>;
 
 /// A hint ready for delivery.
 pub struct Hint {
@@ -256,7 +261,16 @@ impl ReplicaStore {
     /// Merges many states received from other replicas, as one storage write (one
     /// write-ahead-log append instead of one per key). Several states for one key merge
     /// into each other first.
-    pub fn merge_many(&self, items: Vec<(String, Register)>) -> Result<(), StorageError> {
+    pub fn merge_many(&self, mut items: Vec<(String, Register)>) -> Result<(), StorageError> {
+        // In chunks, so a large batch never holds most of the key locks at once.
+        while items.len() > MERGE_CHUNK {
+            let rest = items.split_off(MERGE_CHUNK);
+            self.merge_chunk(std::mem::replace(&mut items, rest))?;
+        }
+        self.merge_chunk(items)
+    }
+
+    fn merge_chunk(&self, items: Vec<(String, Register)>) -> Result<(), StorageError> {
         // Every stripe involved, locked in ascending order: concurrent batches cannot
         // deadlock, and `update` only ever holds one.
         let mut stripes: Vec<usize> = items.iter().map(|(k, _)| self.stripe(&storage_key(k))).collect();
@@ -344,22 +358,38 @@ impl ReplicaStore {
         Ok(true)
     }
 
-    /// Tombstones first stored at or before `cutoff_ms` (wall clock), up to `limit`.
-    pub fn tombstones_older_than(&self, cutoff_ms: u64, limit: usize) -> Result<Vec<(String, u64)>, StorageError> {
+    /// Tombstones first stored at or before `cutoff_ms` (wall clock), up to `limit`,
+    /// starting at storage key `from` and wrapping around the end once. Returns them and
+    /// where the next call should start, so repeated calls visit every tombstone even if
+    /// the first ones found can never be collected.
+    pub fn tombstones_older_than(
+        &self,
+        cutoff_ms: u64,
+        limit: usize,
+        from: &[u8],
+    ) -> Result<(Vec<(String, u64)>, Cursor), StorageError> {
         let mut out = Vec::new();
-        for item in self.store.scan(Space::Tombstones, &[], None) {
-            let (k, v) = item?;
-            let since = v.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
-            if since <= cutoff_ms
-                && let Some(key) = user_key(&k)
-            {
-                out.push((key.to_string(), since));
-                if out.len() >= limit {
-                    break;
+        let ranges: [(&[u8], Option<&[u8]>); 2] = [(from, None), (&[], Some(from))];
+        for (start, end) in ranges {
+            for item in self.store.scan(Space::Tombstones, start, end) {
+                let (k, v) = item?;
+                let since = v.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+                if since <= cutoff_ms
+                    && let Some(key) = user_key(&k)
+                {
+                    out.push((key.to_string(), since));
+                    if out.len() >= limit {
+                        let mut next = k;
+                        next.push(0);
+                        return Ok((out, next));
+                    }
                 }
             }
+            if from.is_empty() {
+                break;
+            }
         }
-        Ok(out)
+        Ok((out, Vec::new()))
     }
 
     pub fn tombstone_count(&self) -> Result<u64, StorageError> {
@@ -408,14 +438,16 @@ impl ReplicaStore {
         self.store.put(Space::Hints, &hkey, &encode_hint(created, &merged))
     }
 
-    /// Up to `limit` hints held for `owner`.
-    pub fn hints_for(&self, owner: &NodeId, limit: usize) -> Result<Vec<Hint>, StorageError> {
+    /// Hints held for `owner`: up to `limit` of them, and stopping once their values add
+    /// up to `max_bytes` (at least one is returned if there is any).
+    pub fn hints_for(&self, owner: &NodeId, limit: usize, max_bytes: usize) -> Result<Vec<Hint>, StorageError> {
         let prefix = hint_prefix(owner);
         // The first key past the prefix: owner ids are ASCII, so the last byte of the
         // prefix is below 0xff and can simply be incremented.
         let mut end = prefix.clone();
         *end.last_mut().expect("non-empty prefix") += 1;
         let mut out = Vec::new();
+        let mut bytes = 0;
         for item in self.store.scan(Space::Hints, &prefix, Some(&end)) {
             let (k, raw) = item?;
             let Some((_, skey)) = parse_hint_key(&k) else {
@@ -423,12 +455,13 @@ impl ReplicaStore {
             };
             let Some(key) = user_key(skey) else { continue };
             let (_, register) = decode_hint(&key, &raw)?;
+            bytes += raw.len();
             out.push(Hint {
                 key: key.to_string(),
                 register,
                 raw,
             });
-            if out.len() >= limit {
+            if out.len() >= limit || bytes >= max_bytes {
                 break;
             }
         }
@@ -453,13 +486,12 @@ impl ReplicaStore {
     }
 
     /// Every pending hint, counted by owner, and the oldest. Reads the whole hint space:
-    /// meant for status pages and periodic checks, not for the request path.
+    /// meant for status pages and periodic checks, not for the request path. (It leaves
+    /// `hint_count` alone: the scan is a snapshot taken without the key locks.)
     pub fn hint_summary(&self) -> Result<HintSummary, StorageError> {
         let mut summary = HintSummary::default();
-        let mut total = 0;
         for item in self.store.scan(Space::Hints, &[], None) {
             let (k, v) = item?;
-            total += 1;
             if let Some((owner, _)) = parse_hint_key(&k) {
                 *summary.by_owner.entry(owner.to_string()).or_default() += 1;
             }
@@ -468,7 +500,6 @@ impl ReplicaStore {
                 summary.oldest_ms = Some(summary.oldest_ms.map_or(created, |o| o.min(created)));
             }
         }
-        self.hint_count.store(total, Ordering::Relaxed);
         Ok(summary)
     }
 }
@@ -588,9 +619,9 @@ mod tests {
             .unwrap();
         assert!(dead.is_tombstone() && !live.is_tombstone());
         assert_eq!(r.tombstone_count().unwrap(), 1);
-        let old = r.tombstones_older_than(u64::MAX, 10).unwrap();
+        let (old, _) = r.tombstones_older_than(u64::MAX, 10, &[]).unwrap();
         assert_eq!(old.len(), 1);
-        assert!(r.tombstones_older_than(0, 10).unwrap().is_empty());
+        assert!(r.tombstones_older_than(0, 10, &[]).unwrap().0.is_empty());
         // A stale digest does not remove it; the current one does, tree included.
         assert!(!r.remove_tombstone("k", &[1; 32]).unwrap());
         let d = r.digest("k").unwrap().unwrap();
@@ -606,6 +637,31 @@ mod tests {
     }
 
     #[test]
+    fn tombstone_scan_resumes_where_it_stopped_and_wraps_around() {
+        let r = open(Arc::new(MemoryStore::new()));
+        for i in 0..10 {
+            let key = format!("t{i}");
+            r.update(&key, |_| {
+                let mut m = MvRegister::new();
+                m.write(Actor(1), &CausalContext::new(), Some(Bytes::from_static(b"x")));
+                let ctx = m.context().clone();
+                m.write(Actor(1), &ctx, None);
+                (Register::Mv(m), ())
+            })
+            .unwrap();
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut from = Vec::new();
+        for _ in 0..4 {
+            let (batch, next) = r.tombstones_older_than(u64::MAX, 3, &from).unwrap();
+            assert!(batch.len() <= 3);
+            seen.extend(batch.into_iter().map(|(k, _)| k));
+            from = next;
+        }
+        assert_eq!(seen.len(), 10, "every tombstone visited across calls");
+    }
+
+    #[test]
     fn hints_merge_serve_reads_and_are_removed_only_if_unchanged() {
         let r = open(Arc::new(MemoryStore::new()));
         let owner = NodeId::new("n3").unwrap();
@@ -617,13 +673,17 @@ mod tests {
         assert_eq!(r.get("k").unwrap(), None);
         let seen = r.get_with_hints("k", std::slice::from_ref(&owner)).unwrap().unwrap();
         assert_eq!(seen.values().len(), 2);
-        let batch = r.hints_for(&owner, 10).unwrap();
+        let batch = r.hints_for(&owner, 10, 1 << 20).unwrap();
         assert_eq!(batch.len(), 1);
-        assert!(r.hints_for(&NodeId::new("n1").unwrap(), 10).unwrap().is_empty());
+        assert!(
+            r.hints_for(&NodeId::new("n1").unwrap(), 10, 1 << 20)
+                .unwrap()
+                .is_empty()
+        );
         // A hinted write that lands after the batch was read keeps the hint alive.
         r.store_hint(&owner, "k", &mv(3, "c")).unwrap();
         assert!(!r.remove_hint(&owner, &batch[0]).unwrap());
-        let batch = r.hints_for(&owner, 10).unwrap();
+        let batch = r.hints_for(&owner, 10, 1 << 20).unwrap();
         assert_eq!(batch[0].register.values().len(), 3);
         assert!(r.remove_hint(&owner, &batch[0]).unwrap());
         let s = r.hint_summary().unwrap();

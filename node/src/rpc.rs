@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dynakv_http_api::wire::{self, CONTENT_TYPE, GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse};
+use dynakv_http_api::wire::{
+    self, BatchItem, CONTENT_TYPE, GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse,
+};
 use dynakv_http_api::{ApiError, ErrorBody};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -23,13 +25,29 @@ use tokio::time::Instant;
 pub const MAX_IN_FLIGHT: usize = 2;
 /// Requests per batch at most.
 pub const MAX_BATCH: usize = 128;
+/// Bytes of values per batch, roughly (a single larger item still goes, alone).
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// Rough encoded size of an item: its values plus some overhead.
+fn item_bytes(item: &BatchItem) -> usize {
+    match item {
+        BatchItem::Get { key } => key.len() + 16,
+        BatchItem::Merge { key, register } | BatchItem::MergeHint { key, register, .. } => {
+            key.len() + 64 + register.values().iter().map(|v| v.len()).sum::<usize>()
+        }
+    }
+}
 
 /// Why a call to a peer did not produce an answer.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum RpcError {
     #[error("peer {addr} did not answer within {timeout:?}")]
     Timeout { addr: String, timeout: Duration },
-    #[error("cannot reach peer {addr}: {detail}")]
+    /// The connection could not be made: the peer never saw the request.
+    #[error("cannot connect to peer {addr}: {detail}")]
+    Connect { addr: String, detail: String },
+    /// Something failed after the request may have been sent.
+    #[error("exchange with peer {addr} failed: {detail}")]
     Transport { addr: String, detail: String },
     /// The peer answered with an error.
     #[error("peer {addr} answered: {error}")]
@@ -38,7 +56,9 @@ pub enum RpcError {
 
 /// A request waiting in a peer's queue.
 struct Queued {
-    req: ReplicaRequest,
+    item: BatchItem,
+    /// Rough encoded size, to keep batches well under the peer's body limit.
+    bytes: usize,
     deadline: Instant,
     reply: oneshot::Sender<Result<ReplicaResponse, RpcError>>,
 }
@@ -72,19 +92,18 @@ impl Rpc {
         req: &ReplicaRequest,
         timeout: Duration,
     ) -> Result<ReplicaResponse, RpcError> {
-        if !matches!(
-            req,
-            ReplicaRequest::Get { .. } | ReplicaRequest::Merge { .. } | ReplicaRequest::MergeHint { .. }
-        ) {
+        let Ok(item) = BatchItem::try_from(req) else {
             // Long-running or large verbs go on their own.
             return self
                 .call(addr, "/internal/replica", wire::encode(req).into(), timeout)
                 .await;
-        }
+        };
         let deadline = Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
+        let bytes = item_bytes(&item);
         let queued = Queued {
-            req: req.clone(),
+            item,
+            bytes,
             deadline,
             reply,
         };
@@ -99,8 +118,9 @@ impl Rpc {
         };
         if let Err(mpsc::error::SendError(q)) = sent {
             // The dispatcher is gone (runtime shutting down); send directly.
+            let req = ReplicaRequest::from(q.item);
             return self
-                .call(addr, "/internal/replica", wire::encode(&q.req).into(), timeout)
+                .call(addr, "/internal/replica", wire::encode(&req).into(), timeout)
                 .await;
         }
         match tokio::time::timeout_at(deadline, answer).await {
@@ -153,20 +173,25 @@ impl Rpc {
             detail,
         };
         let classify = |e: reqwest::Error| {
+            // reqwest's Display hides the cause ("error sending request"); keep it.
+            let mut detail = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                detail.push_str(": ");
+                detail.push_str(&s.to_string());
+                source = s.source();
+            }
             if e.is_timeout() {
                 RpcError::Timeout {
                     addr: addr.to_string(),
                     timeout,
                 }
-            } else {
-                // reqwest's Display hides the cause ("error sending request"); keep it.
-                let mut detail = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    detail.push_str(": ");
-                    detail.push_str(&s.to_string());
-                    source = s.source();
+            } else if e.is_connect() {
+                RpcError::Connect {
+                    addr: addr.to_string(),
+                    detail,
                 }
+            } else {
                 transport(detail)
             }
         };
@@ -215,10 +240,16 @@ async fn dispatch(rpc: Rpc, addr: String, mut rx: mpsc::UnboundedReceiver<Queued
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
+        let mut bytes = first.bytes;
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        // Whatever queued up, within a count and a size (an item over the size goes
+        // alone, as the first of its batch).
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(q) => batch.push(q),
+                Ok(q) => {
+                    bytes += q.bytes;
+                    batch.push(q);
+                }
                 Err(_) => break,
             }
         }
@@ -239,25 +270,27 @@ async fn send(rpc: &Rpc, addr: &str, mut batch: Vec<Queued>) {
     let timeout = last.saturating_duration_since(now);
     if batch.len() == 1 {
         let q = batch.pop().expect("one request");
+        let req = ReplicaRequest::from(q.item);
         let result = rpc
-            .call(addr, "/internal/replica", wire::encode(&q.req).into(), timeout)
+            .call(addr, "/internal/replica", wire::encode(&req).into(), timeout)
             .await;
         let _ = q.reply.send(result);
         return;
     }
-    let (reqs, replies): (Vec<ReplicaRequest>, Vec<_>) = batch.into_iter().map(|q| (q.req, q.reply)).unzip();
-    let n = reqs.len();
-    let body = wire::encode(&ReplicaRequest::Batch(reqs));
+    let (items, replies): (Vec<BatchItem>, Vec<_>) = batch.into_iter().map(|q| (q.item, q.reply)).unzip();
+    let n = items.len();
+    let body = wire::encode(&ReplicaRequest::Batch(items));
     match rpc
         .call::<ReplicaResponse>(addr, "/internal/replica", body.into(), timeout)
         .await
     {
         Ok(ReplicaResponse::Batch(answers)) if answers.len() == n => {
             for (reply, answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(answer.map_err(|e| RpcError::Remote {
+                let result = answer.map(ReplicaResponse::from).map_err(|e| RpcError::Remote {
                     addr: addr.to_string(),
                     error: e.into(),
-                }));
+                });
+                let _ = reply.send(result);
             }
         }
         Ok(other) => {

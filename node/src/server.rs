@@ -44,6 +44,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             })?,
         );
     let me = identity::load_or_create(&*store, config.id.as_ref())?;
+    let mint_floor = identity::MintFloor::load(store.clone())?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -92,7 +93,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         source,
     })?;
     let antientropy = AntiEntropy::new(config.anti_entropy_interval, config.anti_entropy_keys_per_sec);
-    let node = Node::new(me.clone(), settings, replicas, cluster, Rpc::new(), antientropy);
+    let node = Node::new(
+        me.clone(),
+        settings,
+        replicas,
+        cluster,
+        Rpc::new(),
+        antientropy,
+        mint_floor,
+    );
 
     info!(
         id = %me.id,

@@ -38,12 +38,14 @@ pub const CLOCK_SKEW_MARGIN_MS: u64 = 5_000;
 
 pub async fn run(node: Arc<Node>, grace: Duration, mut shutdown: watch::Receiver<bool>) {
     let every = (grace / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    // Where the next round starts: rounds walk the whole tombstone index in turn.
+    let mut cursor = Vec::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
-        match round(&node, grace).await {
+        match round(&node, grace, &mut cursor).await {
             Ok(0) => {}
             Ok(n) => info!(collected = n, "tombstones collected"),
             Err(e) => warn!(error = %e, "tombstone collection round failed"),
@@ -51,13 +53,15 @@ pub async fn run(node: Arc<Node>, grace: Duration, mut shutdown: watch::Receiver
     }
 }
 
-/// One collection round; returns how many tombstones were removed.
-pub async fn round(node: &Node, grace: Duration) -> Result<u64, String> {
+/// One collection round, starting at `cursor` and moving it on; returns how many
+/// tombstones were removed.
+pub async fn round(node: &Node, grace: Duration, cursor: &mut Vec<u8>) -> Result<u64, String> {
     let cutoff = wall_ms().saturating_sub(grace.as_millis() as u64);
-    let mut candidates = node
+    let (mut candidates, next) = node
         .replicas()
-        .tombstones_older_than(cutoff, BATCH)
+        .tombstones_older_than(cutoff, BATCH, cursor)
         .map_err(|e| e.to_string())?;
+    *cursor = next;
     if candidates.is_empty() {
         return Ok(0);
     }

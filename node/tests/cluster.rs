@@ -347,6 +347,12 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
             "{method} {path}: {v}"
         );
     }
+    // Node-to-node messages crafted to nest batches deeply are refused, not recursed into.
+    let mut nested = vec![1u8];
+    for _ in 0..100_000 {
+        nested.extend_from_slice(&[8, 1]);
+    }
+    c.raw(Method::POST, 0, "/internal/replica", nested, &[]).await.assert_error(400, "bad_request");
     // A value of exactly the limit is fine; an empty value too.
     assert_eq!(c.put(0, "edge", &[b'y'; 1000], "", None).await.status, 204);
     assert_eq!(c.put(0, "empty", b"", "", None).await.status, 204);
@@ -361,6 +367,11 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.headers()["connection"],
+        "close",
+        "the unread body makes the connection unusable"
+    );
     // Nothing above disturbed the stored value.
     for i in 0..3 {
         assert_eq!(c.get(i, "safe", "").await.body, b"kept");
