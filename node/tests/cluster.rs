@@ -352,7 +352,9 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
     for _ in 0..100_000 {
         nested.extend_from_slice(&[8, 1]);
     }
-    c.raw(Method::POST, 0, "/internal/replica", nested, &[]).await.assert_error(400, "bad_request");
+    c.raw(Method::POST, 0, "/internal/replica", nested, &[])
+        .await
+        .assert_error(400, "bad_request");
     // A value of exactly the limit is fine; an empty value too.
     assert_eq!(c.put(0, "edge", &[b'y'; 1000], "", None).await.status, 204);
     assert_eq!(c.put(0, "empty", b"", "", None).await.status, 204);
