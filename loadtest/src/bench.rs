@@ -19,6 +19,13 @@ fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
+/// "p50 / p99" of one operation type in a report, in ms ("-" when absent).
+fn p50_p99(r: &Report, op: &str) -> String {
+    r.summary.operations.get(op).map_or("-".to_string(), |o| {
+        format!("{} / {}", ms(o.latency_us.p50), ms(o.latency_us.p99))
+    })
+}
+
 /// Throughput of one operation type in a report (0 when absent).
 fn ops(r: &Report, op: &str) -> f64 {
     r.summary.operations.get(op).map_or(0.0, |o| o.throughput)
@@ -91,18 +98,13 @@ pub fn write_report(dir: &Path, out: &Path, machine: &str) -> anyhow::Result<()>
     for t in targets {
         for w in ["a", "c"] {
             let r = load(dir, &format!("{t}-{w}"))?;
-            let lat = |op: &str| {
-                r.summary.operations.get(op).map_or("-".to_string(), |o| {
-                    format!("{} / {}", ms(o.latency_us.p50), ms(o.latency_us.p99))
-                })
-            };
             writeln!(
                 md,
                 "| {t} | {} | {:.0} | {} | {} | {} | {} |",
                 w.to_uppercase(),
                 r.summary.total.throughput,
-                lat("read"),
-                lat("update"),
+                p50_p99(&r, "read"),
+                p50_p99(&r, "update"),
                 ms(r.summary.total.latency_us.p999),
                 r.summary.total.errors
             )?;
@@ -110,17 +112,12 @@ pub fn write_report(dir: &Path, out: &Path, machine: &str) -> anyhow::Result<()>
         }
     }
     if let Ok(f) = load(dir, "dynakv-mv-f") {
-        let lat = |op: &str| {
-            f.summary.operations.get(op).map_or("-".to_string(), |o| {
-                format!("{} / {}", ms(o.latency_us.p50), ms(o.latency_us.p99))
-            })
-        };
         writeln!(
             md,
             "| dynakv (mv) | F | {:.0} | {} | rmw {} | {} | {} |",
             f.summary.total.throughput,
-            lat("read"),
-            lat("rmw"),
+            p50_p99(&f, "read"),
+            p50_p99(&f, "rmw"),
             ms(f.summary.total.latency_us.p999),
             f.summary.total.errors
         )?;

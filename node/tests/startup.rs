@@ -8,15 +8,20 @@ use std::time::{Duration, Instant};
 
 use common::{BIN, free_port};
 
-/// Polls `url` until it answers 2xx or `timeout` passes.
-fn wait_http_ok(url: &str, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+/// Runs `f` with an HTTP client on a runtime of its own (these tests are synchronous).
+fn with_http<T>(f: impl AsyncFnOnce(reqwest::Client) -> T) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    rt.block_on(async {
+    rt.block_on(f(http))
+}
+
+/// Polls `url` until it answers 2xx or `timeout` passes.
+fn wait_http_ok(url: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    with_http(async |http| {
         while Instant::now() < deadline {
             if let Ok(r) = http.get(url).send().await
                 && r.status().is_success()
@@ -30,12 +35,7 @@ fn wait_http_ok(url: &str, timeout: Duration) -> bool {
 }
 
 fn send(method: &str, url: &str, body: &[u8]) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    rt.block_on(async {
+    with_http(async |http| {
         let r = http
             .request(method.parse().unwrap(), url)
             .body(body.to_vec())
