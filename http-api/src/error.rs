@@ -24,6 +24,11 @@ pub enum ApiError {
     BadContext(String),
     #[error("the value is larger than the limit of {limit} bytes")]
     ValueTooLarge { limit: usize },
+    #[error(
+        "the key holds {count} concurrent values (siblings), the limit is {limit}: read it and write \
+         with the context of that read to resolve them"
+    )]
+    TooManySiblings { count: usize, limit: usize },
     #[error("{0}")]
     NotFound(String),
     #[error("method {method} is not allowed on {path}")]
@@ -80,6 +85,7 @@ impl ApiError {
             ApiError::BadParameter(_) => "bad_parameter",
             ApiError::BadContext(_) => "bad_context",
             ApiError::ValueTooLarge { .. } => "value_too_large",
+            ApiError::TooManySiblings { .. } => "too_many_siblings",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Quorum { .. } => "quorum_failed",
@@ -99,7 +105,7 @@ impl ApiError {
             ApiError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::ClusterMismatch(_) => StatusCode::CONFLICT,
+            ApiError::ClusterMismatch(_) | ApiError::TooManySiblings { .. } => StatusCode::CONFLICT,
             ApiError::Quorum { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Upstream { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),

@@ -34,14 +34,17 @@ pub use params::{Key, MAX_KEY_BYTES};
 pub use service::{GetOutcome, InternalService, KvService, MemberJson};
 
 /// Largest node-to-node message accepted. Senders keep batches to a few MiB; a single
-/// item can still be a register with many siblings of the largest value.
-fn internal_body_limit(max_value_bytes: usize) -> usize {
-    max_value_bytes.saturating_mul(64).max(256 << 20)
+/// item can still be a register with the most siblings of the largest value (with room
+/// for the few more that concurrent coordinators can add past the cap).
+fn internal_body_limit(max_value_bytes: usize, max_siblings: usize) -> usize {
+    max_value_bytes
+        .saturating_mul(max_siblings.saturating_add(16))
+        .max(256 << 20)
 }
 
 /// Every route a node serves.
 pub fn router<S: KvService + InternalService>(svc: Arc<S>) -> Router {
-    let internal_limit = internal_body_limit(svc.max_value_bytes());
+    let internal_limit = internal_body_limit(svc.max_value_bytes(), svc.max_siblings());
     let internal = Router::new()
         .route("/internal/replica", post(internal::replica::<S>))
         .route("/internal/gossip", post(internal::gossip::<S>))

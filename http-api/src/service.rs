@@ -39,6 +39,8 @@ pub trait KvService: Send + Sync + 'static {
     /// Replication factor, the bound for per-request `r` and `w`.
     fn n(&self) -> usize;
     fn max_value_bytes(&self) -> usize;
+    /// Most siblings a key may hold in mv mode (bounds the size of one stored register).
+    fn max_siblings(&self) -> usize;
     fn node_id(&self) -> &str;
 
     fn get(&self, key: Key, r: Option<usize>) -> impl Future<Output = Result<GetOutcome, ApiError>> + Send;

@@ -60,6 +60,10 @@ pub struct NodeArgs {
     /// Largest value accepted, in bytes [default: 1048576].
     #[arg(long, env = "DYNAKV_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<String>,
+    /// Most concurrent values (siblings) a key may hold in mv mode; a blind write that
+    /// would add one more is refused with 409 `too_many_siblings` [default: 100].
+    #[arg(long, env = "DYNAKV_MAX_SIBLINGS")]
+    pub max_siblings: Option<String>,
     /// Virtual nodes of this node on the ring (its relative capacity) [default: 128].
     #[arg(long, env = "DYNAKV_TOKENS")]
     pub tokens: Option<String>,
@@ -107,6 +111,7 @@ struct FileConfig {
     dead_after_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     max_value_bytes: Option<u64>,
+    max_siblings: Option<u64>,
     tokens: Option<u64>,
     partition_bits: Option<u64>,
     cluster_name: Option<String>,
@@ -136,6 +141,7 @@ pub struct Config {
     pub dead_after: Duration,
     pub request_timeout: Duration,
     pub max_value_bytes: usize,
+    pub max_siblings: usize,
     pub tokens: u32,
     pub partition_bits: u8,
     pub cluster_name: String,
@@ -152,6 +158,8 @@ pub struct Config {
 pub const MAX_N: usize = 16;
 /// Largest value limit accepted.
 pub const MAX_VALUE_LIMIT: usize = 64 << 20;
+/// Largest sibling cap accepted.
+pub const MAX_SIBLINGS_LIMIT: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -324,6 +332,19 @@ impl Config {
                 format!("must be between 1 and {MAX_VALUE_LIMIT}"),
             ));
         }
+        let max_siblings: usize = pick(
+            "max-siblings",
+            args.max_siblings,
+            narrow("max-siblings", file.max_siblings)?,
+            100,
+        )?;
+        if max_siblings == 0 || max_siblings > MAX_SIBLINGS_LIMIT {
+            return Err(invalid(
+                "max-siblings",
+                max_siblings,
+                format!("must be between 1 and {MAX_SIBLINGS_LIMIT}"),
+            ));
+        }
         let tokens: u32 = pick("tokens", args.tokens, narrow("tokens", file.tokens)?, DEFAULT_TOKENS)?;
         if tokens == 0 || tokens > MAX_TOKENS {
             return Err(invalid("tokens", tokens, format!("must be between 1 and {MAX_TOKENS}")));
@@ -409,6 +430,7 @@ impl Config {
             dead_after: Duration::from_millis(dead_ms),
             request_timeout: Duration::from_millis(timeout_ms),
             max_value_bytes,
+            max_siblings,
             tokens,
             partition_bits,
             cluster_name: cluster_name.trim().to_string(),
@@ -463,6 +485,7 @@ mod tests {
         assert_eq!(c.suspect_after, Duration::from_millis(3000));
         assert_eq!(c.dead_after, Duration::from_millis(6000));
         assert!(c.seeds.is_empty());
+        assert_eq!((c.max_value_bytes, c.max_siblings), (1 << 20, 100));
     }
 
     #[test]
@@ -537,6 +560,13 @@ mod tests {
                     ..args()
                 },
                 "`tokens`",
+            ),
+            (
+                NodeArgs {
+                    max_siblings: Some("0".into()),
+                    ..args()
+                },
+                "`max-siblings`",
             ),
             (
                 NodeArgs {

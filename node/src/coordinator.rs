@@ -59,6 +59,8 @@ pub struct Settings {
     pub mode: ConflictMode,
     pub request_timeout: Duration,
     pub max_value_bytes: usize,
+    /// Most siblings a blind write may leave on the coordinating replica (mv mode).
+    pub max_siblings: usize,
     /// Let live fallbacks stand in for dead or silent replicas.
     pub sloppy_quorum: bool,
 }
@@ -444,9 +446,21 @@ impl Node {
         };
         let actor = self.identity.actor;
         let floor = self.mint_floor.reserve().map_err(storage_error)?;
+        let limit = self.settings.max_siblings;
         let (register, version) = self
             .replicas
             .update(key.as_str(), |current| {
+                // A write that adds a sibling (one with a value) must leave at most
+                // `limit`: refuse it, storing nothing, rather than let blind writes grow
+                // the key without bound (Riak's max_siblings).
+                if let Some(Register::Mv(m)) = &current
+                    && value.is_some()
+                {
+                    let kept = m.siblings().iter().filter(|s| !context.covers(s.dot)).count();
+                    if kept >= limit {
+                        return (current.expect("matched above"), Err(kept));
+                    }
+                }
                 let mut mv = match current {
                     Some(Register::Mv(m)) => m,
                     Some(Register::Lww(_)) => {
@@ -462,9 +476,10 @@ impl Node {
                 // start past every counter this node ever minted.
                 mv.start_after(actor, floor);
                 let version = mv.write(actor, &context, value);
-                (Register::Mv(mv), version)
+                (Register::Mv(mv), Ok(version))
             })
             .map_err(storage_error)?;
+        let version = version.map_err(|count| ApiError::TooManySiblings { count, limit })?;
         if let Register::Mv(m) = &register {
             self.mint_floor.minted(m.context().max_counter(actor));
         }
@@ -582,6 +597,10 @@ impl KvService for Node {
 
     fn max_value_bytes(&self) -> usize {
         self.settings.max_value_bytes
+    }
+
+    fn max_siblings(&self) -> usize {
+        self.settings.max_siblings
     }
 
     fn node_id(&self) -> &str {

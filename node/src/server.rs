@@ -86,6 +86,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         mode: config.conflict,
         request_timeout: config.request_timeout,
         max_value_bytes: config.max_value_bytes,
+        max_siblings: config.max_siblings,
         sloppy_quorum: config.sloppy_quorum,
     };
     let replicas = ReplicaStore::open(store, config.partition_bits).map_err(|source| StartError::Storage {

@@ -176,6 +176,39 @@ async fn concurrent_writes_become_siblings_and_a_write_with_context_resolves_the
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blind_writes_past_the_sibling_cap_are_refused_and_a_resolving_write_is_not() {
+    let c = TestCluster::start(4, &["--max-siblings", "3"]).await;
+    let replicas = c.preflist("pile").await;
+    let outsider = (0..4).find(|&i| !replicas.contains(&c.nodes[i].id)).unwrap();
+    let replica = c.index_of(&replicas[0]);
+    // w=3: every replica holds all three before the fourth arrives (the cap is checked on
+    // the coordinating replica's own copy).
+    for (i, v) in [b"a", b"b", b"c"].iter().enumerate() {
+        let put = c.put(i, "pile", *v, "?w=3", None).await;
+        assert_eq!(put.status, 204, "write {i}: {}", put.text());
+    }
+    // A fourth concurrent value, through a replica and through a node that forwards.
+    for via in [replica, outsider] {
+        let refused = c.put(via, "pile", b"d", "", None).await;
+        refused.assert_error(409, "too_many_siblings");
+        assert!(refused.text().contains("limit is 3"), "{}", refused.text());
+    }
+    let got = c.get(outsider, "pile", "?r=3").await;
+    assert_eq!(siblings(&got), vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    // Writing with a context that covers some siblings replaces them: allowed at the cap.
+    let ctx = got.context().unwrap();
+    let put = c.put(outsider, "pile", b"abc", "", Some(&ctx)).await;
+    assert_eq!(put.status, 204, "{}", put.text());
+    let got = c.get(replica, "pile", "?r=3").await;
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"abc"[..]), "{}", got.text());
+    // Deletes add no sibling and are never refused.
+    assert_eq!(c.put(1, "pile", b"x", "?w=3", None).await.status, 204);
+    assert_eq!(c.put(2, "pile", b"y", "?w=3", None).await.status, 204);
+    assert_eq!(c.delete(outsider, "pile", "?w=3", None).await.status, 204);
+    c.get(replica, "pile", "").await.assert_error(404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lww_mode_keeps_the_later_write() {
     let c = TestCluster::start(3, &["--conflict", "lww"]).await;
     assert_eq!(c.put(0, "k", b"first", "", None).await.status, 204);
