@@ -60,6 +60,8 @@ wait_http() { # url
 }
 
 rm -rf "$OUT"; mkdir -p "$OUT/plots"
+# When the measurements were taken, for the report (which can be regenerated later).
+date -u "+%Y-%m-%d %H:%M UTC" >"$OUT/run-date"
 
 for port in 17001 17002 17003 17011 17012 17013 12371 12372 12373 12381 12382 12383 16379 17100; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

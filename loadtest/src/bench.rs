@@ -60,14 +60,10 @@ fn verdict(ok: bool) -> &'static str {
 pub fn write_report(dir: &Path, out: &Path, machine: &str) -> anyhow::Result<()> {
     let targets = ["dynakv", "etcd", "redis", "bare"];
     let mut md = String::new();
-    let date = std::process::Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d %H:%M UTC")
-        .output()
-        .ok();
-    let date = date
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    // Written by run.sh when the measurements start, so a regenerated report keeps it.
+    let date = std::fs::read_to_string(dir.join("run-date"))
+        .map(|d| d.trim().to_string())
+        .unwrap_or_else(|_| "(date not recorded)".to_string());
     let a = load(dir, "dynakv-a")?;
     writeln!(md, "# dynakv side-by-side benchmark\n")?;
     writeln!(
@@ -163,15 +159,19 @@ pub fn write_report(dir: &Path, out: &Path, machine: &str) -> anyhow::Result<()>
         ops(et_c, "read"),
         verdict(read_ratio >= 3.0)
     )?;
-    writeln!(
-        md,
-        "| ≥ 20% of the bare HTTP ceiling | C: {:.0} vs {:.0} req/s = {:.0}%; A: {:.0}% | {} |",
-        dk_c.summary.total.throughput,
-        bare_c.summary.total.throughput,
-        ceiling * 100.0,
-        ceiling_a * 100.0,
-        verdict(ceiling >= 0.2)
-    )?;
+    for (workload, ratio, dk, bare) in [
+        ("C", ceiling, dk_c, bare_c),
+        ("A", ceiling_a, dk_a, &reports["bare-a"]),
+    ] {
+        writeln!(
+            md,
+            "| ≥ 20% of the bare HTTP ceiling (YCSB {workload}) | {:.0} vs {:.0} req/s = {:.0}% | {} |",
+            dk.summary.total.throughput,
+            bare.summary.total.throughput,
+            ratio * 100.0,
+            verdict(ratio >= 0.2)
+        )?;
+    }
     writeln!(
         md,
         "| p99 < 10 ms, open loop at half the peak | {open_p99_ms:.2} ms at {:.0}/s | {} |",
