@@ -36,6 +36,18 @@ impl Key {
 
     /// Decodes a percent-encoded path segment (the part after `/kv/`).
     pub fn from_path(raw: &str) -> Result<Key, ApiError> {
+        // A `%` must start an escape (a literal one is `%25`); guessing what a broken
+        // escape meant could store the value under a key the client did not name.
+        let bytes = raw.as_bytes();
+        if let Some(at) = bytes.iter().enumerate().position(|(i, &b)| {
+            b == b'%'
+                && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        }) {
+            return Err(ApiError::BadKey(format!(
+                "malformed percent-encoding at byte {at} of the path's key (a literal % is %25)"
+            )));
+        }
         let decoded = percent_decode_str(raw)
             .decode_utf8()
             .map_err(|_| ApiError::BadKey("the key is not valid UTF-8 once percent-decoded".into()))?;
@@ -177,6 +189,12 @@ mod tests {
         assert_eq!(Key::from_path("caf%C3%A9").unwrap().as_str(), "café");
         assert_eq!(Key::from_path("").unwrap_err().code(), "bad_key");
         assert_eq!(Key::from_path("%FF").unwrap_err().code(), "bad_key");
+        for malformed in ["%", "a%2", "%zz", "100%", "%%41"] {
+            let e = Key::from_path(malformed).unwrap_err();
+            assert_eq!(e.code(), "bad_key", "{malformed}");
+            assert!(e.to_string().contains("percent-encoding"), "{e}");
+        }
+        assert_eq!(Key::from_path("100%25").unwrap().as_str(), "100%");
         assert!(Key::from_path(&"k".repeat(1024)).is_ok());
         assert_eq!(Key::from_path(&"k".repeat(1025)).unwrap_err().code(), "bad_key");
     }
