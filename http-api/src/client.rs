@@ -13,6 +13,7 @@ use bytes::Bytes;
 use dynakv_crdt::{Context, Register};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
+use tower_http::timeout::TimeoutError;
 
 use crate::error::ApiError;
 use crate::params::{Key, decode_context, encode_context, parse_quorum_params};
@@ -91,7 +92,24 @@ pub(crate) async fn get_kv<S: KvService>(
 }
 
 /// Reads the body, refusing more than `limit` bytes without buffering them.
-async fn read_value(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Whether `e` or anything it was caused by is a `T`.
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+async fn read_value(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    read_timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -102,6 +120,9 @@ async fn read_value(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byt
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::ValueTooLarge { limit }),
+        Err(e) if caused_by::<TimeoutError>(&*e) => Err(ApiError::BodyTimeout {
+            ms: read_timeout.as_millis() as u64,
+        }),
         Err(e) => Err(ApiError::BadParameter(format!("could not read the request body: {e}"))),
     }
 }
@@ -116,7 +137,7 @@ pub(crate) async fn put_kv<S: KvService>(
     let key = key_from_uri(&uri, "/kv/")?;
     let params = parse_quorum_params(query.as_deref(), svc.n(), &["w"])?;
     let context = context_from_headers(&headers)?;
-    let value = read_value(&headers, body, svc.max_value_bytes()).await?;
+    let value = read_value(&headers, body, svc.max_value_bytes(), svc.read_timeout()).await?;
     let ctx = svc.write(key, Some(value), context, params.w).await?;
     Ok((StatusCode::NO_CONTENT, [context_header(&ctx)]).into_response())
 }

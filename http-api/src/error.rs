@@ -22,6 +22,8 @@ pub enum ApiError {
     BadParameter(String),
     #[error("malformed context: {0}")]
     BadContext(String),
+    #[error("the request body stalled: nothing arrived for {ms} ms")]
+    BodyTimeout { ms: u64 },
     #[error("the value is larger than the limit of {limit} bytes")]
     ValueTooLarge { limit: usize },
     #[error(
@@ -85,6 +87,7 @@ impl ApiError {
             ApiError::BadParameter(_) => "bad_parameter",
             ApiError::BadContext(_) => "bad_context",
             ApiError::ValueTooLarge { .. } => "value_too_large",
+            ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::TooManySiblings { .. } => "too_many_siblings",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -103,6 +106,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::ClusterMismatch(_) | ApiError::TooManySiblings { .. } => StatusCode::CONFLICT,
@@ -155,9 +159,9 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %self, code = self.code(), "request failed");
         }
         let mut resp = (self.status(), Json(self.body())).into_response();
-        if matches!(self, ApiError::ValueTooLarge { .. }) {
-            // The rest of the oversized body was never read, so the connection cannot
-            // carry another request: say so, or a client reusing it would find it reset.
+        if matches!(self, ApiError::ValueTooLarge { .. } | ApiError::BodyTimeout { .. }) {
+            // The rest of the body was never read, so the connection cannot carry
+            // another request: say so, or a client reusing it would find it reset.
             resp.headers_mut().insert(
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),

@@ -27,6 +27,7 @@ use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use client::CONTEXT_HEADER;
 pub use error::{ApiError, ErrorBody, QuorumOp};
@@ -45,6 +46,7 @@ fn internal_body_limit(max_value_bytes: usize, max_siblings: usize) -> usize {
 /// Every route a node serves.
 pub fn router<S: KvService + InternalService>(svc: Arc<S>) -> Router {
     let internal_limit = internal_body_limit(svc.max_value_bytes(), svc.max_siblings());
+    let read_timeout = svc.read_timeout();
     let internal = Router::new()
         .route("/internal/replica", post(internal::replica::<S>))
         .route("/internal/gossip", post(internal::gossip::<S>))
@@ -66,6 +68,8 @@ pub fn router<S: KvService + InternalService>(svc: Arc<S>) -> Router {
         .merge(internal)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // A body that stalls mid-way fails its read instead of holding the request open.
+        .layer(RequestBodyTimeoutLayer::new(read_timeout))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(svc)
 }

@@ -39,6 +39,8 @@ pub trait KvService: Send + Sync + 'static {
     /// Replication factor, the bound for per-request `r` and `w`.
     fn n(&self) -> usize;
     fn max_value_bytes(&self) -> usize;
+    /// Longest pause allowed between two parts of a request body.
+    fn read_timeout(&self) -> std::time::Duration;
     /// Most siblings a key may hold in mv mode (bounds the size of one stored register).
     fn max_siblings(&self) -> usize;
     fn node_id(&self) -> &str;

@@ -159,10 +159,7 @@ pub fn write_report(dir: &Path, out: &Path, machine: &str) -> anyhow::Result<()>
         ops(et_c, "read"),
         verdict(read_ratio >= 3.0)
     )?;
-    for (workload, ratio, dk, bare) in [
-        ("C", ceiling, dk_c, bare_c),
-        ("A", ceiling_a, dk_a, &reports["bare-a"]),
-    ] {
+    for (workload, ratio, dk, bare) in [("C", ceiling, dk_c, bare_c), ("A", ceiling_a, dk_a, &reports["bare-a"])] {
         writeln!(
             md,
             "| ≥ 20% of the bare HTTP ceiling (YCSB {workload}) | {:.0} vs {:.0} req/s = {:.0}% | {} |",

@@ -57,6 +57,10 @@ pub struct NodeArgs {
     /// Milliseconds a client request may take before it fails [default: 2000].
     #[arg(long, env = "DYNAKV_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<String>,
+    /// Longest pause, in ms, while a client sends a request's headers or body: a stalled
+    /// body is answered 408 `body_timeout`, stalled headers close the connection [default: 10000].
+    #[arg(long, env = "DYNAKV_READ_TIMEOUT_MS")]
+    pub read_timeout_ms: Option<String>,
     /// Largest value accepted, in bytes [default: 1048576].
     #[arg(long, env = "DYNAKV_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<String>,
@@ -110,6 +114,7 @@ struct FileConfig {
     suspect_after_ms: Option<u64>,
     dead_after_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
+    read_timeout_ms: Option<u64>,
     max_value_bytes: Option<u64>,
     max_siblings: Option<u64>,
     tokens: Option<u64>,
@@ -140,6 +145,7 @@ pub struct Config {
     pub suspect_after: Duration,
     pub dead_after: Duration,
     pub request_timeout: Duration,
+    pub read_timeout: Duration,
     pub max_value_bytes: usize,
     pub max_siblings: usize,
     pub tokens: u32,
@@ -319,6 +325,14 @@ impl Config {
                 "must be between 1 and 600000",
             ));
         }
+        let read_timeout_ms: u64 = pick("read-timeout-ms", args.read_timeout_ms, file.read_timeout_ms, 10_000)?;
+        if !(100..=600_000).contains(&read_timeout_ms) {
+            return Err(invalid(
+                "read-timeout-ms",
+                read_timeout_ms,
+                "must be between 100 and 600000",
+            ));
+        }
         let max_value_bytes: usize = pick(
             "max-value-bytes",
             args.max_value_bytes,
@@ -429,6 +443,7 @@ impl Config {
             suspect_after: Duration::from_millis(suspect_ms),
             dead_after: Duration::from_millis(dead_ms),
             request_timeout: Duration::from_millis(timeout_ms),
+            read_timeout: Duration::from_millis(read_timeout_ms),
             max_value_bytes,
             max_siblings,
             tokens,
@@ -560,6 +575,13 @@ mod tests {
                     ..args()
                 },
                 "`tokens`",
+            ),
+            (
+                NodeArgs {
+                    read_timeout_ms: Some("5".into()),
+                    ..args()
+                },
+                "`read-timeout-ms`",
             ),
             (
                 NodeArgs {

@@ -59,6 +59,8 @@ pub struct Settings {
     pub mode: ConflictMode,
     pub request_timeout: Duration,
     pub max_value_bytes: usize,
+    /// Longest pause allowed while a client sends a request body.
+    pub read_timeout: Duration,
     /// Most siblings a blind write may leave on the coordinating replica (mv mode).
     pub max_siblings: usize,
     /// Let live fallbacks stand in for dead or silent replicas.
@@ -597,6 +599,10 @@ impl KvService for Node {
 
     fn max_value_bytes(&self) -> usize {
         self.settings.max_value_bytes
+    }
+
+    fn read_timeout(&self) -> Duration {
+        self.settings.read_timeout
     }
 
     fn max_siblings(&self) -> usize {

@@ -26,6 +26,7 @@ pub mod dev;
 pub mod forest;
 pub mod gossip;
 pub mod handoff;
+pub mod http_server;
 pub mod identity;
 pub mod quorum;
 pub mod replica;

@@ -70,10 +70,13 @@ pub struct Rpc {
 }
 
 impl Rpc {
-    pub fn new() -> Rpc {
+    /// `peer_idle_close`: how long peers keep an idle connection open (their read
+    /// timeout). Pooled connections are dropped well before that, so a request is never
+    /// sent on one the peer is closing at that moment.
+    pub fn new(peer_idle_close: Duration) -> Rpc {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(peer_idle_close / 2)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
             .no_proxy()
@@ -223,12 +226,6 @@ impl Rpc {
             addr: addr.to_string(),
             error,
         })
-    }
-}
-
-impl Default for Rpc {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use dynakv_http_api::wire::ClusterId;
 use dynakv_ring::{DetectorConfig, MemberInfo, Membership};
 use tokio::net::TcpListener;
@@ -87,6 +86,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         request_timeout: config.request_timeout,
         max_value_bytes: config.max_value_bytes,
         max_siblings: config.max_siblings,
+        read_timeout: config.read_timeout,
         sloppy_quorum: config.sloppy_quorum,
     };
     let replicas = ReplicaStore::open(store, config.partition_bits).map_err(|source| StartError::Storage {
@@ -99,7 +99,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         settings,
         replicas,
         cluster,
-        Rpc::new(),
+        Rpc::new(config.read_timeout),
         antientropy,
         mint_floor,
     );
@@ -131,21 +131,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tokio::spawn(crate::tombstones::run(node.clone(), config.tombstone_grace, stop_rx)),
     ];
     let app = dynakv_http_api::router(node.clone());
-    // Replies go out as soon as they are written (no Nagle delay on small responses).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+    crate::http_server::serve(listener, app, config.read_timeout, async move {
         shutdown.await;
         info!("shutting down");
-    });
-    let result = serve.await;
+    })
+    .await;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
-    }
-    if let Err(e) = result {
-        tracing::error!(error = %e, "server error");
     }
     info!("stopped");
     Ok(())

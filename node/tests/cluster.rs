@@ -208,6 +208,50 @@ async fn blind_writes_past_the_sibling_cap_are_refused_and_a_resolving_write_is_
     c.get(replica, "pile", "").await.assert_error(404, "not_found");
 }
 
+/// Sends `bytes` on a fresh connection and returns what comes back until the node closes
+/// it (or 10 s pass), and how long that took.
+async fn send_and_wait_for_close(addr: &str, bytes: &[u8]) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the node kept a stalled connection open for 10 s");
+    (String::from_utf8_lossy(&got).into_owned(), start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_requests_are_cut_off_by_the_read_timeout_and_store_nothing() {
+    let c = TestCluster::start(3, &["--read-timeout-ms", "500"]).await;
+    let addr = &c.nodes[0].addr;
+    // A body that stops short of its declared length: 408 with a JSON error, then close.
+    let (reply, took) = send_and_wait_for_close(
+        addr,
+        b"PUT /kv/stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains(r#""error":"body_timeout""#), "{reply}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "cut after {took:?}, before the timeout"
+    );
+    // Headers that never finish: the connection is closed without an answer.
+    let (reply, took) = send_and_wait_for_close(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n").await;
+    assert_eq!(reply, "");
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed after {took:?}, before the timeout"
+    );
+    // Nothing of the stalled write was stored, and the node still serves.
+    for i in 0..3 {
+        c.get(i, "stalled", "?r=3").await.assert_error(404, "not_found");
+    }
+    assert_eq!(c.put(0, "stalled", b"complete", "", None).await.status, 204);
+    assert_eq!(c.get(1, "stalled", "").await.body, b"complete");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lww_mode_keeps_the_later_write() {
     let c = TestCluster::start(3, &["--conflict", "lww"]).await;
