@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::idle_body::BodyStalled;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -13,7 +14,6 @@ use bytes::Bytes;
 use dynakv_crdt::{Context, Register};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
-use tower_http::timeout::TimeoutError;
 
 use crate::error::ApiError;
 use crate::params::{Key, decode_context, encode_context, parse_quorum_params};
@@ -120,7 +120,7 @@ async fn read_value(
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::ValueTooLarge { limit }),
-        Err(e) if caused_by::<TimeoutError>(&*e) => Err(ApiError::BodyTimeout {
+        Err(e) if caused_by::<BodyStalled>(&*e) => Err(ApiError::BodyTimeout {
             ms: read_timeout.as_millis() as u64,
         }),
         Err(e) => Err(ApiError::BadParameter(format!("could not read the request body: {e}"))),

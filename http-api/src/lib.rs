@@ -13,6 +13,7 @@
 
 mod client;
 pub mod error;
+mod idle_body;
 mod internal;
 pub mod params;
 pub mod service;
@@ -27,7 +28,6 @@ use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use client::CONTEXT_HEADER;
 pub use error::{ApiError, ErrorBody, QuorumOp};
@@ -69,7 +69,11 @@ pub fn router<S: KvService + InternalService>(svc: Arc<S>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // A body that stalls mid-way fails its read instead of holding the request open.
-        .layer(RequestBodyTimeoutLayer::new(read_timeout))
+        .layer(axum::middleware::map_request(
+            move |req: axum::extract::Request| async move {
+                req.map(|body| axum::body::Body::new(idle_body::IdleTimeoutBody::new(body, read_timeout)))
+            },
+        ))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(svc)
 }
