@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use crate::idle_body::BodyStalled;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -16,6 +15,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::idle_body::BodyStalled;
 use crate::params::{Key, decode_context, encode_context, parse_quorum_params};
 use crate::service::{GetOutcome, KvService, MemberJson};
 
@@ -91,7 +91,6 @@ pub(crate) async fn get_kv<S: KvService>(
     })
 }
 
-/// Reads the body, refusing more than `limit` bytes without buffering them.
 /// Whether `e` or anything it was caused by is a `T`.
 fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
@@ -104,6 +103,8 @@ fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
     false
 }
 
+/// Reads the body, refusing more than `limit` bytes without buffering them, and one that
+/// stalls for `read_timeout`.
 async fn read_value(
     headers: &HeaderMap,
     body: Body,
