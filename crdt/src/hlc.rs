@@ -97,6 +97,12 @@ impl Hlc {
         Ok(())
     }
 
+    /// Continues a clock that, before a restart, issued no timestamp past `physical_ms`:
+    /// every later reading is greater than all of those, whatever the wall clock says.
+    pub fn resume_after(&mut self, physical_ms: u64) {
+        self.last = self.last.max(Timestamp::new(physical_ms, u16::MAX));
+    }
+
     pub fn last(&self) -> Timestamp {
         self.last
     }
@@ -127,6 +133,17 @@ mod tests {
         let mut c = Hlc::new(1000);
         c.observe(Timestamp::new(100, u16::MAX), 100).unwrap();
         assert_eq!(c.now(100), Timestamp::new(101, 0));
+    }
+
+    #[test]
+    fn resumes_past_a_recorded_millisecond_whatever_the_wall_clock_says() {
+        let mut c = Hlc::new(1000);
+        c.resume_after(500);
+        assert_eq!(c.now(100), Timestamp::new(501, 0));
+        assert_eq!(c.now(900), Timestamp::new(900, 0));
+        // Never moves a clock back.
+        c.resume_after(10);
+        assert!(c.now(900) > Timestamp::new(900, 0));
     }
 
     #[test]

@@ -38,7 +38,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::antientropy::AntiEntropy;
 use crate::cluster::{Cluster, Plan, Replica};
-use crate::identity::{Identity, MintFloor};
+use crate::identity::{Ceilings, ClockCeiling, Identity, MintFloor};
 use crate::quorum::{Quorum, Verdict};
 use crate::replica::{ReplicaStore, wall_ms};
 use crate::rpc::{Rpc, RpcError};
@@ -87,6 +87,8 @@ pub struct Node {
     hlc: Mutex<Hlc>,
     /// Where dot counters start on keys this node holds nothing for.
     mint_floor: MintFloor,
+    /// Recorded bound on the timestamps `hlc` issues, so a restart resumes past them.
+    clock_ceiling: ClockCeiling,
     pub stats: Stats,
     pub antientropy: AntiEntropy,
 }
@@ -118,8 +120,14 @@ impl Node {
         cluster: Cluster,
         rpc: Rpc,
         antientropy: AntiEntropy,
-        mint_floor: MintFloor,
+        ceilings: Ceilings,
     ) -> Arc<Node> {
+        let Ceilings {
+            mint: mint_floor,
+            clock: clock_ceiling,
+        } = ceilings;
+        let mut hlc = Hlc::new(MAX_CLOCK_DRIFT_MS);
+        hlc.resume_after(clock_ceiling.recorded_ms());
         Arc::new_cyclic(|this| Node {
             this: this.clone(),
             identity,
@@ -128,7 +136,8 @@ impl Node {
             cluster,
             rpc,
             mint_floor,
-            hlc: Mutex::new(Hlc::new(MAX_CLOCK_DRIFT_MS)),
+            hlc: Mutex::new(hlc),
+            clock_ceiling,
             stats: Stats::default(),
             antientropy,
         })
@@ -562,6 +571,9 @@ impl Node {
                 _ => now,
             }
         };
+        self.clock_ceiling
+            .cover(timestamp.physical_ms())
+            .map_err(storage_error)?;
         let register = Register::Lww(LwwRegister::new(timestamp, self.identity.actor, value));
         let plan = self.cluster.plan(key.as_str());
         let local_ack = plan.includes_self();

@@ -16,6 +16,10 @@ const GENERATION: &[u8] = b"generation";
 const MINT_CEILING: &[u8] = b"mint_ceiling";
 /// Counters reserved at a time, so the ceiling is written once in a great while.
 const MINT_BLOCK: u64 = 1 << 20;
+const CLOCK_CEILING: &[u8] = b"clock_ceiling";
+/// Milliseconds of timestamps recorded at a time: about two small writes a second under
+/// steady load, and after a quick restart the clock runs at most this far ahead.
+const CLOCK_BLOCK_MS: u64 = 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -79,26 +83,60 @@ pub fn load_or_create(store: &dyn Store, wanted: Option<&NodeId>) -> Result<Iden
     Ok(Identity { id, actor, generation })
 }
 
+/// A number recorded in the data directory ahead of use: once [`Ceiling::cover`] returns,
+/// the recorded value is at least what it was given, even after a crash. It writes only
+/// when a value comes within half a block of the recorded one, recording a block ahead.
+struct Ceiling {
+    store: Arc<dyn Store>,
+    key: &'static [u8],
+    block: u64,
+    recorded: Mutex<u64>,
+}
+
+impl Ceiling {
+    fn load(store: Arc<dyn Store>, key: &'static [u8], block: u64) -> Result<Ceiling, IdentityError> {
+        let recorded = read_u64(&*store, key)?.unwrap_or(0);
+        Ok(Ceiling {
+            store,
+            key,
+            block,
+            recorded: Mutex::new(recorded),
+        })
+    }
+
+    fn recorded(&self) -> u64 {
+        *self.recorded.lock()
+    }
+
+    fn cover(&self, value: u64) -> Result<(), StorageError> {
+        let mut recorded = self.recorded.lock();
+        if value.saturating_add(self.block / 2) > *recorded {
+            let next = value.saturating_add(self.block);
+            self.store.put(Space::Meta, self.key, &next.to_be_bytes())?;
+            *recorded = next;
+        }
+        Ok(())
+    }
+}
+
 /// A floor for the dot counters this node mints on keys it holds nothing for: at least
 /// every counter it has ever minted, across restarts (see
 /// `dynakv_crdt::MvRegister::start_after`). Counters are reserved in blocks recorded in the
 /// data directory before they are used; after a restart the floor starts at the recorded
 /// ceiling.
 pub struct MintFloor {
-    store: Arc<dyn Store>,
     /// Highest counter minted (or the ceiling loaded at start).
     max: AtomicU64,
-    /// Recorded ceiling: every counter ever minted is at most this.
-    ceiling: Mutex<u64>,
+    /// Every counter ever minted is at most this.
+    ceiling: Ceiling,
 }
 
 impl MintFloor {
     pub fn load(store: Arc<dyn Store>) -> Result<MintFloor, IdentityError> {
-        let ceiling = read_u64(&*store, MINT_CEILING)?.unwrap_or(0);
+        let ceiling = Ceiling::load(store, MINT_CEILING, MINT_BLOCK)?;
         Ok(MintFloor {
-            store,
-            max: AtomicU64::new(ceiling),
-            ceiling: Mutex::new(ceiling),
+            max: AtomicU64::new(ceiling.recorded()),
+            ceiling,
         })
     }
 
@@ -106,18 +144,51 @@ impl MintFloor {
     /// is at most the floor plus one, plus whatever is minted concurrently).
     pub fn reserve(&self) -> Result<u64, StorageError> {
         let floor = self.max.load(Ordering::Acquire);
-        let mut ceiling = self.ceiling.lock();
-        if floor + MINT_BLOCK / 2 > *ceiling {
-            let next = floor + MINT_BLOCK;
-            self.store.put(Space::Meta, MINT_CEILING, &next.to_be_bytes())?;
-            *ceiling = next;
-        }
+        self.ceiling.cover(floor)?;
         Ok(floor)
     }
 
     /// Records a counter just minted.
     pub fn minted(&self, counter: u64) {
         self.max.fetch_max(counter, Ordering::AcqRel);
+    }
+}
+
+/// What a node records ahead of use so that a restart never reuses a version name or
+/// goes back in time.
+pub struct Ceilings {
+    pub mint: MintFloor,
+    pub clock: ClockCeiling,
+}
+
+impl Ceilings {
+    pub fn load(store: Arc<dyn Store>) -> Result<Ceilings, IdentityError> {
+        Ok(Ceilings {
+            mint: MintFloor::load(store.clone())?,
+            clock: ClockCeiling::load(store)?,
+        })
+    }
+}
+
+/// The highest wall-clock millisecond this node's last-writer-wins timestamps may carry,
+/// recorded before a timestamp is used. A restarted node resumes its clock past it, so
+/// its new writes order after its earlier ones even if the wall clock went back (or the
+/// clock had been running ahead of it on timestamps seen from other nodes).
+pub struct ClockCeiling(Ceiling);
+
+impl ClockCeiling {
+    pub fn load(store: Arc<dyn Store>) -> Result<ClockCeiling, IdentityError> {
+        Ceiling::load(store, CLOCK_CEILING, CLOCK_BLOCK_MS).map(ClockCeiling)
+    }
+
+    /// Every timestamp issued before the last restart has at most this many milliseconds.
+    pub fn recorded_ms(&self) -> u64 {
+        self.0.recorded()
+    }
+
+    /// Records that timestamps up to `physical_ms` may now be issued.
+    pub fn cover(&self, physical_ms: u64) -> Result<(), StorageError> {
+        self.0.cover(physical_ms)
     }
 }
 
@@ -152,6 +223,27 @@ mod tests {
         // After a restart the floor is past everything minted before it.
         let again = MintFloor::load(store).unwrap();
         assert!(again.reserve().unwrap() >= 7);
+    }
+
+    #[test]
+    fn clock_resumes_past_every_timestamp_issued_before_a_restart_even_if_the_wall_clock_went_back() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let ceiling = ClockCeiling::load(store.clone()).unwrap();
+        let mut hlc = dynakv_crdt::Hlc::new(60_000);
+        let mut issued = Vec::new();
+        for wall in [10_000, 10_400, 10_900, 12_345] {
+            let t = hlc.now(wall);
+            ceiling.cover(t.physical_ms()).unwrap();
+            issued.push(t);
+        }
+        // Restart with the wall clock five seconds behind.
+        let ceiling = ClockCeiling::load(store).unwrap();
+        let mut hlc = dynakv_crdt::Hlc::new(60_000);
+        hlc.resume_after(ceiling.recorded_ms());
+        let next = hlc.now(7_345);
+        assert!(issued.iter().all(|&t| next > t), "{next} after {issued:?}");
+        // Without the ceiling, the restarted clock would have gone back.
+        assert!(dynakv_crdt::Hlc::new(60_000).now(7_345) < issued[3]);
     }
 
     #[test]

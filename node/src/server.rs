@@ -43,7 +43,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             })?,
         );
     let me = identity::load_or_create(&*store, config.id.as_ref())?;
-    let mint_floor = identity::MintFloor::load(store.clone())?;
+    let ceilings = identity::Ceilings::load(store.clone())?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -101,7 +101,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         cluster,
         Rpc::new(config.read_timeout),
         antientropy,
-        mint_floor,
+        ceilings,
     );
 
     info!(
