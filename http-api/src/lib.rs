@@ -35,8 +35,9 @@ pub use params::{Key, MAX_KEY_BYTES};
 pub use service::{GetOutcome, InternalService, KvService, MemberJson};
 
 /// Largest node-to-node message accepted. Senders keep batches to a few MiB; a single
-/// item can still be a register with the most siblings of the largest value (with room
-/// for the few more that concurrent coordinators can add past the cap).
+/// item can still be a register with many siblings of the largest value: each of a key's
+/// N replicas enforces the sibling cap on its own copy, so while they cannot reach each
+/// other they can accept up to N times the cap between them (plus a few concurrent ones).
 fn internal_body_limit(max_value_bytes: usize, max_siblings: usize) -> usize {
     max_value_bytes
         .saturating_mul(max_siblings.saturating_add(16))
@@ -45,7 +46,7 @@ fn internal_body_limit(max_value_bytes: usize, max_siblings: usize) -> usize {
 
 /// Every route a node serves.
 pub fn router<S: KvService + InternalService>(svc: Arc<S>) -> Router {
-    let internal_limit = internal_body_limit(svc.max_value_bytes(), svc.max_siblings());
+    let internal_limit = internal_body_limit(svc.max_value_bytes(), svc.max_siblings().saturating_mul(svc.n()));
     let read_timeout = svc.read_timeout();
     let internal = Router::new()
         .route("/internal/replica", post(internal::replica::<S>))

@@ -164,6 +164,9 @@ pub struct Config {
 pub const MAX_N: usize = 16;
 /// Largest value limit accepted.
 pub const MAX_VALUE_LIMIT: usize = 64 << 20;
+/// Shortest read timeout accepted. Nodes drop pooled connections to peers after half of
+/// it, so whatever their peers are configured with, they never reuse one being closed.
+pub const MIN_READ_TIMEOUT_MS: u64 = 1000;
 /// Largest sibling cap accepted.
 pub const MAX_SIBLINGS_LIMIT: usize = 1000;
 
@@ -326,11 +329,11 @@ impl Config {
             ));
         }
         let read_timeout_ms: u64 = pick("read-timeout-ms", args.read_timeout_ms, file.read_timeout_ms, 10_000)?;
-        if !(100..=600_000).contains(&read_timeout_ms) {
+        if !(MIN_READ_TIMEOUT_MS..=600_000).contains(&read_timeout_ms) {
             return Err(invalid(
                 "read-timeout-ms",
                 read_timeout_ms,
-                "must be between 100 and 600000",
+                format!("must be between {MIN_READ_TIMEOUT_MS} and 600000"),
             ));
         }
         let max_value_bytes: usize = pick(
@@ -578,7 +581,7 @@ mod tests {
             ),
             (
                 NodeArgs {
-                    read_timeout_ms: Some("5".into()),
+                    read_timeout_ms: Some("999".into()),
                     ..args()
                 },
                 "`read-timeout-ms`",

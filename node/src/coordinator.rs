@@ -143,6 +143,13 @@ impl Node {
         })
     }
 
+    /// At shutdown, after serving stopped: records exactly how far this node's clock got.
+    pub fn settle_clock(&self) -> Result<(), StorageError> {
+        // Under the clock's lock: no timestamp can be issued past what is recorded.
+        let hlc = self.hlc.lock();
+        self.clock_ceiling.settle(hlc.last().physical_ms())
+    }
+
     pub fn id(&self) -> &NodeId {
         &self.identity.id
     }

@@ -1,5 +1,5 @@
-//! The HTTP/1.1 accept loop. Like `axum::serve`, plus a deadline for reading request
-//! headers: a client that opens a connection and trickles a request head (or sits idle
+//! The HTTP accept loop (HTTP/1.1, and HTTP/2 without TLS as before). Like `axum::serve`,
+//! plus a deadline for reading HTTP/1 request headers: a client that opens a connection and trickles a request head (or sits idle
 //! between keep-alive requests) longer than the read timeout is disconnected, so slow
 //! or stalled clients cannot pin connections and tasks forever. (Stalled bodies are cut
 //! by the router's body timeout.)
@@ -8,21 +8,24 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-/// How long shutdown waits for requests in flight before giving up on them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish (closing idle connections at once) for up to [`SHUTDOWN_GRACE`].
-pub async fn serve(listener: TcpListener, app: Router, read_timeout: Duration, shutdown: impl Future<Output = ()>) {
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(read_timeout);
+/// finish (closing idle connections at once) for up to `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    read_timeout: Duration,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1().timer(TokioTimer::new()).header_read_timeout(read_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -40,7 +43,9 @@ pub async fn serve(listener: TcpListener, app: Router, read_timeout: Duration, s
         };
         // Replies go out as soon as they are written (no Nagle delay on small responses).
         let _ = tcp.set_nodelay(true);
-        let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
+        let conn = http
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -49,7 +54,7 @@ pub async fn serve(listener: TcpListener, app: Router, read_timeout: Duration, s
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
-        warn!("requests still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        warn!("requests still in flight after {grace:?}; stopping anyway");
     }
 }

@@ -108,6 +108,15 @@ impl Ceiling {
         *self.recorded.lock()
     }
 
+    /// Records exactly `value`, which must be at least every value used so far (callers
+    /// hold whatever stops new ones from being used meanwhile).
+    fn settle(&self, value: u64) -> Result<(), StorageError> {
+        let mut recorded = self.recorded.lock();
+        self.store.put(Space::Meta, self.key, &value.to_be_bytes())?;
+        *recorded = value;
+        Ok(())
+    }
+
     fn cover(&self, value: u64) -> Result<(), StorageError> {
         let mut recorded = self.recorded.lock();
         if value.saturating_add(self.block / 2) > *recorded {
@@ -190,6 +199,12 @@ impl ClockCeiling {
     pub fn cover(&self, physical_ms: u64) -> Result<(), StorageError> {
         self.0.cover(physical_ms)
     }
+
+    /// At shutdown: records the exact bound, `last_ms` being the newest timestamp's
+    /// millisecond, so a quick restart does not start up to a block ahead.
+    pub fn settle(&self, last_ms: u64) -> Result<(), StorageError> {
+        self.0.settle(last_ms)
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +240,10 @@ mod tests {
         assert!(again.reserve().unwrap() >= 7);
     }
 
+    fn store_again(c: &ClockCeiling) -> Arc<dyn Store> {
+        c.0.store.clone()
+    }
+
     #[test]
     fn clock_resumes_past_every_timestamp_issued_before_a_restart_even_if_the_wall_clock_went_back() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -244,6 +263,11 @@ mod tests {
         assert!(issued.iter().all(|&t| next > t), "{next} after {issued:?}");
         // Without the ceiling, the restarted clock would have gone back.
         assert!(dynakv_crdt::Hlc::new(60_000).now(7_345) < issued[3]);
+        // A clean shutdown records the exact bound rather than the block ahead.
+        let ceiling = ClockCeiling::load(store_again(&ceiling)).unwrap();
+        assert!(ceiling.recorded_ms() >= 12_345 + 500);
+        ceiling.settle(12_345).unwrap();
+        assert_eq!(ClockCeiling::load(store_again(&ceiling)).unwrap().recorded_ms(), 12_345);
     }
 
     #[test]

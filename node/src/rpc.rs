@@ -70,13 +70,13 @@ pub struct Rpc {
 }
 
 impl Rpc {
-    /// `peer_idle_close`: how long peers keep an idle connection open (their read
-    /// timeout). Pooled connections are dropped well before that, so a request is never
-    /// sent on one the peer is closing at that moment.
-    pub fn new(peer_idle_close: Duration) -> Rpc {
+    pub fn new() -> Rpc {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
-            .pool_idle_timeout(peer_idle_close / 2)
+            // Peers close connections idle for their read timeout (at least
+            // MIN_READ_TIMEOUT_MS, whatever each is configured with): drop pooled ones well
+            // before, so a request is never sent on one the peer is closing that moment.
+            .pool_idle_timeout(Duration::from_millis(crate::config::MIN_READ_TIMEOUT_MS / 2))
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
             .no_proxy()
@@ -226,6 +226,12 @@ impl Rpc {
             addr: addr.to_string(),
             error,
         })
+    }
+}
+
+impl Default for Rpc {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dynakv_http_api::wire::ClusterId;
 use dynakv_ring::{DetectorConfig, MemberInfo, Membership};
@@ -16,6 +17,10 @@ use crate::identity;
 use crate::replica::ReplicaStore;
 use crate::rpc::Rpc;
 use crate::storage::{RocksStore, StorageError, Store};
+
+/// Longest wait at start for the wall clock to catch up with recorded timestamps (the
+/// clock's recording block, plus a margin).
+const MAX_CLOCK_WAIT_MS: u64 = 2_000;
 
 /// Errors that stop a node from starting; each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         );
     let me = identity::load_or_create(&*store, config.id.as_ref())?;
     let ceilings = identity::Ceilings::load(store.clone())?;
+    // Timestamps issued before a quick restart may be ahead of the wall clock: wait a
+    // moment for it to pass them rather than start the clock ahead of it.
+    let lead_ms = ceilings.clock.recorded_ms().saturating_sub(crate::replica::wall_ms());
+    if lead_ms > MAX_CLOCK_WAIT_MS {
+        tracing::warn!(
+            lead_ms,
+            "the wall clock is behind timestamps this node issued before it restarted; \
+             last-writer-wins timestamps continue past them"
+        );
+    } else if lead_ms > 0 {
+        info!(
+            lead_ms,
+            "waiting for the wall clock to pass timestamps issued before the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(lead_ms + 1)).await;
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -99,7 +120,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         settings,
         replicas,
         cluster,
-        Rpc::new(config.read_timeout),
+        Rpc::new(),
         antientropy,
         ceilings,
     );
@@ -131,7 +152,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tokio::spawn(crate::tombstones::run(node.clone(), config.tombstone_grace, stop_rx)),
     ];
     let app = dynakv_http_api::router(node.clone());
-    crate::http_server::serve(listener, app, config.read_timeout, async move {
+    // Requests in flight at shutdown may finish: each is bounded by the request timeout
+    // (and its body by the read timeout).
+    let grace = config.request_timeout.max(Duration::from_secs(5));
+    crate::http_server::serve(listener, app, config.read_timeout, grace, async move {
         shutdown.await;
         info!("shutting down");
     })
@@ -139,6 +163,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
+    }
+    if let Err(e) = node.settle_clock() {
+        tracing::warn!(error = %e, "cannot record the clock's bound; the next start may wait up to a second");
     }
     info!("stopped");
     Ok(())
