@@ -86,11 +86,15 @@ pub fn load_or_create(store: &dyn Store, wanted: Option<&NodeId>) -> Result<Iden
 /// A number recorded in the data directory ahead of use: once [`Ceiling::cover`] returns,
 /// the recorded value is at least what it was given, even after a crash. It writes only
 /// when a value comes within half a block of the recorded one, recording a block ahead.
+/// A caller whose value is still below the recorded one never waits for that write (a
+/// storage write can stall for milliseconds during a flush); only one past it does.
 struct Ceiling {
     store: Arc<dyn Store>,
     key: &'static [u8],
     block: u64,
-    recorded: Mutex<u64>,
+    recorded: AtomicU64,
+    /// Held while recording.
+    writing: Mutex<()>,
 }
 
 impl Ceiling {
@@ -100,29 +104,43 @@ impl Ceiling {
             store,
             key,
             block,
-            recorded: Mutex::new(recorded),
+            recorded: AtomicU64::new(recorded),
+            writing: Mutex::new(()),
         })
     }
 
     fn recorded(&self) -> u64 {
-        *self.recorded.lock()
+        self.recorded.load(Ordering::Acquire)
+    }
+
+    fn record(&self, value: u64) -> Result<(), StorageError> {
+        self.store.put(Space::Meta, self.key, &value.to_be_bytes())?;
+        self.recorded.store(value, Ordering::Release);
+        Ok(())
     }
 
     /// Records exactly `value`, which must be at least every value used so far (callers
     /// hold whatever stops new ones from being used meanwhile).
     fn settle(&self, value: u64) -> Result<(), StorageError> {
-        let mut recorded = self.recorded.lock();
-        self.store.put(Space::Meta, self.key, &value.to_be_bytes())?;
-        *recorded = value;
-        Ok(())
+        let _writing = self.writing.lock();
+        self.record(value)
     }
 
     fn cover(&self, value: u64) -> Result<(), StorageError> {
-        let mut recorded = self.recorded.lock();
-        if value.saturating_add(self.block / 2) > *recorded {
-            let next = value.saturating_add(self.block);
-            self.store.put(Space::Meta, self.key, &next.to_be_bytes())?;
-            *recorded = next;
+        if value.saturating_add(self.block / 2) <= self.recorded() {
+            return Ok(());
+        }
+        let _writing = if value <= self.recorded() {
+            // Covered already: extend ahead if nobody else is, but do not wait.
+            match self.writing.try_lock() {
+                Some(guard) => guard,
+                None => return Ok(()),
+            }
+        } else {
+            self.writing.lock()
+        };
+        if value.saturating_add(self.block / 2) > self.recorded() {
+            self.record(value.saturating_add(self.block))?;
         }
         Ok(())
     }
