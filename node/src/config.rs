@@ -182,6 +182,19 @@ pub enum ConfigError {
     File { path: PathBuf, reason: String },
 }
 
+/// `value` if it lies in `lo..=hi`, else an error naming `setting` and the range.
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    setting: &'static str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> Result<T, ConfigError> {
+    if value < lo || value > hi {
+        return Err(invalid(setting, value, format!("must be between {lo} and {hi}")));
+    }
+    Ok(value)
+}
+
 fn invalid(setting: &'static str, value: impl ToString, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         setting,
@@ -271,9 +284,7 @@ impl Config {
         let n: usize = pick("n", args.n, narrow("n", file.n)?, 3)?;
         let r: usize = pick("r", args.r, narrow("r", file.r)?, 2)?;
         let w: usize = pick("w", args.w, narrow("w", file.w)?, 2)?;
-        if n == 0 || n > MAX_N {
-            return Err(invalid("n", n, format!("must be between 1 and {MAX_N}")));
-        }
+        in_range("n", n, 1, MAX_N)?;
         if r == 0 || r > n {
             return Err(invalid("r", r, format!("must be between 1 and n ({n})")));
         }
@@ -291,9 +302,7 @@ impl Config {
             file.gossip_interval_ms,
             1000,
         )?;
-        if !(10..=60_000).contains(&gossip_ms) {
-            return Err(invalid("gossip-interval-ms", gossip_ms, "must be between 10 and 60000"));
-        }
+        in_range("gossip-interval-ms", gossip_ms, 10, 60_000)?;
         let suspect_ms: u64 = pick(
             "suspect-after-ms",
             args.suspect_after_ms,
@@ -321,64 +330,32 @@ impl Config {
             file.request_timeout_ms,
             2000,
         )?;
-        if !(1..=600_000).contains(&timeout_ms) {
-            return Err(invalid(
-                "request-timeout-ms",
-                timeout_ms,
-                "must be between 1 and 600000",
-            ));
-        }
+        in_range("request-timeout-ms", timeout_ms, 1, 600_000)?;
         let read_timeout_ms: u64 = pick("read-timeout-ms", args.read_timeout_ms, file.read_timeout_ms, 10_000)?;
-        if !(MIN_READ_TIMEOUT_MS..=600_000).contains(&read_timeout_ms) {
-            return Err(invalid(
-                "read-timeout-ms",
-                read_timeout_ms,
-                format!("must be between {MIN_READ_TIMEOUT_MS} and 600000"),
-            ));
-        }
+        in_range("read-timeout-ms", read_timeout_ms, MIN_READ_TIMEOUT_MS, 600_000)?;
         let max_value_bytes: usize = pick(
             "max-value-bytes",
             args.max_value_bytes,
             narrow("max-value-bytes", file.max_value_bytes)?,
             1 << 20,
         )?;
-        if max_value_bytes == 0 || max_value_bytes > MAX_VALUE_LIMIT {
-            return Err(invalid(
-                "max-value-bytes",
-                max_value_bytes,
-                format!("must be between 1 and {MAX_VALUE_LIMIT}"),
-            ));
-        }
+        in_range("max-value-bytes", max_value_bytes, 1, MAX_VALUE_LIMIT)?;
         let max_siblings: usize = pick(
             "max-siblings",
             args.max_siblings,
             narrow("max-siblings", file.max_siblings)?,
             100,
         )?;
-        if max_siblings == 0 || max_siblings > MAX_SIBLINGS_LIMIT {
-            return Err(invalid(
-                "max-siblings",
-                max_siblings,
-                format!("must be between 1 and {MAX_SIBLINGS_LIMIT}"),
-            ));
-        }
+        in_range("max-siblings", max_siblings, 1, MAX_SIBLINGS_LIMIT)?;
         let tokens: u32 = pick("tokens", args.tokens, narrow("tokens", file.tokens)?, DEFAULT_TOKENS)?;
-        if tokens == 0 || tokens > MAX_TOKENS {
-            return Err(invalid("tokens", tokens, format!("must be between 1 and {MAX_TOKENS}")));
-        }
+        in_range("tokens", tokens, 1, MAX_TOKENS)?;
         let partition_bits: u8 = pick(
             "partition-bits",
             args.partition_bits,
             narrow("partition-bits", file.partition_bits)?,
             DEFAULT_PARTITION_BITS,
         )?;
-        if partition_bits == 0 || partition_bits > MAX_PARTITION_BITS {
-            return Err(invalid(
-                "partition-bits",
-                partition_bits,
-                format!("must be between 1 and {MAX_PARTITION_BITS}"),
-            ));
-        }
+        in_range("partition-bits", partition_bits, 1, MAX_PARTITION_BITS)?;
         let cluster_name = args
             .cluster_name
             .or(file.cluster_name)
@@ -416,13 +393,7 @@ impl Config {
             file.handoff_interval_ms,
             1_000,
         )?;
-        if !(10..=3_600_000).contains(&handoff_ms) {
-            return Err(invalid(
-                "handoff-interval-ms",
-                handoff_ms,
-                "must be between 10 and 3600000",
-            ));
-        }
+        in_range("handoff-interval-ms", handoff_ms, 10, 3_600_000)?;
         let grace_ms: u64 = pick(
             "tombstone-grace-ms",
             args.tombstone_grace_ms,
