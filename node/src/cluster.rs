@@ -67,6 +67,9 @@ pub struct Cluster {
     /// Rebuilt whenever the ring members or their token counts change; readers take a
     /// cheap `Arc`.
     ring: RwLock<RingState>,
+    /// Held across a rebuild (snapshot of the members, build, store), so a rebuild from an
+    /// older snapshot can never overwrite one from a newer snapshot.
+    rebuilding: Mutex<()>,
     /// Origin of the monotonic milliseconds the membership state machine runs on.
     epoch: Instant,
 }
@@ -80,6 +83,7 @@ impl Cluster {
             id,
             n,
             membership: Mutex::new(membership),
+            rebuilding: Mutex::new(()),
             ring: RwLock::new(RingState {
                 members,
                 ring: Arc::new(ring),
@@ -227,6 +231,7 @@ impl Cluster {
     }
 
     fn refresh_ring(&self) {
+        let _rebuilding = self.rebuilding.lock();
         let members = self.membership.lock().ring_members();
         if self.ring.read().members == members {
             return;
