@@ -84,5 +84,13 @@ pub fn table(report: &Report) -> String {
         }
         out.push('\n');
     }
+    if let Some(lag) = &s.dispatch_lag_us {
+        out.push_str(&format!(
+            "tool: requests started after they were due by p50 {} ms, p99 {} ms, max {} ms (part of the latencies above)\n",
+            ms(lag.p50),
+            ms(lag.p99),
+            ms(lag.max)
+        ));
+    }
     out
 }

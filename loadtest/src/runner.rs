@@ -17,6 +17,9 @@ use crate::stats::Recorder;
 use crate::target::{Client, TargetConfig};
 use crate::workload::{KeyChooser, Mix, Op, ValueSize, key};
 
+/// Shortest sleep of the open-loop pacer: requests due within it go out together.
+const PACER_TICK: Duration = Duration::from_micros(200);
+
 /// How a run ends and paces itself.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -139,29 +142,47 @@ pub async fn run(
             let pool = Arc::new(parking_lot::Mutex::new(clients));
             let slots = Arc::new(Semaphore::new(cfg.concurrency));
             let interval = Duration::from_secs_f64(1.0 / rate);
-            let mut due = Instant::now();
-            let mut tasks = Vec::new();
-            'dispatch: loop {
-                let now = Instant::now();
-                while due <= now {
-                    let Some(n) = shared.claim(deadline) else {
-                        break 'dispatch;
-                    };
-                    let (shared, pool, slots, intended) = (shared.clone(), pool.clone(), slots.clone(), due);
-                    tasks.push(tokio::spawn(async move {
-                        // Waiting for a free slot counts: the latency clock started at `intended`.
-                        let _permit = slots.acquire_owned().await.expect("semaphore never closed");
-                        let mut client = pool.lock().pop().expect("one client per slot");
-                        let mut rng = SmallRng::seed_from_u64(n);
-                        execute(&shared, &mut client, &mut rng, n, intended).await;
-                        pool.lock().push(client);
-                    }));
-                    due += interval;
-                }
-                tasks.retain(|t| !t.is_finished());
-                tokio::time::sleep_until(due.into()).await;
-            }
-            for t in tasks {
+            // The pacer runs on a thread of its own and sleeps with the OS timer (tens of
+            // microseconds), not on the runtime: there, its sleeps would end only on the
+            // runtime's millisecond ticks and behind whatever tasks are queued, sending a
+            // millisecond's requests in one burst up to a millisecond late, which the
+            // latencies (counted from when each request was due) would blame on the target.
+            let runtime = tokio::runtime::Handle::current();
+            let pacer = {
+                let shared = shared.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut due = Instant::now();
+                    let mut tasks = Vec::new();
+                    'dispatch: loop {
+                        let now = Instant::now();
+                        while due <= now {
+                            let Some(n) = shared.claim(deadline) else {
+                                break 'dispatch;
+                            };
+                            let (shared, pool, slots, intended) = (shared.clone(), pool.clone(), slots.clone(), due);
+                            tasks.push(runtime.spawn(async move {
+                                // How late the tool itself started the request (it counts
+                                // in the latency, but is reported on its own too).
+                                shared.recorder.record_lag(intended.elapsed());
+                                // Waiting for a free slot counts: the latency clock started at `intended`.
+                                let _permit = slots.acquire_owned().await.expect("semaphore never closed");
+                                let mut client = pool.lock().pop().expect("one client per slot");
+                                let mut rng = SmallRng::seed_from_u64(n);
+                                execute(&shared, &mut client, &mut rng, n, intended).await;
+                                pool.lock().push(client);
+                            }));
+                            due += interval;
+                        }
+                        tasks.retain(|t| !t.is_finished());
+                        // Each wake-up hands tasks to the runtime (waking one of its
+                        // threads): at high rates, send what is due every PACER_TICK
+                        // rather than request by request, so the tool's own CPU stays low.
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()).max(PACER_TICK));
+                    }
+                    tasks
+                })
+            };
+            for t in pacer.await? {
                 t.await?;
             }
         }

@@ -35,6 +35,8 @@ struct Inner {
     window: Histogram<u64>,
     window_ops: u64,
     window_errors: u64,
+    /// Open loop: how late each request was started after it was due.
+    lag: Option<Histogram<u64>>,
 }
 
 /// Shared by every worker; cheap to lock (two threads of workers).
@@ -60,6 +62,7 @@ impl Recorder {
                 window: histogram(),
                 window_ops: 0,
                 window_errors: 0,
+                lag: None,
             }),
         }
     }
@@ -99,6 +102,16 @@ impl Recorder {
                 inner.window_errors += 1;
             }
         }
+    }
+
+    /// Open loop: a request was started `lag` after it was due.
+    pub fn record_lag(&self, lag: Duration) {
+        let us = (lag.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+        self.inner
+            .lock()
+            .lag
+            .get_or_insert_with(histogram)
+            .saturating_record(us);
     }
 
     pub fn take_window(&self) -> Window {
@@ -176,6 +189,7 @@ impl Recorder {
             operations,
             timeseries,
             distribution,
+            dispatch_lag_us: g.lag.as_ref().map(Latency::of),
         }
     }
 }
@@ -244,6 +258,11 @@ pub struct Summary {
     pub operations: BTreeMap<String, OpSummary>,
     pub timeseries: Vec<Point>,
     pub distribution: Vec<Percentile>,
+    /// Open loop only: how long after it was due the tool started each request, a part
+    /// of every latency above that is the load generator's own (a busy machine delays
+    /// it). Large values mean the tool, not the target, is the bottleneck.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_lag_us: Option<Latency>,
 }
 
 #[cfg(test)]

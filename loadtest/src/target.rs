@@ -2,7 +2,7 @@
 //! (its v3 JSON gateway: linearizable reads, quorum writes), Redis (RESP), and a bare
 //! HTTP server that answers 204 to everything (the HTTP ceiling of the machine).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -57,6 +57,10 @@ impl Outcome {
     }
 }
 
+/// Longest a connection may sit unused and still be reused: half of dynakv's default read
+/// timeout.
+const MAX_IDLE: Duration = Duration::from_secs(5);
+
 /// Settings shared by every worker of a run.
 #[derive(Clone, Debug)]
 pub struct TargetConfig {
@@ -75,7 +79,8 @@ pub enum Client {
     /// with the store under test).
     Http {
         cfg: TargetConfig,
-        conns: Vec<Option<SendRequest<Full<Bytes>>>>,
+        /// Each connection with when it was last used.
+        conns: Vec<Option<(SendRequest<Full<Bytes>>, Instant)>>,
     },
     Redis {
         conn: redis::aio::MultiplexedConnection,
@@ -141,7 +146,13 @@ impl Client {
         let addr = cfg.nodes[node].clone();
         let exchange = async {
             let sender = match &mut conns[node] {
-                Some(s) if !s.is_closed() => s,
+                // A server closes connections idle for its own timeout (dynakv: its read
+                // timeout, 10 s by default), and one that closes just as a request is
+                // sent fails that request. Connections idle for longer than this are
+                // replaced instead of reused. (Not much shorter: an open-loop run that
+                // stalls wakes hundreds of idle clients at once, and reconnecting them
+                // all overflows listen queues, costing a second per dropped SYN.)
+                Some((s, used)) if !s.is_closed() && used.elapsed() < MAX_IDLE => s,
                 slot => {
                     let stream = TcpStream::connect(&addr).await.map_err(|_| "connect".to_string())?;
                     let _ = stream.set_nodelay(true);
@@ -149,7 +160,7 @@ impl Client {
                         .await
                         .map_err(|_| "connect".to_string())?;
                     tokio::spawn(conn);
-                    slot.insert(sender)
+                    &mut slot.insert((sender, Instant::now())).0
                 }
             };
             sender.ready().await.map_err(|_| "transport".to_string())?;
@@ -180,9 +191,10 @@ impl Client {
             Ok(r) => r,
             Err(_) => Err("timeout".to_string()),
         };
-        if result.is_err() {
+        match (&result, &mut conns[node]) {
+            (Ok(_), Some((_, used))) => *used = Instant::now(),
             // Start afresh on the next request: the connection may be in any state.
-            conns[node] = None;
+            _ => conns[node] = None,
         }
         result
     }

@@ -72,6 +72,20 @@ async fn open_loop_keeps_to_the_rate() {
     // 500/s for 0.6 s: about 300 requests, whatever the server could have done.
     assert!((250..=320).contains(&s.total.count), "{} operations", s.total.count);
     assert_eq!(s.total.errors, 0);
+    // How late the tool started each request is reported, once per request.
+    let lag = s.dispatch_lag_us.expect("an open loop reports its dispatch lag");
+    assert!(lag.p50 <= lag.p99 && lag.p99 <= lag.max, "{lag:?}");
+    let closed = run(
+        &target(bare_server().await),
+        Arc::new(KeyChooser::new(Distribution::Uniform, 10)),
+        config(None),
+    )
+    .await
+    .unwrap();
+    assert!(
+        closed.1.summary(closed.0).dispatch_lag_us.is_none(),
+        "closed loops have no schedule"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
