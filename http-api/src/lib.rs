@@ -17,6 +17,7 @@ mod idle_body;
 mod internal;
 pub mod params;
 pub mod service;
+pub mod stream;
 pub mod wire;
 
 use std::any::Any;
@@ -52,6 +53,14 @@ pub fn router<S: KvService + InternalService>(svc: Arc<S>) -> Router {
         .route("/internal/replica", post(internal::replica::<S>))
         .route("/internal/gossip", post(internal::gossip::<S>))
         .layer(DefaultBodyLimit::max(internal_limit));
+    let stream = Router::new().route(
+        stream::STREAM_PATH,
+        get(
+            move |axum::extract::State(svc): axum::extract::State<Arc<S>>, req: axum::extract::Request| {
+                stream::upgrade(svc, req, internal_limit)
+            },
+        ),
+    );
     Router::new()
         .route(
             "/kv/{*key}",
@@ -67,6 +76,7 @@ pub fn router<S: KvService + InternalService>(svc: Arc<S>) -> Router {
         .route("/admin/antientropy", get(client::admin_antientropy::<S>))
         .route("/health", get(client::health::<S>))
         .merge(internal)
+        .merge(stream)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // A body that stalls mid-way fails its read instead of holding the request open.

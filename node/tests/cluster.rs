@@ -413,6 +413,15 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
             400,
             "bad_request",
         ),
+        // The replica stream needs its upgrade headers.
+        (
+            Method::GET,
+            "/internal/stream".into(),
+            vec![],
+            vec![],
+            400,
+            "bad_request",
+        ),
     ];
     for (method, path, body, headers, status, code) in cases {
         let r = c.raw(method.clone(), 0, &path, body, &headers).await;
@@ -432,6 +441,46 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
     c.raw(Method::POST, 0, "/internal/replica", nested, &[])
         .await
         .assert_error(400, "bad_request");
+    // On the replica stream: an undecodable request in a well-formed frame gets an error
+    // answer with its id; a frame claiming 4 GiB ends the stream. Neither harms the node.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = c
+            .url(0, "")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "GET /internal/stream HTTP/1.1\r\nhost: {addr}\r\nconnection: upgrade\r\nupgrade: dynakv-rpc/1\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 256];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed during the upgrade");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            answer.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        let mut frame = 11u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&77u64.to_be_bytes());
+        frame.extend_from_slice(&[1, 0xff, 0xff]);
+        tcp.write_all(&frame).await.unwrap();
+        let len = tcp.read_u32().await.unwrap() as usize;
+        assert_eq!(tcp.read_u64().await.unwrap(), 77);
+        let mut rest = vec![0; len - 8];
+        tcp.read_exact(&mut rest).await.unwrap();
+        assert_eq!(rest[0], 1, "an error answer");
+        tcp.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    }
     // A value of exactly the limit is fine; an empty value too.
     assert_eq!(c.put(0, "edge", &[b'y'; 1000], "", None).await.status, 204);
     assert_eq!(c.put(0, "empty", b"", "", None).await.status, 204);
