@@ -128,6 +128,9 @@ run dynakv-mv-f dynakv "$MV" f
 peak=$(python3 -c "import json;print(int(json.load(open('$OUT/dynakv-a.json'))['summary']['total']['throughput']))")
 half=$((peak / 2))
 # Open loop: requests at a fixed rate, up to 512 in flight, latency from when each was due.
+# The target is at half the closed-loop peak; a quarter and 40% show where the tail starts.
+RUN_CONCURRENCY=512 run dynakv-a-open-25 dynakv "$DK" a --no-load --rate "$((peak / 4))"
+RUN_CONCURRENCY=512 run dynakv-a-open-40 dynakv "$DK" a --no-load --rate "$((peak * 2 / 5))"
 RUN_CONCURRENCY=512 run dynakv-a-open dynakv "$DK" a --no-load --rate "$half"
 
 echo "== staleness (mv cluster: each experiment overwrites with the context of its first write)"

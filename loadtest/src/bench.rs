@@ -131,6 +131,44 @@ pub fn write_report(dir: &Path, out: &Path, machine: &str) -> anyhow::Result<()>
         ms(open.summary.total.latency_us.max),
         open.summary.total.errors
     )?;
+    // The same open loop at lower rates, where the script ran them: where the tail starts.
+    let sweep: Vec<(&str, Report)> = [
+        ("25%", "dynakv-a-open-25"),
+        ("40%", "dynakv-a-open-40"),
+        ("50%", "dynakv-a-open"),
+    ]
+    .into_iter()
+    .filter_map(|(share, label)| load(dir, label).ok().map(|r| (share, r)))
+    .collect();
+    if sweep.len() > 1 {
+        writeln!(
+            md,
+            "| open loop, share of the peak | requests/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | tool late by, p99 ms |"
+        )?;
+        writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+        for (share, r) in &sweep {
+            let l = &r.summary.total.latency_us;
+            writeln!(
+                md,
+                "| {share} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                r.rate.unwrap_or(0.0),
+                ms(l.p50),
+                ms(l.p99),
+                ms(l.p999),
+                ms(l.max),
+                r.summary.total.errors,
+                r.summary
+                    .dispatch_lag_us
+                    .as_ref()
+                    .map_or("-".to_string(), |d| ms(d.p99))
+            )?;
+        }
+        writeln!(
+            md,
+            "\n(\"tool late by\": how long after it was due the load tool itself started a request, a part of \
+             every latency in the row: the tool shares the two cores with the nodes.)\n"
+        )?;
+    }
 
     let dk_a = &reports["dynakv-a"];
     let dk_c = &reports["dynakv-c"];
