@@ -46,7 +46,8 @@ fn internal_body_limit(max_value_bytes: usize, max_siblings: usize) -> usize {
 }
 
 /// Every route a node serves.
-pub fn router<S: KvService + InternalService>(svc: Arc<S>) -> Router {
+/// Replica streams opened through it are tracked in `streams`, which stops them at shutdown.
+pub fn router<S: KvService + InternalService>(svc: Arc<S>, streams: stream::Streams) -> Router {
     let internal_limit = internal_body_limit(svc.max_value_bytes(), svc.max_siblings().saturating_mul(svc.n()));
     let read_timeout = svc.read_timeout();
     let internal = Router::new()
@@ -57,7 +58,7 @@ pub fn router<S: KvService + InternalService>(svc: Arc<S>) -> Router {
         stream::STREAM_PATH,
         get(
             move |axum::extract::State(svc): axum::extract::State<Arc<S>>, req: axum::extract::Request| {
-                stream::upgrade(svc, req, internal_limit)
+                stream::upgrade(svc, req, internal_limit, streams.clone())
             },
         ),
     );

@@ -15,12 +15,14 @@
 //! node's CPU (each client request fans out to two or three peers).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{Notify, watch};
 use tracing::debug;
 
 use crate::error::ApiError;
@@ -30,6 +32,65 @@ use crate::wire::{self, ReplicaRequest, ReplicaResponse, WireError};
 pub const STREAM_PATH: &str = "/internal/stream";
 /// The `Upgrade` protocol name; a new frame format gets a new name.
 pub const STREAM_PROTOCOL: &str = "dynakv-rpc/1";
+
+/// The replica streams a node serves, so that it can stop them when it shuts down:
+/// [`Streams::close`] makes each stop reading requests once it has answered what it
+/// has, and waits for them to end. Cheap to clone.
+#[derive(Clone)]
+pub struct Streams {
+    stop: Arc<watch::Sender<bool>>,
+    active: Arc<AtomicUsize>,
+    ended: Arc<Notify>,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Streams {
+            stop: Arc::new(watch::channel(false).0),
+            active: Arc::default(),
+            ended: Arc::default(),
+        }
+    }
+}
+
+/// Counts a stream as active while it lives.
+struct Active(Streams);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.ended.notify_waiters();
+    }
+}
+
+impl Streams {
+    fn enter(&self) -> Active {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Active(self.clone())
+    }
+
+    /// Streams being served now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Stops every stream (and any opened later) after the request it is handling, and
+    /// waits up to `grace` for them to end. Returns how many were still running then.
+    pub async fn close(&self, grace: std::time::Duration) -> usize {
+        let _ = self.stop.send(true);
+        let all_ended = async {
+            loop {
+                let ended = self.ended.notified();
+                if self.active() == 0 {
+                    return;
+                }
+                ended.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, all_ended).await;
+        self.active()
+    }
+}
 
 /// Answer kinds.
 const ANSWER_OK: u8 = 0;
@@ -118,16 +179,29 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
 
 /// Serves one stream until the peer closes it or it breaks: requests in order, answers
 /// in order, written together whenever no more requests are waiting.
-pub async fn serve<S, IO>(svc: Arc<S>, io: IO, limit: usize) -> Result<(), FrameError>
+pub async fn serve<S, IO>(svc: Arc<S>, io: IO, limit: usize, streams: Streams) -> Result<(), FrameError>
 where
     S: InternalService,
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let _active = streams.enter();
+    let mut stop = streams.stop.subscribe();
     let (r, mut w) = tokio::io::split(io);
     let mut r = BufReader::with_capacity(64 << 10, r);
     let mut out = Vec::new();
     loop {
-        let Some((id, req)) = read_request(&mut r, limit).await? else {
+        // Shutting down: answer what has been handled, then close. The peer fails what
+        // it sent after that as a broken stream and reconnects elsewhere or later.
+        if *stop.borrow_and_update() {
+            w.write_all(&out).await?;
+            w.shutdown().await?;
+            return Ok(());
+        }
+        let next = tokio::select! {
+            next = read_request(&mut r, limit) => next?,
+            _ = stop.changed() => continue,
+        };
+        let Some((id, req)) = next else {
             return Ok(());
         };
         let answer = match req {
@@ -153,6 +227,7 @@ pub(crate) async fn upgrade<S: InternalService>(
     svc: Arc<S>,
     mut req: Request,
     limit: usize,
+    streams: Streams,
 ) -> Result<Response, ApiError> {
     let wanted = req
         .headers()
@@ -168,7 +243,7 @@ pub(crate) async fn upgrade<S: InternalService>(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                if let Err(e) = serve(svc, TokioIo::new(upgraded), limit).await {
+                if let Err(e) = serve(svc, TokioIo::new(upgraded), limit, streams).await {
                     debug!(error = %e, "replica stream ended");
                 }
             }
@@ -217,7 +292,7 @@ mod tests {
     #[tokio::test]
     async fn pipelined_requests_are_answered_in_order_with_their_ids() {
         let (client, server) = tokio::io::duplex(1 << 16);
-        let served = tokio::spawn(serve(Arc::new(Fake), server, 1 << 20));
+        let served = tokio::spawn(serve(Arc::new(Fake), server, 1 << 20, Streams::default()));
         let (mut r, mut w) = tokio::io::split(client);
         let mut out = Vec::new();
         for id in [7u64, 3, 99] {
@@ -247,7 +322,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_is_not_held_back_by_a_partly_arrived_next_request() {
         let (client, server) = tokio::io::duplex(1 << 16);
-        let served = tokio::spawn(serve(Arc::new(Fake), server, 1 << 20));
+        let served = tokio::spawn(serve(Arc::new(Fake), server, 1 << 20, Streams::default()));
         let (mut r, mut w) = tokio::io::split(client);
         let mut out = Vec::new();
         encode_request(
@@ -275,9 +350,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn close_ends_streams_after_their_answers_and_waits_for_them() {
+        let streams = Streams::default();
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let served = tokio::spawn(serve(Arc::new(Fake), server, 1 << 20, streams.clone()));
+        let (mut r, mut w) = tokio::io::split(client);
+        let mut out = Vec::new();
+        encode_request(
+            &mut out,
+            1,
+            &ReplicaRequest::Batch(vec![BatchItem::Get { key: "a".into() }]),
+        );
+        w.write_all(&out).await.unwrap();
+        assert_eq!(read_answer(&mut r, 1 << 20).await.unwrap().unwrap().0, 1);
+        assert_eq!(streams.active(), 1);
+        assert_eq!(streams.close(std::time::Duration::from_secs(5)).await, 0);
+        assert!(
+            read_answer(&mut r, 1 << 20).await.unwrap().is_none(),
+            "closed after its answers"
+        );
+        served.await.unwrap().unwrap();
+        // A stream opened after the close ends at once.
+        let (_client, server) = tokio::io::duplex(1 << 16);
+        serve(Arc::new(Fake), server, 1 << 20, streams.clone()).await.unwrap();
+        assert_eq!(streams.active(), 0);
+    }
+
+    #[tokio::test]
     async fn oversized_and_malformed_frames_end_the_stream_with_an_error() {
         let (mut client, server) = tokio::io::duplex(1 << 16);
-        let served = tokio::spawn(serve(Arc::new(Fake), server, 1024));
+        let served = tokio::spawn(serve(Arc::new(Fake), server, 1024, Streams::default()));
         client.write_all(&5000u32.to_be_bytes()).await.unwrap();
         assert!(matches!(
             served.await.unwrap(),
@@ -285,13 +387,13 @@ mod tests {
         ));
 
         let (mut client, server) = tokio::io::duplex(1 << 16);
-        let served = tokio::spawn(serve(Arc::new(Fake), server, 1024));
+        let served = tokio::spawn(serve(Arc::new(Fake), server, 1024, Streams::default()));
         client.write_all(&3u32.to_be_bytes()).await.unwrap();
         assert!(matches!(served.await.unwrap(), Err(FrameError::Malformed(_))));
 
         // An undecodable request inside a well-formed frame is answered, not fatal.
         let (client, server) = tokio::io::duplex(1 << 16);
-        let served = tokio::spawn(serve(Arc::new(Fake), server, 1024));
+        let served = tokio::spawn(serve(Arc::new(Fake), server, 1024, Streams::default()));
         let (mut r, mut w) = tokio::io::split(client);
         let mut out = Vec::new();
         out.extend_from_slice(&11u32.to_be_bytes());

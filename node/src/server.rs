@@ -151,7 +151,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         )),
         tokio::spawn(crate::tombstones::run(node.clone(), config.tombstone_grace, stop_rx)),
     ];
-    let app = dynakv_http_api::router(node.clone());
+    let streams = dynakv_http_api::stream::Streams::default();
+    let app = dynakv_http_api::router(node.clone(), streams.clone());
     // Requests in flight at shutdown may finish: each is bounded by the request timeout
     // (and its body by the read timeout).
     let grace = config.request_timeout.max(Duration::from_secs(5));
@@ -160,6 +161,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         info!("shutting down");
     })
     .await;
+    // Upgraded connections (replica streams) are no longer requests the HTTP server waits
+    // for: stop them too, so that nothing is merged after the clock's bound is settled.
+    let left = streams.close(grace).await;
+    if left > 0 {
+        tracing::warn!("{left} replica streams still running after {grace:?}; stopping anyway");
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
