@@ -14,12 +14,14 @@
 //! hand-offs between tasks of an HTTP exchange, which at moderate load was most of a
 //! node's CPU (each client request fans out to two or three peers).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, watch};
@@ -92,6 +94,9 @@ impl Streams {
     }
 }
 
+/// Largest frame the length prefix can describe.
+const MAX_FRAME: usize = u32::MAX as usize;
+
 /// Answer kinds.
 const ANSWER_OK: u8 = 0;
 const ANSWER_ERR: u8 = 1;
@@ -117,10 +122,15 @@ pub fn encode_request(out: &mut Vec<u8>, id: u64, req: &ReplicaRequest) {
 
 /// Appends an answer frame to `out`.
 pub fn encode_answer(out: &mut Vec<u8>, id: u64, answer: &Result<ReplicaResponse, ApiError>) {
-    let (kind, msg) = match answer {
+    let (mut kind, mut msg) = match answer {
         Ok(resp) => (ANSWER_OK, wire::encode(resp)),
         Err(e) => (ANSWER_ERR, wire::encode(&WireError::from(e))),
     };
+    if msg.len() > MAX_FRAME - 9 {
+        // A frame's length must fit its u32 prefix: refuse the answer rather than wrap.
+        let e = ApiError::Internal(format!("an answer of {} bytes is too large for one frame", msg.len()));
+        (kind, msg) = (ANSWER_ERR, wire::encode(&WireError::from(&e)));
+    }
     out.extend_from_slice(&((9 + msg.len()) as u32).to_be_bytes());
     out.extend_from_slice(&id.to_be_bytes());
     out.push(kind);
@@ -205,7 +215,15 @@ where
             return Ok(());
         };
         let answer = match req {
-            Ok(req) => svc.replica(req).await,
+            // A handler that panics fails its request, as the HTTP routes do, instead of
+            // ending the stream and every request queued behind it.
+            Ok(req) => AssertUnwindSafe(svc.replica(req))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!("replica request handler panicked");
+                    Err(ApiError::Internal("the request handler crashed; this is a bug".into()))
+                }),
             Err(e) => Err(e),
         };
         encode_answer(&mut out, id, &answer);
@@ -280,6 +298,7 @@ mod tests {
                         })
                         .collect(),
                 )),
+                ReplicaRequest::GetBatch { .. } => panic!("a bug in a handler"),
                 _ => Err(ApiError::BadRequest("only batches".into())),
             }
         }
@@ -314,6 +333,21 @@ mod tests {
         let (got, answer) = read_answer(&mut r, 1 << 20).await.unwrap().unwrap();
         assert_eq!(got, 5);
         assert_eq!(answer.unwrap_err().code(), "bad_request");
+        // A handler that panics fails its own request; the stream goes on.
+        let mut out = Vec::new();
+        encode_request(&mut out, 6, &ReplicaRequest::GetBatch { keys: vec![] });
+        encode_request(
+            &mut out,
+            8,
+            &ReplicaRequest::Batch(vec![BatchItem::Get { key: "z".into() }]),
+        );
+        w.write_all(&out).await.unwrap();
+        let (got, answer) = read_answer(&mut r, 1 << 20).await.unwrap().unwrap();
+        assert_eq!(
+            (got, answer.unwrap_err().code().to_string()),
+            (6, "internal".to_string())
+        );
+        assert_eq!(read_answer(&mut r, 1 << 20).await.unwrap().unwrap().0, 8);
         drop(w);
         drop(r);
         served.await.unwrap().unwrap();
