@@ -308,10 +308,17 @@ mod tests {
         }
     }
 
+    type Served = tokio::task::JoinHandle<Result<(), FrameError>>;
+
+    /// A stream served by `Fake` with frames up to `limit`: the client's end and the server.
+    fn start(limit: usize, streams: Streams) -> (tokio::io::DuplexStream, Served) {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        (client, tokio::spawn(serve(Arc::new(Fake), server, limit, streams)))
+    }
+
     #[tokio::test]
     async fn pipelined_requests_are_answered_in_order_with_their_ids() {
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let served = tokio::spawn(serve(Arc::new(Fake), server, 1 << 20, Streams::default()));
+        let (client, served) = start(1 << 20, Streams::default());
         let (mut r, mut w) = tokio::io::split(client);
         let mut out = Vec::new();
         for id in [7u64, 3, 99] {
@@ -355,8 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_is_not_held_back_by_a_partly_arrived_next_request() {
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let served = tokio::spawn(serve(Arc::new(Fake), server, 1 << 20, Streams::default()));
+        let (client, served) = start(1 << 20, Streams::default());
         let (mut r, mut w) = tokio::io::split(client);
         let mut out = Vec::new();
         encode_request(
@@ -386,8 +392,7 @@ mod tests {
     #[tokio::test]
     async fn close_ends_streams_after_their_answers_and_waits_for_them() {
         let streams = Streams::default();
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let served = tokio::spawn(serve(Arc::new(Fake), server, 1 << 20, streams.clone()));
+        let (client, served) = start(1 << 20, streams.clone());
         let (mut r, mut w) = tokio::io::split(client);
         let mut out = Vec::new();
         encode_request(
@@ -412,22 +417,19 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_and_malformed_frames_end_the_stream_with_an_error() {
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        let served = tokio::spawn(serve(Arc::new(Fake), server, 1024, Streams::default()));
+        let (mut client, served) = start(1024, Streams::default());
         client.write_all(&5000u32.to_be_bytes()).await.unwrap();
         assert!(matches!(
             served.await.unwrap(),
             Err(FrameError::TooLarge { len: 5000, limit: 1024 })
         ));
 
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        let served = tokio::spawn(serve(Arc::new(Fake), server, 1024, Streams::default()));
+        let (mut client, served) = start(1024, Streams::default());
         client.write_all(&3u32.to_be_bytes()).await.unwrap();
         assert!(matches!(served.await.unwrap(), Err(FrameError::Malformed(_))));
 
         // An undecodable request inside a well-formed frame is answered, not fatal.
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let served = tokio::spawn(serve(Arc::new(Fake), server, 1024, Streams::default()));
+        let (client, served) = start(1024, Streams::default());
         let (mut r, mut w) = tokio::io::split(client);
         let mut out = Vec::new();
         out.extend_from_slice(&11u32.to_be_bytes());

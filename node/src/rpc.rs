@@ -362,33 +362,29 @@ async fn session(
     let mut carry = Some(first);
     let mut out = Vec::new();
     loop {
-        if pending.lock().len() >= MAX_IN_FLIGHT {
-            // Requests queue up meanwhile and go out together when an answer comes.
-            tokio::select! {
-                () = answered.notified() => {}
-                _ = &mut dead => return,
-                _ = check.tick() => if overdue() {
-                    // The peer stopped answering (paused, partitioned): start afresh.
-                    return teardown(RpcError::Timeout { addr: addr.to_string(), timeout: OVERDUE_CHECK });
-                }
-            }
-            continue;
-        }
+        // The first request of the session is there already (and nothing is out yet).
         let first = match carry.take() {
             Some(q) => q,
-            None => tokio::select! {
-                q = rx.recv() => match q {
-                    Some(q) => q,
-                    None => return teardown(RpcError::Transport { addr: addr.to_string(), detail: "shutting down".into() }),
-                },
-                _ = &mut dead => return,
-                _ = check.tick() => {
-                    if overdue() {
-                        return teardown(RpcError::Timeout { addr: addr.to_string(), timeout: OVERDUE_CHECK });
+            None => {
+                // With a frame out, requests queue up meanwhile and go out together
+                // when its answer comes.
+                let room = pending.lock().len() < MAX_IN_FLIGHT;
+                tokio::select! {
+                    q = rx.recv(), if room => match q {
+                        Some(q) => q,
+                        None => return teardown(RpcError::Transport { addr: addr.to_string(), detail: "shutting down".into() }),
+                    },
+                    () = answered.notified(), if !room => continue,
+                    _ = &mut dead => return,
+                    _ = check.tick() => {
+                        if overdue() {
+                            // The peer stopped answering (paused, partitioned): start afresh.
+                            return teardown(RpcError::Timeout { addr: addr.to_string(), timeout: OVERDUE_CHECK });
+                        }
+                        continue;
                     }
-                    continue;
                 }
-            },
+            }
         };
         let mut bytes = first.bytes;
         let mut batch = vec![first];
