@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::error::ApiError;
 use crate::idle_body::BodyStalled;
 use crate::params::{Key, decode_context, encode_context, parse_quorum_params};
-use crate::service::{GetOutcome, KvService, MemberJson};
+use crate::service::{AdminService, GetOutcome, KvService, MemberJson};
 
 /// Request and response header carrying the causal context token.
 pub const CONTEXT_HEADER: &str = "x-dynakv-context";
@@ -157,6 +157,11 @@ pub(crate) async fn delete_kv<S: KvService>(
 }
 
 /// `/kv/` with nothing after it.
+/// Admin routes take no query parameters: any is an error.
+fn no_params(query: Option<&str>) -> Result<(), ApiError> {
+    parse_quorum_params(query, 0, &[]).map(|_| ())
+}
+
 pub(crate) async fn empty_key() -> ApiError {
     ApiError::BadKey("the key is empty".into())
 }
@@ -167,11 +172,11 @@ struct MembersBody {
     members: Vec<MemberJson>,
 }
 
-pub(crate) async fn members<S: KvService>(
+pub(crate) async fn members<S: AdminService>(
     State(svc): State<Arc<S>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    parse_quorum_params(query.as_deref(), svc.n(), &[])?;
+    no_params(query.as_deref())?;
     Ok(Json(MembersBody {
         node: svc.node_id().to_string(),
         members: svc.members(),
@@ -186,13 +191,13 @@ struct PreflistBody {
     nodes: Vec<String>,
 }
 
-pub(crate) async fn preflist<S: KvService>(
+pub(crate) async fn preflist<S: AdminService>(
     State(svc): State<Arc<S>>,
     uri: Uri,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let key = key_from_uri(&uri, "/cluster/preflist/")?;
-    parse_quorum_params(query.as_deref(), svc.n(), &[])?;
+    no_params(query.as_deref())?;
     let (partition, nodes) = svc.preference_list(&key);
     Ok(Json(PreflistBody {
         key: key.into_string(),
@@ -210,13 +215,13 @@ struct ReplicaBody {
     context: String,
 }
 
-pub(crate) async fn admin_replica<S: KvService>(
+pub(crate) async fn admin_replica<S: AdminService>(
     State(svc): State<Arc<S>>,
     uri: Uri,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let key = key_from_uri(&uri, "/admin/replica/")?;
-    parse_quorum_params(query.as_deref(), svc.n(), &[])?;
+    no_params(query.as_deref())?;
     match svc.local_replica(&key)? {
         None => Err(ApiError::NotFound("this node stores nothing for the key".into())),
         Some(reg) => Ok(Json(replica_body(&reg)).into_response()),
@@ -232,11 +237,11 @@ fn replica_body(reg: &Register) -> ReplicaBody {
     }
 }
 
-pub(crate) async fn admin_antientropy<S: KvService>(
+pub(crate) async fn admin_antientropy<S: AdminService>(
     State(svc): State<Arc<S>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    parse_quorum_params(query.as_deref(), svc.n(), &[])?;
+    no_params(query.as_deref())?;
     Ok(Json(svc.antientropy_status()).into_response())
 }
 
@@ -246,7 +251,7 @@ struct HealthBody {
     node: String,
 }
 
-pub(crate) async fn health<S: KvService>(State(svc): State<Arc<S>>) -> Response {
+pub(crate) async fn health<S: AdminService>(State(svc): State<Arc<S>>) -> Response {
     Json(HealthBody {
         status: "ok",
         node: svc.node_id().to_string(),

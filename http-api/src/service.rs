@@ -1,5 +1,6 @@
-//! What the HTTP layer needs from a node. The node crate implements these; tests can
-//! implement them with fakes.
+//! What the HTTP layer needs from a node: its coordinator ([`KvService`]) and its admin
+//! views ([`AdminService`]). The node crate implements them; tests can implement them
+//! with fakes.
 
 use std::future::Future;
 
@@ -9,7 +10,6 @@ use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::params::Key;
-use crate::wire::{GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse};
 
 /// Result of a coordinated read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,16 +34,13 @@ pub struct MemberJson {
     pub tokens: u32,
 }
 
-/// The client-facing operations a node coordinates.
+/// The client-facing operations a node coordinates (`/kv`).
 pub trait KvService: Send + Sync + 'static {
     /// Replication factor, the bound for per-request `r` and `w`.
     fn n(&self) -> usize;
     fn max_value_bytes(&self) -> usize;
     /// Longest pause allowed between two parts of a request body.
     fn read_timeout(&self) -> std::time::Duration;
-    /// Most siblings a key may hold in mv mode (bounds the size of one stored register).
-    fn max_siblings(&self) -> usize;
-    fn node_id(&self) -> &str;
 
     fn get(&self, key: Key, r: Option<usize>) -> impl Future<Output = Result<GetOutcome, ApiError>> + Send;
     /// Writes `value` (or deletes, with `None`) and returns the new version's context.
@@ -54,7 +51,11 @@ pub trait KvService: Send + Sync + 'static {
         context: Option<Context>,
         w: Option<usize>,
     ) -> impl Future<Output = Result<Context, ApiError>> + Send;
+}
 
+/// What an operator can see of a node (`/cluster`, `/admin`, `/health`).
+pub trait AdminService: Send + Sync + 'static {
+    fn node_id(&self) -> &str;
     fn members(&self) -> Vec<MemberJson>;
     /// The key's partition and its replicas in preference order.
     fn preference_list(&self, key: &Key) -> (u32, Vec<String>);
@@ -62,10 +63,4 @@ pub trait KvService: Send + Sync + 'static {
     fn local_replica(&self, key: &Key) -> Result<Option<Register>, ApiError>;
     /// Anti-entropy, hint and tombstone state, for `GET /admin/antientropy`.
     fn antientropy_status(&self) -> serde_json::Value;
-}
-
-/// Node-to-node operations.
-pub trait InternalService: Send + Sync + 'static {
-    fn replica(&self, req: ReplicaRequest) -> impl Future<Output = Result<ReplicaResponse, ApiError>> + Send;
-    fn gossip(&self, req: GossipRequest) -> Result<GossipResponse, ApiError>;
 }

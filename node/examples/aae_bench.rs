@@ -14,10 +14,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use dynakv_antientropy::{Driver, KeyDiff};
 use dynakv_crdt::{Actor, CausalContext, MvRegister, Register};
-use dynakv_http_api::wire::{self, ReplicaRequest, ReplicaResponse};
-use dynakv_node::antientropy::LocalView;
-use dynakv_node::replica::{ReplicaStore, user_key};
+use dynakv_node::clock::SystemClock;
+use dynakv_node::replica::{LocalView, ReplicaStore, user_key};
 use dynakv_node::storage::{RocksStore, Store};
+use dynakv_node::transport::message::{self as wire, Answer, Call, GetBatch, MergeBatch};
 use dynakv_ring::NodeId;
 
 const PARTITION_BITS: u8 = 10;
@@ -30,7 +30,7 @@ fn register(actor: u64, value: &[u8]) -> Register {
 
 fn open(dir: &std::path::Path) -> ReplicaStore {
     let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir, false).unwrap());
-    ReplicaStore::open(store, PARTITION_BITS).unwrap()
+    ReplicaStore::open(store, PARTITION_BITS, Arc::new(SystemClock::new())).unwrap()
 }
 
 struct Cost {
@@ -49,13 +49,13 @@ fn exchange(a: &ReplicaStore, b: &ReplicaStore, shared: &[u32]) -> Cost {
     let t = Instant::now();
     let (mut driver, mut compare) = Driver::start(&mut LocalView::new(a, shared.to_vec()));
     loop {
-        let req = ReplicaRequest::Compare {
+        let req = wire::Compare {
             from: NodeId::new("a").unwrap(),
             compare: compare.clone(),
         };
-        sent += wire::encode(&req).len();
+        sent += wire::encode(&req.wrap()).len();
         let resp = dynakv_antientropy::answer(&mut LocalView::new(b, shared.to_vec()), &compare);
-        received += wire::encode(&ReplicaResponse::Compared(resp.clone())).len();
+        received += wire::encode(&Answer::Compare(resp.clone())).len();
         match driver.step(&mut LocalView::new(a, shared.to_vec()), resp) {
             Some(next) => compare = next,
             None => break,
@@ -72,9 +72,9 @@ fn exchange(a: &ReplicaStore, b: &ReplicaStore, shared: &[u32]) -> Cost {
         .chunks(64)
     {
         let keys: Vec<String> = batch.iter().map(|d| user_key(&d.key).unwrap().to_string()).collect();
-        sent += wire::encode(&ReplicaRequest::GetBatch { keys: keys.clone() }).len();
+        sent += wire::encode(&GetBatch { keys: keys.clone() }.wrap()).len();
         let states: Vec<Option<Register>> = keys.iter().map(|k| b.get(k).unwrap()).collect();
-        received += wire::encode(&ReplicaResponse::States(states.clone())).len();
+        received += wire::encode(&Answer::GetBatch(states.clone())).len();
         for (k, s) in keys.iter().zip(states) {
             if let Some(r) = s {
                 a.merge(k, &r).unwrap();
@@ -87,8 +87,8 @@ fn exchange(a: &ReplicaStore, b: &ReplicaStore, shared: &[u32]) -> Cost {
         items.push((k.to_string(), a.get(k).unwrap().unwrap()));
     }
     for chunk in items.chunks(4096) {
-        sent += wire::encode(&ReplicaRequest::MergeBatch { items: chunk.to_vec() }).len();
-        received += wire::encode(&ReplicaResponse::Merged).len();
+        sent += wire::encode(&MergeBatch { items: chunk.to_vec() }.wrap()).len();
+        received += wire::encode(&Answer::MergeBatch(())).len();
         for (k, r) in chunk {
             b.merge(k, r).unwrap();
         }

@@ -2,13 +2,14 @@
 //! from it, shared by request handlers and the gossip loop.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use dynakv_http_api::wire::ClusterId;
 use dynakv_ring::ring::MAX_TOKENS;
 use dynakv_ring::{Event, GossipEntry, Membership, NodeId, Partition, Ring, Status, Tick};
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
+
+use crate::clock::Clock;
+use crate::transport::message::ClusterId;
 
 /// One replica of a key as a request sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,12 +71,12 @@ pub struct Cluster {
     /// Held across a rebuild (snapshot of the members, build, store), so a rebuild from an
     /// older snapshot can never overwrite one from a newer snapshot.
     rebuilding: Mutex<()>,
-    /// Origin of the monotonic milliseconds the membership state machine runs on.
-    epoch: Instant,
+    /// The monotonic milliseconds the membership state machine runs on.
+    clock: Arc<dyn Clock>,
 }
 
 impl Cluster {
-    pub fn new(id: ClusterId, n: usize, membership: Membership) -> Cluster {
+    pub fn new(id: ClusterId, n: usize, membership: Membership, clock: Arc<dyn Clock>) -> Cluster {
         let members = membership.ring_members();
         let ring = Ring::new(id.partition_bits, members.clone()).expect("validated ring parameters");
         Cluster {
@@ -88,12 +89,12 @@ impl Cluster {
                 members,
                 ring: Arc::new(ring),
             }),
-            epoch: Instant::now(),
+            clock,
         }
     }
 
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.clock.monotonic_ms()
     }
 
     pub fn id(&self) -> &ClusterId {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dynakv_crdt::Actor;
 use dynakv_ring::NodeId;
 use parking_lot::Mutex;
+use rand::Rng;
 
 use crate::storage::{Op, Space, StorageError, Store};
 
@@ -48,8 +49,12 @@ fn read_u64(store: &dyn Store, key: &[u8]) -> Result<Option<u64>, IdentityError>
 }
 
 /// Loads the identity stored in `store`, or creates one on first start (with `wanted` as
-/// the id, or a random one), and records a new generation.
-pub fn load_or_create(store: &dyn Store, wanted: Option<&NodeId>) -> Result<Identity, IdentityError> {
+/// the id, or a random one drawn from `rng`), and records a new generation.
+pub fn load_or_create(
+    store: &dyn Store,
+    wanted: Option<&NodeId>,
+    rng: &mut impl Rng,
+) -> Result<Identity, IdentityError> {
     let stored_id = store
         .get(Space::Meta, NODE_ID)?
         .map(|b| {
@@ -68,11 +73,11 @@ pub fn load_or_create(store: &dyn Store, wanted: Option<&NodeId>) -> Result<Iden
         }
         (Some(stored), _) => stored,
         (None, Some(given)) => given.clone(),
-        (None, None) => NodeId::new(format!("n-{:08x}", rand::random::<u32>())).expect("valid generated id"),
+        (None, None) => NodeId::new(format!("n-{:08x}", rng.random::<u32>())).expect("valid generated id"),
     };
     let actor = match read_u64(store, ACTOR)? {
         Some(a) => Actor(a),
-        None => Actor(rand::random()),
+        None => Actor(rng.random()),
     };
     let generation = read_u64(store, GENERATION)?.unwrap_or(0) + 1;
     store.write(vec![
@@ -229,19 +234,25 @@ impl ClockCeiling {
 mod tests {
     use super::*;
     use crate::storage::MemoryStore;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn rng() -> StdRng {
+        StdRng::seed_from_u64(5)
+    }
 
     #[test]
     fn identity_persists_and_generation_grows() {
         let s = MemoryStore::new();
         let n1 = NodeId::new("n1").unwrap();
-        let first = load_or_create(&s, Some(&n1)).unwrap();
+        let first = load_or_create(&s, Some(&n1), &mut rng()).unwrap();
         assert_eq!(first.generation, 1);
-        let second = load_or_create(&s, None).unwrap();
+        let second = load_or_create(&s, None, &mut rng()).unwrap();
         assert_eq!(
             (second.id.clone(), second.actor, second.generation),
             (n1.clone(), first.actor, 2)
         );
-        let err = load_or_create(&s, Some(&NodeId::new("n2").unwrap())).unwrap_err();
+        let err = load_or_create(&s, Some(&NodeId::new("n2").unwrap()), &mut rng()).unwrap_err();
         assert!(err.to_string().contains("belongs to node \"n1\""), "{err}");
     }
 
@@ -290,8 +301,9 @@ mod tests {
 
     #[test]
     fn fresh_directories_get_distinct_actors() {
-        let a = load_or_create(&MemoryStore::new(), None).unwrap();
-        let b = load_or_create(&MemoryStore::new(), None).unwrap();
+        let mut rng = rng();
+        let a = load_or_create(&MemoryStore::new(), None, &mut rng).unwrap();
+        let b = load_or_create(&MemoryStore::new(), None, &mut rng).unwrap();
         assert_ne!(a.actor, b.actor);
         assert_ne!(a.id, b.id);
     }

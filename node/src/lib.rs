@@ -2,38 +2,42 @@
 //!
 //! Layout:
 //! - [`config`]: flags, environment and TOML settings, validated.
+//! - [`clock`], [`local::Spawn`], [`transport::Transport`]: the seams through which a
+//!   node reads time, starts tasks and reaches its peers; real ones here, simulated ones
+//!   in the simulator (`tests/sim`).
 //! - [`storage`]: the byte-level [`storage::Store`] trait, RocksDB and in-memory engines.
 //! - [`replica`]: this node's replica of the data (registers, per-key read-merge-write),
 //!   kept in step with its Merkle trees ([`forest`]) and tombstone index; hints.
-//! - [`identity`]: node id, actor id and generation kept in the data directory.
+//! - [`identity`]: node id, actor id, generation and clock records in the data directory.
 //! - [`cluster`]: membership state machine plus the ring derived from it.
-//! - [`gossip`]: the timer and HTTP exchanges that drive membership.
-//! - [`rpc`]: the node-to-node client.
-//! - [`quorum`]: counting replica answers.
-//! - [`coordinator`]: the [`coordinator::Node`]: quorum reads (with read repair) and
-//!   writes (with sloppy quorum) for clients, replica operations for peers.
-//! - [`antientropy`]: Merkle-tree exchanges with co-replicas on a timer.
-//! - [`handoff`]: delivering hints to their owners.
-//! - [`tombstones`]: collecting tombstones once every replica has them.
-//! - [`server`]: start-up and shutdown.
+//! - [`local`]: what every role shares (identity, settings, cluster, replica, peers,
+//!   clocks).
+//! - The roles: [`coordinator`] (client reads and writes, as pure rounds driven by one
+//!   fan-out), [`peer`] (answers to other nodes), [`admin`] (status views), [`services`]
+//!   (gossip, anti-entropy, hint delivery, tombstone collection).
+//! - [`node`]: the roles assembled; [`server`]: serving it over HTTP, start to stop;
+//!   [`http_server`]: the accept loop.
 //! - [`dev`]: `dynakv dev`, a local cluster of child processes.
 
-pub mod antientropy;
+pub mod admin;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod dev;
 pub mod forest;
-pub mod gossip;
-pub mod handoff;
 pub mod http_server;
 pub mod identity;
-pub mod quorum;
+pub mod local;
+pub mod node;
+pub mod peer;
 pub mod replica;
-pub mod rpc;
 pub mod server;
+pub mod services;
 pub mod storage;
-pub mod tombstones;
+#[cfg(test)]
+mod testing;
+pub mod transport;
 
 /// A future that resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when
 /// this is called, not when the future is first polled, so a signal that arrives while

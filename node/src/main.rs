@@ -77,7 +77,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let serve = async { dynakv_node::server::run(config, dynakv_node::shutdown_signal()).await };
+            let serve = async {
+                // The data directory is checked before the port is taken, so that a bad
+                // directory is reported as such whatever else is wrong.
+                config.check_data_dir()?;
+                let listener = dynakv_node::server::bind(&config).await?;
+                dynakv_node::server::run(config, listener, dynakv_node::shutdown_signal()).await
+            };
             match runtime.block_on(serve) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -13,16 +13,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use dynakv_antientropy::KeyDigest;
-use dynakv_antientropy::merkle::{self, Hash, leaf_range};
+use dynakv_antientropy::merkle::{self, EMPTY, Hash, LEAVES, SEGMENTS, leaf_range};
+use dynakv_antientropy::{KeyDigest, TreeView};
 use dynakv_crdt::Register;
 use dynakv_ring::NodeId;
 use dynakv_ring::hash::key_position;
 use parking_lot::Mutex;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::forest::Forest;
 use crate::storage::{Op, Space, StorageError, Store};
 
@@ -31,13 +32,6 @@ const RECORD_FORMAT: u8 = 1;
 const LOCK_STRIPES: usize = 4096;
 /// Keys merged under one set of locks and one storage write.
 const MERGE_CHUNK: usize = 256;
-
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 pub fn storage_key(key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + key.len());
@@ -114,9 +108,16 @@ fn decode_hint(what: &dyn std::fmt::Debug, bytes: &[u8]) -> Result<(u64, Registe
 }
 
 /// Appends to `ops` what replaces the stored `old` bytes (a tombstone if `was_tombstone`)
-/// with `next`, keeping the tombstone index in step; returns the new bytes, or `None`
-/// when nothing changes.
-fn stage(skey: &[u8], old: Option<&[u8]>, was_tombstone: bool, next: &Register, ops: &mut Vec<Op>) -> Option<Vec<u8>> {
+/// with `next`, keeping the tombstone index in step (a new tombstone is dated `now_ms`);
+/// returns the new bytes, or `None` when nothing changes.
+fn stage(
+    skey: &[u8],
+    old: Option<&[u8]>,
+    was_tombstone: bool,
+    next: &Register,
+    now_ms: u64,
+    ops: &mut Vec<Op>,
+) -> Option<Vec<u8>> {
     let new = encode(next);
     if old == Some(new.as_slice()) {
         return None;
@@ -124,11 +125,7 @@ fn stage(skey: &[u8], old: Option<&[u8]>, was_tombstone: bool, next: &Register, 
     if next.is_tombstone() {
         // A new tombstone state (even one replacing another) restarts the grace period:
         // the collector must wait for every replica to hold this one.
-        ops.push(Op::Put(
-            Space::Tombstones,
-            skey.to_vec(),
-            wall_ms().to_be_bytes().to_vec(),
-        ));
+        ops.push(Op::Put(Space::Tombstones, skey.to_vec(), now_ms.to_be_bytes().to_vec()));
     } else if was_tombstone {
         ops.push(Op::Delete(Space::Tombstones, skey.to_vec()));
     }
@@ -164,13 +161,20 @@ pub struct ReplicaStore {
     /// Hints stored here (approximate under races, exact at rest); lets reads skip the
     /// hint lookups in the common case of none.
     hint_count: AtomicU64,
+    /// Dates tombstones and hints (wall clock).
+    clock: Arc<dyn Clock>,
 }
 
 impl ReplicaStore {
     /// Opens the replica over `store`, rebuilding the Merkle trees from the stored data.
-    pub fn open(store: Arc<dyn Store>, partition_bits: u8) -> Result<ReplicaStore, StorageError> {
+    pub fn open(
+        store: Arc<dyn Store>,
+        partition_bits: u8,
+        clock: Arc<dyn Clock>,
+    ) -> Result<ReplicaStore, StorageError> {
         let r = ReplicaStore {
             store,
+            clock,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             forest: Forest::new(partition_bits),
             hint_count: AtomicU64::new(0),
@@ -251,7 +255,14 @@ impl ReplicaStore {
         let was_tombstone = current.as_ref().is_some_and(Register::is_tombstone);
         let (next, extra) = f(current);
         let mut ops = Vec::with_capacity(2);
-        if let Some(new) = stage(&skey, old.as_deref(), was_tombstone, &next, &mut ops) {
+        if let Some(new) = stage(
+            &skey,
+            old.as_deref(),
+            was_tombstone,
+            &next,
+            self.clock.wall_ms(),
+            &mut ops,
+        ) {
             self.store.write(ops)?;
             self.forest.update(&skey, old.as_deref(), Some(&new));
         }
@@ -301,8 +312,9 @@ impl ReplicaStore {
         }
         let mut ops = Vec::with_capacity(staged.len());
         let mut changed = Vec::new();
+        let now_ms = self.clock.wall_ms();
         for (skey, (old, was_tombstone, merged)) in &staged {
-            if let Some(new) = stage(skey, old.as_deref(), *was_tombstone, merged, &mut ops) {
+            if let Some(new) = stage(skey, old.as_deref(), *was_tombstone, merged, now_ms, &mut ops) {
                 changed.push((skey, old, new));
             }
         }
@@ -432,7 +444,7 @@ impl ReplicaStore {
             }
             None => {
                 self.hint_count.fetch_add(1, Ordering::Relaxed);
-                (wall_ms(), register.clone())
+                (self.clock.wall_ms(), register.clone())
             }
         };
         self.store.put(Space::Hints, &hkey, &encode_hint(created, &merged))
@@ -504,25 +516,63 @@ impl ReplicaStore {
     }
 }
 
+/// This node's side of an anti-entropy exchange with one peer: its Merkle trees of the
+/// partitions the two share.
+pub struct LocalView<'a> {
+    replicas: &'a ReplicaStore,
+    shared: Vec<u32>,
+}
+
+impl<'a> LocalView<'a> {
+    pub fn new(replicas: &'a ReplicaStore, shared: Vec<u32>) -> Self {
+        LocalView { replicas, shared }
+    }
+}
+
+impl TreeView for LocalView<'_> {
+    fn partitions(&self) -> &[u32] {
+        &self.shared
+    }
+
+    fn root(&mut self, partition: u32) -> Hash {
+        self.replicas.forest().root(partition)
+    }
+
+    fn segment(&mut self, partition: u32, segment: usize) -> Hash {
+        if segment >= SEGMENTS {
+            return EMPTY;
+        }
+        self.replicas.forest().with(partition, |t| t.segment(segment))
+    }
+
+    fn leaf(&mut self, partition: u32, leaf: usize) -> Hash {
+        if leaf >= LEAVES {
+            return EMPTY;
+        }
+        self.replicas.forest().with(partition, |t| t.leaf(leaf))
+    }
+
+    fn keys(&mut self, partition: u32, leaf: usize) -> Vec<KeyDigest> {
+        if partition >= self.replicas.forest().partition_count() || leaf >= LEAVES {
+            return Vec::new();
+        }
+        self.replicas.leaf_keys(partition, leaf).unwrap_or_else(|e| {
+            warn!(partition, leaf, error = %e, "cannot list a merkle leaf");
+            Vec::new()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::MemoryStore;
+    use crate::testing::mv;
     use bytes::Bytes;
     use dynakv_crdt::{Actor, CausalContext, MvRegister};
 
-    fn mv(actor: u64, value: &str) -> Register {
-        let mut r = MvRegister::new();
-        r.write(
-            Actor(actor),
-            &CausalContext::new(),
-            Some(Bytes::copy_from_slice(value.as_bytes())),
-        );
-        Register::Mv(r)
-    }
-
     fn open(store: Arc<dyn Store>) -> ReplicaStore {
-        ReplicaStore::open(store, 4).unwrap()
+        ReplicaStore::open(store, 4, Arc::new(crate::clock::ManualClock::new(1_000))).unwrap()
     }
 
     #[test]

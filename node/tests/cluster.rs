@@ -434,7 +434,7 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
         );
     }
     // Node-to-node messages crafted to nest batches deeply are refused, not recursed into.
-    let mut nested = vec![1u8];
+    let mut nested = vec![2u8];
     for _ in 0..100_000 {
         nested.extend_from_slice(&[8, 1]);
     }
@@ -452,7 +452,7 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
             .to_string();
         let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
         let head = format!(
-            "GET /internal/stream HTTP/1.1\r\nhost: {addr}\r\nconnection: upgrade\r\nupgrade: dynakv-rpc/1\r\n\r\n"
+            "GET /internal/stream HTTP/1.1\r\nhost: {addr}\r\nconnection: upgrade\r\nupgrade: dynakv-rpc/2\r\n\r\n"
         );
         tcp.write_all(head.as_bytes()).await.unwrap();
         let mut answer = Vec::new();

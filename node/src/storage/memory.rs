@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use super::{KeyValue, Op, Space, StorageError, Store};
+use super::{Op, Scan, Space, StorageError, Store};
 
 /// Every space in one ordered map, keyed by `(space, key)`.
 type Entries = BTreeMap<(Space, Vec<u8>), Vec<u8>>;
@@ -41,12 +41,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn scan<'a>(
-        &'a self,
-        space: Space,
-        from: &[u8],
-        to: Option<&[u8]>,
-    ) -> Box<dyn Iterator<Item = Result<KeyValue, StorageError>> + 'a> {
+    fn scan<'a>(&'a self, space: Space, from: &[u8], to: Option<&[u8]>) -> Scan<'a> {
         // A snapshot: the lock is not held while the caller iterates.
         let map = self.spaces.read();
         let start = Bound::Included((space, from.to_vec()));

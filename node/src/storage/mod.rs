@@ -57,6 +57,9 @@ pub enum StorageError {
 
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// Entries of a scan, in key order.
+pub type Scan<'a> = Box<dyn Iterator<Item = Result<KeyValue, StorageError>> + 'a>;
+
 /// A storage engine. Implementations must be safe to call from many threads at once;
 /// a returned `Ok` from [`Store::write`] means the batch survives a crash of the process.
 pub trait Store: Send + Sync + 'static {
@@ -66,12 +69,7 @@ pub trait Store: Send + Sync + 'static {
     fn write(&self, ops: Vec<Op>) -> Result<(), StorageError>;
 
     /// Entries with `from <= key < to` (or to the end when `to` is `None`), in key order.
-    fn scan<'a>(
-        &'a self,
-        space: Space,
-        from: &[u8],
-        to: Option<&[u8]>,
-    ) -> Box<dyn Iterator<Item = Result<KeyValue, StorageError>> + 'a>;
+    fn scan<'a>(&'a self, space: Space, from: &[u8], to: Option<&[u8]>) -> Scan<'a>;
 
     fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         self.write(vec![Op::Put(space, key.to_vec(), value.to_vec())])

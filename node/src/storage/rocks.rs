@@ -7,7 +7,7 @@ use rocksdb::{
     ReadOptions, WriteBatch, WriteOptions,
 };
 
-use super::{KeyValue, Op, Space, StorageError, Store};
+use super::{Op, Scan, Space, StorageError, Store};
 
 /// Shared block cache for all column families.
 const BLOCK_CACHE_BYTES: usize = 128 << 20;
@@ -114,12 +114,7 @@ impl Store for RocksStore {
         self.db.write_opt(batch, &self.write_opts).map_err(engine_err)
     }
 
-    fn scan<'a>(
-        &'a self,
-        space: Space,
-        from: &[u8],
-        to: Option<&[u8]>,
-    ) -> Box<dyn Iterator<Item = Result<KeyValue, StorageError>> + 'a> {
+    fn scan<'a>(&'a self, space: Space, from: &[u8], to: Option<&[u8]>) -> Scan<'a> {
         let mut opts = ReadOptions::default();
         if let Some(to) = to {
             opts.set_iterate_upper_bound(to.to_vec());

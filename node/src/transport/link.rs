@@ -1,122 +1,69 @@
-//! Node-to-node client.
+//! The client side of the replica stream (see [`super::stream`]): one link per peer,
+//! opened on first use and again whenever it breaks.
 //!
-//! Replica reads and writes (the small, frequent requests) go over one replica stream
-//! per peer (see [`dynakv_http_api::stream`]): a long-lived connection carrying
-//! length-prefixed postcard frames. They are *coalesced*: each peer has a queue and a
-//! link task that sends whatever has queued up as one [`ReplicaRequest::Batch`] frame
-//! while the previous one awaits its answer ([`MAX_IN_FLIGHT`]). An idle node sends each
-//! request on its own at once (no added latency); a busy one sends fewer, larger
-//! frames. Everything else (anti-entropy, forwarded writes, gossip) is a postcard body
-//! over HTTP/1.1 with pooled keep-alive connections.
+//! Requests are *coalesced*: each peer has a queue, and its link sends whatever has
+//! queued up as one frame while the previous frame awaits its answer
+//! ([`MAX_IN_FLIGHT`]). An idle node sends each request on its own at once (no added
+//! latency); a busy one sends fewer, larger frames.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use dynakv_http_api::stream::{STREAM_PATH, STREAM_PROTOCOL, encode_request, read_answer};
-use dynakv_http_api::wire::{
-    self, BatchItem, CONTENT_TYPE, GossipRequest, GossipResponse, ReplicaRequest, ReplicaResponse,
-};
-use dynakv_http_api::{ApiError, ErrorBody};
 use parking_lot::Mutex;
-use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::debug;
 
-/// Batch frames awaiting their answer per peer at once. One: the peer handles a stream's
+use super::message::Request;
+use super::stream::{STREAM_PATH, STREAM_PROTOCOL, encode_request, read_answer};
+use super::{Reply, RpcError, Traffic};
+
+/// Frames awaiting their answer per peer at once. One: the peer handles a stream's
 /// frames one after another anyway, and while a frame is out the requests that come in
 /// wait here and join the next one. Measured on 3 local nodes (YCSB A, 64 clients): 34.0k
 /// ops/s with one, 28.3k with two; open loop at 14k/s, p99 5.8-15 ms with one, 27-35 ms
 /// with two (fewer, larger frames cost less CPU).
 pub const MAX_IN_FLIGHT: usize = 1;
-/// Requests per batch at most.
+/// Requests per frame at most.
 pub const MAX_BATCH: usize = 128;
-/// Bytes of values per batch, roughly (a single larger item still goes, alone).
+/// Bytes of values per frame, roughly (a single larger request still goes, alone).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Longest wait for a peer to accept a connection and agree to the replica stream.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest answer frame taken from a peer (a batch of reads of large registers).
+const ANSWER_LIMIT: usize = 1 << 30;
+/// How often a link checks for answers overdue past their deadline.
+const OVERDUE_CHECK: Duration = Duration::from_millis(250);
 
-/// Rough encoded size of an item: its values plus some overhead.
-fn item_bytes(item: &BatchItem) -> usize {
-    match item {
-        BatchItem::Get { key } => key.len() + 16,
-        BatchItem::Merge { key, register } | BatchItem::MergeHint { key, register, .. } => {
-            key.len() + 64 + register.values().iter().map(|v| v.len()).sum::<usize>()
-        }
-    }
-}
-
-/// Why a call to a peer did not produce an answer.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum RpcError {
-    #[error("peer {addr} did not answer within {timeout:?}")]
-    Timeout { addr: String, timeout: Duration },
-    /// The connection could not be made: the peer never saw the request.
-    #[error("cannot connect to peer {addr}: {detail}")]
-    Connect { addr: String, detail: String },
-    /// Something failed after the request may have been sent.
-    #[error("exchange with peer {addr} failed: {detail}")]
-    Transport { addr: String, detail: String },
-    /// The peer answered with an error.
-    #[error("peer {addr} answered: {error}")]
-    Remote { addr: String, error: ApiError },
-}
+type ReplyTo = oneshot::Sender<Result<Reply, RpcError>>;
 
 /// A request waiting in a peer's queue.
 struct Queued {
-    item: BatchItem,
-    /// Rough encoded size, to keep batches well under the peer's body limit.
+    req: Request,
+    /// Rough encoded size, to keep frames well under the peer's body limit.
     bytes: usize,
     deadline: Instant,
-    reply: oneshot::Sender<Result<ReplicaResponse, RpcError>>,
+    reply: ReplyTo,
 }
 
-#[derive(Clone)]
-pub struct Rpc {
-    http: reqwest::Client,
+/// Every peer's link, by address.
+#[derive(Clone, Default)]
+pub struct Links {
     queues: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Queued>>>>,
 }
 
-impl Rpc {
-    pub fn new() -> Rpc {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            // Peers close connections idle for their read timeout (at least
-            // MIN_READ_TIMEOUT_MS, whatever each is configured with): drop pooled ones well
-            // before, so a request is never sent on one the peer is closing that moment.
-            .pool_idle_timeout(Duration::from_millis(crate::config::MIN_READ_TIMEOUT_MS / 2))
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .no_proxy()
-            .build()
-            .expect("static client configuration is valid");
-        Rpc {
-            http,
-            queues: Arc::default(),
-        }
-    }
-
-    /// Sends one replica request, coalesced with others to the same peer.
-    pub async fn replica(
-        &self,
-        addr: &str,
-        req: &ReplicaRequest,
-        timeout: Duration,
-    ) -> Result<ReplicaResponse, RpcError> {
-        let Ok(item) = BatchItem::try_from(req) else {
-            // Long-running or large verbs go on their own.
-            return self
-                .call(addr, "/internal/replica", wire::encode(req).into(), timeout)
-                .await;
-        };
+impl Links {
+    /// Queues `req` for `addr` and waits for its answer. `Err(req)` when the link cannot
+    /// take it (the runtime is shutting down): the caller may send it another way.
+    pub async fn send(&self, addr: &str, req: Request, timeout: Duration) -> Result<Result<Reply, RpcError>, Request> {
         let deadline = Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
-        let bytes = item_bytes(&item);
         let queued = Queued {
-            item,
-            bytes,
+            bytes: req.approx_bytes(),
+            req,
             deadline,
             reply,
         };
@@ -130,13 +77,9 @@ impl Rpc {
             tx.send(queued)
         };
         if let Err(mpsc::error::SendError(q)) = sent {
-            // The dispatcher is gone (runtime shutting down); send directly.
-            let req = ReplicaRequest::from(q.item);
-            return self
-                .call(addr, "/internal/replica", wire::encode(&req).into(), timeout)
-                .await;
+            return Err(q.req);
         }
-        match tokio::time::timeout_at(deadline, answer).await {
+        Ok(match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(RpcError::Transport {
                 addr: addr.to_string(),
@@ -146,115 +89,11 @@ impl Rpc {
                 addr: addr.to_string(),
                 timeout,
             }),
-        }
-    }
-
-    /// Sends one request on its own, also returning the size of the answer in bytes.
-    pub async fn replica_measured(
-        &self,
-        addr: &str,
-        body: Bytes,
-        timeout: Duration,
-    ) -> Result<(ReplicaResponse, usize), RpcError> {
-        self.call_measured(addr, "/internal/replica", body, timeout).await
-    }
-
-    pub async fn gossip(&self, addr: &str, req: &GossipRequest, timeout: Duration) -> Result<GossipResponse, RpcError> {
-        self.call(addr, "/internal/gossip", wire::encode(req).into(), timeout)
-            .await
-    }
-
-    async fn call<Resp: DeserializeOwned>(
-        &self,
-        addr: &str,
-        path: &str,
-        body: Bytes,
-        timeout: Duration,
-    ) -> Result<Resp, RpcError> {
-        self.call_measured(addr, path, body, timeout).await.map(|(r, _)| r)
-    }
-
-    async fn call_measured<Resp: DeserializeOwned>(
-        &self,
-        addr: &str,
-        path: &str,
-        body: Bytes,
-        timeout: Duration,
-    ) -> Result<(Resp, usize), RpcError> {
-        let transport = |detail: String| RpcError::Transport {
-            addr: addr.to_string(),
-            detail,
-        };
-        let classify = |e: reqwest::Error| {
-            // reqwest's Display hides the cause ("error sending request"); keep it.
-            let mut detail = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                detail.push_str(": ");
-                detail.push_str(&s.to_string());
-                source = s.source();
-            }
-            if e.is_timeout() {
-                RpcError::Timeout {
-                    addr: addr.to_string(),
-                    timeout,
-                }
-            } else if e.is_connect() {
-                RpcError::Connect {
-                    addr: addr.to_string(),
-                    detail,
-                }
-            } else {
-                transport(detail)
-            }
-        };
-        let resp = self
-            .http
-            .post(format!("http://{addr}{path}"))
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .body(body)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(classify)?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(classify)?;
-        if status.is_success() {
-            return wire::decode(&body)
-                .map(|r| (r, body.len()))
-                .map_err(|e| transport(format!("undecodable answer: {e}")));
-        }
-        let error = match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(b) => ApiError::from_body(status.as_u16(), b),
-            Err(_) => ApiError::Upstream {
-                status: status.as_u16(),
-                code: "peer_error".into(),
-                message: String::from_utf8_lossy(&body).chars().take(200).collect(),
-            },
-        };
-        Err(RpcError::Remote {
-            addr: addr.to_string(),
-            error,
         })
     }
 }
 
-impl Default for Rpc {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Longest wait for a peer to accept a connection and agree to the replica stream.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest answer frame taken from a peer (a batch of reads of large registers).
-const ANSWER_LIMIT: usize = 1 << 30;
-/// How often a link checks for answers overdue past their deadline.
-const OVERDUE_CHECK: Duration = Duration::from_millis(250);
-
-/// One peer's link: a replica stream (see [`dynakv_http_api::stream`]) opened on first
-/// use and again whenever it breaks. Whatever has queued up is sent as one batch frame
-/// while at most [`MAX_IN_FLIGHT`] frames await their answers.
+/// One peer's link: a replica stream opened on first use and again whenever it breaks.
 async fn link(addr: String, mut rx: mpsc::UnboundedReceiver<Queued>) {
     let mut next_id = 0u64;
     while let Some(first) = rx.recv().await {
@@ -313,9 +152,10 @@ async fn open_stream(addr: &str) -> Result<TcpStream, String> {
     }
 }
 
-/// A batch frame sent and not yet answered.
+/// A frame sent and not yet answered.
 struct Outstanding {
-    replies: Vec<oneshot::Sender<Result<ReplicaResponse, RpcError>>>,
+    /// Per request: where its answer goes, and its encoded size.
+    replies: Vec<(ReplyTo, usize)>,
     /// The latest deadline among its requests: past it, nobody waits for the answer.
     deadline: Instant,
 }
@@ -324,7 +164,7 @@ type Pending = Arc<Mutex<HashMap<u64, Outstanding>>>;
 
 fn fail_all(pending: &Pending, e: &RpcError) {
     for (_, o) in pending.lock().drain() {
-        for reply in o.replies {
+        for (reply, _) in o.replies {
             let _ = reply.send(Err(e.clone()));
         }
     }
@@ -388,8 +228,8 @@ async fn session(
         };
         let mut bytes = first.bytes;
         let mut batch = vec![first];
-        // Whatever queued up, within a count and a size (an item over the size goes
-        // alone, as the first of its batch).
+        // Whatever queued up, within a count and a size (a request over the size goes
+        // alone, as the first of its frame).
         while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(q) => {
@@ -404,10 +244,11 @@ async fn session(
         let Some(deadline) = batch.iter().map(|q| q.deadline).max() else {
             continue;
         };
-        let (items, replies): (Vec<BatchItem>, Vec<_>) = batch.into_iter().map(|q| (q.item, q.reply)).unzip();
+        let (reqs, replies): (Vec<Request>, Vec<ReplyTo>) = batch.into_iter().map(|q| (q.req, q.reply)).unzip();
         *next_id += 1;
         out.clear();
-        encode_request(&mut out, *next_id, &ReplicaRequest::Batch(items));
+        let sizes = encode_request(&mut out, *next_id, &reqs);
+        let replies = replies.into_iter().zip(sizes).collect();
         pending.lock().insert(*next_id, Outstanding { replies, deadline });
         match tokio::time::timeout_at(deadline, w.write_all(&out)).await {
             Ok(Ok(())) => {}
@@ -441,25 +282,31 @@ async fn read_answers(
         match read_answer(&mut r, ANSWER_LIMIT).await {
             Ok(Some((id, answer))) => {
                 let Some(o) = pending.lock().remove(&id) else {
-                    break format!("an answer to unknown request {id}");
+                    break format!("an answer to unknown frame {id}");
                 };
                 answered.notify_one();
                 match answer {
-                    Ok(ReplicaResponse::Batch(answers)) if answers.len() == o.replies.len() => {
-                        for (reply, answer) in o.replies.into_iter().zip(answers) {
-                            let result = answer.map(ReplicaResponse::from).map_err(|e| RpcError::Remote {
-                                addr: addr.clone(),
-                                error: e.into(),
-                            });
+                    Ok(items) if items.len() == o.replies.len() => {
+                        for ((reply, sent), (answer, received)) in o.replies.into_iter().zip(items) {
+                            let traffic = Traffic {
+                                sent: sent as u64,
+                                received: received as u64,
+                            };
+                            let result = answer
+                                .map(|answer| Reply { answer, traffic })
+                                .map_err(|e| RpcError::Remote {
+                                    addr: addr.clone(),
+                                    error: e.into(),
+                                });
                             let _ = reply.send(result);
                         }
                     }
-                    Ok(other) => {
+                    Ok(items) => {
                         let e = RpcError::Transport {
                             addr: addr.clone(),
-                            detail: format!("unexpected answer to a batch: {other:?}"),
+                            detail: format!("{} answers to a frame of {} requests", items.len(), o.replies.len()),
                         };
-                        for reply in o.replies {
+                        for (reply, _) in o.replies {
                             let _ = reply.send(Err(e.clone()));
                         }
                     }
@@ -468,7 +315,7 @@ async fn read_answers(
                             addr: addr.clone(),
                             error,
                         };
-                        for reply in o.replies {
+                        for (reply, _) in o.replies {
                             let _ = reply.send(Err(e.clone()));
                         }
                     }

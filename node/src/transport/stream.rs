@@ -1,39 +1,44 @@
-//! The replica stream: one long-lived connection per pair of nodes carrying replica
-//! requests as length-prefixed frames, pipelined, instead of one HTTP exchange each.
+//! The replica stream: one long-lived connection per pair of nodes carrying batches of
+//! small requests as length-prefixed frames, pipelined, instead of one HTTP exchange
+//! each. This file has the frames and the serving side; [`super::link`] the client side.
 //!
-//! A node opens it with `GET /internal/stream` and `Upgrade: dynakv-rpc/1`; after the
+//! A node opens it with `GET /internal/stream` and `Upgrade: dynakv-rpc/2`; after the
 //! `101 Switching Protocols` both sides speak frames:
 //!
-//! - request: `u32` length of what follows, `u64` request id, a [`ReplicaRequest`] as
-//!   [`wire::encode`]s it;
-//! - answer: `u32` length of what follows, `u64` the request's id, a `u8` (0: a
-//!   [`ReplicaResponse`], 1: a [`WireError`]), the message as [`wire::encode`]s it.
+//! - request: `u32` length of what follows, `u64` frame id, then the requests as
+//!   [`message::encode`] encodes a `Vec<Request>`;
+//! - answer: `u32` length of what follows, `u64` the frame's id, a `u8` kind, then
+//!   (kind 0) one `Result<Answer, WireError>` per request, in order, encoded the same
+//!   way, or (kind 1) one [`WireError`] for the whole frame (it could not be decoded).
 //!
-//! The serving side handles a connection's requests one after another and answers in
-//! order, writing the answers together once no further whole request has arrived. Per request, that saves the HTTP parsing and routing, most system calls and the
-//! hand-offs between tasks of an HTTP exchange, which at moderate load was most of a
-//! node's CPU (each client request fans out to two or three peers).
+//! The serving side handles a connection's frames one after another and answers in
+//! order, writing the answers together once no further whole frame has arrived. Per
+//! request, that saves the HTTP parsing and routing, most system calls and the hand-offs
+//! between tasks of an HTTP exchange, which at moderate load was most of a node's CPU
+//! (each client request fans out to two or three peers).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::extract::Request;
+use axum::extract::Request as HttpRequest;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use dynakv_http_api::ApiError;
 use futures::FutureExt;
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, watch};
 use tracing::debug;
 
-use crate::error::ApiError;
-use crate::service::InternalService;
-use crate::wire::{self, ReplicaRequest, ReplicaResponse, WireError};
+use super::Handler;
+use super::message::{self, Answer, Request, WIRE_VERSION, WireError};
 
 pub const STREAM_PATH: &str = "/internal/stream";
 /// The `Upgrade` protocol name; a new frame format gets a new name.
-pub const STREAM_PROTOCOL: &str = "dynakv-rpc/1";
+pub const STREAM_PROTOCOL: &str = "dynakv-rpc/2";
 
 /// The replica streams a node serves, so that it can stop them when it shuts down:
 /// [`Streams::close`] makes each stop reading requests once it has answered what it
@@ -76,7 +81,7 @@ impl Streams {
         self.active.load(Ordering::Acquire)
     }
 
-    /// Stops every stream (and any opened later) after the request it is handling, and
+    /// Stops every stream (and any opened later) after the frame it is handling, and
     /// waits up to `grace` for them to end. Returns how many were still running then.
     pub async fn close(&self, grace: std::time::Duration) -> usize {
         let _ = self.stop.send(true);
@@ -98,8 +103,8 @@ impl Streams {
 const MAX_FRAME: usize = u32::MAX as usize;
 
 /// Answer kinds.
-const ANSWER_OK: u8 = 0;
-const ANSWER_ERR: u8 = 1;
+const ANSWER_ITEMS: u8 = 0;
+const ANSWER_FRAME_ERROR: u8 = 1;
 
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -112,29 +117,90 @@ pub enum FrameError {
     Malformed(String),
 }
 
-/// Appends a request frame to `out`.
-pub fn encode_request(out: &mut Vec<u8>, id: u64, req: &ReplicaRequest) {
-    let msg = wire::encode(req);
-    out.extend_from_slice(&((8 + msg.len()) as u32).to_be_bytes());
+/// Writes `items` as [`message::encode`] would write the whole `Vec`, returning each
+/// item's encoded size (postcard encodes a sequence as its length, then the items).
+fn encode_items<T: Serialize>(out: &mut Vec<u8>, items: &[T]) -> Vec<usize> {
+    out.push(WIRE_VERSION);
+    postcard::to_io(&items.len(), &mut *out).expect("writing to a Vec cannot fail");
+    items
+        .iter()
+        .map(|item| {
+            let before = out.len();
+            postcard::to_io(item, &mut *out).expect("writing to a Vec cannot fail");
+            out.len() - before
+        })
+        .collect()
+}
+
+/// Reads what [`encode_items`] wrote: each item and its encoded size.
+fn decode_items<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<(T, usize)>, ApiError> {
+    let undecodable = |e: postcard::Error| ApiError::BadRequest(format!("undecodable message: {e}"));
+    let rest = match bytes.split_first() {
+        Some((&WIRE_VERSION, rest)) => rest,
+        Some((v, _)) => {
+            return Err(ApiError::BadRequest(format!(
+                "wire version {v} is not supported (this node speaks {WIRE_VERSION})"
+            )));
+        }
+        None => return Err(ApiError::BadRequest("empty message".into())),
+    };
+    let (count, mut rest) = postcard::take_from_bytes::<usize>(rest).map_err(undecodable)?;
+    // Each item takes at least a byte: a count beyond that is a lie, not an allocation.
+    if count > rest.len() {
+        return Err(ApiError::BadRequest(format!(
+            "a frame claims {count} items in {} bytes",
+            rest.len()
+        )));
+    }
+    let mut items = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (item, after) = postcard::take_from_bytes::<T>(rest).map_err(undecodable)?;
+        items.push((item, rest.len() - after.len()));
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "{} bytes after the last item",
+            rest.len()
+        )));
+    }
+    Ok(items)
+}
+
+/// Appends a request frame carrying `reqs` to `out`; returns each request's encoded size.
+pub fn encode_request(out: &mut Vec<u8>, id: u64, reqs: &[Request]) -> Vec<usize> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(&msg);
+    let sizes = encode_items(out, reqs);
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    sizes
 }
 
 /// Appends an answer frame to `out`.
-pub fn encode_answer(out: &mut Vec<u8>, id: u64, answer: &Result<ReplicaResponse, ApiError>) {
-    let (mut kind, mut msg) = match answer {
-        Ok(resp) => (ANSWER_OK, wire::encode(resp)),
-        Err(e) => (ANSWER_ERR, wire::encode(&WireError::from(e))),
-    };
-    if msg.len() > MAX_FRAME - 9 {
-        // A frame's length must fit its u32 prefix: refuse the answer rather than wrap.
-        let e = ApiError::Internal(format!("an answer of {} bytes is too large for one frame", msg.len()));
-        (kind, msg) = (ANSWER_ERR, wire::encode(&WireError::from(&e)));
-    }
-    out.extend_from_slice(&((9 + msg.len()) as u32).to_be_bytes());
+pub fn encode_answer(out: &mut Vec<u8>, id: u64, answer: &Result<Vec<Result<Answer, WireError>>, ApiError>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&id.to_be_bytes());
-    out.push(kind);
-    out.extend_from_slice(&msg);
+    match answer {
+        Ok(items) => {
+            out.push(ANSWER_ITEMS);
+            encode_items(out, items);
+        }
+        Err(e) => {
+            out.push(ANSWER_FRAME_ERROR);
+            out.extend_from_slice(&message::encode(&WireError::from(e)));
+        }
+    }
+    if out.len() - start - 4 > MAX_FRAME {
+        // A frame's length must fit its u32 prefix: refuse the answer rather than wrap.
+        out.truncate(start);
+        let e = ApiError::Internal("an answer too large for one frame".into());
+        return encode_answer(out, id, &Err(e));
+    }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Reads one frame: its id and the rest. `None` at a clean end of the stream.
@@ -156,21 +222,25 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<Opt
     Ok(Some((id, body)))
 }
 
+/// A request frame as read: its id, and its requests (or why they could not be decoded).
+pub type RequestFrame = (u64, Result<Vec<Request>, ApiError>);
+
 /// Reads one request frame. `None` at a clean end of the stream.
-pub async fn read_request<R: AsyncRead + Unpin>(
-    r: &mut R,
-    limit: usize,
-) -> Result<Option<(u64, Result<ReplicaRequest, ApiError>)>, FrameError> {
-    Ok(read_frame(r, limit)
-        .await?
-        .map(|(id, body)| (id, wire::decode::<ReplicaRequest>(&body))))
+pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<Option<RequestFrame>, FrameError> {
+    Ok(read_frame(r, limit).await?.map(|(id, body)| {
+        let reqs = decode_items::<Request>(&body).map(|items| items.into_iter().map(|(r, _)| r).collect());
+        (id, reqs)
+    }))
 }
+
+/// One request's answer as read, with its encoded size.
+pub type AnswerItem = (Result<Answer, WireError>, usize);
 
 /// Reads one answer frame. `None` at a clean end of the stream.
 pub async fn read_answer<R: AsyncRead + Unpin>(
     r: &mut R,
     limit: usize,
-) -> Result<Option<(u64, Result<ReplicaResponse, ApiError>)>, FrameError> {
+) -> Result<Option<(u64, Result<Vec<AnswerItem>, ApiError>)>, FrameError> {
     let Some((id, body)) = read_frame(r, limit).await? else {
         return Ok(None);
     };
@@ -178,8 +248,10 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
         return Err(FrameError::Malformed("an answer without a kind".into()));
     };
     let answer = match kind {
-        ANSWER_OK => Ok(wire::decode::<ReplicaResponse>(msg).map_err(|e| FrameError::Malformed(e.to_string()))?),
-        ANSWER_ERR => Err(wire::decode::<WireError>(msg)
+        ANSWER_ITEMS => {
+            Ok(decode_items::<Result<Answer, WireError>>(msg).map_err(|e| FrameError::Malformed(e.to_string()))?)
+        }
+        ANSWER_FRAME_ERROR => Err(message::decode::<WireError>(msg)
             .map_err(|e| FrameError::Malformed(e.to_string()))?
             .into()),
         other => return Err(FrameError::Malformed(format!("unknown answer kind {other}"))),
@@ -187,11 +259,11 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
     Ok(Some((id, answer)))
 }
 
-/// Serves one stream until the peer closes it or it breaks: requests in order, answers
-/// in order, written together whenever no more requests are waiting.
-pub async fn serve<S, IO>(svc: Arc<S>, io: IO, limit: usize, streams: Streams) -> Result<(), FrameError>
+/// Serves one stream until the peer closes it or it breaks: frames in order, answers
+/// in order, written together whenever no more frames are waiting.
+pub async fn serve<H, IO>(handler: Arc<H>, io: IO, limit: usize, streams: Streams) -> Result<(), FrameError>
 where
-    S: InternalService,
+    H: Handler,
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let _active = streams.enter();
@@ -208,21 +280,28 @@ where
             return Ok(());
         }
         let next = tokio::select! {
-            next = read_request(&mut r, limit) => next?,
+            biased;
             _ = stop.changed() => continue,
+            next = read_request(&mut r, limit) => next?,
         };
-        let Some((id, req)) = next else {
+        let Some((id, reqs)) = next else {
             return Ok(());
         };
-        let answer = match req {
-            // A handler that panics fails its request, as the HTTP routes do, instead of
-            // ending the stream and every request queued behind it.
-            Ok(req) => AssertUnwindSafe(svc.replica(req))
+        let answer = match reqs {
+            // A handler that panics fails its frame, as the HTTP routes fail their
+            // request, instead of ending the stream and every frame queued behind it.
+            Ok(reqs) => AssertUnwindSafe(handler.handle_batch(reqs))
                 .catch_unwind()
                 .await
-                .unwrap_or_else(|_| {
+                .map(|answers| {
+                    answers
+                        .iter()
+                        .map(|a| a.as_ref().map_err(WireError::from).cloned())
+                        .collect()
+                })
+                .map_err(|_| {
                     tracing::error!("replica request handler panicked");
-                    Err(ApiError::Internal("the request handler crashed; this is a bug".into()))
+                    ApiError::Internal("the request handler crashed; this is a bug".into())
                 }),
             Err(e) => Err(e),
         };
@@ -241,9 +320,9 @@ fn holds_a_frame(buf: &[u8]) -> bool {
 }
 
 /// `GET /internal/stream`: switches the connection to the replica stream.
-pub(crate) async fn upgrade<S: InternalService>(
-    svc: Arc<S>,
-    mut req: Request,
+pub async fn upgrade<H: Handler>(
+    handler: Arc<H>,
+    mut req: HttpRequest,
     limit: usize,
     streams: Streams,
 ) -> Result<Response, ApiError> {
@@ -261,7 +340,7 @@ pub(crate) async fn upgrade<S: InternalService>(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                if let Err(e) = serve(svc, TokioIo::new(upgraded), limit, streams).await {
+                if let Err(e) = serve(handler, TokioIo::new(upgraded), limit, streams).await {
                     debug!(error = %e, "replica stream ended");
                 }
             }
@@ -280,31 +359,28 @@ pub(crate) async fn upgrade<S: InternalService>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::message::Call;
+    use super::super::message::{Get, GetBatch, Merge};
     use super::*;
-    use crate::wire::{BatchAnswer, BatchItem, GossipRequest, GossipResponse};
 
-    /// Answers a batch of gets with "not found" per key, fails anything else.
+    /// Answers gets with "not found", panics on a batch read, refuses anything else.
     struct Fake;
 
-    impl InternalService for Fake {
-        async fn replica(&self, req: ReplicaRequest) -> Result<ReplicaResponse, ApiError> {
+    impl Handler for Fake {
+        async fn handle(&self, req: Request) -> Result<Answer, ApiError> {
             match req {
-                ReplicaRequest::Batch(items) => Ok(ReplicaResponse::Batch(
-                    items
-                        .iter()
-                        .map(|i| match i {
-                            BatchItem::Get { .. } => Ok(BatchAnswer::State(None)),
-                            _ => Err(WireError::from(&ApiError::BadRequest("only gets".into()))),
-                        })
-                        .collect(),
-                )),
-                ReplicaRequest::GetBatch { .. } => panic!("a bug in a handler"),
-                _ => Err(ApiError::BadRequest("only batches".into())),
+                Request::Get(_) => Ok(Answer::Get(None)),
+                Request::GetBatch(_) => panic!("a bug in a handler"),
+                _ => Err(ApiError::BadRequest("only gets".into())),
             }
         }
 
-        fn gossip(&self, _: GossipRequest) -> Result<GossipResponse, ApiError> {
-            Err(ApiError::BadRequest("no gossip here".into()))
+        async fn handle_batch(&self, reqs: Vec<Request>) -> Vec<Result<Answer, ApiError>> {
+            let mut out = Vec::new();
+            for r in reqs {
+                out.push(self.handle(r).await);
+            }
+            out
         }
     }
 
@@ -316,66 +392,77 @@ mod tests {
         (client, tokio::spawn(serve(Arc::new(Fake), server, limit, streams)))
     }
 
+    fn gets(n: usize) -> Vec<Request> {
+        (0..n).map(|k| Get { key: format!("k{k}") }.wrap()).collect()
+    }
+
+    #[test]
+    fn items_are_encoded_as_the_whole_vec_would_be_and_sizes_add_up() {
+        let reqs = gets(3);
+        let mut out = Vec::new();
+        let sizes = encode_items(&mut out, &reqs);
+        assert_eq!(out, message::encode(&reqs));
+        let back = decode_items::<Request>(&out).unwrap();
+        assert_eq!(back.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>(), reqs);
+        assert_eq!(back.iter().map(|(_, s)| *s).collect::<Vec<_>>(), sizes);
+        // A count no body could hold is refused before anything is allocated for it.
+        let mut lie = vec![WIRE_VERSION];
+        postcard::to_io(&(1usize << 40), &mut lie).unwrap();
+        assert_eq!(decode_items::<Request>(&lie).unwrap_err().code(), "bad_request");
+        // Trailing bytes are an error, not ignored.
+        out.push(0);
+        assert_eq!(decode_items::<Request>(&out).unwrap_err().code(), "bad_request");
+    }
+
     #[tokio::test]
-    async fn pipelined_requests_are_answered_in_order_with_their_ids() {
+    async fn pipelined_frames_are_answered_in_order_with_their_ids() {
         let (client, served) = start(1 << 20, Streams::default());
         let (mut r, mut w) = tokio::io::split(client);
         let mut out = Vec::new();
         for id in [7u64, 3, 99] {
-            let items = (0..id % 4 + 1)
-                .map(|k| BatchItem::Get { key: format!("k{k}") })
-                .collect();
-            encode_request(&mut out, id, &ReplicaRequest::Batch(items));
+            encode_request(&mut out, id, &gets(id as usize % 4 + 1));
         }
-        encode_request(&mut out, 5, &ReplicaRequest::Digests { keys: vec![] });
+        encode_request(&mut out, 5, &gets(1));
         w.write_all(&out).await.unwrap();
-        for (id, n) in [(7u64, 4usize), (3, 4), (99, 4)] {
+        for (id, n) in [(7u64, 4usize), (3, 4), (99, 4), (5, 1)] {
             let (got, answer) = read_answer(&mut r, 1 << 20).await.unwrap().unwrap();
             assert_eq!(got, id);
-            match answer.unwrap() {
-                ReplicaResponse::Batch(a) => assert_eq!(a.len(), n),
-                other => panic!("{other:?}"),
-            }
+            let items = answer.unwrap();
+            assert_eq!(items.len(), n);
+            assert!(items.iter().all(|(a, size)| *a == Ok(Answer::Get(None)) && *size > 0));
         }
-        let (got, answer) = read_answer(&mut r, 1 << 20).await.unwrap().unwrap();
-        assert_eq!(got, 5);
-        assert_eq!(answer.unwrap_err().code(), "bad_request");
-        // A handler that panics fails its own request; the stream goes on.
+        // A request the handler refuses fails alone; one whose handler panics fails its
+        // frame; the stream goes on either way.
         let mut out = Vec::new();
-        encode_request(&mut out, 6, &ReplicaRequest::GetBatch { keys: vec![] });
-        encode_request(
-            &mut out,
-            8,
-            &ReplicaRequest::Batch(vec![BatchItem::Get { key: "z".into() }]),
-        );
+        let merge = Merge {
+            key: "k".into(),
+            register: dynakv_crdt::Register::Mv(Default::default()),
+        };
+        encode_request(&mut out, 6, &[Get { key: "a".into() }.wrap(), merge.wrap()]);
+        encode_request(&mut out, 8, &[GetBatch { keys: vec![] }.wrap()]);
+        encode_request(&mut out, 9, &gets(1));
         w.write_all(&out).await.unwrap();
         let (got, answer) = read_answer(&mut r, 1 << 20).await.unwrap().unwrap();
-        assert_eq!(
-            (got, answer.unwrap_err().code().to_string()),
-            (6, "internal".to_string())
-        );
-        assert_eq!(read_answer(&mut r, 1 << 20).await.unwrap().unwrap().0, 8);
+        let items = answer.unwrap();
+        assert_eq!((got, items.len()), (6, 2));
+        assert_eq!(items[0].0, Ok(Answer::Get(None)));
+        assert_eq!(items[1].0.as_ref().unwrap_err().code, "bad_request");
+        let (got, answer) = read_answer(&mut r, 1 << 20).await.unwrap().unwrap();
+        assert_eq!((got, answer.unwrap_err().code()), (8, "internal"));
+        assert_eq!(read_answer(&mut r, 1 << 20).await.unwrap().unwrap().0, 9);
         drop(w);
         drop(r);
         served.await.unwrap().unwrap();
     }
 
     #[tokio::test]
-    async fn an_answer_is_not_held_back_by_a_partly_arrived_next_request() {
+    async fn an_answer_is_not_held_back_by_a_partly_arrived_next_frame() {
         let (client, served) = start(1 << 20, Streams::default());
         let (mut r, mut w) = tokio::io::split(client);
         let mut out = Vec::new();
-        encode_request(
-            &mut out,
-            1,
-            &ReplicaRequest::Batch(vec![BatchItem::Get { key: "a".into() }]),
-        );
+        encode_request(&mut out, 1, &gets(1));
         let first = out.len();
-        encode_request(
-            &mut out,
-            2,
-            &ReplicaRequest::Batch(vec![BatchItem::Get { key: "b".into() }]),
-        );
+        encode_request(&mut out, 2, &gets(1));
         w.write_all(&out[..first + 6]).await.unwrap();
         let answer = tokio::time::timeout(std::time::Duration::from_secs(5), read_answer(&mut r, 1 << 20)).await;
         assert_eq!(answer.expect("answered before the rest arrived").unwrap().unwrap().0, 1);
@@ -395,11 +482,7 @@ mod tests {
         let (client, served) = start(1 << 20, streams.clone());
         let (mut r, mut w) = tokio::io::split(client);
         let mut out = Vec::new();
-        encode_request(
-            &mut out,
-            1,
-            &ReplicaRequest::Batch(vec![BatchItem::Get { key: "a".into() }]),
-        );
+        encode_request(&mut out, 1, &gets(1));
         w.write_all(&out).await.unwrap();
         assert_eq!(read_answer(&mut r, 1 << 20).await.unwrap().unwrap().0, 1);
         assert_eq!(streams.active(), 1);
@@ -428,13 +511,13 @@ mod tests {
         client.write_all(&3u32.to_be_bytes()).await.unwrap();
         assert!(matches!(served.await.unwrap(), Err(FrameError::Malformed(_))));
 
-        // An undecodable request inside a well-formed frame is answered, not fatal.
+        // An undecodable frame is answered with an error for the whole frame, not fatal.
         let (client, served) = start(1024, Streams::default());
         let (mut r, mut w) = tokio::io::split(client);
         let mut out = Vec::new();
         out.extend_from_slice(&11u32.to_be_bytes());
         out.extend_from_slice(&42u64.to_be_bytes());
-        out.extend_from_slice(&[0xff, 1, 2]);
+        out.extend_from_slice(&[WIRE_VERSION, 0xff, 1]);
         w.write_all(&out).await.unwrap();
         let (id, answer) = read_answer(&mut r, 1024).await.unwrap().unwrap();
         assert_eq!(id, 42);

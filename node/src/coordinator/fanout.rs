@@ -1,0 +1,239 @@
+//! The one quorum fan-out, for reads and writes alike.
+//!
+//! A [`Round`] is a pure state machine that decides what to send, how to count the
+//! answers and when the quorum is met or lost; [`FanOut`] sends, waits and feeds it the
+//! answers. The coordinator answers its client as soon as [`FanOut::decide`] returns,
+//! then lets [`FanOut::finish`] gather the late answers (read repair, hints for replicas
+//! that turned out to be slow) up to the request's deadline.
+//!
+//! ```text
+//!   start(round, sends) ─► send each ─► answers ─► round.absorb ─► follow-up sends
+//!                                              └─► round.verdict: Met / Failed / Pending
+//! ```
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::time::{Instant, sleep_until};
+
+use super::quorum::Verdict;
+
+/// What a quorum fan-out decides, without doing any I/O.
+pub trait Round {
+    /// One request to one node.
+    type Send: Clone + Send + 'static;
+    type Answer: Send + 'static;
+    /// Takes the answer to `send`; returns the requests it calls for in its place.
+    fn absorb(&mut self, send: &Self::Send, answer: Self::Answer) -> Vec<Self::Send>;
+    fn verdict(&self) -> Verdict;
+    /// The patience deadline passed (see [`FanOut::start`]).
+    fn lose_patience(&mut self) {}
+}
+
+type InFlight<R> = FuturesUnordered<BoxFuture<'static, (<R as Round>::Send, <R as Round>::Answer)>>;
+
+/// Sends a round's requests and feeds it the answers.
+pub struct FanOut<R: Round, F> {
+    round: R,
+    in_flight: InFlight<R>,
+    send: F,
+    deadline: Instant,
+    /// When the round is told to stop waiting for some answers it prefers.
+    patience: Option<Instant>,
+}
+
+impl<R, F> FanOut<R, F>
+where
+    R: Round,
+    F: Fn(R::Send) -> BoxFuture<'static, R::Answer>,
+{
+    /// Sends `initial` at once; nothing is waited for past `deadline`.
+    pub fn start(round: R, initial: Vec<R::Send>, send: F, deadline: Instant, patience: Option<Instant>) -> Self {
+        let mut f = FanOut {
+            round,
+            in_flight: FuturesUnordered::new(),
+            send,
+            deadline,
+            patience,
+        };
+        for s in initial {
+            f.launch(s);
+        }
+        f
+    }
+
+    fn launch(&mut self, s: R::Send) {
+        let answer = (self.send)(s.clone());
+        self.in_flight.push(Box::pin(async move { (s, answer.await) }));
+    }
+
+    fn take(&mut self, s: R::Send, answer: R::Answer) {
+        for next in self.round.absorb(&s, answer) {
+            self.launch(next);
+        }
+    }
+
+    /// Waits for answers until the round is decided; past the deadline, or with nothing
+    /// left to wait for, an undecided round has failed.
+    pub async fn decide(&mut self) -> Verdict {
+        loop {
+            let verdict = self.round.verdict();
+            if verdict != Verdict::Pending {
+                return verdict;
+            }
+            let patience = self.patience;
+            if self.in_flight.is_empty() && patience.is_none() {
+                return Verdict::Failed;
+            }
+            tokio::select! {
+                biased;
+                next = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    let (s, answer) = next.expect("not empty");
+                    self.take(s, answer);
+                }
+                () = sleep_until(patience.unwrap_or(self.deadline)), if patience.is_some() => {
+                    self.patience = None;
+                    self.round.lose_patience();
+                }
+                () = sleep_until(self.deadline) => return Verdict::Failed,
+            }
+        }
+    }
+
+    /// Waits for the remaining answers (and the sends they call for) up to the deadline.
+    pub async fn finish(&mut self) {
+        loop {
+            tokio::select! {
+                biased;
+                next = self.in_flight.next() => match next {
+                    Some((s, answer)) => self.take(s, answer),
+                    None => return,
+                },
+                () = sleep_until(self.deadline) => return,
+            }
+        }
+    }
+
+    pub fn round(&self) -> &R {
+        &self.round
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::coordinator::quorum::Quorum;
+
+    /// Needs `required` successes; a failed send `n` is retried once as `n + 100`.
+    struct Retry {
+        quorum: Quorum,
+        seen: Vec<u32>,
+    }
+
+    impl Round for Retry {
+        type Send = u32;
+        type Answer = bool;
+        fn absorb(&mut self, send: &u32, ok: bool) -> Vec<u32> {
+            self.seen.push(*send);
+            if !ok && *send < 100 {
+                return vec![send + 100];
+            }
+            self.quorum.record(ok);
+            vec![]
+        }
+        fn verdict(&self) -> Verdict {
+            self.quorum.verdict()
+        }
+    }
+
+    /// Send `n` answers after `n` ms; odd sends below 100 fail.
+    fn send(n: u32) -> BoxFuture<'static, bool> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(n as u64)).await;
+            n >= 100 || n.is_multiple_of(2)
+        })
+    }
+
+    /// A fan-out of `sends` needing `required` successes by `deadline_ms`.
+    fn retry(
+        required: usize,
+        sends: Vec<u32>,
+        start: Instant,
+        deadline_ms: u64,
+    ) -> FanOut<Retry, fn(u32) -> BoxFuture<'static, bool>> {
+        let round = Retry {
+            quorum: Quorum::new(required, sends.len()),
+            seen: vec![],
+        };
+        FanOut::start(round, sends, send, start + Duration::from_millis(deadline_ms), None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn decides_on_the_quorum_then_finishes_with_the_follow_ups() {
+        let start = Instant::now();
+        let mut f = retry(2, vec![1, 2, 4], start, 1000);
+        assert_eq!(f.decide().await, Verdict::Met);
+        assert_eq!(start.elapsed(), Duration::from_millis(4), "met by 2 and 4");
+        f.finish().await;
+        assert_eq!(f.round().seen, vec![1, 2, 4, 101], "1 failed and was sent again as 101");
+        assert_eq!(start.elapsed(), Duration::from_millis(102));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_undecided_round_fails_at_the_deadline() {
+        let start = Instant::now();
+        let mut f = retry(2, vec![2, 500], start, 50);
+        assert_eq!(f.decide().await, Verdict::Failed);
+        assert_eq!(start.elapsed(), Duration::from_millis(50));
+        f.finish().await;
+        assert_eq!(f.round().seen, vec![2], "nothing waited for past the deadline");
+    }
+
+    /// Met once `needed` sends answered, or once patience is lost, whichever first.
+    struct Patient {
+        answered: usize,
+        needed: usize,
+        patience_lost: bool,
+    }
+
+    impl Round for Patient {
+        type Send = u32;
+        type Answer = bool;
+        fn absorb(&mut self, _: &u32, _: bool) -> Vec<u32> {
+            self.answered += 1;
+            vec![]
+        }
+        fn verdict(&self) -> Verdict {
+            if self.answered >= self.needed || (self.patience_lost && self.answered > 0) {
+                Verdict::Met
+            } else {
+                Verdict::Pending
+            }
+        }
+        fn lose_patience(&mut self) {
+            self.patience_lost = true;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn patience_is_lost_once_at_its_deadline() {
+        let start = Instant::now();
+        let round = Patient {
+            answered: 0,
+            needed: 2,
+            patience_lost: false,
+        };
+        let mut f = FanOut::start(
+            round,
+            vec![2, 400],
+            send,
+            start + Duration::from_secs(1),
+            Some(start + Duration::from_millis(30)),
+        );
+        assert_eq!(f.decide().await, Verdict::Met);
+        assert_eq!(start.elapsed(), Duration::from_millis(30));
+        assert!(f.round().patience_lost);
+    }
+}

@@ -1,0 +1,170 @@
+//! What every role of a node shares: who it is, its settings, its view of the cluster,
+//! its replica of the data, its peers, its clocks, and how it starts work that outlives
+//! a request. The coordinator, the peer handler, the admin views and the background
+//! services each hold an `Arc<Local>`; none of them holds another role.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynakv_crdt::{ConflictMode, Hlc, Register, Timestamp};
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::clock::Clock;
+use crate::cluster::Cluster;
+use crate::identity::{ClockCeiling, Identity};
+use crate::replica::ReplicaStore;
+use crate::storage::StorageError;
+use crate::transport::{Peers, Transport};
+
+/// Remote timestamps further ahead of our wall clock than this are not adopted by the HLC.
+pub const MAX_CLOCK_DRIFT_MS: u64 = 60_000;
+
+/// Request-level settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+    pub mode: ConflictMode,
+    pub request_timeout: Duration,
+    pub max_value_bytes: usize,
+    /// Longest pause allowed while a client sends a request body.
+    pub read_timeout: Duration,
+    /// Most siblings a blind write may leave on the coordinating replica (mv mode).
+    pub max_siblings: usize,
+    /// Let live fallbacks stand in for dead or silent replicas.
+    pub sloppy_quorum: bool,
+}
+
+/// Starts a task that belongs to this node.
+pub trait Spawn: Send + Sync + 'static {
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+}
+
+/// Tasks on the tokio runtime the node runs on.
+pub struct TokioSpawn;
+
+impl Spawn for TokioSpawn {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        tokio::spawn(task);
+    }
+}
+
+/// Where a node's effects go: the real world, or the simulator's.
+#[derive(Clone)]
+pub struct Env {
+    pub transport: Arc<dyn Transport>,
+    pub clock: Arc<dyn Clock>,
+    pub spawner: Arc<dyn Spawn>,
+    /// Seeds every random choice the node makes (gossip targets, generated ids).
+    pub seed: u64,
+}
+
+pub struct Local {
+    pub identity: Identity,
+    pub settings: Settings,
+    pub cluster: Cluster,
+    pub replicas: ReplicaStore,
+    pub peers: Peers,
+    pub clock: Arc<dyn Clock>,
+    spawner: Arc<dyn Spawn>,
+    seed: u64,
+    hlc: Mutex<Hlc>,
+    /// Recorded bound on the timestamps `hlc` issues, so a restart resumes past them.
+    clock_ceiling: ClockCeiling,
+}
+
+impl Local {
+    pub fn new(
+        identity: Identity,
+        settings: Settings,
+        cluster: Cluster,
+        replicas: ReplicaStore,
+        clock_ceiling: ClockCeiling,
+        env: Env,
+    ) -> Local {
+        let mut hlc = Hlc::new(MAX_CLOCK_DRIFT_MS);
+        hlc.resume_after(clock_ceiling.recorded_ms());
+        Local {
+            identity,
+            settings,
+            cluster,
+            replicas,
+            peers: Peers::new(env.transport),
+            clock: env.clock,
+            spawner: env.spawner,
+            seed: env.seed,
+            hlc: Mutex::new(hlc),
+            clock_ceiling,
+        }
+    }
+
+    pub fn id(&self) -> &dynakv_ring::NodeId {
+        &self.identity.id
+    }
+
+    /// Starts `task` on this node (the simulator stops it when the node crashes).
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.spawner.spawn(Box::pin(task));
+    }
+
+    /// A random number generator for one purpose, seeded from the node's seed.
+    pub fn rng(&self, purpose: &str) -> StdRng {
+        let salt = blake3::hash(purpose.as_bytes());
+        let salt = u64::from_le_bytes(salt.as_bytes()[..8].try_into().expect("8 bytes"));
+        StdRng::seed_from_u64(self.seed ^ salt)
+    }
+
+    /// When a request started now must be answered.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.settings.request_timeout
+    }
+
+    /// Takes the timestamp of a version seen from elsewhere into account.
+    pub fn observe(&self, reg: &Register) {
+        if let Register::Lww(l) = reg
+            && let Err(drift) = self.hlc.lock().observe(l.timestamp, self.clock.wall_ms())
+        {
+            warn!(%drift, "not adopting a timestamp from the future");
+        }
+    }
+
+    /// A last-writer-wins timestamp for a new write, ordered after `after` (the version
+    /// the client read) even if our clock is behind the clock that stamped it, and
+    /// recorded so that a restart never issues one below it.
+    pub fn timestamp(&self, after: Option<Timestamp>) -> Result<Timestamp, StorageError> {
+        let timestamp = {
+            let mut hlc = self.hlc.lock();
+            let wall = self.clock.wall_ms();
+            let now = hlc.now(wall);
+            match after {
+                Some(t) if t >= now => {
+                    let ts = t.successor();
+                    let _ = hlc.observe(ts, wall);
+                    ts
+                }
+                _ => now,
+            }
+        };
+        self.clock_ceiling.cover(timestamp.physical_ms())?;
+        Ok(timestamp)
+    }
+
+    /// The newest timestamp this node's clock has issued or adopted.
+    pub fn clock_reading(&self) -> Timestamp {
+        self.hlc.lock().last()
+    }
+
+    /// At shutdown, after serving stopped: records exactly how far this node's clock got.
+    pub fn settle_clock(&self) -> Result<(), StorageError> {
+        // Under the clock's lock: no timestamp can be issued past what is recorded.
+        let hlc = self.hlc.lock();
+        self.clock_ceiling.settle(hlc.last().physical_ms())
+    }
+}

@@ -1,0 +1,157 @@
+//! A node assembled from its roles: the shared [`Local`] context, the client
+//! [`Coordinator`], the [`PeerHandler`], the [`Admin`] views and the background
+//! services. [`Node::open`] builds one over any storage engine and any [`Env`] (the real
+//! network and clocks, or the simulator's); [`crate::server`] serves the coordinator and
+//! the admin views over HTTP, and the peer handler over the node-to-node transport.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynakv_ring::{DetectorConfig, MemberInfo, Membership};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::admin::Admin;
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::coordinator::Coordinator;
+use crate::identity::{self, Ceilings};
+use crate::local::{Env, Local, Settings};
+use crate::peer::PeerHandler;
+use crate::replica::ReplicaStore;
+use crate::services::antientropy::AntiEntropy;
+use crate::services::gossip::Gossip;
+use crate::services::handoff::Handoff;
+use crate::services::tombstones::Tombstones;
+use crate::services::{self, Services};
+use crate::storage::{StorageError, Store};
+use crate::transport::message::ClusterId;
+
+/// Longest wait at start for the wall clock to catch up with recorded timestamps (the
+/// clock's recording block, plus a margin).
+const MAX_CLOCK_WAIT_MS: u64 = 2_000;
+
+/// Errors that stop a node from starting; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error("invalid setting `data-dir` = {dir:?}: {source}")]
+    Storage { dir: String, source: StorageError },
+    #[error("invalid setting `listen` = \"{addr}\": cannot bind: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+pub struct Node {
+    pub local: Arc<Local>,
+    pub coordinator: Arc<Coordinator>,
+    pub peer: Arc<PeerHandler>,
+    pub admin: Arc<Admin>,
+    pub services: Services,
+}
+
+impl Node {
+    /// Opens a node over `store`: loads (or creates) its identity and clock records,
+    /// rebuilds its Merkle trees, and joins the cluster's view through `config`'s seeds.
+    /// Nothing runs until [`Node::run_services`] and a server start.
+    pub async fn open(config: &Config, store: Arc<dyn Store>, env: Env) -> Result<Node, StartError> {
+        let storage_error = |source| StartError::Storage {
+            dir: config.data_dir.display().to_string(),
+            source,
+        };
+        let mut rng = StdRng::seed_from_u64(env.seed);
+        let me = identity::load_or_create(&*store, config.id.as_ref(), &mut rng)?;
+        let Ceilings { mint, clock: ceiling } = Ceilings::load(store.clone())?;
+        // Timestamps issued before a quick restart may be ahead of the wall clock: wait a
+        // moment for it to pass them rather than start the clock ahead of it.
+        let lead_ms = ceiling.recorded_ms().saturating_sub(env.clock.wall_ms());
+        if lead_ms > MAX_CLOCK_WAIT_MS {
+            tracing::warn!(
+                lead_ms,
+                "the wall clock is behind timestamps this node issued before it restarted; \
+                 last-writer-wins timestamps continue past them"
+            );
+        } else if lead_ms > 0 {
+            info!(
+                lead_ms,
+                "waiting for the wall clock to pass timestamps issued before the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(lead_ms + 1)).await;
+        }
+        let membership = Membership::new(
+            MemberInfo {
+                id: me.id.clone(),
+                addr: config.advertise.clone(),
+                generation: me.generation,
+                heartbeat: 0,
+                tokens: config.tokens,
+                left: false,
+                oldest_hint_ms: None,
+            },
+            config.seeds.clone(),
+            DetectorConfig {
+                suspect_after_ms: config.suspect_after.as_millis() as u64,
+                dead_after_ms: config.dead_after.as_millis() as u64,
+            },
+            env.clock.monotonic_ms(),
+        );
+        let cluster = Cluster::new(
+            ClusterId {
+                name: config.cluster_name.clone(),
+                partition_bits: config.partition_bits,
+                n: config.n as u32,
+                conflict: config.conflict,
+            },
+            config.n,
+            membership,
+            env.clock.clone(),
+        );
+        let settings = Settings {
+            n: config.n,
+            r: config.r,
+            w: config.w,
+            mode: config.conflict,
+            request_timeout: config.request_timeout,
+            max_value_bytes: config.max_value_bytes,
+            max_siblings: config.max_siblings,
+            read_timeout: config.read_timeout,
+            sloppy_quorum: config.sloppy_quorum,
+        };
+        let replicas = ReplicaStore::open(store, config.partition_bits, env.clock.clone()).map_err(storage_error)?;
+        let local = Arc::new(Local::new(me, settings, cluster, replicas, ceiling, env));
+        let coordinator = Arc::new(Coordinator::new(local.clone(), mint));
+        let peer = Arc::new(PeerHandler::new(local.clone(), coordinator.clone()));
+        let services = Services {
+            gossip: Arc::new(Gossip::new(local.clone(), config.gossip_interval)),
+            antientropy: Arc::new(AntiEntropy::new(
+                local.clone(),
+                config.anti_entropy_interval,
+                config.anti_entropy_keys_per_sec,
+            )),
+            handoff: Arc::new(Handoff::new(local.clone(), config.handoff_interval)),
+            tombstones: Arc::new(Tombstones::new(local.clone(), config.tombstone_grace)),
+        };
+        let admin = Arc::new(Admin {
+            local: local.clone(),
+            coordinator: coordinator.clone(),
+            services: services.clone(),
+        });
+        Ok(Node {
+            local,
+            coordinator,
+            peer,
+            admin,
+            services,
+        })
+    }
+
+    /// Runs gossip, anti-entropy, hint delivery and tombstone collection until
+    /// `shutdown` flips.
+    pub async fn run_services(&self, shutdown: watch::Receiver<bool>) {
+        services::run(&self.local, self.services.all(), shutdown).await;
+    }
+}

@@ -1,0 +1,161 @@
+//! The peer handler: this node's answers to other nodes, one method per verb, whatever
+//! carried the request (the replica stream, HTTP, or the simulator's network).
+
+use std::sync::Arc;
+
+use dynakv_antientropy::CompareResponse;
+use dynakv_antientropy::merkle::Hash;
+use dynakv_crdt::{Context, Register};
+use dynakv_http_api::{ApiError, Key};
+use dynakv_ring::GossipEntry;
+
+use crate::coordinator::{Coordinator, storage_error};
+use crate::local::Local;
+use crate::replica::ReplicaStore;
+use crate::services;
+use crate::storage::StorageError;
+use crate::transport::Handler;
+use crate::transport::message::{self, Answer, Request};
+
+pub struct PeerHandler {
+    local: Arc<Local>,
+    /// For writes forwarded here by nodes that are not replicas of their key.
+    coordinator: Arc<Coordinator>,
+}
+
+impl PeerHandler {
+    pub fn new(local: Arc<Local>, coordinator: Arc<Coordinator>) -> PeerHandler {
+        PeerHandler { local, coordinator }
+    }
+
+    fn get(&self, req: message::Get) -> Result<Option<Register>, ApiError> {
+        let key = Key::new(req.key)?;
+        let replicas = &self.local.replicas;
+        // A fallback answers with the hints it holds for the key's replicas; only a
+        // node holding hints needs to know who those are.
+        let owners = if replicas.has_hints() {
+            self.local.cluster.plan(key.as_str()).primary_ids()
+        } else {
+            Vec::new()
+        };
+        replicas.get_with_hints(key.as_str(), &owners).map_err(storage_error)
+    }
+
+    fn merge(&self, req: message::Merge) -> Result<(), ApiError> {
+        let key = Key::new(req.key)?;
+        self.local.observe(&req.register);
+        self.local
+            .replicas
+            .merge(key.as_str(), &req.register)
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn merge_hint(&self, req: message::MergeHint) -> Result<(), ApiError> {
+        let key = Key::new(req.key)?;
+        self.local.observe(&req.register);
+        let replicas = &self.local.replicas;
+        if req.owner == *self.local.id() {
+            // Never hold a hint for ourselves: it is simply a write.
+            replicas.merge(key.as_str(), &req.register).map_err(storage_error)?;
+        } else {
+            replicas
+                .store_hint(&req.owner, key.as_str(), &req.register)
+                .map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
+    /// Checks every key and observes every timestamp before storing any.
+    fn merge_batch(&self, items: Vec<(String, Register)>) -> Result<(), ApiError> {
+        for (key, register) in &items {
+            Key::new(key.as_str())?;
+            self.local.observe(register);
+        }
+        self.local.replicas.merge_many(items).map_err(storage_error)
+    }
+
+    /// `read` of each of `keys`, in order; the first bad key or failure fails them all.
+    fn each_key<T>(
+        &self,
+        keys: Vec<String>,
+        read: impl Fn(&ReplicaStore, &str) -> Result<T, StorageError>,
+    ) -> Result<Vec<T>, ApiError> {
+        keys.into_iter()
+            .map(|key| read(&self.local.replicas, Key::new(key)?.as_str()).map_err(storage_error))
+            .collect()
+    }
+
+    fn get_batch(&self, req: message::GetBatch) -> Result<Vec<Option<Register>>, ApiError> {
+        self.each_key(req.keys, ReplicaStore::get)
+    }
+
+    fn digests(&self, req: message::Digests) -> Result<Vec<Option<Hash>>, ApiError> {
+        self.each_key(req.keys, ReplicaStore::digest)
+    }
+
+    fn compare(&self, req: message::Compare) -> CompareResponse {
+        services::antientropy::answer(&self.local, &req.from, &req.compare)
+    }
+
+    async fn coordinate(&self, req: message::Coordinate) -> Result<Context, ApiError> {
+        self.coordinator.coordinate_forwarded(req).await
+    }
+
+    fn gossip(&self, req: message::Gossip) -> Result<Vec<GossipEntry>, ApiError> {
+        services::gossip::answer(&self.local, req)
+    }
+}
+
+impl Handler for PeerHandler {
+    async fn handle(&self, req: Request) -> Result<Answer, ApiError> {
+        Ok(match req {
+            Request::Get(r) => Answer::Get(self.get(r)?),
+            Request::Merge(r) => Answer::Merge(self.merge(r)?),
+            Request::MergeHint(r) => Answer::MergeHint(self.merge_hint(r)?),
+            Request::Coordinate(r) => Answer::Coordinate(self.coordinate(r).await?),
+            Request::MergeBatch(r) => Answer::MergeBatch(self.merge_batch(r.items)?),
+            Request::GetBatch(r) => Answer::GetBatch(self.get_batch(r)?),
+            Request::Digests(r) => Answer::Digests(self.digests(r)?),
+            Request::Compare(r) => Answer::Compare(self.compare(r)),
+            Request::Gossip(r) => Answer::Gossip(self.gossip(r)?),
+        })
+    }
+
+    /// The merges among `reqs` go to storage as one write (one write-ahead-log append);
+    /// the rest are handled one by one, in order.
+    async fn handle_batch(&self, reqs: Vec<Request>) -> Vec<Result<Answer, ApiError>> {
+        let mut answers: Vec<Option<Result<Answer, ApiError>>> = Vec::with_capacity(reqs.len());
+        let mut merges = Vec::new();
+        let mut merge_slots = Vec::new();
+        for req in reqs {
+            match req {
+                Request::Merge(m) => match Key::new(m.key) {
+                    Ok(key) => {
+                        self.local.observe(&m.register);
+                        merges.push((key.into_string(), m.register));
+                        merge_slots.push(answers.len());
+                        answers.push(None);
+                    }
+                    Err(e) => answers.push(Some(Err(e))),
+                },
+                other => answers.push(Some(self.handle(other).await)),
+            }
+        }
+        if !merges.is_empty() {
+            let merged = self
+                .local
+                .replicas
+                .merge_many(merges)
+                .map(Answer::Merge)
+                .map_err(storage_error);
+            for slot in merge_slots {
+                answers[slot] = Some(merged.clone());
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.expect("every request answered"))
+            .collect()
+    }
+}

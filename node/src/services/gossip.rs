@@ -1,0 +1,138 @@
+//! Gossip: drives the membership state machine (`dynakv_ring::membership`). Each round
+//! ticks it (our heartbeat advances, statuses are refreshed) and runs a push-pull
+//! exchange with each target the tick names, concurrently, so that one slow peer never
+//! delays the heartbeat.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dynakv_http_api::ApiError;
+use dynakv_ring::{Event, GossipEntry};
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use serde_json::json;
+use tracing::{debug, error, info, warn};
+
+use super::Service;
+use crate::local::Local;
+use crate::transport::RpcError;
+use crate::transport::message;
+
+pub struct Gossip {
+    local: Arc<Local>,
+    interval: Duration,
+    rng: Mutex<StdRng>,
+    rounds: AtomicU64,
+    exchanges_ok: AtomicU64,
+    exchanges_failed: AtomicU64,
+}
+
+impl Gossip {
+    pub fn new(local: Arc<Local>, interval: Duration) -> Gossip {
+        Gossip {
+            rng: Mutex::new(local.rng("gossip")),
+            local,
+            interval,
+            rounds: AtomicU64::new(0),
+            exchanges_ok: AtomicU64::new(0),
+            exchanges_failed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        json!({
+            "rounds": self.rounds.load(Ordering::Relaxed),
+            "exchanges_ok": self.exchanges_ok.load(Ordering::Relaxed),
+            "exchanges_failed": self.exchanges_failed.load(Ordering::Relaxed),
+        })
+    }
+
+    /// One tick, and the exchanges it calls for (started, not awaited).
+    pub fn tick(self: &Arc<Self>) {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        let tick = self.local.cluster.tick(&mut *self.rng.lock());
+        log_events(&tick.events);
+        for addr in tick.targets {
+            let this = self.clone();
+            self.local.spawn(async move { this.exchange(&addr).await });
+        }
+    }
+
+    async fn exchange(&self, addr: &str) {
+        let cluster = &self.local.cluster;
+        let req = message::Gossip {
+            cluster: cluster.id().clone(),
+            entries: cluster.gossip_table(),
+        };
+        match self
+            .local
+            .peers
+            .call(addr, req, self.local.settings.request_timeout)
+            .await
+        {
+            Ok(entries) => {
+                self.exchanges_ok.fetch_add(1, Ordering::Relaxed);
+                log_events(&cluster.merge(&entries));
+            }
+            Err(e) => {
+                self.exchanges_failed.fetch_add(1, Ordering::Relaxed);
+                match e {
+                    RpcError::Remote { error, .. } if error.code() == "cluster_mismatch" => warn!(
+                        peer = addr, %error,
+                        "peer belongs to another cluster; check --cluster-name, --n, --conflict, --partition-bits"
+                    ),
+                    e => debug!(peer = addr, error = %e, "gossip exchange failed"),
+                }
+            }
+        }
+    }
+}
+
+impl Service for Gossip {
+    fn name(&self) -> &'static str {
+        "gossip"
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        Some(self.interval)
+    }
+
+    fn round(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        self.tick();
+        Box::pin(async {})
+    }
+}
+
+/// RECEIVER: merges a peer's table and answers with ours.
+pub fn answer(local: &Local, req: message::Gossip) -> Result<Vec<GossipEntry>, ApiError> {
+    let ours = local.cluster.id();
+    if req.cluster != *ours {
+        return Err(ApiError::ClusterMismatch(format!(
+            "gossip refused: peer is in cluster {:?} but this node is in {:?}",
+            req.cluster, ours
+        )));
+    }
+    log_events(&local.cluster.merge(&req.entries));
+    Ok(local.cluster.gossip_table())
+}
+
+/// Logs what gossip noticed.
+pub fn log_events(events: &[Event]) {
+    for e in events {
+        match e {
+            Event::Discovered { id, addr } => info!(member = %id, %addr, "discovered member"),
+            Event::Restarted { id, generation, addr } => {
+                info!(member = %id, generation, %addr, "member restarted")
+            }
+            Event::StatusChanged { id, from, to } => {
+                info!(member = %id, from = from.as_str(), to = to.as_str(), "member status changed")
+            }
+            Event::IdentityConflict { remote_generation } => error!(
+                remote_generation,
+                "another process gossips this node's id with a newer generation: two nodes share an id?"
+            ),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Hinted handoff: deliver the writes this node holds for replicas that were down, once
+//! they are alive again, then delete them. Each round also publishes the age of the
+//! oldest pending hint to gossip (the tombstone collector of every node needs it).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dynakv_ring::{NodeId, Status};
+use futures::future::BoxFuture;
+use tracing::{debug, info, warn};
+
+use super::Service;
+use crate::local::Local;
+use crate::transport::message;
+
+/// Hints per delivery request at most...
+const BATCH: usize = 256;
+/// ...and bytes of values (a larger single hint still goes, alone).
+const BATCH_BYTES: usize = 4 << 20;
+/// Batches per owner per round, so one owner's backlog cannot hog the loop.
+const BATCHES_PER_ROUND: usize = 8;
+
+pub struct Handoff {
+    local: Arc<Local>,
+    interval: Duration,
+    delivered: AtomicU64,
+}
+
+impl Handoff {
+    pub fn new(local: Arc<Local>, interval: Duration) -> Handoff {
+        Handoff {
+            local,
+            interval,
+            delivered: AtomicU64::new(0),
+        }
+    }
+
+    /// Hints delivered (and deleted here) since start.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// One delivery round.
+    pub async fn deliver(&self) -> Result<(), String> {
+        let (replicas, cluster) = (&self.local.replicas, &self.local.cluster);
+        if !replicas.has_hints() {
+            cluster.set_oldest_hint(None);
+            return Ok(());
+        }
+        let summary = replicas.hint_summary().map_err(|e| e.to_string())?;
+        cluster.set_oldest_hint(summary.oldest_ms);
+        for owner in summary.by_owner.keys() {
+            let Ok(owner) = NodeId::new(owner.as_str()) else {
+                continue;
+            };
+            let Some((addr, status)) = cluster.member(&owner) else {
+                continue;
+            };
+            if status != Status::Alive {
+                continue;
+            }
+            for _ in 0..BATCHES_PER_ROUND {
+                let hints = replicas
+                    .hints_for(&owner, BATCH, BATCH_BYTES)
+                    .map_err(|e| e.to_string())?;
+                if hints.is_empty() {
+                    break;
+                }
+                let items = hints.iter().map(|h| (h.key.clone(), h.register.clone())).collect();
+                let timeout = self.local.settings.request_timeout;
+                if let Err(e) = self
+                    .local
+                    .peers
+                    .call(&addr, message::MergeBatch { items }, timeout)
+                    .await
+                {
+                    debug!(owner = %owner, error = %e, "hint delivery failed; will retry");
+                    break;
+                }
+                let mut delivered = 0;
+                for h in &hints {
+                    if replicas.remove_hint(&owner, h).map_err(|e| e.to_string())? {
+                        delivered += 1;
+                    }
+                }
+                self.delivered.fetch_add(delivered, Ordering::Relaxed);
+                info!(owner = %owner, delivered, "hints delivered");
+            }
+        }
+        let after = replicas.hint_summary().map_err(|e| e.to_string())?;
+        cluster.set_oldest_hint(after.oldest_ms);
+        Ok(())
+    }
+}
+
+impl Service for Handoff {
+    fn name(&self) -> &'static str {
+        "handoff"
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        Some(self.interval)
+    }
+
+    fn round(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.deliver().await {
+                warn!(error = %e, "hint delivery round failed");
+            }
+        })
+    }
+}

@@ -1,0 +1,155 @@
+//! Background services: work a node does on its own, in rounds.
+//!
+//! - [`gossip`]: membership and failure detection (push-pull exchanges of the member
+//!   table).
+//! - [`antientropy`]: Merkle-tree exchanges with each co-replica, repairing what differs.
+//! - [`handoff`]: delivering hints to replicas that are back.
+//! - [`tombstones`]: collecting tombstones once no replica can need them.
+//!
+//! Each is a [`Service`]: a name, a pause between rounds and a round; it keeps its own
+//! counters. [`run`] drives them all the same way: a round at start, then one after
+//! each pause, until shutdown (a round in progress is dropped at shutdown).
+
+pub mod antientropy;
+pub mod gossip;
+pub mod handoff;
+pub mod tombstones;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::{oneshot, watch};
+
+use crate::local::Local;
+
+/// A node's background services.
+#[derive(Clone)]
+pub struct Services {
+    pub gossip: Arc<gossip::Gossip>,
+    pub antientropy: Arc<antientropy::AntiEntropy>,
+    pub handoff: Arc<handoff::Handoff>,
+    pub tombstones: Arc<tombstones::Tombstones>,
+}
+
+impl Services {
+    pub fn all(&self) -> Vec<Arc<dyn Service>> {
+        vec![
+            self.gossip.clone(),
+            self.antientropy.clone(),
+            self.handoff.clone(),
+            self.tombstones.clone(),
+        ]
+    }
+}
+
+pub trait Service: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// The pause after each round; `None` when the service is turned off.
+    fn interval(&self) -> Option<Duration>;
+    /// One round; it may start tasks of its own (it holds itself in an `Arc`).
+    fn round(self: Arc<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// Runs every service until `shutdown` flips (or its sender is dropped); returns once
+/// they have all stopped.
+pub async fn run(local: &Local, services: Vec<Arc<dyn Service>>, shutdown: watch::Receiver<bool>) {
+    let mut stopped = Vec::new();
+    for svc in services {
+        let (done, wait) = oneshot::channel::<()>();
+        let shutdown = shutdown.clone();
+        local.spawn(async move {
+            drive(svc, shutdown).await;
+            let _ = done.send(());
+        });
+        stopped.push(wait);
+    }
+    for wait in stopped {
+        let _ = wait.await;
+    }
+}
+
+async fn drive(svc: Arc<dyn Service>, mut shutdown: watch::Receiver<bool>) {
+    let Some(interval) = svc.interval() else {
+        tracing::debug!(service = svc.name(), "turned off");
+        return;
+    };
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        tokio::select! {
+            biased;
+            changed = shutdown.changed() => if changed.is_err() { return } else { continue },
+            () = svc.clone().round() => {}
+        }
+        tokio::select! {
+            biased;
+            changed = shutdown.changed() => if changed.is_err() { return } else { continue },
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    struct Counter {
+        rounds: AtomicU32,
+        interval: Option<Duration>,
+    }
+
+    impl Service for Counter {
+        fn name(&self) -> &'static str {
+            "counter"
+        }
+        fn interval(&self) -> Option<Duration> {
+            self.interval
+        }
+        fn round(self: Arc<Self>) -> BoxFuture<'static, ()> {
+            Box::pin(async move {
+                self.rounds.fetch_add(1, Ordering::Relaxed);
+                // A round that takes a while: shutdown must not wait for it.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_at_start_then_one_per_pause_until_shutdown() {
+        let on = Arc::new(Counter {
+            rounds: AtomicU32::new(0),
+            interval: Some(Duration::from_millis(100)),
+        });
+        let off = Arc::new(Counter {
+            rounds: AtomicU32::new(0),
+            interval: None,
+        });
+        let (stop, shutdown) = watch::channel(false);
+        let (on2, off2) = (on.clone(), off.clone());
+        let driver = tokio::spawn(async move {
+            let mut services: Vec<Arc<dyn Service>> = Vec::new();
+            services.push(on2);
+            services.push(off2);
+            for svc in services {
+                drive(svc, shutdown.clone()).await;
+            }
+        });
+        // Rounds start at 0, 130, 260, 390 ms (30 ms each, then a 100 ms pause).
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(on.rounds.load(Ordering::Relaxed), 4);
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_millis(1), driver)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            off.rounds.load(Ordering::Relaxed),
+            0,
+            "a service without interval never runs"
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! Every node-to-node message, in one place.
+//!
+//! Each verb is a struct with its own answer type ([`Call::Answer`]): a caller gets the
+//! answer it asked for, and a peer that answers something else is a protocol error
+//! found in one place ([`super::Peers::call`]), not an "unexpected answer" arm at every
+//! call site. On the wire the verbs travel in the [`Request`] and [`Answer`] envelopes,
+//! whose variants correspond one to one.
+//!
+//! | protocol | verbs | sent by |
+//! |---|---|---|
+//! | replica | [`Get`], [`Merge`], [`MergeHint`] | coordinators (reads, writes, read repair) |
+//! | coordination | [`Coordinate`] | a node that is not a replica of an mv key |
+//! | repair | [`Compare`], [`GetBatch`], [`MergeBatch`] | anti-entropy, hint delivery |
+//! | tombstones | [`Digests`] | the tombstone collector |
+//! | membership | [`Gossip`] | the gossip service |
+//!
+//! Bodies are a version byte followed by postcard (compact, serde-derived, no schema
+//! files).
+
+use bytes::Bytes;
+use dynakv_antientropy::{CompareResponse, Hash};
+use dynakv_crdt::{ConflictMode, Context, Register};
+use dynakv_http_api::ApiError;
+use dynakv_ring::{GossipEntry, NodeId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Bumped on incompatible changes; a node rejects messages of another version.
+pub const WIRE_VERSION: u8 = 2;
+pub const CONTENT_TYPE: &str = "application/x-dynakv";
+
+/// A request whose answer has a type of its own.
+pub trait Call: Sized + Send + 'static {
+    type Answer: Send + 'static;
+    const VERB: &'static str;
+    fn wrap(self) -> Request;
+    /// The answer, if it is the kind this request expects; else the answer back.
+    fn unwrap(answer: Answer) -> Result<Self::Answer, Answer>;
+}
+
+macro_rules! verbs {
+    ($( $(#[$doc:meta])* $verb:ident => $answer:ty ),+ $(,)?) => {
+        /// Any node-to-node request.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        pub enum Request {
+            $( $(#[$doc])* $verb($verb), )+
+        }
+
+        /// The answer to a [`Request`], in the variant of the same name.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        pub enum Answer {
+            $( $verb($answer), )+
+        }
+
+        $(
+            impl Call for $verb {
+                type Answer = $answer;
+                const VERB: &'static str = stringify!($verb);
+                fn wrap(self) -> Request {
+                    Request::$verb(self)
+                }
+                #[allow(unreachable_patterns)]
+                fn unwrap(answer: Answer) -> Result<$answer, Answer> {
+                    match answer {
+                        Answer::$verb(a) => Ok(a),
+                        other => Err(other),
+                    }
+                }
+            }
+        )+
+
+        impl Request {
+            pub fn verb(&self) -> &'static str {
+                match self {
+                    $( Request::$verb(_) => stringify!($verb), )+
+                }
+            }
+        }
+
+        impl Answer {
+            pub fn verb(&self) -> &'static str {
+                match self {
+                    $( Answer::$verb(_) => stringify!($verb), )+
+                }
+            }
+        }
+    };
+}
+
+verbs! {
+    /// The locally stored state of a key, merged with any hints held for it.
+    Get => Option<Register>,
+    /// Merge this state into the local one; acknowledged once it is durable.
+    Merge => (),
+    /// Hold this state for `owner`, a replica that is down (sloppy quorum), and hand it
+    /// over when the owner is back.
+    MergeHint => (),
+    /// Coordinate a multi-value write here: only a replica can mint the new version's dot
+    /// (see `dynakv_crdt::mv`). Answers the new version's context.
+    Coordinate => Context,
+    /// Merge many states (hint delivery, anti-entropy pushes).
+    MergeBatch => (),
+    /// The stored states of many keys (anti-entropy pulls).
+    GetBatch => Vec<Option<Register>>,
+    /// Digests of the stored versions of keys (tombstone collection checks).
+    Digests => Vec<Option<Hash>>,
+    /// One round of a Merkle-tree exchange driven by `from`.
+    Compare => CompareResponse,
+    /// Push half of a push-pull gossip round; answered with the receiver's table after
+    /// merging.
+    Gossip => Vec<GossipEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Get {
+    pub key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Merge {
+    pub key: String,
+    pub register: Register,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MergeHint {
+    pub key: String,
+    pub register: Register,
+    pub owner: NodeId,
+}
+
+/// A client write forwarded to a replica, with what is left of the client's deadline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Coordinate {
+    pub key: String,
+    /// `None` deletes.
+    pub value: Option<Bytes>,
+    pub context: Option<Context>,
+    pub w: usize,
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MergeBatch {
+    pub items: Vec<(String, Register)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GetBatch {
+    pub keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Digests {
+    pub keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Compare {
+    pub from: NodeId,
+    pub compare: dynakv_antientropy::Compare,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gossip {
+    pub cluster: ClusterId,
+    pub entries: Vec<GossipEntry>,
+}
+
+/// Which HTTP route carries a request when it does not go over the replica stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /internal/replica`: data-plane verbs.
+    Replica,
+    /// `POST /internal/gossip`: membership.
+    Gossip,
+}
+
+impl Route {
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Replica => "/internal/replica",
+            Route::Gossip => "/internal/gossip",
+        }
+    }
+}
+
+impl Request {
+    pub fn route(&self) -> Route {
+        match self {
+            Request::Gossip(_) => Route::Gossip,
+            _ => Route::Replica,
+        }
+    }
+
+    /// The small, quick verbs that travel coalesced on the replica stream. The others
+    /// (long-running or large) go on their own, so they never hold up the stream.
+    pub fn streamable(&self) -> bool {
+        matches!(self, Request::Get(_) | Request::Merge(_) | Request::MergeHint(_))
+    }
+
+    /// Rough encoded size, to keep coalesced batches well under the peer's limit.
+    pub fn approx_bytes(&self) -> usize {
+        let values = |r: &Register| r.values().iter().map(|v| v.len()).sum::<usize>();
+        match self {
+            Request::Get(g) => g.key.len() + 16,
+            Request::Merge(m) => m.key.len() + 64 + values(&m.register),
+            Request::MergeHint(m) => m.key.len() + 64 + values(&m.register),
+            other => 64 + other.verb().len(),
+        }
+    }
+}
+
+/// An [`ApiError`] as it crosses the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub required: Option<u64>,
+    pub succeeded: Option<u64>,
+}
+
+impl From<&ApiError> for WireError {
+    fn from(e: &ApiError) -> WireError {
+        let body = e.body();
+        WireError {
+            status: e.status().as_u16(),
+            code: body.error,
+            message: body.message,
+            required: body.required.map(|v| v as u64),
+            succeeded: body.succeeded.map(|v| v as u64),
+        }
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(w: WireError) -> ApiError {
+        ApiError::from_body(
+            w.status,
+            dynakv_http_api::ErrorBody {
+                error: w.code,
+                message: w.message,
+                required: w.required.map(|v| v as usize),
+                succeeded: w.succeeded.map(|v| v as usize),
+            },
+        )
+    }
+}
+
+/// What members of one cluster must agree on; gossip from a node that differs is
+/// refused, so a misconfigured node cannot join and disagree about placement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterId {
+    pub name: String,
+    pub partition_bits: u8,
+    /// Replication factor: replicas of a partition must agree on who they are.
+    pub n: u32,
+    pub conflict: ConflictMode,
+}
+
+pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Vec<u8> {
+    let mut out = vec![WIRE_VERSION];
+    postcard::to_io(msg, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.split_first() {
+        Some((&WIRE_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| ApiError::BadRequest(format!("undecodable message: {e}")))
+        }
+        Some((v, _)) => Err(ApiError::BadRequest(format!(
+            "wire version {v} is not supported (this node speaks {WIRE_VERSION})"
+        ))),
+        None => Err(ApiError::BadRequest("empty message".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynakv_crdt::{Actor, LwwRegister, Timestamp};
+
+    #[test]
+    fn round_trip_and_version_check() {
+        let req = Merge {
+            key: "k".into(),
+            register: Register::Lww(LwwRegister::new(Timestamp(5), Actor(1), Some(Bytes::from_static(b"v")))),
+        }
+        .wrap();
+        let bytes = encode(&req);
+        assert_eq!(decode::<Request>(&bytes).unwrap(), req);
+        let mut other = bytes.clone();
+        other[0] = 99;
+        assert_eq!(decode::<Request>(&other).unwrap_err().code(), "bad_request");
+        assert_eq!(
+            decode::<Request>(&bytes[..bytes.len() - 1]).unwrap_err().code(),
+            "bad_request"
+        );
+        assert_eq!(decode::<Request>(&[]).unwrap_err().code(), "bad_request");
+    }
+
+    #[test]
+    fn each_request_takes_only_its_own_answer() {
+        assert_eq!(Get::unwrap(Answer::Get(None)), Ok(None));
+        assert_eq!(Get::unwrap(Answer::Merge(())), Err(Answer::Merge(())));
+        assert_eq!(Digests::unwrap(Answer::Digests(vec![None])), Ok(vec![None]));
+        assert!(
+            Merge::unwrap(Answer::MergeHint(())).is_err(),
+            "same payload, other verb"
+        );
+        assert_eq!(Get { key: "k".into() }.wrap().verb(), Get::VERB);
+    }
+
+    #[test]
+    fn only_small_verbs_travel_on_the_stream_and_gossip_has_its_route() {
+        let get = Get { key: "k".into() }.wrap();
+        let batch = GetBatch { keys: vec![] }.wrap();
+        let gossip = Gossip {
+            cluster: ClusterId {
+                name: "c".into(),
+                partition_bits: 4,
+                n: 3,
+                conflict: ConflictMode::Mv,
+            },
+            entries: vec![],
+        }
+        .wrap();
+        assert!(get.streamable() && !batch.streamable() && !gossip.streamable());
+        assert_eq!((get.route(), gossip.route()), (Route::Replica, Route::Gossip));
+    }
+}

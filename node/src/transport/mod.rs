@@ -1,0 +1,147 @@
+//! Node-to-node messaging behind one small trait.
+//!
+//! - [`message`]: every request and its typed answer, and their encoding.
+//! - [`Transport`]: sends one [`message::Request`] to a peer and waits for its answer.
+//!   [`net::NetTransport`] is the real one (the replica stream for small verbs, HTTP for
+//!   the rest); the simulator brings an in-memory one that encodes, delays, drops,
+//!   duplicates and reorders every message.
+//! - [`Handler`]: the receiving side; the node's [`crate::peer::PeerHandler`]
+//!   implements it, whatever carried the request.
+//! - [`Peers`]: the typed front end callers use (`peers.call(addr, Get { .. })`).
+//! - [`stream`], [`link`], [`http`], [`net`]: the real wire, server and client sides.
+
+pub mod http;
+pub mod link;
+pub mod message;
+pub mod net;
+pub mod stream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynakv_http_api::ApiError;
+use futures::future::BoxFuture;
+
+use message::{Answer, Call, Request};
+
+/// Why a call to a peer did not produce an answer.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("peer {addr} did not answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    /// The connection could not be made: the peer never saw the request.
+    #[error("cannot connect to peer {addr}: {detail}")]
+    Connect { addr: String, detail: String },
+    /// Something failed after the request may have been sent.
+    #[error("exchange with peer {addr} failed: {detail}")]
+    Transport { addr: String, detail: String },
+    /// The peer answered with an error.
+    #[error("peer {addr} answered: {error}")]
+    Remote { addr: String, error: ApiError },
+    /// The peer answered a different verb than the one asked (a bug, or mixed versions).
+    #[error("peer {addr} answered {answered} to a {asked} request")]
+    Protocol {
+        addr: String,
+        asked: &'static str,
+        answered: &'static str,
+    },
+}
+
+/// An answer and how many bytes the exchange moved each way (as encoded on the wire).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub answer: Answer,
+    pub traffic: Traffic,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub sent: u64,
+    pub received: u64,
+}
+
+/// Carries requests to peers, named by address.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `req` to the node at `addr` and waits up to `timeout` for the answer.
+    fn send(&self, addr: &str, req: Request, timeout: Duration) -> BoxFuture<'static, Result<Reply, RpcError>>;
+}
+
+/// The receiving side of node-to-node requests.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: Request) -> impl Future<Output = Result<Answer, ApiError>> + Send;
+
+    /// Several requests that arrived together, answered in order. The node stores the
+    /// merges among them as one storage write.
+    fn handle_batch(&self, reqs: Vec<Request>) -> impl Future<Output = Vec<Result<Answer, ApiError>>> + Send;
+}
+
+/// Typed calls over a [`Transport`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Peers(Arc<dyn Transport>);
+
+impl Peers {
+    pub fn new(transport: Arc<dyn Transport>) -> Peers {
+        Peers(transport)
+    }
+
+    /// Sends `req` and returns its answer.
+    pub async fn call<C: Call>(&self, addr: &str, req: C, timeout: Duration) -> Result<C::Answer, RpcError> {
+        self.call_measured(addr, req, timeout).await.map(|(a, _)| a)
+    }
+
+    /// Sends `req` and returns its answer and the bytes moved.
+    pub async fn call_measured<C: Call>(
+        &self,
+        addr: &str,
+        req: C,
+        timeout: Duration,
+    ) -> Result<(C::Answer, Traffic), RpcError> {
+        let reply = self.0.send(addr, req.wrap(), timeout).await?;
+        match C::unwrap(reply.answer) {
+            Ok(answer) => Ok((answer, reply.traffic)),
+            Err(other) => Err(RpcError::Protocol {
+                addr: addr.to_string(),
+                asked: C::VERB,
+                answered: other.verb(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message::{Get, Merge};
+    use super::*;
+
+    /// Answers every request with an empty `Get` answer.
+    struct AlwaysGet;
+
+    impl Transport for AlwaysGet {
+        fn send(&self, _: &str, _: Request, _: Duration) -> BoxFuture<'static, Result<Reply, RpcError>> {
+            Box::pin(async {
+                Ok(Reply {
+                    answer: Answer::Get(None),
+                    traffic: Traffic { sent: 3, received: 4 },
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mismatched_answer_is_a_protocol_error_naming_both_verbs() {
+        let peers = Peers::new(Arc::new(AlwaysGet));
+        let t = Duration::from_secs(1);
+        assert_eq!(peers.call("a", Get { key: "k".into() }, t).await.unwrap(), None);
+        let (_, traffic) = peers.call_measured("a", Get { key: "k".into() }, t).await.unwrap();
+        assert_eq!(traffic, Traffic { sent: 3, received: 4 });
+        let merge = Merge {
+            key: "k".into(),
+            register: dynakv_crdt::Register::Mv(Default::default()),
+        };
+        match peers.call("a", merge, t).await {
+            Err(RpcError::Protocol { asked, answered, .. }) => assert_eq!((asked, answered), ("Merge", "Get")),
+            other => panic!("{other:?}"),
+        }
+    }
+}
