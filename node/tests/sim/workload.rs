@@ -1,0 +1,443 @@
+//! What simulated clients do, what they were told, and the checks on it.
+//!
+//! - The *set* workload: each client adds unique elements to shared keys by
+//!   read-merge-write (read the key, take the union of its siblings' element sets, add
+//!   one element, write with the read's context). An element is *acknowledged* when its
+//!   write is; *maybe* when the write failed or went unanswered.
+//! - The *delete* workload: writers put unique ids with the read's context, deleters
+//!   read and delete with that read's context; every id a deleter saw before an
+//!   acknowledged delete is *deleted* and must never be read again once the cluster has
+//!   settled.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dynakv_crdt::Context;
+use dynakv_http_api::GetOutcome;
+use parking_lot::Mutex;
+use rand::Rng;
+use rand::seq::IndexedRandom;
+
+use crate::world::{Elements, World, encode_set, union_of};
+
+/// One client read, for the read checker.
+#[derive(Clone, Debug)]
+pub struct ReadRecord {
+    pub node: usize,
+    pub key: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// The read succeeded (found or not found).
+    pub ok: bool,
+}
+
+#[derive(Default)]
+pub struct History {
+    pub acked: Elements,
+    pub maybe: Elements,
+    pub reads: Vec<ReadRecord>,
+    pub ops: u64,
+    pub failed_ops: u64,
+    /// Last-writer-wins timestamps acknowledged, by coordinating node and incarnation.
+    pub lww_stamps: BTreeMap<(usize, u64), Vec<dynakv_crdt::Timestamp>>,
+    /// Delete workload: ids written and acknowledged, and ids covered by an
+    /// acknowledged delete.
+    pub written: BTreeMap<String, BTreeSet<u64>>,
+    pub deleted: BTreeMap<String, BTreeSet<u64>>,
+}
+
+pub type Shared = Arc<Mutex<History>>;
+
+fn keys(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("key-{i}")).collect()
+}
+
+async fn think(world: &World, range: (u64, u64)) {
+    let ms = world.random(|r| r.random_range(range.0..=range.1));
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// A read through `node`, recorded for the read checker: the elements found and the
+/// context to write with; `None` (counted as a failed operation) if it failed.
+async fn read(world: &World, h: &Shared, node: usize, key: &str) -> Option<(BTreeSet<u64>, Option<Context>)> {
+    let start_ms = world.now_ms();
+    let got = world.get(node, key).await;
+    let ok = matches!(got, Some(Ok(_)));
+    h.lock().reads.push(ReadRecord {
+        node,
+        key: key.to_string(),
+        start_ms,
+        end_ms: world.now_ms(),
+        ok,
+    });
+    match got {
+        Some(Ok(GetOutcome::Found { values, context })) => Some((union_of(&values), Some(context))),
+        Some(Ok(GetOutcome::NotFound { context })) => Some((BTreeSet::new(), context)),
+        _ => {
+            h.lock().failed_ops += 1;
+            None
+        }
+    }
+}
+
+/// Runs `clients` set-workload clients until `until_ms`, over `key_count` keys they
+/// share, or (`own_keys`) that each client has to itself.
+pub async fn set_clients(world: &World, clients: usize, key_count: usize, own_keys: bool, until_ms: u64) -> Shared {
+    let h: Shared = Arc::default();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let keys: Vec<String> = match own_keys {
+            false => keys(key_count),
+            true => keys(key_count).into_iter().map(|k| format!("c{c}-{k}")).collect(),
+        };
+        let (world, h, keys) = (world.clone(), h.clone(), keys.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while world.now_ms() < until_ms {
+                think(&world, (10, 60)).await;
+                let (key, x) = world.random(|r| (keys.choose(r).unwrap().clone(), r.random_range(0..world.nodes())));
+                seq += 1;
+                let element = ((c as u64 + 1) << 32) | seq;
+                h.lock().ops += 1;
+                let Some((base, context)) = read(&world, &h, x, &key).await else {
+                    continue;
+                };
+                let mut next = base;
+                next.insert(element);
+                // Mostly through the node that read; now and then through another.
+                let y = world.random(|r| {
+                    if r.random_bool(0.8) {
+                        x
+                    } else {
+                        r.random_range(0..world.nodes())
+                    }
+                });
+                let written = world.put(y, &key, Some(encode_set(&next)), context).await;
+                let mut h = h.lock();
+                match written {
+                    Some(Ok(ctx)) => {
+                        h.acked.entry(key).or_default().insert(element);
+                        if let Context::Lww(ts) = ctx {
+                            let incarnation = world.incarnation(y);
+                            h.lww_stamps.entry((y, incarnation)).or_default().push(ts);
+                        }
+                    }
+                    _ => {
+                        h.failed_ops += 1;
+                        h.maybe.entry(key).or_default().insert(element);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    h
+}
+
+/// Runs `clients` clients that each write fresh keys, once each, without reading first,
+/// until `until_ms`: every acknowledged write must be there at the end, whatever the
+/// conflict mode (nothing competes with it).
+pub async fn fresh_clients(world: &World, clients: usize, until_ms: u64) -> Shared {
+    let h: Shared = Arc::default();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (world, h) = (world.clone(), h.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while world.now_ms() < until_ms {
+                think(&world, (10, 60)).await;
+                seq += 1;
+                let id = ((c as u64 + 1) << 32) | seq;
+                let key = format!("fresh-{c}-{seq}");
+                let x = world.random(|r| r.random_range(0..world.nodes()));
+                h.lock().ops += 1;
+                let value = encode_set(&BTreeSet::from([id]));
+                let written = world.put(x, &key, Some(value), None).await;
+                let mut h = h.lock();
+                match written {
+                    Some(Ok(_)) => h.acked.entry(key).or_default().insert(id),
+                    _ => {
+                        h.failed_ops += 1;
+                        h.maybe.entry(key).or_default().insert(id)
+                    }
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    h
+}
+
+/// Runs `writers` writers and `deleters` deleters over `key_count` keys until `until_ms`.
+pub async fn delete_clients(world: &World, writers: usize, deleters: usize, key_count: usize, until_ms: u64) -> Shared {
+    let h: Shared = Arc::default();
+    let keys = Arc::new(keys(key_count));
+    let mut tasks = Vec::new();
+    for c in 0..writers + deleters {
+        let (world, h, keys) = (world.clone(), h.clone(), keys.clone());
+        let deleter = c >= writers;
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while world.now_ms() < until_ms {
+                think(&world, (20, 120)).await;
+                let (key, x) = world.random(|r| (keys.choose(r).unwrap().clone(), r.random_range(0..world.nodes())));
+                h.lock().ops += 1;
+                let Some((seen, context)) = read(&world, &h, x, &key).await else {
+                    continue;
+                };
+                if deleter {
+                    if seen.is_empty() {
+                        continue;
+                    }
+                    if let Some(Ok(_)) = world.put(x, &key, None, context).await {
+                        h.lock().deleted.entry(key).or_default().extend(seen);
+                    } else {
+                        h.lock().failed_ops += 1;
+                    }
+                } else {
+                    seq += 1;
+                    let id = ((c as u64 + 1) << 32) | seq;
+                    let value: Bytes = encode_set(&BTreeSet::from([id]));
+                    if let Some(Ok(_)) = world.put(x, &key, Some(value), context).await {
+                        h.lock().written.entry(key).or_default().insert(id);
+                    } else {
+                        h.lock().failed_ops += 1;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    h
+}
+
+/// The settled state of every key the history touched, read with `r = n` through
+/// healthy nodes (a few attempts each).
+pub async fn final_reads(world: &World, keys: impl Iterator<Item = String>) -> Result<Elements, String> {
+    let n = world.0.config.n;
+    let mut out = Elements::new();
+    for key in keys {
+        let mut got = None;
+        for attempt in 0..5 {
+            let node = attempt % world.nodes();
+            match world.get_r(node, &key, n).await {
+                Some(Ok(GetOutcome::Found { values, .. })) => {
+                    got = Some(union_of(&values));
+                    break;
+                }
+                Some(Ok(GetOutcome::NotFound { .. })) => {
+                    got = Some(BTreeSet::new());
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        match got {
+            Some(set) => {
+                out.insert(key, set);
+            }
+            None => return Err(format!("the settled cluster could not read {key} with r = {n}")),
+        }
+    }
+    Ok(out)
+}
+
+/// What the set workload's final state says.
+pub struct SetVerdict {
+    pub acked: usize,
+    pub lost: usize,
+    pub problems: Vec<String>,
+}
+
+/// No acknowledged element is missing (asserted if `strict`, else only counted: last
+/// writer wins loses concurrent read-merge-writes by design), and nothing appears that
+/// no client wrote.
+pub fn check_set(strict: bool, h: &History, settled: &Elements) -> SetVerdict {
+    let mut problems = Vec::new();
+    let (mut acked, mut lost) = (0, 0);
+    for (key, set) in settled {
+        let want = h.acked.get(key).cloned().unwrap_or_default();
+        let maybe = h.maybe.get(key).cloned().unwrap_or_default();
+        acked += want.len();
+        let missing: Vec<u64> = want.difference(set).copied().collect();
+        lost += missing.len();
+        if strict && !missing.is_empty() {
+            problems.push(format!(
+                "{key}: {} acknowledged elements lost, e.g. {:x?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            ));
+        }
+        let phantom: Vec<u64> = set
+            .iter()
+            .filter(|e| !want.contains(e) && !maybe.contains(e))
+            .copied()
+            .collect();
+        if !phantom.is_empty() {
+            problems.push(format!("{key}: elements nobody wrote: {phantom:x?}"));
+        }
+    }
+    SetVerdict { acked, lost, problems }
+}
+
+/// No id covered by an acknowledged delete comes back once the cluster has settled.
+pub fn check_deletes(h: &History, settled: &Elements) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, deleted) in &h.deleted {
+        let now = settled.get(key).cloned().unwrap_or_default();
+        let back: Vec<u64> = now.intersection(deleted).copied().collect();
+        if !back.is_empty() {
+            problems.push(format!("{key}: deleted ids came back: {back:x?}"));
+        }
+    }
+    problems
+}
+
+/// Each node's last-writer-wins timestamps only grow across its restarts: everything an
+/// incarnation issued is above everything an earlier one did.
+pub fn check_lww_stamps(h: &History) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut by_node: BTreeMap<usize, Vec<(u64, dynakv_crdt::Timestamp, dynakv_crdt::Timestamp)>> = BTreeMap::new();
+    for ((node, incarnation), stamps) in &h.lww_stamps {
+        let (lo, hi) = (stamps.iter().min().unwrap(), stamps.iter().max().unwrap());
+        by_node.entry(*node).or_default().push((*incarnation, *lo, *hi));
+    }
+    for (node, mut runs) in by_node {
+        runs.sort();
+        for w in runs.windows(2) {
+            let ((g, _, hi), (h2, lo, _)) = (w[0], w[1]);
+            if lo <= hi {
+                problems.push(format!(
+                    "n{} issued {lo} in incarnation {h2}, not above {hi} from incarnation {g}",
+                    node + 1
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// A read must not complete on fallbacks' answers while a live replica it asked answers
+/// within the read's patience (half the request timeout): every successful read that
+/// had fewer than `r` replica answers when it completed is checked for a replica answer
+/// that arrived after it completed but in time. A read during which another read of
+/// the same key started through the same node is skipped (their replica reads cannot be
+/// told apart).
+pub fn check_reads(world: &World, h: &History) -> (usize, Vec<String>) {
+    let config = &world.0.config;
+    let patience = config.request_timeout_ms / 2;
+    let gets = world.gets();
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    let mut replicas_of: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, read) in h.reads.iter().enumerate().filter(|(_, r)| r.ok) {
+        // Another read of the key through the node that started during this one sends
+        // replica reads this one's cannot be told apart from.
+        let overlapping = h.reads.iter().enumerate().any(|(j, o)| {
+            j != i && o.node == read.node && o.key == read.key && (read.start_ms..=read.end_ms).contains(&o.start_ms)
+        });
+        if overlapping {
+            continue;
+        }
+        let replicas = replicas_of
+            .entry(read.key.clone())
+            .or_insert_with(|| world.replicas_of(&read.key))
+            .clone();
+        let mine: Vec<_> = gets
+            .iter()
+            .filter(|g| g.from == read.node && g.key == read.key && (read.start_ms..=read.end_ms).contains(&g.sent_ms))
+            .filter(|g| replicas.contains(&g.to))
+            .collect();
+        // The coordinator's own copy answers at once if it is a replica.
+        let mut before = usize::from(replicas.contains(&read.node));
+        let mut late_in_time = Vec::new();
+        for g in &mine {
+            match g.answered_ms {
+                Some(t) if t <= read.end_ms => before += 1,
+                Some(t) if t <= read.start_ms + patience => late_in_time.push((g.to, t)),
+                _ => {}
+            }
+        }
+        checked += 1;
+        if before < config.r && !late_in_time.is_empty() {
+            problems.push(format!(
+                "read of {} through n{} at {} ms answered at {} ms with {before} replica answers \
+                 (r = {}); replica answers arriving in time after that: {}",
+                read.key,
+                read.node + 1,
+                read.start_ms,
+                read.end_ms,
+                config.r,
+                late_in_time
+                    .iter()
+                    .map(|(n, t)| format!("n{} at {t} ms", n + 1))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    (checked, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use dynakv_crdt::Timestamp;
+
+    use super::*;
+
+    fn set(items: &[u64]) -> BTreeSet<u64> {
+        items.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_set_checker_flags_lost_and_invented_elements() {
+        let mut h = History::default();
+        h.acked.insert("k".into(), set(&[1, 2, 3]));
+        h.maybe.insert("k".into(), set(&[4]));
+        let settled = |s: &[u64]| Elements::from([("k".to_string(), set(s))]);
+        let ok = check_set(true, &h, &settled(&[1, 2, 3, 4]));
+        assert!(ok.problems.is_empty() && ok.lost == 0 && ok.acked == 3);
+        let lost = check_set(true, &h, &settled(&[1, 3]));
+        assert_eq!((lost.lost, lost.problems.len()), (1, 1));
+        assert_eq!(
+            check_set(false, &h, &settled(&[1, 3])).problems.len(),
+            0,
+            "counted, not asserted"
+        );
+        assert_eq!(
+            check_set(false, &h, &settled(&[1, 2, 3, 9])).problems.len(),
+            1,
+            "9 was never written"
+        );
+    }
+
+    #[test]
+    fn the_delete_checker_flags_ids_that_come_back() {
+        let mut h = History::default();
+        h.deleted.insert("k".into(), set(&[7, 8]));
+        assert!(check_deletes(&h, &Elements::from([("k".to_string(), set(&[9]))])).is_empty());
+        assert_eq!(
+            check_deletes(&h, &Elements::from([("k".to_string(), set(&[8, 9]))])).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_stamp_checker_flags_an_incarnation_that_goes_back() {
+        let mut h = History::default();
+        h.lww_stamps.insert((0, 1), vec![Timestamp(10), Timestamp(20)]);
+        h.lww_stamps.insert((0, 2), vec![Timestamp(21), Timestamp(30)]);
+        h.lww_stamps.insert((1, 1), vec![Timestamp(5)]);
+        assert!(check_lww_stamps(&h).is_empty());
+        h.lww_stamps.insert((0, 3), vec![Timestamp(25)]);
+        assert_eq!(check_lww_stamps(&h).len(), 1);
+    }
+}

@@ -1,0 +1,859 @@
+//! The simulated cluster: real nodes (the production coordinator, peer handler and
+//! background services) on in-memory storage, each behind a [`Gate`], talking over a
+//! simulated network that encodes and decodes every message and delays, drops,
+//! duplicates and reorders them from a seeded generator; clocks skewed per node; all on
+//! one paused tokio runtime, so one seed gives one history.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dynakv_crdt::{ConflictMode, Context};
+use dynakv_http_api::{ApiError, GetOutcome, Key, KvService};
+use dynakv_node::clock::SkewedClock;
+use dynakv_node::config::{Config, NodeArgs};
+use dynakv_node::local::Env;
+use dynakv_node::node::Node;
+use dynakv_node::storage::{MemoryStore, Op, Scan, Space, StorageError, Store};
+use dynakv_node::transport::message::{self, Answer, Request, WireError};
+use dynakv_node::transport::{Handler, Reply, RpcError, Traffic, Transport};
+use dynakv_ring::Ring;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use crate::gate::{Gate, GatedSpawn};
+
+/// The runtime one history runs on: one thread, time paused (it jumps to the next timer
+/// whenever every task waits), so the same seed gives the same history.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+}
+
+/// The wall clock's origin for every simulated node (2026-01-01), before skew.
+pub const WALL_ORIGIN_MS: u64 = 1_767_225_600_000;
+
+/// A fault the harness injects into a node's storage: the mutation checks that show the
+/// checkers can fail. Only the simulator has them; production code has no such switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    None,
+    /// Hints are acknowledged but never kept: a fallback loses what it promised to hand
+    /// off.
+    DropHints,
+    /// The clock's recorded bound is never written: a restarted node forgets how far its
+    /// clock got.
+    ForgetClock,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub mode: ConflictMode,
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+    pub sloppy: bool,
+    pub gossip_ms: u64,
+    pub request_timeout_ms: u64,
+    pub anti_entropy_ms: u64,
+    pub handoff_ms: u64,
+    pub tombstone_grace_ms: u64,
+    pub partition_bits: u8,
+    pub tokens: u32,
+    /// One-way delay of a message, drawn uniformly from this range.
+    pub delay_ms: (u64, u64),
+    /// Probability that a message is lost, and that it is delivered twice.
+    pub loss: f64,
+    pub duplicate: f64,
+    pub mutation: Mutation,
+    /// The first this many nodes are every node's seeds (`None`: all of them).
+    pub seeds: Option<usize>,
+    /// Nodes started at once (`None`: all); the others can be started later.
+    pub boot: Option<usize>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 5,
+            mode: ConflictMode::Mv,
+            n: 3,
+            r: 2,
+            w: 2,
+            sloppy: true,
+            gossip_ms: 100,
+            request_timeout_ms: 1000,
+            anti_entropy_ms: 1000,
+            handoff_ms: 200,
+            tombstone_grace_ms: 2000,
+            partition_bits: 6,
+            tokens: 16,
+            delay_ms: (1, 10),
+            loss: 0.0,
+            duplicate: 0.0,
+            mutation: Mutation::None,
+            seeds: None,
+            boot: None,
+        }
+    }
+}
+
+/// A node's storage as the simulator keeps it across crashes (a process crash loses
+/// memory, not what was written), with the mutation applied.
+struct SimStore {
+    inner: MemoryStore,
+    mutation: Mutation,
+}
+
+impl Store for SimStore {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get(space, key)
+    }
+
+    fn write(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        let ops = ops
+            .into_iter()
+            .filter(|op| match (self.mutation, op) {
+                (Mutation::DropHints, Op::Put(Space::Hints, _, _)) => false,
+                (Mutation::ForgetClock, Op::Put(Space::Meta, k, _)) => k.as_slice() != b"clock_ceiling",
+                _ => true,
+            })
+            .collect();
+        self.inner.write(ops)
+    }
+
+    fn scan<'a>(&'a self, space: Space, from: &[u8], to: Option<&[u8]>) -> Scan<'a> {
+        self.inner.scan(space, from, to)
+    }
+}
+
+pub struct NodeSlot {
+    store: Arc<SimStore>,
+    pub clock: Arc<SkewedClock>,
+    pub gate: Arc<Gate>,
+    pub node: Option<Arc<Node>>,
+    /// Bumped on every start: messages to an earlier incarnation are lost.
+    pub incarnation: u64,
+    stop: Option<watch::Sender<bool>>,
+}
+
+/// A replica read (`Get`) one node sent another, as the network saw it.
+#[derive(Clone, Debug)]
+pub struct GetRecord {
+    pub from: usize,
+    pub to: usize,
+    pub key: String,
+    pub sent_ms: u64,
+    /// When the answer reached the sender, if it did.
+    pub answered_ms: Option<u64>,
+}
+
+/// What the network did, for the report.
+#[derive(Clone, Debug, Default)]
+pub struct NetStats {
+    pub sent: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub bytes: u64,
+    /// Messages and bytes by verb, requests and answers apart (`true`: answers).
+    pub by_verb: BTreeMap<(&'static str, bool), (u64, u64)>,
+}
+
+struct Net {
+    rng: StdRng,
+    /// Pairs of nodes that cannot reach each other (smaller index first).
+    cuts: BTreeSet<(usize, usize)>,
+    loss: f64,
+    duplicate: f64,
+    stats: NetStats,
+    gets: Vec<GetRecord>,
+    /// A running digest of every network event: equal digests, equal histories.
+    digest: blake3::Hasher,
+}
+
+pub struct Inner {
+    pub seed: u64,
+    pub config: SimConfig,
+    origin: Instant,
+    pub slots: Vec<Mutex<NodeSlot>>,
+    net: Mutex<Net>,
+    trace: Mutex<Vec<String>>,
+    /// Seeds the choices made outside the network (faults, clients).
+    pub rng: Mutex<StdRng>,
+    /// Invariants found broken while the history ran.
+    violations: Mutex<Vec<String>>,
+    /// Each node's clock reading when it last crashed.
+    clock_at_crash: Mutex<BTreeMap<usize, dynakv_crdt::Timestamp>>,
+}
+
+/// One simulated cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct World(pub Arc<Inner>);
+
+fn addr(i: usize) -> String {
+    format!("n{}:7000", i + 1)
+}
+
+impl World {
+    /// Starts `config.nodes` nodes and waits until they see each other alive. Must run
+    /// inside a paused current-thread runtime.
+    pub async fn start(seed: u64, config: SimConfig) -> World {
+        let slots = (0..config.nodes)
+            .map(|_| {
+                Mutex::new(NodeSlot {
+                    store: Arc::new(SimStore {
+                        inner: MemoryStore::new(),
+                        mutation: config.mutation,
+                    }),
+                    clock: Arc::new(SkewedClock::new(WALL_ORIGIN_MS, 0)),
+                    gate: Arc::new(Gate::default()),
+                    node: None,
+                    incarnation: 0,
+                    stop: None,
+                })
+            })
+            .collect();
+        let world = World(Arc::new(Inner {
+            seed,
+            net: Mutex::new(Net {
+                rng: StdRng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b00),
+                cuts: BTreeSet::new(),
+                loss: config.loss,
+                duplicate: config.duplicate,
+                stats: NetStats::default(),
+                gets: Vec::new(),
+                digest: blake3::Hasher::new(),
+            }),
+            config,
+            origin: Instant::now(),
+            slots,
+            trace: Mutex::new(Vec::new()),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            violations: Mutex::new(Vec::new()),
+            clock_at_crash: Mutex::new(BTreeMap::new()),
+        }));
+        let boot = world.0.config.boot.unwrap_or(world.0.config.nodes);
+        for i in 0..boot {
+            // Nodes start at different moments, as real ones do: their gossip rounds are
+            // not in step.
+            let offset = world.random(|r| r.random_range(0..world.0.config.gossip_ms));
+            tokio::time::sleep(Duration::from_millis(offset / boot as u64 + 1)).await;
+            world.boot(i).await;
+        }
+        let limit = Duration::from_millis(world.0.config.gossip_ms * 100);
+        let formed = world.wait_until(limit, |w| w.all_see_all_alive()).await;
+        assert!(formed, "seed {seed}: the cluster did not form");
+        world.trace("cluster formed");
+        world
+    }
+
+    /// Starts node `i` for the first time.
+    pub async fn add(&self, i: usize) {
+        self.trace(format!("START n{}", i + 1));
+        self.boot(i).await;
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.0.origin.elapsed().as_millis() as u64
+    }
+
+    pub fn nodes(&self) -> usize {
+        self.0.config.nodes
+    }
+
+    pub fn trace(&self, line: impl AsRef<str>) {
+        let line = format!("{:>7} ms  {}", self.now_ms(), line.as_ref());
+        self.0.net.lock().digest.update(line.as_bytes());
+        self.0.trace.lock().push(line);
+    }
+
+    /// Records a broken invariant (the run fails at its end, with the trace).
+    pub fn violation(&self, what: impl Into<String>) {
+        let what = what.into();
+        self.trace(format!("VIOLATION {what}"));
+        self.0.violations.lock().push(what);
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.0.violations.lock().clone()
+    }
+
+    pub fn trace_lines(&self) -> Vec<String> {
+        self.0.trace.lock().clone()
+    }
+
+    /// The digest of everything that happened: two runs of one seed must agree.
+    pub fn digest(&self) -> String {
+        self.0.net.lock().digest.finalize().to_hex().to_string()
+    }
+
+    pub fn net_stats(&self) -> NetStats {
+        self.0.net.lock().stats.clone()
+    }
+
+    pub fn gets(&self) -> Vec<GetRecord> {
+        self.0.net.lock().gets.clone()
+    }
+
+    pub fn node(&self, i: usize) -> Option<Arc<Node>> {
+        self.0.slots[i].lock().node.clone()
+    }
+
+    pub fn is_up(&self, i: usize) -> bool {
+        self.0.slots[i].lock().node.is_some()
+    }
+
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.0.slots[i].lock().gate.is_paused()
+    }
+
+    pub fn incarnation(&self, i: usize) -> u64 {
+        self.0.slots[i].lock().incarnation
+    }
+
+    pub fn random<T>(&self, f: impl FnOnce(&mut StdRng) -> T) -> T {
+        f(&mut self.0.rng.lock())
+    }
+
+    fn node_config(&self, i: usize) -> Config {
+        let c = &self.0.config;
+        let seeds: Vec<String> = (0..c.seeds.unwrap_or(c.nodes)).map(addr).collect();
+        let s = |v: u64| Some(v.to_string());
+        Config::load(NodeArgs {
+            id: Some(format!("n{}", i + 1)),
+            listen: Some("127.0.0.1:1".into()),
+            advertise: Some(addr(i)),
+            data_dir: Some(format!("/nonexistent/sim/n{}", i + 1).into()),
+            seeds: Some(seeds.join(",")),
+            n: s(c.n as u64),
+            r: s(c.r as u64),
+            w: s(c.w as u64),
+            conflict: Some(c.mode.to_string()),
+            gossip_interval_ms: s(c.gossip_ms),
+            request_timeout_ms: s(c.request_timeout_ms),
+            tokens: s(c.tokens as u64),
+            partition_bits: s(c.partition_bits as u64),
+            sloppy_quorum: Some(c.sloppy.to_string()),
+            anti_entropy_interval_ms: s(c.anti_entropy_ms),
+            handoff_interval_ms: s(c.handoff_ms),
+            tombstone_grace_ms: s(c.tombstone_grace_ms),
+            ..Default::default()
+        })
+        .expect("valid simulated node settings")
+    }
+
+    /// Starts node `i` (again) on its storage.
+    async fn boot(&self, i: usize) {
+        let config = self.node_config(i);
+        let (store, clock, gate, incarnation) = {
+            let mut slot = self.0.slots[i].lock();
+            assert!(slot.node.is_none(), "node {i} is running");
+            slot.incarnation += 1;
+            (
+                slot.store.clone(),
+                slot.clock.clone(),
+                slot.gate.clone(),
+                slot.incarnation,
+            )
+        };
+        let env = Env {
+            transport: Arc::new(SimTransport {
+                world: Arc::downgrade(&self.0),
+                from: i,
+            }),
+            clock: clock.clone(),
+            spawner: Arc::new(GatedSpawn(gate.clone())),
+            seed: self.0.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((i as u64) << 32 | incarnation),
+        };
+        let node = Arc::new(Node::open(&config, store, env).await.expect("simulated node opens"));
+        // A node's clock never goes back across a restart.
+        if let Some(before) = self.0.clock_at_crash.lock().get(&i).copied() {
+            let after = node.local.clock_reading();
+            if after < before {
+                self.violation(format!(
+                    "n{}'s clock went back across its restart: {before} before the crash, {after} after",
+                    i + 1
+                ));
+            }
+        }
+        let (stop, shutdown) = watch::channel(false);
+        {
+            let node = node.clone();
+            gate.spawn(async move { node.run_services(shutdown).await });
+        }
+        let mut slot = self.0.slots[i].lock();
+        slot.node = Some(node);
+        slot.stop = Some(stop);
+    }
+
+    // ---- faults --------------------------------------------------------------------
+
+    /// Kills node `i`: its tasks stop at once; only what it stored survives.
+    pub fn crash(&self, i: usize) -> Option<Arc<Node>> {
+        let (node, gate) = {
+            let mut slot = self.0.slots[i].lock();
+            slot.stop = None;
+            (slot.node.take(), slot.gate.clone())
+        };
+        gate.crash();
+        if let Some(node) = &node {
+            let reading = node.local.clock_reading();
+            self.0.clock_at_crash.lock().insert(i, reading);
+            self.trace(format!("CRASH n{} (clock at {reading})", i + 1));
+        }
+        node
+    }
+
+    pub async fn restart(&self, i: usize) {
+        self.trace(format!("RESTART n{}", i + 1));
+        self.boot(i).await;
+    }
+
+    pub fn pause(&self, i: usize) {
+        self.trace(format!("PAUSE n{}", i + 1));
+        self.0.slots[i].lock().gate.pause();
+    }
+
+    pub fn resume(&self, i: usize) {
+        self.trace(format!("RESUME n{}", i + 1));
+        self.0.slots[i].lock().gate.resume();
+    }
+
+    /// Cuts every link between the two groups.
+    pub fn cut(&self, a: &[usize], b: &[usize]) {
+        self.trace(format!("CUT {} | {}", names(a), names(b)));
+        let mut net = self.0.net.lock();
+        for &x in a {
+            for &y in b {
+                if x != y {
+                    net.cuts.insert((x.min(y), x.max(y)));
+                }
+            }
+        }
+    }
+
+    /// Cuts node `i` off from every other node.
+    pub fn isolate(&self, i: usize) {
+        let others: Vec<usize> = (0..self.nodes()).filter(|&j| j != i).collect();
+        self.cut(&[i], &others);
+    }
+
+    pub fn heal_network(&self) {
+        self.trace("HEAL network");
+        self.0.net.lock().cuts.clear();
+    }
+
+    pub fn set_loss(&self, loss: f64, duplicate: f64) {
+        self.trace(format!("NETWORK loss {loss} duplicate {duplicate}"));
+        let mut net = self.0.net.lock();
+        net.loss = loss;
+        net.duplicate = duplicate;
+    }
+
+    pub fn set_skew(&self, i: usize, skew_ms: i64) {
+        self.trace(format!("SKEW n{} {skew_ms:+} ms", i + 1));
+        self.0.slots[i].lock().clock.set_skew(skew_ms);
+    }
+
+    /// Ends every fault: the network heals, paused nodes resume, crashed ones restart.
+    pub async fn heal_all(&self) {
+        self.heal_network();
+        self.set_loss(0.0, 0.0);
+        for i in 0..self.nodes() {
+            if self.is_paused(i) {
+                self.resume(i);
+            }
+            if !self.is_up(i) {
+                self.restart(i).await;
+            }
+        }
+    }
+
+    // ---- views ---------------------------------------------------------------------
+
+    /// How many members node `i` sees alive (`None`: it is down).
+    pub fn alive_seen_by(&self, i: usize) -> Option<usize> {
+        let node = self.node(i)?;
+        Some(node.local.cluster.with_membership(|m, now| {
+            m.members(now)
+                .filter(|v| v.status == dynakv_ring::Status::Alive)
+                .count()
+        }))
+    }
+
+    /// Node `i`'s view of node `of` (`None`: `i` is down or does not know `of`).
+    pub fn status_seen_by(&self, i: usize, of: usize) -> Option<dynakv_ring::Status> {
+        let node = self.node(i)?;
+        let id = dynakv_ring::NodeId::new(format!("n{}", of + 1)).unwrap();
+        node.local.cluster.with_membership(|m, _| m.status(&id))
+    }
+
+    /// Every running node sees every running node alive.
+    pub fn all_see_all_alive(&self) -> bool {
+        let up = (0..self.nodes()).filter(|&i| self.is_up(i)).count();
+        (0..self.nodes()).all(|i| self.alive_seen_by(i).is_none_or(|n| n == up))
+    }
+
+    /// Polls `cond` every 50 ms of simulated time, up to `limit`.
+    pub async fn wait_until(&self, limit: Duration, mut cond: impl FnMut(&World) -> bool) -> bool {
+        let until = Instant::now() + limit;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The ring of every configured node: what each node's view converges to (a node's
+    /// own view can lag; one that just restarted knows only itself).
+    pub fn ring(&self) -> Ring {
+        let c = &self.0.config;
+        let members = (0..c.nodes).map(|i| (dynakv_ring::NodeId::new(format!("n{}", i + 1)).unwrap(), c.tokens));
+        Ring::new(c.partition_bits, members).expect("a valid ring")
+    }
+
+    /// The key's replicas (indexes), as the ring places them.
+    pub fn replicas_of(&self, key: &str) -> Vec<usize> {
+        let ring = self.ring();
+        ring.preference_list(key.as_bytes(), self.0.config.n)
+            .into_iter()
+            .map(index_of)
+            .collect()
+    }
+
+    /// For each partition, whether all of its replicas are up and report the same Merkle
+    /// root.
+    pub fn roots_agree(&self) -> bool {
+        let ring = self.ring();
+        ring.partitions().all(|p| {
+            let roots: Vec<_> = ring
+                .partition_preference(p, self.0.config.n)
+                .into_iter()
+                .map(|id| self.node(index_of(id)).map(|n| n.local.replicas.forest().root(p.0)))
+                .collect();
+            roots.iter().all(Option::is_some) && roots.windows(2).all(|w| w[0] == w[1])
+        })
+    }
+
+    // ---- clients -------------------------------------------------------------------
+
+    /// A client request to node `i`, as the HTTP API would make it. `None`: no answer
+    /// (the node was down, paused past the client's patience, or crashed meanwhile).
+    pub async fn client<T: Send + 'static>(
+        &self,
+        i: usize,
+        op: impl FnOnce(Arc<Node>) -> BoxFuture<'static, T> + Send + 'static,
+    ) -> Option<T> {
+        let (node, gate) = {
+            let slot = self.0.slots[i].lock();
+            (slot.node.clone()?, slot.gate.clone())
+        };
+        let (tx, rx) = oneshot::channel();
+        gate.spawn(async move {
+            let _ = tx.send(op(node).await);
+        });
+        let patience = Duration::from_millis(self.0.config.request_timeout_ms + 500);
+        tokio::time::timeout(patience, rx).await.ok()?.ok()
+    }
+
+    pub async fn get(&self, i: usize, key: &str) -> Option<Result<GetOutcome, ApiError>> {
+        self.get_with(i, key, None).await
+    }
+
+    pub async fn get_r(&self, i: usize, key: &str, r: usize) -> Option<Result<GetOutcome, ApiError>> {
+        self.get_with(i, key, Some(r)).await
+    }
+
+    async fn get_with(&self, i: usize, key: &str, r: Option<usize>) -> Option<Result<GetOutcome, ApiError>> {
+        let k = Key::new(key.to_string()).unwrap();
+        let start = self.now_ms();
+        let got = self
+            .client(i, move |n| Box::pin(async move { n.coordinator.get(k, r).await }))
+            .await;
+        let shown = match &got {
+            None => "no answer".to_string(),
+            Some(Ok(GetOutcome::Found { values, .. })) => {
+                format!("found {} value(s), {} elements", values.len(), union_of(values).len())
+            }
+            Some(Ok(GetOutcome::NotFound { .. })) => "not found".to_string(),
+            Some(Err(e)) => format!("error {}", e.code()),
+        };
+        self.trace(format!("n{} get {key} (from {start} ms): {shown}", i + 1));
+        got
+    }
+
+    pub async fn put(
+        &self,
+        i: usize,
+        key: &str,
+        value: Option<Bytes>,
+        context: Option<Context>,
+    ) -> Option<Result<Context, ApiError>> {
+        let k = Key::new(key.to_string()).unwrap();
+        let start = self.now_ms();
+        let what = match &value {
+            Some(v) => format!("put {key} ({} elements)", decode_set(v).len()),
+            None => format!("delete {key}"),
+        };
+        let got = self
+            .client(i, move |n| {
+                Box::pin(async move { n.coordinator.write(k, value, context, None).await })
+            })
+            .await;
+        let shown = match &got {
+            None => "no answer".to_string(),
+            Some(Ok(_)) => "ok".to_string(),
+            Some(Err(e)) => format!("error {}", e.code()),
+        };
+        self.trace(format!("n{} {what} (from {start} ms): {shown}", i + 1));
+        got
+    }
+}
+
+/// The index of node `nK`.
+fn index_of(id: &dynakv_ring::NodeId) -> usize {
+    id.as_str()[1..].parse::<usize>().expect("simulated node ids are n1, n2, ...") - 1
+}
+
+pub fn names(nodes: &[usize]) -> String {
+    nodes
+        .iter()
+        .map(|i| format!("n{}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+// ---- the network ---------------------------------------------------------------------
+
+/// What happens to one message on the wire.
+struct Fate {
+    lost: bool,
+    delay: Duration,
+    /// Delivered a second time after this delay.
+    duplicate: Option<Duration>,
+}
+
+impl Inner {
+    fn fate(&self, from: usize, to: usize, what: &'static str, answer: bool, bytes: usize) -> Fate {
+        let (lo, hi) = self.config.delay_ms;
+        let mut net = self.net.lock();
+        let cut = net.cuts.contains(&(from.min(to), from.max(to)));
+        let (loss, dup) = (net.loss, net.duplicate);
+        let lost = cut || net.rng.random_bool(loss);
+        let delay = Duration::from_millis(net.rng.random_range(lo..=hi));
+        let duplicate =
+            (!lost && net.rng.random_bool(dup)).then(|| Duration::from_millis(net.rng.random_range(lo..=hi * 3)));
+        net.stats.sent += 1;
+        net.stats.bytes += bytes as u64;
+        net.stats.lost += lost as u64;
+        net.stats.duplicated += duplicate.is_some() as u64;
+        let verb = net.stats.by_verb.entry((what, answer)).or_default();
+        verb.0 += 1;
+        verb.1 += bytes as u64;
+        let event = format!("{from}>{to} {what} {answer} {bytes} {lost} {delay:?} {duplicate:?}");
+        net.digest.update(event.as_bytes());
+        Fate { lost, delay, duplicate }
+    }
+
+    fn is_cut(&self, a: usize, b: usize) -> bool {
+        self.net.lock().cuts.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// Carries a request from `from` to `to`, then its answer back into `reply`.
+    fn send_request(
+        self: &Arc<Self>,
+        from: usize,
+        to: usize,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<Reply, RpcError>>,
+    ) {
+        let req: Request = message::decode(&bytes).expect("requests decode");
+        let fate = self.fate(from, to, req.verb(), false, bytes.len());
+        if fate.lost {
+            return;
+        }
+        let get_key = match &req {
+            Request::Get(g) => Some(g.key.clone()),
+            _ => None,
+        };
+        let sent_ms = self.now_ms();
+        let sent = bytes.len() as u64;
+        let bytes = Arc::new(bytes);
+        if let Some(after) = fate.duplicate {
+            let (this, bytes) = (self.clone(), bytes.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                // The copy's answer goes nowhere: its sender had it already or gave up.
+                let (dummy, _) = oneshot::channel();
+                this.arrive(from, to, &bytes, dummy, None, sent, sent_ms);
+            });
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(fate.delay).await;
+            this.arrive(from, to, &bytes, reply, get_key, sent, sent_ms);
+        });
+    }
+
+    /// A request reaching `to`.
+    #[allow(clippy::too_many_arguments)]
+    fn arrive(
+        self: &Arc<Self>,
+        from: usize,
+        to: usize,
+        bytes: &[u8],
+        reply: oneshot::Sender<Result<Reply, RpcError>>,
+        get_key: Option<String>,
+        sent: u64,
+        sent_ms: u64,
+    ) {
+        if self.is_cut(from, to) {
+            return;
+        }
+        let (node, gate, caller_incarnation) = {
+            let slot = self.slots[to].lock();
+            let caller = self.slots[from].lock().incarnation;
+            match &slot.node {
+                Some(node) => (node.clone(), slot.gate.clone(), caller),
+                None => {
+                    // Nobody listens there: the connection is refused.
+                    let _ = reply.send(Err(RpcError::Connect {
+                        addr: addr(to),
+                        detail: "connection refused".into(),
+                    }));
+                    return;
+                }
+            }
+        };
+        let req: Request = message::decode(bytes).expect("requests decode");
+        let verb = req.verb();
+        let this = self.clone();
+        gate.spawn(async move {
+            let answer = if req.streamable() {
+                node.peer.handle_batch(vec![req]).await.pop().expect("one answer")
+            } else {
+                node.peer.handle(req).await
+            };
+            let wire: Result<Answer, WireError> = answer.map_err(|e| WireError::from(&e));
+            let bytes = message::encode(&wire);
+            let fate = this.fate(to, from, verb, true, bytes.len());
+            if fate.lost {
+                return;
+            }
+            let this2 = this.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(fate.delay).await;
+                if this2.is_cut(from, to) || this2.slots[from].lock().incarnation != caller_incarnation {
+                    return;
+                }
+                let answered_ms = this2.now_ms();
+                let wire: Result<Answer, WireError> = message::decode(&bytes).expect("answers decode");
+                if let Some(key) = get_key {
+                    let line = format!(
+                        "{:>7} ms  n{} answers n{}'s read of {key}",
+                        answered_ms,
+                        to + 1,
+                        from + 1
+                    );
+                    this2.trace.lock().push(line);
+                    this2.net.lock().gets.push(GetRecord {
+                        from,
+                        to,
+                        key,
+                        sent_ms,
+                        answered_ms: Some(answered_ms),
+                    });
+                }
+                let result = match wire {
+                    Ok(answer) => Ok(Reply {
+                        answer,
+                        traffic: Traffic {
+                            sent,
+                            received: bytes.len() as u64,
+                        },
+                    }),
+                    Err(e) => Err(RpcError::Remote {
+                        addr: addr(to),
+                        error: e.into(),
+                    }),
+                };
+                let _ = reply.send(result);
+            });
+        });
+    }
+}
+
+/// A node's end of the simulated network.
+struct SimTransport {
+    world: Weak<Inner>,
+    from: usize,
+}
+
+impl Transport for SimTransport {
+    fn send(&self, to_addr: &str, req: Request, timeout: Duration) -> BoxFuture<'static, Result<Reply, RpcError>> {
+        let to_addr = to_addr.to_string();
+        let (world, from) = (self.world.clone(), self.from);
+        Box::pin(async move {
+            let world = world.upgrade().ok_or_else(|| RpcError::Transport {
+                addr: to_addr.clone(),
+                detail: "the simulation ended".into(),
+            })?;
+            let Some(to) = (0..world.config.nodes).find(|&i| addr(i) == to_addr) else {
+                return Err(RpcError::Connect {
+                    addr: to_addr,
+                    detail: "no such host".into(),
+                });
+            };
+            let (tx, rx) = oneshot::channel();
+            world.send_request(from, to, message::encode(&req), tx);
+            drop(world);
+            // A message lost on the way looks like silence, not an error.
+            let answer = async {
+                match rx.await {
+                    Ok(r) => r,
+                    Err(_) => futures::future::pending().await,
+                }
+            };
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(r) => r,
+                Err(_) => Err(RpcError::Timeout { addr: to_addr, timeout }),
+            }
+        })
+    }
+}
+
+/// Sorted, deduplicated element sets, as the set workload stores them in values.
+pub fn encode_set(set: &BTreeSet<u64>) -> Bytes {
+    set.iter().flat_map(|e| e.to_be_bytes()).collect::<Vec<u8>>().into()
+}
+
+pub fn decode_set(value: &[u8]) -> BTreeSet<u64> {
+    value
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// The union of the element sets in `values`.
+pub fn union_of(values: &[Bytes]) -> BTreeSet<u64> {
+    values.iter().flat_map(|v| decode_set(v)).collect()
+}
+
+pub type Elements = BTreeMap<String, BTreeSet<u64>>;
