@@ -142,7 +142,8 @@ impl Coordinator {
             }
         };
         let initial = (0..round.targets().len()).collect();
-        let mut fanout = FanOut::start(round, initial, send, deadline, None);
+        let patience = Instant::now() + self.local.settings.request_timeout / 2;
+        let mut fanout = FanOut::start(round, initial, send, deadline, Some(patience.min(deadline)));
         match fanout.decide().await {
             Verdict::Met => {}
             _ => {

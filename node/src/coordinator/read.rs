@@ -2,7 +2,18 @@
 //! decided, and which replicas read repair must bring up to date.
 //!
 //! A read asks the key's live replicas and, under sloppy quorum, one live fallback for
-//! each replica this node believes dead. It is decided once `r` of them answered.
+//! each replica this node believes dead. It is decided once `r` answers *count*:
+//! - a replica's answer counts at once;
+//! - a fallback's answer counts only once no live replica's answer is still awaited,
+//!   or once the read lost patience (half the request timeout by default).
+//!
+//! A fallback stands in for a replica it is not: it holds only the hints it took while
+//! that replica was down, so its "nothing" says nothing about the key. Counted at once,
+//! two fallbacks' "nothing" could complete `r = 2` before the one reachable replica
+//! holding every acknowledged write had answered, and the read would miss them all
+//! (found in the container tests; replayed in the simulator). Waiting for the live
+//! replicas first means a read never answers without what a reachable, responsive
+//! replica of the key holds.
 
 use dynakv_crdt::Register;
 
@@ -32,6 +43,7 @@ pub struct ReadRound {
     required: usize,
     targets: Vec<(Replica, Role)>,
     states: Vec<State>,
+    patience_lost: bool,
 }
 
 impl ReadRound {
@@ -53,6 +65,7 @@ impl ReadRound {
             required,
             targets,
             states,
+            patience_lost: false,
         }
     }
 
@@ -65,8 +78,16 @@ impl ReadRound {
         self.required
     }
 
+    fn replica_awaited(&self) -> bool {
+        self.targets
+            .iter()
+            .zip(&self.states)
+            .any(|((_, role), s)| *role == Role::Primary && *s == State::Waiting)
+    }
+
     fn counts(&self, i: usize) -> bool {
         matches!(self.states[i], State::Answered(_))
+            && (self.targets[i].1 == Role::Primary || self.patience_lost || !self.replica_awaited())
     }
 
     /// Answers that count towards the quorum now.
@@ -139,6 +160,10 @@ impl Round for ReadRound {
             Verdict::Pending
         }
     }
+
+    fn lose_patience(&mut self) {
+        self.patience_lost = true;
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +229,35 @@ mod tests {
                 round.verdict()
             })
             .collect()
+    }
+
+    #[test]
+    fn fallbacks_nothing_does_not_count_while_a_live_replica_is_awaited() {
+        use Verdict::*;
+        // p1 and p3 dead: targets p2, f1, f2. The two fallbacks answer "nothing" first.
+        let held = mv(1, "acked");
+        let mut round = ReadRound::new(plan(&["p1", "p3"]), 2, true);
+        let verdicts = run(
+            &mut round,
+            &[(1, Some(None)), (2, Some(None)), (0, Some(Some(held.clone())))],
+        );
+        assert_eq!(verdicts, vec![Pending, Pending, Met], "waits for p2");
+        assert_eq!(round.merged(), Some(held));
+        // If the live replica fails, the fallbacks' answers are all there is.
+        let mut round = ReadRound::new(plan(&["p1", "p3"]), 2, true);
+        assert_eq!(run(&mut round, &[(1, Some(None)), (0, None)]), vec![Pending, Pending]);
+        assert_eq!(run(&mut round, &[(2, Some(None))]), vec![Met]);
+        assert_eq!(round.merged(), None);
+    }
+
+    #[test]
+    fn losing_patience_lets_fallbacks_count() {
+        let mut round = ReadRound::new(plan(&["p1", "p3"]), 2, true);
+        run(&mut round, &[(1, Some(None)), (2, Some(None))]);
+        assert_eq!(round.verdict(), Verdict::Pending);
+        round.lose_patience();
+        assert_eq!(round.verdict(), Verdict::Met);
+        assert_eq!(round.counted(), 2);
     }
 
     #[test]
