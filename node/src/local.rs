@@ -126,12 +126,21 @@ impl Local {
         Instant::now() + self.settings.request_timeout
     }
 
-    /// Takes the timestamp of a version seen from elsewhere into account.
+    /// Takes the timestamp of a version seen from elsewhere into account, and records
+    /// it like one of ours: after a restart the clock resumes past everything it had
+    /// seen, not only past what it had issued.
     pub fn observe(&self, reg: &Register) {
-        if let Register::Lww(l) = reg
-            && let Err(drift) = self.hlc.lock().observe(l.timestamp, self.clock.wall_ms())
-        {
-            warn!(%drift, "not adopting a timestamp from the future");
+        let Register::Lww(l) = reg else { return };
+        let adopted = {
+            let mut hlc = self.hlc.lock();
+            if let Err(drift) = hlc.observe(l.timestamp, self.clock.wall_ms()) {
+                warn!(%drift, "not adopting a timestamp from the future");
+                return;
+            }
+            hlc.last()
+        };
+        if let Err(e) = self.clock_ceiling.cover(adopted.physical_ms()) {
+            warn!(error = %e, "cannot record the clock's bound");
         }
     }
 
