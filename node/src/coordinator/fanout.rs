@@ -30,6 +30,12 @@ pub trait Round {
     fn lose_patience(&mut self) {}
 }
 
+/// How one request is answered: at once (this node's own copy), or later (a peer's).
+pub enum Answered<A> {
+    Now(A),
+    Later(BoxFuture<'static, A>),
+}
+
 type InFlight<R> = FuturesUnordered<BoxFuture<'static, (<R as Round>::Send, <R as Round>::Answer)>>;
 
 /// Sends a round's requests and feeds it the answers.
@@ -45,7 +51,7 @@ pub struct FanOut<R: Round, F> {
 impl<R, F> FanOut<R, F>
 where
     R: Round,
-    F: Fn(R::Send) -> BoxFuture<'static, R::Answer>,
+    F: Fn(&R, R::Send) -> Answered<R::Answer>,
 {
     /// Sends `initial` at once; nothing is waited for past `deadline`.
     pub fn start(round: R, initial: Vec<R::Send>, send: F, deadline: Instant, patience: Option<Instant>) -> Self {
@@ -63,8 +69,10 @@ where
     }
 
     fn launch(&mut self, s: R::Send) {
-        let answer = (self.send)(s.clone());
-        self.in_flight.push(Box::pin(async move { (s, answer.await) }));
+        match (self.send)(&self.round, s.clone()) {
+            Answered::Now(answer) => self.take(s, answer),
+            Answered::Later(answer) => self.in_flight.push(Box::pin(async move { (s, answer.await) })),
+        }
     }
 
     fn take(&mut self, s: R::Send, answer: R::Answer) {
@@ -76,13 +84,17 @@ where
     /// Waits for answers until the round is decided; past the deadline, or with nothing
     /// left to wait for, an undecided round has failed.
     pub async fn decide(&mut self) -> Verdict {
+        // One timer each for the whole wait, not one per answer.
+        let deadline = sleep_until(self.deadline);
+        let patience = sleep_until(self.patience.unwrap_or(self.deadline));
+        tokio::pin!(deadline, patience);
         loop {
             let verdict = self.round.verdict();
             if verdict != Verdict::Pending {
                 return verdict;
             }
-            let patience = self.patience;
-            if self.in_flight.is_empty() && patience.is_none() {
+            let waiting_patience = self.patience.is_some();
+            if self.in_flight.is_empty() && !waiting_patience {
                 return Verdict::Failed;
             }
             tokio::select! {
@@ -91,17 +103,19 @@ where
                     let (s, answer) = next.expect("not empty");
                     self.take(s, answer);
                 }
-                () = sleep_until(patience.unwrap_or(self.deadline)), if patience.is_some() => {
+                () = &mut patience, if waiting_patience => {
                     self.patience = None;
                     self.round.lose_patience();
                 }
-                () = sleep_until(self.deadline) => return Verdict::Failed,
+                () = &mut deadline => return Verdict::Failed,
             }
         }
     }
 
     /// Waits for the remaining answers (and the sends they call for) up to the deadline.
     pub async fn finish(&mut self) {
+        let deadline = sleep_until(self.deadline);
+        tokio::pin!(deadline);
         loop {
             tokio::select! {
                 biased;
@@ -109,7 +123,7 @@ where
                     Some((s, answer)) => self.take(s, answer),
                     None => return,
                 },
-                () = sleep_until(self.deadline) => return,
+                () = &mut deadline => return,
             }
         }
     }
@@ -148,12 +162,16 @@ mod tests {
         }
     }
 
-    /// Send `n` answers after `n` ms; odd sends below 100 fail.
-    fn send(n: u32) -> BoxFuture<'static, bool> {
-        Box::pin(async move {
+    /// Send `n` answers after `n` ms (0: at once); odd sends below 100 fail.
+    fn send<R>(_: &R, n: u32) -> Answered<bool> {
+        let ok = n >= 100 || n.is_multiple_of(2);
+        if n == 0 {
+            return Answered::Now(ok);
+        }
+        Answered::Later(Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(n as u64)).await;
-            n >= 100 || n.is_multiple_of(2)
-        })
+            ok
+        }))
     }
 
     /// A fan-out of `sends` needing `required` successes by `deadline_ms`.
@@ -162,22 +180,23 @@ mod tests {
         sends: Vec<u32>,
         start: Instant,
         deadline_ms: u64,
-    ) -> FanOut<Retry, fn(u32) -> BoxFuture<'static, bool>> {
+    ) -> FanOut<Retry, fn(&Retry, u32) -> Answered<bool>> {
         let round = Retry {
             quorum: Quorum::new(required, sends.len()),
             seen: vec![],
         };
-        FanOut::start(round, sends, send, start + Duration::from_millis(deadline_ms), None)
+        FanOut::start(round, sends, send::<Retry>, start + Duration::from_millis(deadline_ms), None)
     }
 
     #[tokio::test(start_paused = true)]
     async fn decides_on_the_quorum_then_finishes_with_the_follow_ups() {
         let start = Instant::now();
-        let mut f = retry(2, vec![1, 2, 4], start, 1000);
+        let mut f = retry(2, vec![1, 0, 4], start, 1000);
+        assert_eq!(f.round().seen, vec![0], "0 answered at once");
         assert_eq!(f.decide().await, Verdict::Met);
-        assert_eq!(start.elapsed(), Duration::from_millis(4), "met by 2 and 4");
+        assert_eq!(start.elapsed(), Duration::from_millis(4), "met by 0 and 4");
         f.finish().await;
-        assert_eq!(f.round().seen, vec![1, 2, 4, 101], "1 failed and was sent again as 101");
+        assert_eq!(f.round().seen, vec![0, 1, 4, 101], "1 failed and was sent again as 101");
         assert_eq!(start.elapsed(), Duration::from_millis(102));
     }
 
@@ -228,7 +247,7 @@ mod tests {
         let mut f = FanOut::start(
             round,
             vec![2, 400],
-            send,
+            send::<Patient>,
             start + Duration::from_secs(1),
             Some(start + Duration::from_millis(30)),
         );

@@ -34,7 +34,6 @@ use bytes::Bytes;
 use dynakv_crdt::{CausalContext, ConflictMode, Context, LwwRegister, MvRegister, Register};
 use dynakv_http_api::{ApiError, GetOutcome, Key, KvService, QuorumOp};
 use dynakv_ring::NodeId;
-use futures::future::BoxFuture;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
@@ -43,7 +42,7 @@ use crate::identity::MintFloor;
 use crate::local::{Local, MAX_CLOCK_DRIFT_MS};
 use crate::storage::StorageError;
 use crate::transport::message;
-use fanout::FanOut;
+use fanout::{Answered, FanOut};
 use quorum::Verdict;
 use read::ReadRound;
 use write::{Delivery, WriteRound};
@@ -108,37 +107,22 @@ impl Coordinator {
     /// background.
     async fn read(&self, key: &Key, r: usize, deadline: Instant) -> Result<Option<Register>, ApiError> {
         let plan = self.local.cluster.plan(key.as_str());
-        let owners: Arc<Vec<NodeId>> = Arc::new(plan.primary_ids());
+        let owners = plan.primary_ids();
         let round = ReadRound::new(plan, r, self.local.settings.sloppy_quorum);
-        let targets = Arc::new(round.targets().to_vec());
         let send = {
             let (local, key) = (self.local.clone(), key.as_str().to_string());
-            move |i: usize| -> BoxFuture<'static, Option<Option<Register>>> {
-                let (local, key, owners, target) = (local.clone(), key.clone(), owners.clone(), targets[i].0.clone());
-                Box::pin(async move {
-                    let answer = if target.is_self {
-                        local.replicas.get_with_hints(&key, &owners).map_err(|e| e.to_string())
-                    } else {
-                        let remaining = deadline.saturating_duration_since(Instant::now());
-                        local
-                            .peers
-                            .call(&target.addr, message::Get { key }, remaining)
-                            .await
-                            .map_err(|e| e.to_string())
-                    };
-                    match answer {
-                        Ok(state) => {
-                            if let Some(reg) = &state {
-                                local.observe(reg);
-                            }
-                            Some(state)
-                        }
-                        Err(e) => {
-                            debug!(replica = %target.id, error = %e, "replica read failed");
-                            None
-                        }
-                    }
-                })
+            move |round: &ReadRound, i: usize| -> Answered<Option<Option<Register>>> {
+                let target = &round.targets()[i].0;
+                if target.is_self {
+                    let answer = local.replicas.get_with_hints(&key, &owners).map_err(|e| e.to_string());
+                    return Answered::Now(absorb_read(&local, &target.id, answer));
+                }
+                let (local, key, target) = (local.clone(), key.clone(), target.clone());
+                Answered::Later(Box::pin(async move {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let answer = local.peers.call(&target.addr, message::Get { key }, remaining).await;
+                    absorb_read(&local, &target.id, answer.map_err(|e| e.to_string()))
+                }))
             }
         };
         let initial = (0..round.targets().len()).collect();
@@ -176,8 +160,21 @@ impl Coordinator {
         let (round, initial) = WriteRound::new(plan, w, sloppy);
         let send = {
             let (local, stats, key) = (self.local.clone(), self.stats.clone(), key.as_str().to_string());
-            move |d: Delivery| -> BoxFuture<'static, bool> {
-                Box::pin(deliver(
+            move |_: &WriteRound, d: Delivery| -> Answered<bool> {
+                if let Delivery::Hint { to, owner, .. } = &d
+                    && to.is_self
+                {
+                    // We are the fallback: the hint is stored here and now.
+                    stats.hinted_writes.fetch_add(1, Ordering::Relaxed);
+                    return Answered::Now(match local.replicas.store_hint(&owner.id, &key, &register) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            warn!(error = %e, "storing a hint failed");
+                            false
+                        }
+                    });
+                }
+                Answered::Later(Box::pin(deliver(
                     local.clone(),
                     stats.clone(),
                     key.clone(),
@@ -185,7 +182,7 @@ impl Coordinator {
                     d,
                     deadline,
                     sloppy,
-                ))
+                )))
             }
         };
         let mut fanout = FanOut::start(round, initial, send, deadline, None);
@@ -438,7 +435,24 @@ impl KvService for Coordinator {
     }
 }
 
-/// Delivers one slot's copy of a write; whether it was acknowledged.
+/// A replica's answer to a read as the round takes it (`None`: it failed), its timestamp
+/// observed.
+fn absorb_read(local: &Local, from: &NodeId, answer: Result<Option<Register>, String>) -> Option<Option<Register>> {
+    match answer {
+        Ok(state) => {
+            if let Some(reg) = &state {
+                local.observe(reg);
+            }
+            Some(state)
+        }
+        Err(e) => {
+            debug!(replica = %from, error = %e, "replica read failed");
+            None
+        }
+    }
+}
+
+/// Delivers one slot's copy of a write to another node; whether it was acknowledged.
 async fn deliver(
     local: Arc<Local>,
     stats: Arc<Stats>,
@@ -467,15 +481,6 @@ async fn deliver(
         }
         Delivery::Hint { to, owner, .. } => {
             stats.hinted_writes.fetch_add(1, Ordering::Relaxed);
-            if to.is_self {
-                return match local.replicas.store_hint(&owner.id, &key, &register) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        warn!(error = %e, "storing a hint failed");
-                        false
-                    }
-                };
-            }
             let req = message::MergeHint {
                 key,
                 register,
