@@ -96,6 +96,7 @@ impl Node {
             DetectorConfig {
                 suspect_after_ms: config.suspect_after.as_millis() as u64,
                 dead_after_ms: config.dead_after.as_millis() as u64,
+                gossip_interval_ms: config.gossip_interval.as_millis() as u64,
             },
             env.clock.monotonic_ms(),
         );

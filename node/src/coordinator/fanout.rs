@@ -185,7 +185,13 @@ mod tests {
             quorum: Quorum::new(required, sends.len()),
             seen: vec![],
         };
-        FanOut::start(round, sends, send::<Retry>, start + Duration::from_millis(deadline_ms), None)
+        FanOut::start(
+            round,
+            sends,
+            send::<Retry>,
+            start + Duration::from_millis(deadline_ms),
+            None,
+        )
     }
 
     #[tokio::test(start_paused = true)]

@@ -625,7 +625,10 @@ impl World {
 
 /// The index of node `nK`.
 fn index_of(id: &dynakv_ring::NodeId) -> usize {
-    id.as_str()[1..].parse::<usize>().expect("simulated node ids are n1, n2, ...") - 1
+    id.as_str()[1..]
+        .parse::<usize>()
+        .expect("simulated node ids are n1, n2, ...")
+        - 1
 }
 
 pub fn names(nodes: &[usize]) -> String {
