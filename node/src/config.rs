@@ -48,10 +48,12 @@ pub struct NodeArgs {
     /// Milliseconds between gossip rounds [default: 1000].
     #[arg(long, env = "DYNAKV_GOSSIP_INTERVAL_MS")]
     pub gossip_interval_ms: Option<String>,
-    /// Silence before a member is suspect [default: 3 gossip intervals].
+    /// Silence before a member is suspect, in a cluster of up to 3 members; one gossip
+    /// interval more per doubling of the cluster beyond [default: 3 gossip intervals].
     #[arg(long, env = "DYNAKV_SUSPECT_AFTER_MS")]
     pub suspect_after_ms: Option<String>,
-    /// Silence before a member is dead and skipped by requests [default: 6 gossip intervals].
+    /// Silence before a member is dead and skipped by requests, scaled like
+    /// suspect-after-ms [default: 6 gossip intervals].
     #[arg(long, env = "DYNAKV_DEAD_AFTER_MS")]
     pub dead_after_ms: Option<String>,
     /// Milliseconds a client request may take before it fails [default: 2000].

@@ -174,13 +174,10 @@ mod tests {
         }))
     }
 
+    type RetryFanOut = FanOut<Retry, fn(&Retry, u32) -> Answered<bool>>;
+
     /// A fan-out of `sends` needing `required` successes by `deadline_ms`.
-    fn retry(
-        required: usize,
-        sends: Vec<u32>,
-        start: Instant,
-        deadline_ms: u64,
-    ) -> FanOut<Retry, fn(&Retry, u32) -> Answered<bool>> {
+    fn retry(required: usize, sends: Vec<u32>, start: Instant, deadline_ms: u64) -> RetryFanOut {
         let round = Retry {
             quorum: Quorum::new(required, sends.len()),
             seen: vec![],
