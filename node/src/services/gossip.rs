@@ -99,6 +99,12 @@ impl Service for Gossip {
         Some(self.interval)
     }
 
+    /// A node's first heartbeat and exchanges go out as soon as it starts: that is how it
+    /// finds its peers.
+    fn starts_at_once(&self) -> bool {
+        true
+    }
+
     fn round(self: Arc<Self>) -> BoxFuture<'static, ()> {
         self.tick();
         Box::pin(async {})

@@ -7,8 +7,8 @@
 //! - [`tombstones`]: collecting tombstones once no replica can need them.
 //!
 //! Each is a [`Service`]: a name, a pause between rounds and a round; it keeps its own
-//! counters. [`run`] drives them all the same way: a round at start, then one after
-//! each pause, until shutdown (a round in progress is dropped at shutdown).
+//! counters. [`run`] drives them all the same way: a round after each pause (gossip also
+//! at start), until shutdown (a round in progress is dropped at shutdown).
 
 pub mod antientropy;
 pub mod gossip;
@@ -45,8 +45,12 @@ impl Services {
 
 pub trait Service: Send + Sync + 'static {
     fn name(&self) -> &'static str;
-    /// The pause after each round; `None` when the service is turned off.
+    /// The pause before each round; `None` when the service is turned off.
     fn interval(&self) -> Option<Duration>;
+    /// Whether the first round runs at start rather than after the first pause.
+    fn starts_at_once(&self) -> bool {
+        false
+    }
     /// One round; it may start tasks of its own (it holds itself in an `Arc`).
     fn round(self: Arc<Self>) -> BoxFuture<'static, ()>;
 }
@@ -74,19 +78,23 @@ async fn drive(svc: Arc<dyn Service>, mut shutdown: watch::Receiver<bool>) {
         tracing::debug!(service = svc.name(), "turned off");
         return;
     };
+    let mut pause = !svc.starts_at_once();
     loop {
         if *shutdown.borrow_and_update() {
             return;
         }
+        if pause {
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => if changed.is_err() { return } else { continue },
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+        pause = true;
         tokio::select! {
             biased;
             changed = shutdown.changed() => if changed.is_err() { return } else { continue },
             () = svc.clone().round() => {}
-        }
-        tokio::select! {
-            biased;
-            changed = shutdown.changed() => if changed.is_err() { return } else { continue },
-            () = tokio::time::sleep(interval) => {}
         }
     }
 }
@@ -100,6 +108,7 @@ mod tests {
     struct Counter {
         rounds: AtomicU32,
         interval: Option<Duration>,
+        at_once: bool,
     }
 
     impl Service for Counter {
@@ -108,6 +117,9 @@ mod tests {
         }
         fn interval(&self) -> Option<Duration> {
             self.interval
+        }
+        fn starts_at_once(&self) -> bool {
+            self.at_once
         }
         fn round(self: Arc<Self>) -> BoxFuture<'static, ()> {
             Box::pin(async move {
@@ -118,34 +130,34 @@ mod tests {
         }
     }
 
+    fn counter(interval: Option<u64>, at_once: bool) -> Arc<Counter> {
+        Arc::new(Counter {
+            rounds: AtomicU32::new(0),
+            interval: interval.map(Duration::from_millis),
+            at_once,
+        })
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_round_at_start_then_one_per_pause_until_shutdown() {
-        let on = Arc::new(Counter {
-            rounds: AtomicU32::new(0),
-            interval: Some(Duration::from_millis(100)),
-        });
-        let off = Arc::new(Counter {
-            rounds: AtomicU32::new(0),
-            interval: None,
-        });
+    async fn a_round_after_each_pause_or_also_at_start_until_shutdown() {
+        let (at_once, later, off) = (counter(Some(100), true), counter(Some(100), false), counter(None, true));
         let (stop, shutdown) = watch::channel(false);
-        let (on2, off2) = (on.clone(), off.clone());
-        let driver = tokio::spawn(async move {
-            let mut services: Vec<Arc<dyn Service>> = Vec::new();
-            services.push(on2);
-            services.push(off2);
-            for svc in services {
-                drive(svc, shutdown.clone()).await;
-            }
-        });
-        // Rounds start at 0, 130, 260, 390 ms (30 ms each, then a 100 ms pause).
+        let mut tasks = Vec::new();
+        for svc in [at_once.clone(), later.clone(), off.clone()] {
+            tasks.push(tokio::spawn(drive(svc, shutdown.clone())));
+        }
+        // At once: rounds start at 0, 130, 260, 390 ms (30 ms each, then a 100 ms pause);
+        // after a pause first: at 100, 230, 360 ms.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(on.rounds.load(Ordering::Relaxed), 4);
+        assert_eq!(at_once.rounds.load(Ordering::Relaxed), 4);
+        assert_eq!(later.rounds.load(Ordering::Relaxed), 3);
         stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_millis(1), driver)
-            .await
-            .unwrap()
-            .unwrap();
+        for t in tasks {
+            tokio::time::timeout(Duration::from_millis(1), t)
+                .await
+                .unwrap()
+                .unwrap();
+        }
         assert_eq!(
             off.rounds.load(Ordering::Relaxed),
             0,
