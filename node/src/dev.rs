@@ -145,6 +145,9 @@ fn prefix_output(id: &str, child: &mut Child) {
     }
 }
 
+/// Ready means every node answers `/health` and every node sees every other one alive
+/// (gossip has formed the cluster), so the first request after "ready" finds its
+/// replicas.
 async fn wait_ready(addrs: &[String], children: &mut [(String, Child)]) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().no_proxy().build()?;
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
@@ -155,22 +158,54 @@ async fn wait_ready(addrs: &[String], children: &mut [(String, Child)]) -> anyho
                     bail!("node {id} exited during start-up ({status})");
                 }
             }
-            let ok = http
-                .get(format!("http://{addr}/health"))
-                .timeout(Duration::from_millis(500))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
+            if healthy(&http, addr).await && sees_all_alive(&http, addr, addrs.len()).await {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("node at {addr} did not become healthy within {READY_TIMEOUT:?}");
+                bail!(
+                    "node at {addr} did not become healthy and see all {} nodes alive within {READY_TIMEOUT:?}",
+                    addrs.len()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     Ok(())
+}
+
+async fn healthy(http: &reqwest::Client, addr: &str) -> bool {
+    http.get(format!("http://{addr}/health"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Whether the node at `addr` lists `nodes` members, all alive.
+async fn sees_all_alive(http: &reqwest::Client, addr: &str, nodes: usize) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Members {
+        members: Vec<Member>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Member {
+        status: String,
+    }
+    let Ok(resp) = http
+        .get(format!("http://{addr}/cluster/members"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let Ok(body) = resp.bytes().await else {
+        return false;
+    };
+    match serde_json::from_slice::<Members>(&body) {
+        Ok(m) => m.members.len() == nodes && m.members.iter().all(|m| m.status == "alive"),
+        Err(_) => false,
+    }
 }
 
 async fn any_exit(children: &mut [(String, Child)]) -> (String, std::process::ExitStatus) {

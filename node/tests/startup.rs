@@ -147,10 +147,29 @@ fn dev_starts_a_cluster_and_ctrl_c_stops_it() {
         .spawn()
         .unwrap();
     let mut guard = Killed(child);
+    // dev prints "ready." once every node serves and sees the others alive: the first
+    // write after it finds its replicas.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = guard.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut out = String::new();
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while !out.contains("ready.") {
+        let left = ready_by.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => out.push_str(&(line + "\n")),
+            Err(_) => panic!("dev did not say it is ready: {out}"),
+        }
+    }
     for i in 0..3 {
         assert!(wait_http_ok(
             &format!("http://127.0.0.1:{}/health", base + i),
-            Duration::from_secs(30)
+            Duration::from_secs(1)
         ));
     }
     assert_eq!(send("PUT", &format!("http://127.0.0.1:{base}/kv/x"), b"1").0, 204);
@@ -164,9 +183,8 @@ fn dev_starts_a_cluster_and_ctrl_c_stops_it() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(guard.0.wait().unwrap().success());
-    let mut out = String::new();
-    use std::io::Read;
-    guard.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    reader.join().unwrap();
+    out.extend(lines.try_iter().map(|l| l + "\n"));
     assert!(out.contains("dynakv dev cluster: 3 nodes"), "{out}");
     assert!(out.contains("all nodes stopped"), "{out}");
     for i in 0..3 {
