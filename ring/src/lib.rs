@@ -4,6 +4,10 @@
 //! - [`node_id`]: the validated name of a member.
 //! - [`hash`]: ring positions of keys and virtual nodes (blake3).
 //! - [`ring`]: virtual-node ring, fixed partitions and preference lists.
+//! - [`layout`]: which members own partitions, at which version; staged changes and
+//!   what they would move.
+//! - [`history`]: the layouts still in use while partitions move, per-member progress
+//!   trackers, and which replicas reads and writes use meanwhile.
 //! - [`membership`]: gossip membership table and failure detector, a state machine driven
 //!   by ticks and merged tables.
 //!
@@ -11,6 +15,8 @@
 //! the [`ring::Ring`] whenever the member set changes.
 
 pub mod hash;
+pub mod history;
+pub mod layout;
 pub mod membership;
 pub mod node_id;
 pub mod ring;

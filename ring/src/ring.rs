@@ -59,20 +59,34 @@ impl Ring {
     /// Builds the ring of `members`, each with its number of virtual nodes. Duplicate ids
     /// keep the larger token count.
     pub fn new(partition_bits: u8, members: impl IntoIterator<Item = (NodeId, u32)>) -> Result<Ring, RingError> {
+        Ring::with_seats(
+            partition_bits,
+            members.into_iter().map(|(id, tokens)| (id.clone(), id, tokens)),
+        )
+    }
+
+    /// Builds the ring of `(member, seat, tokens)`: a member's virtual nodes sit where
+    /// those of the member named `seat` would. A member normally sits in its own seat; one
+    /// that replaced another takes the other's seat, and with it exactly the other's
+    /// partitions. Duplicate ids keep the larger token count (and the later seat).
+    pub fn with_seats(
+        partition_bits: u8,
+        members: impl IntoIterator<Item = (NodeId, NodeId, u32)>,
+    ) -> Result<Ring, RingError> {
         if partition_bits == 0 || partition_bits > MAX_PARTITION_BITS {
             return Err(RingError::PartitionBits(partition_bits));
         }
-        let mut by_id: BTreeMap<NodeId, u32> = BTreeMap::new();
-        for (id, tokens) in members {
+        let mut by_id: BTreeMap<NodeId, (NodeId, u32)> = BTreeMap::new();
+        for (id, seat, tokens) in members {
             if tokens == 0 || tokens > MAX_TOKENS {
                 return Err(RingError::Tokens { id, tokens });
             }
-            let t = by_id.entry(id).or_insert(0);
-            *t = (*t).max(tokens);
+            let t = by_id.entry(id).or_insert((seat.clone(), 0));
+            *t = (seat, t.1.max(tokens));
         }
-        let mut tokens = Vec::with_capacity(by_id.values().map(|&t| t as usize).sum());
-        for (index, (id, &count)) in by_id.iter().enumerate() {
-            tokens.extend((0..count).map(|i| (token_position(id, i), index as u32)));
+        let mut tokens = Vec::with_capacity(by_id.values().map(|&(_, t)| t as usize).sum());
+        for (index, (seat, count)) in by_id.values().enumerate() {
+            tokens.extend((0..*count).map(|i| (token_position(seat, i), index as u32)));
         }
         tokens.sort_unstable();
         Ok(Ring {
@@ -232,6 +246,30 @@ mod tests {
         let r = Ring::new(12, [(m[0].clone(), 64), (m[1].clone(), 192)]).unwrap();
         let s = shares(&r, 1);
         assert!((s[&m[1]] - 0.75).abs() < 0.1, "share {:?}", s);
+    }
+
+    /// A member in another's seat gets exactly the partitions the other had.
+    #[test]
+    fn a_member_in_another_seat_takes_its_partitions() {
+        let m = ids(4, 3);
+        let before = ring(&m[..3], 32);
+        let after = Ring::with_seats(
+            DEFAULT_PARTITION_BITS,
+            [
+                (m[0].clone(), m[0].clone(), 32),
+                (m[1].clone(), m[1].clone(), 32),
+                (m[3].clone(), m[2].clone(), 32),
+            ],
+        )
+        .unwrap();
+        for p in before.partitions() {
+            let renamed: Vec<&NodeId> = before
+                .partition_preference(p, 3)
+                .into_iter()
+                .map(|id| if *id == m[2] { &m[3] } else { id })
+                .collect();
+            assert_eq!(after.partition_preference(p, 3), renamed);
+        }
     }
 
     proptest! {

@@ -1,0 +1,747 @@
+//! The layouts a cluster still uses while partitions move, and how far each member has
+//! come in moving to the newest one.
+//!
+//! A committed layout does not replace the previous one at once: until the members that
+//! gain a partition hold its data, the members that had it must keep serving it. So the
+//! cluster keeps a short history of *active* layouts (as Garage does) and three
+//! per-member trackers, each only ever growing:
+//!
+//! 1. **ack**: the newest version a member has adopted. From then on the writes it
+//!    coordinates go to a quorum in *every* active layout ([`LayoutHistory::write_sets`]),
+//!    so a write reaches W of the old owners and W of the new.
+//! 2. **sync**: the newest version whose partitions a member holds. A member that gains
+//!    a partition starts fetching it only once every tracked member has acked the
+//!    version (before that, a coordinator that has not heard of it writes to the old
+//!    owners alone, and the newcomer could miss that write); it fetches from every live
+//!    replica of the older layouts, then marks itself synced. A member that gains
+//!    nothing is synced as soon as it acks.
+//! 3. **sync_ack**: the version a member reads from: the newest one whose owners have all
+//!    synced ([`LayoutHistory::read_version`]).
+//!
+//! An old layout is retired once every tracked member reads from a newer one; only then
+//! may a member that no active layout names as a replica drop its copy of a partition
+//! ([`LayoutHistory::droppable`]). "Tracked" is decided by the caller: the members that
+//! could coordinate a request (live members, and every owner of the newest layout, so a
+//! dead owner holds the move up until it is removed).
+//!
+//! Everything here merges as a join-semilattice (idempotent, commutative, associative):
+//! layouts by version, trackers by maximum, the retirement watermark by maximum, staging
+//! by its own rules ([`Staging::merge`]). Two different layouts committed under the same
+//! version (which the commit protocol prevents, see [`LayoutHistory::promise`]) would
+//! still converge: the one with the larger digest wins, and the merge reports it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout::{Change, Digest, Known, Layout, LayoutError, Move, Plan, Staging, Stamp};
+use crate::node_id::NodeId;
+use crate::ring::{Partition, Ring, RingError};
+
+/// How long a promise for a version blocks proposals of another layout for it: a
+/// proposer that stalls (or crashed) after collecting promises must not block layout
+/// changes for long.
+pub const PROMISE_TTL_MS: u64 = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Trackers {
+    pub ack: BTreeMap<NodeId, u64>,
+    pub sync: BTreeMap<NodeId, u64>,
+    pub sync_ack: BTreeMap<NodeId, u64>,
+}
+
+fn raise(map: &mut BTreeMap<NodeId, u64>, id: &NodeId, to: u64) -> bool {
+    let v = map.entry(id.clone()).or_insert(0);
+    if *v < to {
+        *v = to;
+        true
+    } else {
+        false
+    }
+}
+
+fn merge_max(into: &mut BTreeMap<NodeId, u64>, from: &BTreeMap<NodeId, u64>) {
+    for (id, &v) in from {
+        raise(into, id, v);
+    }
+}
+
+fn get(map: &BTreeMap<NodeId, u64>, id: &NodeId) -> u64 {
+    map.get(id).copied().unwrap_or(0)
+}
+
+/// What the cluster gossips about its layouts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutHistory {
+    /// Active layouts, oldest first; the last is the current one. Never empty.
+    versions: Vec<Layout>,
+    /// Every version below this one is retired.
+    retired: u64,
+    pub trackers: Trackers,
+    pub staging: Staging,
+}
+
+/// A promise not to accept another layout for `version` (see [`LayoutHistory::promise`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Promise {
+    pub version: u64,
+    pub digest: Digest,
+    pub at_ms: u64,
+}
+
+/// What a merge changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// The current layout changed.
+    pub new_current: bool,
+    /// Versions for which two different layouts met (the larger digest was kept).
+    pub conflicts: Vec<u64>,
+}
+
+/// A partition a member must fetch, and from whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gain {
+    pub partition: Partition,
+    /// Its replicas in the older active layouts (the member itself left out).
+    pub sources: Vec<NodeId>,
+}
+
+/// The rings of a history's active layouts, built once per layout change.
+#[derive(Clone, Debug)]
+pub struct Rings {
+    /// `(version, ring)`, oldest first, as in the history.
+    rings: Vec<(u64, Ring)>,
+}
+
+impl Rings {
+    pub fn of(history: &LayoutHistory, partition_bits: u8) -> Result<Rings, RingError> {
+        let rings = history
+            .versions
+            .iter()
+            .map(|l| Ok((l.version, l.ring(partition_bits)?)))
+            .collect::<Result<_, RingError>>()?;
+        Ok(Rings { rings })
+    }
+
+    pub fn current(&self) -> &Ring {
+        &self.rings.last().expect("never empty").1
+    }
+
+    pub fn version(&self, version: u64) -> Option<&Ring> {
+        self.rings.iter().find(|(v, _)| *v == version).map(|(_, r)| r)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = (u64, &Ring)> {
+        self.rings.iter().map(|(v, r)| (*v, r))
+    }
+}
+
+impl Default for LayoutHistory {
+    fn default() -> Self {
+        LayoutHistory::new()
+    }
+}
+
+impl LayoutHistory {
+    /// A cluster no one has joined: the empty layout at version 0.
+    pub fn new() -> LayoutHistory {
+        LayoutHistory {
+            versions: vec![Layout::genesis()],
+            retired: 0,
+            trackers: Trackers::default(),
+            staging: Staging::new(0),
+        }
+    }
+
+    pub fn current(&self) -> &Layout {
+        self.versions.last().expect("never empty")
+    }
+
+    /// Active layouts, oldest first.
+    pub fn versions(&self) -> &[Layout] {
+        &self.versions
+    }
+
+    /// No partition is moving and no older layout is in use.
+    pub fn settled(&self) -> bool {
+        self.versions.len() == 1
+    }
+
+    /// Whether `id` owns partitions in any active layout.
+    pub fn owns_anywhere(&self, id: &NodeId) -> bool {
+        self.versions.iter().any(|l| l.owns(id))
+    }
+
+    /// Stages a change, checked against the current layout together with what is already
+    /// staged (a change for the same member replaces the staged one).
+    pub fn stage(
+        &mut self,
+        change: Change,
+        stamp: Stamp,
+        known: &BTreeMap<NodeId, Known>,
+        n: usize,
+    ) -> Result<(), LayoutError> {
+        self.refresh_staging();
+        let mut trial = self.staging.clone();
+        trial.stage(change.clone(), stamp.clone());
+        self.current().apply(&trial.changes(), known, n)?;
+        self.staging.stage(change, stamp);
+        Ok(())
+    }
+
+    pub fn revert(&mut self, stamp: Stamp) {
+        self.refresh_staging();
+        self.staging.revert(stamp);
+    }
+
+    /// What committing the staged changes would make (version current + 1), or why not.
+    pub fn proposal(&self, known: &BTreeMap<NodeId, Known>, n: usize) -> Result<Layout, LayoutError> {
+        let changes = if self.staging.base == self.current().version {
+            self.staging.changes()
+        } else {
+            Vec::new()
+        };
+        self.current().apply(&changes, known, n)
+    }
+
+    /// The plan from the current layout to the proposal.
+    pub fn plan(&self, known: &BTreeMap<NodeId, Known>, n: usize, partition_bits: u8) -> Result<Plan, LayoutError> {
+        let next = self.proposal(known, n)?;
+        Ok(Plan::between(self.current(), &next, partition_bits, n).expect("validated layouts build rings"))
+    }
+
+    /// Checks that a commit names the version it would create.
+    pub fn check_version(&self, asked: u64) -> Result<(), LayoutError> {
+        let current = self.current().version;
+        if asked != current + 1 {
+            return Err(LayoutError::Conflict { current, asked });
+        }
+        Ok(())
+    }
+
+    /// Makes `next` (a proposal for version current + 1) the current layout; `me` acks
+    /// it. The staging empties.
+    pub fn install(&mut self, next: Layout, me: &NodeId) -> Result<(), LayoutError> {
+        self.check_version(next.version)?;
+        self.staging = Staging::new(next.version);
+        self.versions.push(next);
+        self.ack(me);
+        Ok(())
+    }
+
+    /// Stage-free commit for one caller: the proposal, checked and installed.
+    pub fn commit(
+        &mut self,
+        asked: u64,
+        known: &BTreeMap<NodeId, Known>,
+        n: usize,
+        me: &NodeId,
+    ) -> Result<Layout, LayoutError> {
+        self.check_version(asked)?;
+        let next = self.proposal(known, n)?;
+        self.install(next.clone(), me)?;
+        Ok(next)
+    }
+
+    /// An acceptor's half of a commit: before a proposer installs layout `version` with
+    /// `digest`, a majority of the current owners must promise not to accept another
+    /// layout for that version. A member promises if it has no layout at that version
+    /// yet and has not promised another digest for it in the last [`PROMISE_TTL_MS`].
+    /// Two operators committing at once cannot both get a majority; the loser gets
+    /// `layout_conflict`.
+    pub fn promise(
+        &self,
+        held: &mut Option<Promise>,
+        version: u64,
+        digest: Digest,
+        now_ms: u64,
+    ) -> Result<(), LayoutError> {
+        let current = self.current();
+        if current.version >= version {
+            if current.version == version && current.digest() == digest {
+                return Ok(());
+            }
+            return Err(LayoutError::Conflict {
+                current: current.version,
+                asked: version,
+            });
+        }
+        if version != current.version + 1 {
+            // The proposer knows layouts we have not seen: gossip will bring them.
+            return Err(LayoutError::Conflict {
+                current: current.version,
+                asked: version,
+            });
+        }
+        if let Some(p) = held
+            && p.version == version
+            && p.digest != digest
+            && now_ms < p.at_ms + PROMISE_TTL_MS
+        {
+            return Err(LayoutError::Conflict {
+                current: current.version,
+                asked: version,
+            });
+        }
+        *held = Some(Promise {
+            version,
+            digest,
+            at_ms: now_ms,
+        });
+        Ok(())
+    }
+
+    /// `me` uses the current layout for the requests it coordinates. The caller acks
+    /// only once the writes it started under older layouts have finished: a write still
+    /// on its way to the old owners alone could otherwise land after a newcomer fetched
+    /// the partition (Garage holds its ack back the same way).
+    pub fn ack(&mut self, me: &NodeId) -> bool {
+        let v = self.current().version;
+        raise(&mut self.trackers.ack, me, v)
+    }
+
+    /// Every tracked member has acked the current layout: the members that gain
+    /// partitions in it may fetch them.
+    pub fn all_acked(&self, tracked: &BTreeSet<NodeId>) -> bool {
+        let v = self.current().version;
+        tracked.iter().all(|id| get(&self.trackers.ack, id) >= v)
+    }
+
+    /// The partitions `me` replicates in the current layout but not in some older active
+    /// one, with the replicas to fetch them from.
+    pub fn gains(&self, me: &NodeId, rings: &Rings, n: usize) -> Vec<Gain> {
+        let current = rings.current();
+        if !current.contains(me) {
+            return Vec::new();
+        }
+        let older: Vec<&Ring> = rings.all().map(|(_, r)| r).take(self.versions.len() - 1).collect();
+        let mut gains = Vec::new();
+        for p in current.partitions() {
+            if !current.partition_preference(p, n).contains(&me) {
+                continue;
+            }
+            let mut new_here = false;
+            let mut sources: BTreeSet<NodeId> = BTreeSet::new();
+            for r in &older {
+                let pl = r.partition_preference(p, n);
+                new_here |= !pl.contains(&me);
+                sources.extend(pl.into_iter().filter(|id| *id != me).cloned());
+            }
+            if new_here {
+                gains.push(Gain {
+                    partition: p,
+                    sources: sources.into_iter().collect(),
+                });
+            }
+        }
+        gains
+    }
+
+    /// `me` holds every partition it replicates in the current layout.
+    pub fn mark_synced(&mut self, me: &NodeId) -> bool {
+        let v = self.current().version;
+        raise(&mut self.trackers.sync, me, v)
+    }
+
+    /// The layout reads use: the newest active one whose owners have all synced it.
+    pub fn read_version(&self) -> u64 {
+        self.versions
+            .iter()
+            .rev()
+            .find(|l| l.owners.keys().all(|o| get(&self.trackers.sync, o) >= l.version))
+            .unwrap_or(&self.versions[0])
+            .version
+    }
+
+    /// `me` reads from [`read_version`](Self::read_version); it says so.
+    pub fn ack_sync(&mut self, me: &NodeId) -> bool {
+        let v = self.read_version();
+        raise(&mut self.trackers.sync_ack, me, v)
+    }
+
+    /// Retires the layouts older than the one every tracked member reads from. Returns
+    /// whether any was retired.
+    pub fn retire(&mut self, tracked: &BTreeSet<NodeId>) -> bool {
+        let floor = tracked
+            .iter()
+            .map(|id| get(&self.trackers.sync_ack, id))
+            .min()
+            .unwrap_or(0);
+        if floor > self.retired {
+            self.retired = floor;
+        }
+        self.trim()
+    }
+
+    fn trim(&mut self) -> bool {
+        let before = self.versions.len();
+        let current = self.current().version;
+        let floor = self.retired.min(current);
+        self.versions.retain(|l| l.version >= floor);
+        self.versions.len() != before
+    }
+
+    /// The write quorums a key of `partition` needs: one replica set per active layout
+    /// (identical sets once), each to reach W.
+    pub fn write_sets<'r>(&self, rings: &'r Rings, partition: Partition, n: usize) -> Vec<Vec<&'r NodeId>> {
+        let mut sets: Vec<Vec<&NodeId>> = Vec::new();
+        for (_, ring) in rings.all() {
+            let pl = ring.partition_preference(partition, n);
+            let as_set: BTreeSet<&NodeId> = pl.iter().copied().collect();
+            if !sets
+                .iter()
+                .any(|s| s.iter().copied().collect::<BTreeSet<_>>() == as_set)
+            {
+                sets.push(pl);
+            }
+        }
+        sets
+    }
+
+    /// Partitions of `held` that no active layout has `me` replicate: once the older
+    /// layouts are retired, `me` may delete its copies.
+    pub fn droppable(
+        &self,
+        me: &NodeId,
+        rings: &Rings,
+        n: usize,
+        held: impl IntoIterator<Item = Partition>,
+    ) -> Vec<Partition> {
+        held.into_iter()
+            .filter(|&p| rings.all().all(|(_, r)| !r.partition_preference(p, n).contains(&me)))
+            .collect()
+    }
+
+    /// The moves between the oldest active layout and the current one.
+    pub fn moving(&self, partition_bits: u8, n: usize) -> Vec<Move> {
+        if self.settled() {
+            return Vec::new();
+        }
+        Plan::between(&self.versions[0], self.current(), partition_bits, n)
+            .map(|p| p.moves)
+            .unwrap_or_default()
+    }
+
+    /// Merges another member's history into ours.
+    pub fn merge(&mut self, other: &LayoutHistory) -> Merged {
+        let before = (self.current().version, self.current().digest());
+        let mut out = Merged::default();
+        let mut by_version: BTreeMap<u64, Layout> = self.versions.drain(..).map(|l| (l.version, l)).collect();
+        for l in &other.versions {
+            match by_version.get(&l.version) {
+                None => {
+                    by_version.insert(l.version, l.clone());
+                }
+                Some(mine) if mine == l => {}
+                Some(mine) => {
+                    out.conflicts.push(l.version);
+                    if l.digest() > mine.digest() {
+                        by_version.insert(l.version, l.clone());
+                    }
+                }
+            }
+        }
+        self.versions = by_version.into_values().collect();
+        self.retired = self.retired.max(other.retired);
+        self.trim();
+        merge_max(&mut self.trackers.ack, &other.trackers.ack);
+        merge_max(&mut self.trackers.sync, &other.trackers.sync);
+        merge_max(&mut self.trackers.sync_ack, &other.trackers.sync_ack);
+        self.staging.merge(&other.staging);
+        self.refresh_staging();
+        out.new_current = before != (self.current().version, self.current().digest());
+        out
+    }
+
+    /// Staged changes made on an older layout are void.
+    fn refresh_staging(&mut self) {
+        let v = self.current().version;
+        if self.staging.base < v {
+            self.staging = Staging::new(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::Status;
+    use proptest::prelude::*;
+
+    const BITS: u8 = 6;
+    const N: usize = 3;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn known(names: &[&str]) -> BTreeMap<NodeId, Known> {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    id(n),
+                    Known {
+                        status: Status::Alive,
+                        tokens: 16,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn stamp(at_ms: u64, by: &str) -> Stamp {
+        Stamp { at_ms, by: id(by) }
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<NodeId> {
+        names.iter().map(|n| id(n)).collect()
+    }
+
+    /// A settled cluster of a, b, c at version 3 (each joined alone).
+    fn abc() -> LayoutHistory {
+        let k = known(&["a", "b", "c"]);
+        let mut h = LayoutHistory::new();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            h.stage(Change::Join(id(name)), stamp(i as u64, "a"), &k, N).unwrap();
+            h.commit(i as u64 + 1, &k, N, &id("a")).unwrap();
+        }
+        settle(&mut h, &["a", "b", "c"]);
+        h
+    }
+
+    /// Every member acks, syncs and reads the current layout; old ones retire.
+    fn settle(h: &mut LayoutHistory, members: &[&str]) {
+        for m in members {
+            h.ack(&id(m));
+        }
+        for m in members {
+            h.mark_synced(&id(m));
+        }
+        for m in members {
+            h.ack_sync(&id(m));
+        }
+        h.retire(&set(members));
+    }
+
+    #[test]
+    fn a_commit_must_name_the_next_version() {
+        let mut h = abc();
+        let k = known(&["a", "b", "c", "d"]);
+        h.stage(Change::Join(id("d")), stamp(10, "a"), &k, N).unwrap();
+        for asked in [0, 3, 5] {
+            assert_eq!(
+                h.commit(asked, &k, N, &id("a")),
+                Err(LayoutError::Conflict { current: 3, asked })
+            );
+        }
+        assert_eq!(h.current().version, 3, "a refused commit changes nothing");
+        assert_eq!(h.staging.changes().len(), 1);
+        h.commit(4, &k, N, &id("a")).unwrap();
+        assert_eq!(h.current().version, 4);
+        assert!(h.staging.changes().is_empty());
+        assert_eq!(h.commit(5, &k, N, &id("a")), Err(LayoutError::NothingStaged));
+    }
+
+    #[test]
+    fn staging_checks_the_change_with_what_is_staged() {
+        let mut h = abc();
+        let k = known(&["a", "b", "c", "d"]);
+        assert_eq!(
+            h.stage(Change::Leave(id("a")), stamp(1, "a"), &k, N),
+            Err(LayoutError::BelowN { owners: 2, n: 3 })
+        );
+        assert!(h.staging.changes().is_empty(), "a refused change is not staged");
+        h.stage(Change::Join(id("d")), stamp(2, "a"), &k, N).unwrap();
+        h.stage(Change::Leave(id("a")), stamp(3, "a"), &k, N).unwrap();
+        let plan = h.plan(&k, N, BITS).unwrap();
+        assert!(!plan.moves.is_empty());
+        assert_eq!(plan.partitions[&id("a")].1, 0);
+        h.revert(stamp(4, "b"));
+        assert_eq!(h.proposal(&k, N), Err(LayoutError::NothingStaged));
+    }
+
+    #[test]
+    fn promises_let_one_of_two_racing_proposals_through() {
+        let h = abc();
+        let k = known(&["a", "b", "c", "d", "e"]);
+        let mut x = h.clone();
+        x.stage(Change::Join(id("d")), stamp(1, "a"), &k, N).unwrap();
+        let mut y = h.clone();
+        y.stage(Change::Join(id("e")), stamp(1, "b"), &k, N).unwrap();
+        let (px, py) = (x.proposal(&k, N).unwrap(), y.proposal(&k, N).unwrap());
+        let mut held = None;
+        h.promise(&mut held, 4, px.digest(), 100).unwrap();
+        // The same proposal again is fine; another one is refused while the promise holds.
+        h.promise(&mut held, 4, px.digest(), 150).unwrap();
+        assert!(matches!(
+            h.promise(&mut held, 4, py.digest(), 200),
+            Err(LayoutError::Conflict { .. })
+        ));
+        // A stalled proposer blocks the version only for a while.
+        h.promise(&mut held, 4, py.digest(), 150 + PROMISE_TTL_MS).unwrap();
+        // Versions already committed, or beyond the next, are refused.
+        assert!(h.promise(&mut None, 3, px.digest(), 0).is_err());
+        assert!(h.promise(&mut None, 5, px.digest(), 0).is_err());
+        // Once installed, the same layout is promised again (a retry), another is not.
+        let mut done = h.clone();
+        done.install(px.clone(), &id("a")).unwrap();
+        assert!(done.promise(&mut None, 4, px.digest(), 0).is_ok());
+        assert!(done.promise(&mut None, 4, py.digest(), 0).is_err());
+    }
+
+    /// A join goes through every phase: writes to both layouts, fetching only after every
+    /// member acked, reads moving over only when the newcomer holds its partitions, the
+    /// old layout retired only when everyone reads the new one, and only then copies
+    /// dropped.
+    #[test]
+    fn a_join_from_commit_to_settled() {
+        let mut h = abc();
+        let k = known(&["a", "b", "c", "d"]);
+        h.stage(Change::Join(id("d")), stamp(1, "a"), &k, N).unwrap();
+        h.commit(4, &k, N, &id("a")).unwrap();
+        let tracked = set(&["a", "b", "c", "d"]);
+        let rings = Rings::of(&h, BITS).unwrap();
+        assert!(!h.settled());
+        assert_eq!(h.versions().len(), 2);
+
+        // Writes need W in both layouts where they differ.
+        let moving = h.moving(BITS, N);
+        assert!(!moving.is_empty());
+        let p = moving[0].partition;
+        let sets = h.write_sets(&rings, p, N);
+        assert_eq!(sets.len(), 2);
+        assert!(!sets[0].contains(&&id("d")) && sets[1].contains(&&id("d")));
+        let still = (0..1u32 << BITS)
+            .map(Partition)
+            .find(|p| moving.iter().all(|m| m.partition != *p))
+            .unwrap();
+        assert_eq!(h.write_sets(&rings, still, N).len(), 1);
+
+        // d must not fetch before everyone writes to it.
+        assert!(!h.all_acked(&tracked));
+        for m in ["b", "c", "d"] {
+            h.ack(&id(m));
+        }
+        assert!(h.all_acked(&tracked));
+        let gains = h.gains(&id("d"), &rings, N);
+        assert_eq!(gains.len(), moving.len());
+        for g in &gains {
+            assert_eq!(g.sources.len(), 3, "d fetches from every old replica");
+        }
+        assert!(h.gains(&id("a"), &rings, N).is_empty(), "a gains nothing on a join");
+
+        // The old owners are synced at once; reads stay on version 3 until d is.
+        for m in ["a", "b", "c"] {
+            h.mark_synced(&id(m));
+        }
+        assert_eq!(h.read_version(), 3);
+        for m in ["a", "b", "c"] {
+            h.ack_sync(&id(m));
+        }
+        assert!(!h.retire(&tracked));
+        h.mark_synced(&id("d"));
+        assert_eq!(h.read_version(), 4);
+
+        // Retired only once every tracked member reads version 4.
+        for m in ["a", "b", "c"] {
+            h.ack_sync(&id(m));
+        }
+        assert!(!h.retire(&tracked));
+        let all: Vec<Partition> = (0..1u32 << BITS).map(Partition).collect();
+        assert!(h.droppable(&id("a"), &rings, N, all.clone()).is_empty());
+        h.ack_sync(&id("d"));
+        assert!(h.retire(&tracked));
+        assert!(h.settled());
+        let rings = Rings::of(&h, BITS).unwrap();
+        let dropped = h.droppable(&id("a"), &rings, N, all);
+        let lost_by_a = moving.iter().filter(|m| m.losing().contains(&&id("a"))).count();
+        assert_eq!(dropped.len(), lost_by_a);
+        assert!(h.moving(BITS, N).is_empty());
+    }
+
+    #[test]
+    fn a_dead_owner_of_the_current_layout_holds_the_move_up() {
+        let mut h = abc();
+        let k = known(&["a", "b", "c", "d"]);
+        h.stage(Change::Join(id("d")), stamp(1, "a"), &k, N).unwrap();
+        h.commit(4, &k, N, &id("a")).unwrap();
+        // c is dead: the caller still tracks it, as an owner of the current layout.
+        let tracked = set(&["a", "b", "c", "d"]);
+        for m in ["a", "b", "d"] {
+            h.ack(&id(m));
+        }
+        assert!(!h.all_acked(&tracked));
+    }
+
+    fn arb_history() -> impl Strategy<Value = LayoutHistory> {
+        let names = ["a", "b", "c", "d", "e"];
+        (
+            prop::collection::vec((0usize..5, 0u8..4), 0..12),
+            prop::collection::vec((0usize..5, 0u8..3), 0..10),
+        )
+            .prop_map(move |(changes, marks)| {
+                let k = known(&names);
+                let mut h = LayoutHistory::new();
+                for (who, kind) in changes {
+                    let change = match kind {
+                        0 | 1 => Change::Join(id(names[who])),
+                        2 => Change::Leave(id(names[who])),
+                        _ => Change::Capacity {
+                            id: id(names[who]),
+                            tokens: 8 + who as u32,
+                        },
+                    };
+                    if h.stage(change, stamp(1, "a"), &k, N).is_ok() {
+                        let v = h.current().version + 1;
+                        h.commit(v, &k, N, &id(names[who])).unwrap();
+                    }
+                }
+                for (who, kind) in marks {
+                    let me = id(names[who]);
+                    match kind {
+                        0 => {
+                            h.ack(&me);
+                        }
+                        1 => {
+                            h.mark_synced(&me);
+                        }
+                        _ => {
+                            h.ack_sync(&me);
+                            h.retire(&set(&names));
+                        }
+                    }
+                }
+                h
+            })
+    }
+
+    fn merged(a: &LayoutHistory, b: &LayoutHistory) -> LayoutHistory {
+        let mut m = a.clone();
+        m.merge(b);
+        m
+    }
+
+    proptest! {
+        #[test]
+        fn history_merge_is_a_semilattice(a in arb_history(), b in arb_history(), c in arb_history()) {
+            prop_assert_eq!(merged(&a, &a), a.clone());
+            prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+            prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+        }
+
+        /// Whatever the history, the read set of a partition intersects every write set
+        /// in W >= N - R + 1 members: the layout reads use is always one writes go to,
+        /// as long as it is active.
+        #[test]
+        fn reads_use_a_layout_writes_reach(h in arb_history(), p in 0u32..(1 << BITS)) {
+            let rings = Rings::of(&h, BITS).unwrap();
+            let read = h.read_version();
+            prop_assert!(rings.version(read).is_some(), "the read layout is active");
+            let read_set = rings.version(read).unwrap().partition_preference(Partition(p), N);
+            let sets = h.write_sets(&rings, Partition(p), N);
+            let read_as_set: BTreeSet<&NodeId> = read_set.iter().copied().collect();
+            prop_assert!(sets.iter().any(|s| s.iter().copied().collect::<BTreeSet<_>>() == read_as_set));
+        }
+    }
+}
