@@ -12,9 +12,9 @@
 //! 2. **sync**: the newest version whose partitions a member holds. A member that gains
 //!    a partition starts fetching it only once every tracked member has acked the
 //!    version (before that, a coordinator that has not heard of it writes to the old
-//!    owners alone, and the newcomer could miss that write); it fetches from every live
-//!    replica of the older layouts, then marks itself synced. A member that gains
-//!    nothing is synced as soon as it acks.
+//!    owners alone, and the newcomer could miss that write); it fetches from every other
+//!    replica in the active layouts ([`LayoutHistory::gains`]), then marks itself
+//!    synced. A member that gains nothing is synced as soon as it acks.
 //! 3. **sync_ack**: the version a member reads from: the newest one whose owners have all
 //!    synced ([`LayoutHistory::read_version`]).
 //!
@@ -102,7 +102,7 @@ pub struct Merged {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gain {
     pub partition: Partition,
-    /// Its replicas in the older active layouts (the member itself left out).
+    /// Its replicas in the active layouts (the member itself left out).
     pub sources: Vec<NodeId>,
 }
 
@@ -219,27 +219,21 @@ impl LayoutHistory {
         Ok(())
     }
 
-    /// Makes `next` (a proposal for version current + 1) the current layout; `me` acks
-    /// it. The staging empties.
-    pub fn install(&mut self, next: Layout, me: &NodeId) -> Result<(), LayoutError> {
+    /// Makes `next` (a proposal for version current + 1) the current layout. The staging
+    /// empties. Acking it is the caller's move ([`ack`](Self::ack)).
+    pub fn install(&mut self, next: Layout) -> Result<(), LayoutError> {
         self.check_version(next.version)?;
         self.staging = Staging::new(next.version);
         self.versions.push(next);
-        self.ack(me);
         Ok(())
     }
 
-    /// Stage-free commit for one caller: the proposal, checked and installed.
-    pub fn commit(
-        &mut self,
-        asked: u64,
-        known: &BTreeMap<NodeId, Known>,
-        n: usize,
-        me: &NodeId,
-    ) -> Result<Layout, LayoutError> {
+    /// The proposal for version `asked`, checked and installed (without the promise
+    /// round: that is the caller's, see [`promise`](Self::promise)).
+    pub fn commit(&mut self, asked: u64, known: &BTreeMap<NodeId, Known>, n: usize) -> Result<Layout, LayoutError> {
         self.check_version(asked)?;
         let next = self.proposal(known, n)?;
-        self.install(next.clone(), me)?;
+        self.install(next.clone())?;
         Ok(next)
     }
 
@@ -307,27 +301,27 @@ impl LayoutHistory {
         tracked.iter().all(|id| get(&self.trackers.ack, id) >= v)
     }
 
-    /// The partitions `me` replicates in the current layout but not in some older active
-    /// one, with the replicas to fetch them from.
+    /// The partitions `me` must fetch: those it replicates in some active layout but not
+    /// in an older active one, with every other replica of them in any active layout as
+    /// a source. Covering every active layout, not only the current one, is what lets a
+    /// sync mark ([`mark_synced`](Self::mark_synced)) vouch for all of them: a member
+    /// that gained a partition in one layout and lost it again in the next still holds
+    /// it for readers of the middle one.
     pub fn gains(&self, me: &NodeId, rings: &Rings, n: usize) -> Vec<Gain> {
-        let current = rings.current();
-        if !current.contains(me) {
-            return Vec::new();
-        }
-        let older: Vec<&Ring> = rings.all().map(|(_, r)| r).take(self.versions.len() - 1).collect();
+        let lists =
+            |p: Partition| -> Vec<Vec<&NodeId>> { rings.all().map(|(_, r)| r.partition_preference(p, n)).collect() };
         let mut gains = Vec::new();
-        for p in current.partitions() {
-            if !current.partition_preference(p, n).contains(&me) {
-                continue;
-            }
-            let mut new_here = false;
-            let mut sources: BTreeSet<NodeId> = BTreeSet::new();
-            for r in &older {
-                let pl = r.partition_preference(p, n);
-                new_here |= !pl.contains(&me);
-                sources.extend(pl.into_iter().filter(|id| *id != me).cloned());
-            }
-            if new_here {
+        for p in rings.current().partitions() {
+            let pls = lists(p);
+            let gained =
+                (1..pls.len()).any(|j| pls[j].contains(&me) && pls[..j].iter().any(|older| !older.contains(&me)));
+            if gained {
+                let sources: BTreeSet<NodeId> = pls
+                    .iter()
+                    .flatten()
+                    .filter(|id| **id != me)
+                    .map(|id| (*id).clone())
+                    .collect();
                 gains.push(Gain {
                     partition: p,
                     sources: sources.into_iter().collect(),
@@ -337,7 +331,8 @@ impl LayoutHistory {
         gains
     }
 
-    /// `me` holds every partition it replicates in the current layout.
+    /// `me` holds every partition it replicates in the active layouts (it fetched its
+    /// [`gains`](Self::gains)).
     pub fn mark_synced(&mut self, me: &NodeId) -> bool {
         let v = self.current().version;
         raise(&mut self.trackers.sync, me, v)
@@ -504,7 +499,7 @@ mod tests {
         let mut h = LayoutHistory::new();
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
             h.stage(Change::Join(id(name)), stamp(i as u64, "a"), &k, N).unwrap();
-            h.commit(i as u64 + 1, &k, N, &id("a")).unwrap();
+            h.commit(i as u64 + 1, &k, N).unwrap();
         }
         settle(&mut h, &["a", "b", "c"]);
         h
@@ -530,17 +525,14 @@ mod tests {
         let k = known(&["a", "b", "c", "d"]);
         h.stage(Change::Join(id("d")), stamp(10, "a"), &k, N).unwrap();
         for asked in [0, 3, 5] {
-            assert_eq!(
-                h.commit(asked, &k, N, &id("a")),
-                Err(LayoutError::Conflict { current: 3, asked })
-            );
+            assert_eq!(h.commit(asked, &k, N), Err(LayoutError::Conflict { current: 3, asked }));
         }
         assert_eq!(h.current().version, 3, "a refused commit changes nothing");
         assert_eq!(h.staging.changes().len(), 1);
-        h.commit(4, &k, N, &id("a")).unwrap();
+        h.commit(4, &k, N).unwrap();
         assert_eq!(h.current().version, 4);
         assert!(h.staging.changes().is_empty());
-        assert_eq!(h.commit(5, &k, N, &id("a")), Err(LayoutError::NothingStaged));
+        assert_eq!(h.commit(5, &k, N), Err(LayoutError::NothingStaged));
     }
 
     #[test]
@@ -585,7 +577,7 @@ mod tests {
         assert!(h.promise(&mut None, 5, px.digest(), 0).is_err());
         // Once installed, the same layout is promised again (a retry), another is not.
         let mut done = h.clone();
-        done.install(px.clone(), &id("a")).unwrap();
+        done.install(px.clone()).unwrap();
         assert!(done.promise(&mut None, 4, px.digest(), 0).is_ok());
         assert!(done.promise(&mut None, 4, py.digest(), 0).is_err());
     }
@@ -599,7 +591,7 @@ mod tests {
         let mut h = abc();
         let k = known(&["a", "b", "c", "d"]);
         h.stage(Change::Join(id("d")), stamp(1, "a"), &k, N).unwrap();
-        h.commit(4, &k, N, &id("a")).unwrap();
+        h.commit(4, &k, N).unwrap();
         let tracked = set(&["a", "b", "c", "d"]);
         let rings = Rings::of(&h, BITS).unwrap();
         assert!(!h.settled());
@@ -620,7 +612,7 @@ mod tests {
 
         // d must not fetch before everyone writes to it.
         assert!(!h.all_acked(&tracked));
-        for m in ["b", "c", "d"] {
+        for m in ["a", "b", "c", "d"] {
             h.ack(&id(m));
         }
         assert!(h.all_acked(&tracked));
@@ -665,7 +657,7 @@ mod tests {
         let mut h = abc();
         let k = known(&["a", "b", "c", "d"]);
         h.stage(Change::Join(id("d")), stamp(1, "a"), &k, N).unwrap();
-        h.commit(4, &k, N, &id("a")).unwrap();
+        h.commit(4, &k, N).unwrap();
         // c is dead: the caller still tracks it, as an owner of the current layout.
         let tracked = set(&["a", "b", "c", "d"]);
         for m in ["a", "b", "d"] {
@@ -694,7 +686,7 @@ mod tests {
                     };
                     if h.stage(change, stamp(1, "a"), &k, N).is_ok() {
                         let v = h.current().version + 1;
-                        h.commit(v, &k, N, &id(names[who])).unwrap();
+                        h.commit(v, &k, N).unwrap();
                     }
                 }
                 for (who, kind) in marks {
