@@ -33,6 +33,10 @@ impl Replica {
 pub struct Plan {
     pub primaries: Vec<Replica>,
     pub fallbacks: Vec<Replica>,
+    /// While the key's partition moves between layouts: its replica sets in the other
+    /// active layouts (those that differ from `primaries`). A write must reach W in each
+    /// of them as well. Empty while the partition is settled.
+    pub moving: Vec<Vec<Replica>>,
 }
 
 impl Plan {
@@ -139,7 +143,11 @@ impl Cluster {
             .filter(|r| !r.is_dead())
             .take(self.n)
             .collect();
-        Plan { primaries, fallbacks }
+        Plan {
+            primaries,
+            fallbacks,
+            moving: Vec::new(),
+        }
     }
 
     /// The partitions both we and `peer` replicate, ascending.

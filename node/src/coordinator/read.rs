@@ -187,6 +187,7 @@ mod tests {
         Plan {
             primaries: ["p1", "p2", "p3"].iter().map(|id| replica(id, status(id))).collect(),
             fallbacks: ["f1", "f2"].iter().map(|id| replica(id, Status::Alive)).collect(),
+            moving: Vec::new(),
         }
     }
 

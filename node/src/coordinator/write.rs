@@ -7,6 +7,10 @@
 //! hint for that replica and counts in its place; fallbacks are handed out in the order
 //! slots need them. The coordinator's own copy, already stored, counts if it is one of
 //! the replicas.
+//!
+//! While the key's partition moves between layouts, the write needs `w` in each of its
+//! replica sets (the key's replicas, and those of every other active layout,
+//! [`Plan::moving`]): a replica in several sets is one slot that counts in each of them.
 
 use std::collections::VecDeque;
 
@@ -23,33 +27,72 @@ pub enum Delivery {
     Hint { slot: usize, to: Replica, owner: Replica },
 }
 
+impl Delivery {
+    fn slot(&self) -> usize {
+        match self {
+            Delivery::Replica { slot, .. } | Delivery::Hint { slot, .. } => *slot,
+        }
+    }
+}
+
+/// A replica other than the coordinator, and the replica sets it counts in.
+#[derive(Clone, Debug)]
+struct Slot {
+    owner: Replica,
+    sets: Vec<usize>,
+}
+
 /// One quorum write.
 #[derive(Clone, Debug)]
 pub struct WriteRound {
-    quorum: Quorum,
+    /// One per replica set.
+    quorums: Vec<Quorum>,
     fallbacks: VecDeque<Replica>,
     sloppy: bool,
-    /// The replica of each slot.
-    owners: Vec<Replica>,
+    slots: Vec<Slot>,
 }
 
 impl WriteRound {
-    /// A write needing `w` acknowledgements over `plan`; returns it and its first sends.
+    /// A write needing `w` acknowledgements in each replica set of `plan`; returns it and
+    /// its first sends.
     pub fn new(plan: Plan, w: usize, sloppy: bool) -> (WriteRound, Vec<Delivery>) {
-        let local_ack = plan.includes_self();
-        let owners: Vec<Replica> = plan.primaries.into_iter().filter(|r| !r.is_self).collect();
+        let sets: Vec<Vec<Replica>> = std::iter::once(plan.primaries).chain(plan.moving).collect();
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut quorums = Vec::with_capacity(sets.len());
+        let mut ours = Vec::new();
+        for (i, set) in sets.into_iter().enumerate() {
+            quorums.push(Quorum::new(w, set.len()));
+            for r in set {
+                if r.is_self {
+                    ours.push(i);
+                } else if let Some(slot) = slots.iter_mut().find(|s| s.owner.id == r.id) {
+                    slot.sets.push(i);
+                } else {
+                    slots.push(Slot {
+                        owner: r,
+                        sets: vec![i],
+                    });
+                }
+            }
+        }
+        // A fallback never stands in for one replica while being another.
+        let fallbacks = plan
+            .fallbacks
+            .into_iter()
+            .filter(|f| slots.iter().all(|s| s.owner.id != f.id))
+            .collect();
         let mut round = WriteRound {
-            quorum: Quorum::new(w, owners.len() + usize::from(local_ack)),
-            fallbacks: plan.fallbacks.into(),
+            quorums,
+            fallbacks,
             sloppy,
-            owners,
+            slots,
         };
-        if local_ack {
-            round.quorum.record(true);
+        for i in ours {
+            round.quorums[i].record(true);
         }
         let mut sends = Vec::new();
-        for slot in 0..round.owners.len() {
-            let owner = round.owners[slot].clone();
+        for slot in 0..round.slots.len() {
+            let owner = round.slots[slot].owner.clone();
             if owner.is_dead() {
                 sends.extend(round.next_fallback(slot));
             } else {
@@ -59,6 +102,12 @@ impl WriteRound {
         (round, sends)
     }
 
+    fn record(&mut self, slot: usize, success: bool) {
+        for &i in &self.slots[slot].sets {
+            self.quorums[i].record(success);
+        }
+    }
+
     /// The slot's next fallback, or the slot's failure when there is none.
     fn next_fallback(&mut self, slot: usize) -> Option<Delivery> {
         let next = if self.sloppy { self.fallbacks.pop_front() } else { None };
@@ -66,21 +115,23 @@ impl WriteRound {
             Some(to) => Some(Delivery::Hint {
                 slot,
                 to,
-                owner: self.owners[slot].clone(),
+                owner: self.slots[slot].owner.clone(),
             }),
             None => {
-                self.quorum.record(false);
+                self.record(slot, false);
                 None
             }
         }
     }
 
+    /// Acknowledgements each replica set needs.
     pub fn required(&self) -> usize {
-        self.quorum.required()
+        self.quorums[0].required()
     }
 
+    /// Acknowledgements in the replica set that has fewest.
     pub fn succeeded(&self) -> usize {
-        self.quorum.succeeded()
+        self.quorums.iter().map(Quorum::succeeded).min().unwrap_or(0)
     }
 }
 
@@ -90,18 +141,24 @@ impl Round for WriteRound {
     type Answer = bool;
 
     fn absorb(&mut self, send: &Delivery, acked: bool) -> Vec<Delivery> {
+        let slot = send.slot();
         if acked {
-            self.quorum.record(true);
+            self.record(slot, true);
             return Vec::new();
         }
-        let slot = match send {
-            Delivery::Replica { slot, .. } | Delivery::Hint { slot, .. } => *slot,
-        };
         self.next_fallback(slot).into_iter().collect()
     }
 
+    /// Met once every set is; failed as soon as one is out of reach.
     fn verdict(&self) -> Verdict {
-        self.quorum.verdict()
+        let verdicts: Vec<Verdict> = self.quorums.iter().map(Quorum::verdict).collect();
+        if verdicts.contains(&Verdict::Failed) {
+            Verdict::Failed
+        } else if verdicts.iter().all(|v| *v == Verdict::Met) {
+            Verdict::Met
+        } else {
+            Verdict::Pending
+        }
     }
 }
 
@@ -112,13 +169,25 @@ mod tests {
     use super::*;
     use crate::testing::replica;
 
+    fn replicas(ids: &[&str], dead: &[&str]) -> Vec<Replica> {
+        ids.iter()
+            .map(|id| replica(id, if dead.contains(id) { Status::Dead } else { Status::Alive }))
+            .collect()
+    }
+
     fn plan(primaries: &[&str], dead: &[&str], fallbacks: &[&str]) -> Plan {
         Plan {
-            primaries: primaries
-                .iter()
-                .map(|id| replica(id, if dead.contains(id) { Status::Dead } else { Status::Alive }))
-                .collect(),
-            fallbacks: fallbacks.iter().map(|id| replica(id, Status::Alive)).collect(),
+            primaries: replicas(primaries, dead),
+            fallbacks: replicas(fallbacks, &[]),
+            moving: Vec::new(),
+        }
+    }
+
+    /// A plan whose partition moves: `w` is needed in `primaries` and in `other`.
+    fn moving(primaries: &[&str], other: &[&str], dead: &[&str], fallbacks: &[&str]) -> Plan {
+        Plan {
+            moving: vec![replicas(other, dead)],
+            ..plan(primaries, dead, fallbacks)
         }
     }
 
@@ -179,6 +248,72 @@ mod tests {
         assert_eq!((round.verdict(), round.succeeded()), (Verdict::Met, 2));
     }
 
+    /// The answer each delivery gets, by node: `true` acks.
+    fn settle(round: &mut WriteRound, mut queue: Vec<Delivery>, answers: &[(&str, bool)]) {
+        while let Some(d) = queue.pop() {
+            let to = match &d {
+                Delivery::Replica { to, .. } | Delivery::Hint { to, .. } => to.id.to_string(),
+            };
+            let ok = answers
+                .iter()
+                .find(|(id, _)| *id == to)
+                .expect("an answer for each node")
+                .1;
+            queue.extend(round.absorb(&d, ok));
+        }
+    }
+
+    #[test]
+    fn a_moving_partition_needs_w_in_each_replica_set() {
+        // One slot per distinct replica; a replica in both sets counts in both.
+        let (mut round, sends) = WriteRound::new(moving(&["me", "a", "b"], &["me", "a", "d"], &[], &[]), 2, true);
+        assert_eq!(shorts(&sends), vec![s(0, "a", None), s(1, "b", None), s(2, "d", None)]);
+        assert!(round.absorb(&sends[0], true).is_empty());
+        assert_eq!(round.verdict(), Verdict::Met, "our copy and a's count in both sets");
+
+        // W in the old set alone is not enough.
+        let (mut round, sends) = WriteRound::new(moving(&["a", "b", "c"], &["a", "b", "d"], &[], &[]), 2, false);
+        settle(
+            &mut round,
+            sends,
+            &[("a", true), ("b", false), ("c", true), ("d", false)],
+        );
+        assert_eq!(round.verdict(), Verdict::Failed);
+        assert_eq!((round.required(), round.succeeded()), (2, 1), "the weaker set has one");
+        // Nor in the new set alone.
+        let (mut round, sends) = WriteRound::new(moving(&["a", "b", "c"], &["a", "b", "d"], &[], &[]), 2, false);
+        settle(
+            &mut round,
+            sends,
+            &[("a", true), ("b", false), ("c", false), ("d", true)],
+        );
+        assert_eq!(round.verdict(), Verdict::Failed);
+        let (mut round, sends) = WriteRound::new(moving(&["a", "b", "c"], &["a", "b", "d"], &[], &[]), 2, false);
+        settle(
+            &mut round,
+            sends,
+            &[("a", true), ("b", false), ("c", true), ("d", true)],
+        );
+        assert_eq!(round.verdict(), Verdict::Met);
+
+        // A dead new replica's slot goes to a fallback, never to a replica of the other set.
+        let (mut round, sends) = WriteRound::new(
+            moving(&["a", "b", "c"], &["a", "b", "d"], &["d"], &["c", "f1"]),
+            2,
+            true,
+        );
+        assert_eq!(
+            shorts(&sends),
+            vec![s(0, "a", None), s(1, "b", None), s(2, "c", None), s(3, "f1", Some("d"))]
+        );
+        settle(
+            &mut round,
+            sends,
+            &[("a", true), ("b", false), ("c", true), ("f1", true)],
+        );
+        assert_eq!(round.verdict(), Verdict::Met);
+    }
+
     #[test]
     fn every_slot_ends_exactly_once_whatever_the_order_of_answers() {
         // All orders of success and failure over three slots with two fallbacks: the
@@ -192,6 +327,19 @@ mod tests {
                 queue.extend(round.absorb(&d, ok));
             }
             assert_ne!(round.verdict(), Verdict::Pending, "pattern {pattern:05b}");
+            assert!(round.succeeded() <= 3);
+        }
+        // The same with the partition moving: two sets sharing two replicas.
+        for pattern in 0u32..(1 << 6) {
+            let plan = moving(&["a", "b", "c"], &["a", "b", "d"], &[], &["f1", "f2"]);
+            let (mut round, mut queue) = WriteRound::new(plan, 2, true);
+            let mut bit = 0;
+            while let Some(d) = queue.pop() {
+                let ok = pattern & (1 << (bit % 6)) != 0;
+                bit += 1;
+                queue.extend(round.absorb(&d, ok));
+            }
+            assert_ne!(round.verdict(), Verdict::Pending, "pattern {pattern:06b}");
             assert!(round.succeeded() <= 3);
         }
     }
