@@ -8,6 +8,7 @@
 //! - [`storage`]: the byte-level [`storage::Store`] trait, RocksDB and in-memory engines.
 //! - [`replica`]: this node's replica of the data (registers, per-key read-merge-write),
 //!   kept in step with its Merkle trees ([`forest`]) and tombstone index; hints.
+//! - [`transfer`]: copying a whole partition from another replica, paced and resumable.
 //! - [`identity`]: node id, actor id, generation and clock records in the data directory.
 //! - [`cluster`]: membership state machine plus the ring derived from it.
 //! - [`local`]: what every role shares (identity, settings, cluster, replica, peers,
@@ -37,6 +38,7 @@ pub mod services;
 pub mod storage;
 #[cfg(test)]
 mod testing;
+pub mod transfer;
 pub mod transport;
 
 /// A future that resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when

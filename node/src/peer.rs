@@ -11,9 +11,10 @@ use dynakv_ring::GossipEntry;
 
 use crate::coordinator::{Coordinator, storage_error};
 use crate::local::Local;
-use crate::replica::ReplicaStore;
+use crate::replica::{PageError, PartitionPage, ReplicaStore};
 use crate::services;
 use crate::storage::StorageError;
+use crate::transfer;
 use crate::transport::Handler;
 use crate::transport::message::{self, Answer, Request};
 
@@ -105,6 +106,18 @@ impl PeerHandler {
     fn gossip(&self, req: message::Gossip) -> Result<Vec<GossipEntry>, ApiError> {
         services::gossip::answer(&self.local, req)
     }
+
+    /// One page of a partition, at most [`transfer::MAX_PAGE_BYTES`] whatever is asked.
+    fn fetch_partition(&self, req: message::FetchPartition) -> Result<PartitionPage, ApiError> {
+        let max = (req.max_bytes as usize).clamp(1, transfer::MAX_PAGE_BYTES);
+        self.local
+            .replicas
+            .partition_page(req.partition, req.after.as_deref(), max)
+            .map_err(|e| match e {
+                PageError::Storage(e) => storage_error(e),
+                bad => ApiError::BadRequest(bad.to_string()),
+            })
+    }
 }
 
 impl Handler for PeerHandler {
@@ -119,6 +132,7 @@ impl Handler for PeerHandler {
             Request::Digests(r) => Answer::Digests(self.digests(r)?),
             Request::Compare(r) => Answer::Compare(self.compare(r)),
             Request::Gossip(r) => Answer::Gossip(self.gossip(r)?),
+            Request::FetchPartition(r) => Answer::FetchPartition(self.fetch_partition(r)?),
         })
     }
 

@@ -152,6 +152,24 @@ pub struct HintSummary {
     pub oldest_ms: Option<u64>,
 }
 
+/// One page of a partition: see [`ReplicaStore::partition_page`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionPage {
+    pub items: Vec<(String, Register)>,
+    /// Where the next page starts (exclusive); `None`: this was the last.
+    pub next: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("partition {0} does not exist")]
+    Partition(u32),
+    #[error("the cursor is not a key of partition {0}")]
+    Cursor(u32),
+    #[error(transparent)]
+    Storage(StorageError),
+}
+
 pub struct ReplicaStore {
     store: Arc<dyn Store>,
     /// Serialises read-modify-write per key (striped). Held only around synchronous
@@ -428,6 +446,64 @@ impl ReplicaStore {
                 })
             })
             .collect()
+    }
+
+    // ---- whole partitions, for transfers ------------------------------------------
+
+    /// The stored states of a partition's keys in storage order, after the storage key
+    /// `after` (from the partition's start when `None`): at least one if there is any,
+    /// and no more once their encoded size reaches `max_bytes`. Tombstones included.
+    /// Also the cursor to continue from, `None` once the partition is exhausted.
+    pub fn partition_page(
+        &self,
+        partition: u32,
+        after: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> Result<PartitionPage, PageError> {
+        let bits = self.forest.partition_bits();
+        if partition >= self.forest.partition_count() {
+            return Err(PageError::Partition(partition));
+        }
+        let start = leaf_range(partition, 0, bits).0.to_be_bytes().to_vec();
+        let end = leaf_range(partition, LEAVES - 1, bits)
+            .1
+            .map(|e| e.to_be_bytes().to_vec());
+        let from = match after {
+            None => start,
+            Some(cursor) => {
+                let inside = cursor >= start.as_slice() && end.as_ref().is_none_or(|e| cursor < e.as_slice());
+                if !inside {
+                    return Err(PageError::Cursor(partition));
+                }
+                // The smallest key after the cursor.
+                let mut next = cursor.to_vec();
+                next.push(0);
+                next
+            }
+        };
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        let mut last: Option<Vec<u8>> = None;
+        let mut more = false;
+        for item in self.store.scan(Space::Data, &from, end.as_deref()) {
+            let (skey, raw) = item.map_err(PageError::Storage)?;
+            if bytes >= max_bytes && !items.is_empty() {
+                more = true;
+                break;
+            }
+            let Some(key) = user_key(&skey) else {
+                warn!(?skey, "a stored key is not well formed; skipped by the transfer");
+                continue;
+            };
+            let register = decode(&key, &raw).map_err(PageError::Storage)?;
+            bytes += skey.len() + raw.len();
+            items.push((key.to_string(), register));
+            last = Some(skey);
+        }
+        Ok(PartitionPage {
+            items,
+            next: if more { last } else { None },
+        })
     }
 
     // ---- hints ----------------------------------------------------------------------

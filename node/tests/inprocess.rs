@@ -81,3 +81,112 @@ async fn nodes_served_on_bound_listeners_replicate_and_stop_cleanly() {
             .expect("the node ran without error");
     }
 }
+
+/// A served node pages out a whole partition over its internal route: every key it holds
+/// in the partition once, in storage order, across small pages; bad requests are refused
+/// with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_pages_out_a_partition_over_its_internal_route() {
+    use dynakv_node::transport::message::{self, Answer, FetchPartition, Request};
+    use dynakv_ring::hash::key_position;
+
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let config = Config::load(NodeArgs {
+        id: Some("solo".into()),
+        listen: Some(addr.clone()),
+        data_dir: Some(dir.path().join("solo")),
+        n: Some("1".into()),
+        r: Some("1".into()),
+        w: Some("1".into()),
+        partition_bits: Some("4".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let (stop, mut stopped) = watch::channel(false);
+    let node = tokio::spawn(server::run(config, listener, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut written = Vec::new();
+    for i in 0..400 {
+        let key = format!("key-{i}");
+        let put = http
+            .put(format!("http://{addr}/kv/{key}"))
+            .body(format!("value {i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 204);
+        written.push(key);
+    }
+    let fetch = |req: FetchPartition| {
+        let (http, addr) = (http.clone(), addr.clone());
+        async move {
+            let resp = http
+                .post(format!("http://{addr}/internal/replica"))
+                .header("content-type", message::CONTENT_TYPE)
+                .body(message::encode(&Request::FetchPartition(req)))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.bytes().await.unwrap())
+        }
+    };
+    let partition = 9u32;
+    let mut want: Vec<(u64, String)> = written
+        .iter()
+        .map(|k| (key_position(k.as_bytes()), k.clone()))
+        .filter(|(pos, _)| (pos >> 60) as u32 == partition)
+        .collect();
+    want.sort();
+    let want: Vec<String> = want.into_iter().map(|(_, k)| k).collect();
+    assert!(want.len() > 5, "the partition holds a few keys");
+    let (mut got, mut after, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let (status, body) = fetch(FetchPartition {
+            partition,
+            after: after.clone(),
+            max_bytes: 64,
+        })
+        .await;
+        assert_eq!(status, 200);
+        let Answer::FetchPartition(page) = message::decode::<Answer>(&body).unwrap() else {
+            panic!("another answer")
+        };
+        pages += 1;
+        got.extend(page.items.into_iter().map(|(k, _)| k));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(got, want);
+    assert!(pages > 2, "64-byte pages: {pages}");
+    // A partition that does not exist, and a cursor from another partition.
+    for bad in [
+        FetchPartition {
+            partition: 16,
+            after: None,
+            max_bytes: 64,
+        },
+        FetchPartition {
+            partition: 3,
+            after: Some(vec![0xff; 9]),
+            max_bytes: 64,
+        },
+    ] {
+        let (status, body) = fetch(bad).await;
+        assert_eq!(status, 400);
+        let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(err["error"], "bad_request", "{err}");
+    }
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), node)
+        .await
+        .expect("the node stops")
+        .unwrap()
+        .expect("the node ran without error");
+}

@@ -12,6 +12,7 @@
 //! | coordination | [`Coordinate`] | a node that is not a replica of an mv key |
 //! | repair | [`Compare`], [`GetBatch`], [`MergeBatch`] | anti-entropy, hint delivery |
 //! | tombstones | [`Digests`] | the tombstone collector |
+//! | transfers | [`FetchPartition`] | a member fetching a partition it gains |
 //! | membership | [`Gossip`] | the gossip service |
 //!
 //! Bodies are a version byte followed by postcard (compact, serde-derived, no schema
@@ -22,6 +23,8 @@ use dynakv_antientropy::{CompareResponse, Hash};
 use dynakv_crdt::{ConflictMode, Context, Register};
 use dynakv_http_api::ApiError;
 use dynakv_ring::{GossipEntry, NodeId};
+
+use crate::replica::PartitionPage;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +112,8 @@ verbs! {
     /// Push half of a push-pull gossip round; answered with the receiver's table after
     /// merging.
     Gossip => Vec<GossipEntry>,
+    /// One page of a partition's stored states (see `crate::transfer`).
+    FetchPartition => PartitionPage,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -159,6 +164,15 @@ pub struct Digests {
 pub struct Compare {
     pub from: NodeId,
     pub compare: dynakv_antientropy::Compare,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchPartition {
+    pub partition: u32,
+    /// The last storage key the fetcher has; `None` for the first page.
+    pub after: Option<Vec<u8>>,
+    /// Size the page may reach (the source caps it at `transfer::MAX_PAGE_BYTES`).
+    pub max_bytes: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
