@@ -506,6 +506,49 @@ impl ReplicaStore {
         })
     }
 
+    /// Deletes every key of `partition` (one this node no longer replicates), in chunks
+    /// under the keys' locks, keeping the Merkle tree and the tombstone index in step.
+    /// Returns how many keys went.
+    pub fn drop_partition(&self, partition: u32) -> Result<u64, PageError> {
+        if partition >= self.forest.partition_count() {
+            return Err(PageError::Partition(partition));
+        }
+        let bits = self.forest.partition_bits();
+        let start = leaf_range(partition, 0, bits).0.to_be_bytes();
+        let end = leaf_range(partition, LEAVES - 1, bits).1.map(|e| e.to_be_bytes());
+        let mut dropped = 0;
+        loop {
+            let keys: Vec<Vec<u8>> = self
+                .store
+                .scan(Space::Data, &start, end.as_ref().map(|e| e.as_slice()))
+                .take(MERGE_CHUNK)
+                .map(|item| item.map(|(k, _)| k))
+                .collect::<Result<_, _>>()
+                .map_err(PageError::Storage)?;
+            if keys.is_empty() {
+                return Ok(dropped);
+            }
+            let mut stripes: Vec<usize> = keys.iter().map(|k| self.stripe(k)).collect();
+            stripes.sort_unstable();
+            stripes.dedup();
+            let _guards: Vec<_> = stripes.iter().map(|&i| self.locks[i].lock()).collect();
+            let mut ops = Vec::with_capacity(2 * keys.len());
+            let mut gone = Vec::with_capacity(keys.len());
+            for skey in keys {
+                if let Some(old) = self.store.get(Space::Data, &skey).map_err(PageError::Storage)? {
+                    ops.push(Op::Delete(Space::Data, skey.clone()));
+                    ops.push(Op::Delete(Space::Tombstones, skey.clone()));
+                    gone.push((skey, old));
+                }
+            }
+            self.store.write(ops).map_err(PageError::Storage)?;
+            for (skey, old) in &gone {
+                self.forest.update(skey, Some(old), None);
+            }
+            dropped += gone.len() as u64;
+        }
+    }
+
     // ---- hints ----------------------------------------------------------------------
 
     /// Keeps `register` for `owner`, merged with any hint already held for the key.

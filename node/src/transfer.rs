@@ -6,7 +6,9 @@
 //! `dynakv_ring::history`): merging, never overwriting, so a copy that races new writes
 //! (which reach the gaining member directly) loses nothing, and a page fetched twice
 //! after a resume changes nothing the second time. Tombstones travel like any state.
-//! Hints are not part of a partition: they follow their owner (hinted handoff).
+//! Hints are not part of a partition: they follow their owner (hinted handoff). The
+//! other half of a move, deleting a partition a member no longer replicates, is
+//! [`ReplicaStore::drop_partition`].
 
 use std::future::Future;
 use std::time::Duration;
@@ -305,6 +307,31 @@ mod tests {
         let mut want = theirs;
         want.merge(&mv(9, "written here meanwhile"));
         assert_eq!(dst.get(&key).unwrap(), Some(want));
+    }
+
+    #[test]
+    fn a_dropped_partition_leaves_nothing_behind_and_the_others_untouched() {
+        let r = source(600);
+        let roots: Vec<_> = (0..1u32 << BITS).map(|p| r.forest().root(p)).collect();
+        let empty = store().forest().root(0);
+        let tombstones = r.tombstone_count().unwrap();
+        let p = 5;
+        let held = keys_of(&r, p);
+        let dead_here = held.iter().filter(|(_, reg)| reg.is_tombstone()).count() as u64;
+        assert!(dead_here > 0, "the partition holds tombstones too");
+        assert_eq!(r.drop_partition(p).unwrap(), held.len() as u64);
+        assert!(keys_of(&r, p).is_empty());
+        assert_eq!(r.forest().root(p), empty, "its Merkle tree is empty");
+        assert_eq!(
+            r.tombstone_count().unwrap(),
+            tombstones - dead_here,
+            "its tombstones left the index"
+        );
+        for q in (0..1u32 << BITS).filter(|&q| q != p) {
+            assert_eq!(r.forest().root(q), roots[q as usize], "partition {q} untouched");
+        }
+        assert_eq!(r.drop_partition(p).unwrap(), 0, "dropping again finds nothing");
+        assert!(matches!(r.drop_partition(1 << BITS), Err(PageError::Partition(_))));
     }
 
     #[test]
