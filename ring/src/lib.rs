@@ -24,3 +24,30 @@ pub mod ring;
 pub use membership::{DetectorConfig, Event, GossipEntry, MemberInfo, MemberView, Membership, Status, Tick};
 pub use node_id::{InvalidNodeId, NodeId};
 pub use ring::{Partition, Ring, RingError};
+
+/// The laws a gossiped state's merge must obey, checked by property tests.
+#[cfg(test)]
+pub(crate) mod laws {
+    use proptest::prelude::*;
+    use std::fmt::Debug;
+
+    /// `a` merged with `b`, as a new value.
+    pub fn join<T: Clone>(a: &T, b: &T, merge: impl Fn(&mut T, &T)) -> T {
+        let mut m = a.clone();
+        merge(&mut m, b);
+        m
+    }
+
+    /// Idempotent, commutative, associative.
+    pub fn semilattice<T: Clone + PartialEq + Debug>(
+        a: &T,
+        b: &T,
+        c: &T,
+        merge: impl Fn(&mut T, &T) + Copy,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(&join(a, a, merge), a);
+        prop_assert_eq!(join(a, b, merge), join(b, a, merge));
+        prop_assert_eq!(join(&join(a, b, merge), c, merge), join(a, &join(b, c, merge), merge));
+        Ok(())
+    }
+}
