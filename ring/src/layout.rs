@@ -124,7 +124,8 @@ impl Layout {
 
     /// The layout after `changes`, checked against what gossip knows of each member
     /// (`known`: status and the tokens it asks for) and the replication factor `n`. The
-    /// result has version `self.version + 1`.
+    /// result has version `self.version + 1`. Changes apply in the order given (staged
+    /// ones in member order), each checked against the owners the previous left.
     pub fn apply(&self, changes: &[Change], known: &BTreeMap<NodeId, Known>, n: usize) -> Result<Layout, LayoutError> {
         if changes.is_empty() {
             return Err(LayoutError::NothingStaged);
@@ -362,19 +363,21 @@ pub struct Stamp {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedEntry {
     pub stamp: Stamp,
-    /// `None`: the change was reverted.
-    pub change: Option<Change>,
+    pub change: Change,
 }
 
 /// The changes staged on top of layout version `base`, one per member, last writer wins
-/// per member. A join-semilattice: merging is idempotent, commutative and associative,
-/// so staging spreads by gossip and two operators staging changes for different members
-/// at the same time both keep theirs. A commit moves the layout past `base`, which
-/// empties the staging everywhere it spreads.
+/// per member, and a revert watermark: a revert drops every change staged at or before
+/// it, including those staged elsewhere that have not reached this node yet. A
+/// join-semilattice: merging is idempotent, commutative and associative, so staging
+/// spreads by gossip and two operators staging changes for different members at the
+/// same time both keep theirs. A commit moves the layout past `base`, which empties the
+/// staging everywhere it spreads.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Staging {
     pub base: u64,
     pub entries: BTreeMap<NodeId, StagedEntry>,
+    pub reverted: Option<Stamp>,
 }
 
 impl Staging {
@@ -382,31 +385,36 @@ impl Staging {
         Staging {
             base,
             entries: BTreeMap::new(),
+            reverted: None,
         }
     }
 
-    /// The staged changes, in member order (reverted ones left out).
+    /// The staged changes, in member order.
     pub fn changes(&self) -> Vec<Change> {
-        self.entries.values().filter_map(|e| e.change.clone()).collect()
+        self.entries.values().map(|e| e.change.clone()).collect()
     }
 
     pub fn stage(&mut self, change: Change, stamp: Stamp) {
         let key = change.key().clone();
-        self.put(key, stamp, Some(change));
+        self.put(key, StagedEntry { stamp, change });
     }
 
-    /// Drops every staged change.
+    /// Drops every change staged at or before `stamp`, here or anywhere.
     pub fn revert(&mut self, stamp: Stamp) {
-        let keys: Vec<NodeId> = self.entries.keys().cloned().collect();
-        for key in keys {
-            self.put(key, stamp.clone(), None);
+        if self.reverted.as_ref().is_none_or(|r| *r < stamp) {
+            self.reverted = Some(stamp);
         }
+        let floor = self.reverted.clone();
+        self.entries.retain(|_, e| floor.as_ref().is_none_or(|r| e.stamp > *r));
     }
 
     /// Last writer wins; equal stamps (one node staging twice in a millisecond) are
-    /// ordered by the change itself, so every node keeps the same one.
-    fn put(&mut self, key: NodeId, stamp: Stamp, change: Option<Change>) {
-        let entry = StagedEntry { stamp, change };
+    /// ordered by the change itself, so every node keeps the same one. A change at or
+    /// before the revert watermark is dropped.
+    fn put(&mut self, key: NodeId, entry: StagedEntry) {
+        if self.reverted.as_ref().is_some_and(|r| entry.stamp <= *r) {
+            return;
+        }
         match self.entries.get(&key) {
             Some(e) if (&e.stamp, &e.change) >= (&entry.stamp, &entry.change) => {}
             _ => {
@@ -423,8 +431,11 @@ impl Staging {
         if other.base < self.base {
             return;
         }
+        if let Some(r) = &other.reverted {
+            self.revert(r.clone());
+        }
         for (key, e) in &other.entries {
-            self.put(key.clone(), e.stamp.clone(), e.change.clone());
+            self.put(key.clone(), e.clone());
         }
     }
 }
@@ -813,12 +824,17 @@ mod tests {
         assert_eq!(s.changes().len(), 3);
         s.revert(stamp(20, "a"));
         assert!(s.changes().is_empty());
-        // A revert beats an older stage that arrives later, and loses to a newer one.
+        // A revert beats an older stage that arrives later, even for a member this node
+        // had not seen staged, and loses to a newer one.
         let mut late = Staging::new(3);
         late.stage(Change::Join(id("d")), stamp(15, "d"));
+        late.stage(Change::Join(id("f")), stamp(16, "f"));
         late.stage(Change::Join(id("e")), stamp(25, "e"));
         s.merge(&late);
         assert_eq!(s.changes(), vec![Change::Join(id("e"))]);
+        // The other way round: the node that staged f late learns of the revert.
+        late.merge(&s);
+        assert_eq!(late, s);
         // A staging on a newer base replaces an older one; an older one is ignored.
         let newer = Staging::new(4);
         s.merge(&newer);
