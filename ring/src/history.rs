@@ -242,7 +242,9 @@ impl LayoutHistory {
     /// layout for that version. A member promises if it has no layout at that version
     /// yet and has not promised another digest for it in the last [`PROMISE_TTL_MS`].
     /// Two operators committing at once cannot both get a majority; the loser gets
-    /// `layout_conflict`.
+    /// `layout_conflict`. (A proposer that stalls past the TTL after its promises and then
+    /// installs anyway can still race a later one; the merge then keeps the layout with
+    /// the larger digest and reports the conflict.)
     pub fn promise(
         &self,
         held: &mut Option<Promise>,
@@ -289,8 +291,11 @@ impl LayoutHistory {
     /// only once the writes it started under older layouts have finished: a write still
     /// on its way to the old owners alone could otherwise land after a newcomer fetched
     /// the partition (Garage holds its ack back the same way).
-    pub fn ack(&mut self, me: &NodeId) -> bool {
-        let v = self.current().version;
+    ///
+    /// `version` is the layout the caller checked against (the current one when it
+    /// looked): a newer layout installed meanwhile is not acked by accident.
+    pub fn ack(&mut self, me: &NodeId, version: u64) -> bool {
+        let v = version.min(self.current().version);
         raise(&mut self.trackers.ack, me, v)
     }
 
@@ -331,10 +336,12 @@ impl LayoutHistory {
         gains
     }
 
-    /// `me` holds every partition it replicates in the active layouts (it fetched its
-    /// [`gains`](Self::gains)).
-    pub fn mark_synced(&mut self, me: &NodeId) -> bool {
-        let v = self.current().version;
+    /// `me` holds every partition it replicates in the active layouts up to `version`:
+    /// it fetched the [`gains`](Self::gains) computed when `version` was current. A fetch
+    /// takes a while; a layout installed meanwhile brings gains of its own, so the mark
+    /// never goes past the version the gains were computed for.
+    pub fn mark_synced(&mut self, me: &NodeId, version: u64) -> bool {
+        let v = version.min(self.current().version);
         raise(&mut self.trackers.sync, me, v)
     }
 
@@ -508,10 +515,10 @@ mod tests {
     /// Every member acks, syncs and reads the current layout; old ones retire.
     fn settle(h: &mut LayoutHistory, members: &[&str]) {
         for m in members {
-            h.ack(&id(m));
+            h.ack(&id(m), h.current().version);
         }
         for m in members {
-            h.mark_synced(&id(m));
+            h.mark_synced(&id(m), h.current().version);
         }
         for m in members {
             h.ack_sync(&id(m));
@@ -582,10 +589,6 @@ mod tests {
         assert!(done.promise(&mut None, 4, py.digest(), 0).is_err());
     }
 
-    /// A join goes through every phase: writes to both layouts, fetching only after every
-    /// member acked, reads moving over only when the newcomer holds its partitions, the
-    /// old layout retired only when everyone reads the new one, and only then copies
-    /// dropped.
     /// a, b and c settled, and d's join committed as version 4; everyone tracked.
     fn abc_joining_d() -> (LayoutHistory, BTreeSet<NodeId>) {
         let mut h = abc();
@@ -595,6 +598,10 @@ mod tests {
         (h, set(&["a", "b", "c", "d"]))
     }
 
+    /// A join goes through every phase: writes to both layouts, fetching only after every
+    /// member acked, reads moving over only when the newcomer holds its partitions, the
+    /// old layout retired only when everyone reads the new one, and only then copies
+    /// dropped.
     #[test]
     fn a_join_from_commit_to_settled() {
         let (mut h, tracked) = abc_joining_d();
@@ -618,7 +625,7 @@ mod tests {
         // d must not fetch before everyone writes to it.
         assert!(!h.all_acked(&tracked));
         for m in ["a", "b", "c", "d"] {
-            h.ack(&id(m));
+            h.ack(&id(m), h.current().version);
         }
         assert!(h.all_acked(&tracked));
         let gains = h.gains(&id("d"), &rings, N);
@@ -630,14 +637,14 @@ mod tests {
 
         // The old owners are synced at once; reads stay on version 3 until d is.
         for m in ["a", "b", "c"] {
-            h.mark_synced(&id(m));
+            h.mark_synced(&id(m), h.current().version);
         }
         assert_eq!(h.read_version(), 3);
         for m in ["a", "b", "c"] {
             h.ack_sync(&id(m));
         }
         assert!(!h.retire(&tracked));
-        h.mark_synced(&id("d"));
+        h.mark_synced(&id("d"), h.current().version);
         assert_eq!(h.read_version(), 4);
 
         // Retired only once every tracked member reads version 4.
@@ -658,11 +665,34 @@ mod tests {
     }
 
     #[test]
+    fn a_sync_for_an_older_layout_does_not_vouch_for_a_newer_one() {
+        let (mut h, _) = abc_joining_d();
+        let k = known(&["a", "b", "c", "d", "e"]);
+        // d computes its gains at version 4 and fetches; meanwhile e's join commits.
+        h.stage(Change::Join(id("e")), stamp(2, "a"), &k, N).unwrap();
+        h.commit(5, &k, N).unwrap();
+        for m in ["a", "b", "c", "d", "e"] {
+            h.ack(&id(m), 5);
+        }
+        for m in ["a", "b", "c", "e"] {
+            h.mark_synced(&id(m), 5);
+        }
+        h.mark_synced(&id("d"), 4);
+        assert_eq!(h.trackers.sync[&id("d")], 4);
+        assert_eq!(h.read_version(), 4, "reads stay where d's fetch vouches for");
+        // A mark or an ack never runs ahead of the current layout either.
+        h.mark_synced(&id("d"), 9);
+        h.ack(&id("d"), 9);
+        assert_eq!((h.trackers.sync[&id("d")], h.trackers.ack[&id("d")]), (5, 5));
+        assert_eq!(h.read_version(), 5);
+    }
+
+    #[test]
     fn a_dead_owner_of_the_current_layout_holds_the_move_up() {
         // c is dead: the caller still tracks it, as an owner of the current layout.
         let (mut h, tracked) = abc_joining_d();
         for m in ["a", "b", "d"] {
-            h.ack(&id(m));
+            h.ack(&id(m), h.current().version);
         }
         assert!(!h.all_acked(&tracked));
     }
@@ -694,10 +724,12 @@ mod tests {
                     let me = id(names[who]);
                     match kind {
                         0 => {
-                            h.ack(&me);
+                            let v = h.current().version;
+                            h.ack(&me, v);
                         }
                         1 => {
-                            h.mark_synced(&me);
+                            let v = h.current().version;
+                            h.mark_synced(&me, v);
                         }
                         _ => {
                             h.ack_sync(&me);
@@ -717,9 +749,8 @@ mod tests {
             })?;
         }
 
-        /// Whatever the history, the read set of a partition intersects every write set
-        /// in W >= N - R + 1 members: the layout reads use is always one writes go to,
-        /// as long as it is active.
+        /// Whatever the history, the replica set reads use is one of the sets every
+        /// write must reach W in, so R + W > N intersects within it.
         #[test]
         fn reads_use_a_layout_writes_reach(h in arb_history(), p in 0u32..(1 << BITS)) {
             let rings = Rings::of(&h, BITS).unwrap();
