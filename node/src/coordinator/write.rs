@@ -75,11 +75,13 @@ impl WriteRound {
                 }
             }
         }
-        // A fallback never stands in for one replica while being another.
+        // A fallback never stands in for one replica while being another: not a slot,
+        // and not this node when its own copy already counts in a set (one copy would
+        // count twice there).
         let fallbacks = plan
             .fallbacks
             .into_iter()
-            .filter(|f| slots.iter().all(|s| s.owner.id != f.id))
+            .filter(|f| (ours.is_empty() || !f.is_self) && slots.iter().all(|s| s.owner.id != f.id))
             .collect();
         let mut round = WriteRound {
             quorums,
@@ -312,6 +314,27 @@ mod tests {
             &[("a", true), ("b", false), ("c", true), ("f1", true)],
         );
         assert_eq!(round.verdict(), Verdict::Met);
+
+        // This node replicates the key only in the other layout: its copy counts there,
+        // so it never also takes a dead replica's slot as a hint.
+        let (mut round, sends) = WriteRound::new(
+            moving(&["a", "b", "c"], &["a", "me", "d"], &["d"], &["me", "f1"]),
+            2,
+            true,
+        );
+        assert_eq!(
+            shorts(&sends),
+            vec![s(0, "a", None), s(1, "b", None), s(2, "c", None), s(3, "f1", Some("d"))]
+        );
+        settle(
+            &mut round,
+            sends,
+            &[("a", false), ("b", true), ("c", true), ("f1", false)],
+        );
+        assert_eq!(round.verdict(), Verdict::Failed, "only our copy in the new set");
+        // With a single set, this node may still hold a hint when it is not a replica.
+        let (_, sends) = WriteRound::new(plan(&["a", "b", "c"], &["c"], &["me"]), 2, true);
+        assert_eq!(short(&sends[2]), s(2, "me", Some("c")));
     }
 
     #[test]
