@@ -11,9 +11,10 @@
 //! [`ReplicaStore::drop_partition`].
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dynakv_crdt::Register;
+use dynakv_http_api::Key;
 
 use crate::replica::{PartitionPage, ReplicaStore};
 use crate::storage::StorageError;
@@ -34,11 +35,13 @@ pub struct Progress {
     pub done: bool,
 }
 
-/// Keeps a transfer under `bytes_per_sec` on average since it started (0: no limit).
+/// Keeps a transfer under `bytes_per_sec` on average since its first page (0: no
+/// limit), across resumes.
 #[derive(Clone, Debug)]
 pub struct Pace {
     bytes_per_sec: u64,
     bytes: u64,
+    started: Option<Instant>,
 }
 
 impl Pace {
@@ -46,19 +49,27 @@ impl Pace {
         Pace {
             bytes_per_sec,
             bytes: 0,
+            started: None,
         }
     }
 
-    /// Records `bytes` more, `elapsed` after the start; returns how long to wait before
-    /// the next page.
-    pub fn after(&mut self, bytes: u64, elapsed: Duration) -> Duration {
+    /// Records `bytes` more, sent by `now`; returns how long to wait before the next
+    /// page.
+    pub fn after(&mut self, bytes: u64, now: Instant) -> Duration {
+        let started = *self.started.get_or_insert(now);
         self.bytes += bytes;
         if self.bytes_per_sec == 0 {
             return Duration::ZERO;
         }
         let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
-        due.saturating_sub(elapsed)
+        due.saturating_sub(now.saturating_duration_since(started))
     }
+}
+
+/// What a page item weighs for pacing: its key and values, and a fixed share for its
+/// causal context and framing (so tombstones are paced too).
+fn weight(key: &str, register: &Register) -> u64 {
+    (key.len() + register.values().iter().map(|v| v.len()).sum::<usize>() + 64) as u64
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +77,8 @@ pub enum TransferError<E> {
     /// Asking the source for a page failed; the progress so far is kept.
     #[error("fetching a page failed: {0}")]
     Fetch(E),
-    /// The source sent a key of another partition, or a page that does not advance.
+    /// The source sent a bad key, a key of another partition, keys out of order, or an
+    /// empty page that is not the last.
     #[error("the source answered a bad page: {0}")]
     BadPage(String),
     #[error(transparent)]
@@ -96,13 +108,14 @@ where
     S: Fn(Duration) -> SF,
     SF: Future<Output = ()>,
 {
-    let started = std::time::Instant::now();
     while !progress.done {
         let got = page(progress.cursor.clone()).await.map_err(TransferError::Fetch)?;
         let forest = replicas.forest();
         let mut bytes = 0u64;
-        let mut last = None;
+        let mut last: Option<Vec<u8>> = None;
+        // The whole page is checked before anything of it is used.
         for (key, register) in &got.items {
+            Key::new(key.as_str()).map_err(|e| TransferError::BadPage(e.to_string()))?;
             let skey = crate::replica::storage_key(key);
             if forest.partition_of(&skey) != partition {
                 return Err(TransferError::BadPage(format!(
@@ -112,22 +125,28 @@ where
             if progress.cursor.as_ref().is_some_and(|c| skey <= *c) || last.as_ref().is_some_and(|l| skey <= *l) {
                 return Err(TransferError::BadPage("keys out of order".into()));
             }
-            bytes += (key.len() + register.values().iter().map(|v| v.len()).sum::<usize>()) as u64;
-            observe(register);
+            bytes += weight(key, register);
             last = Some(skey);
         }
-        if got.next.is_some() && got.items.is_empty() {
-            return Err(TransferError::BadPage("an empty page that is not the last".into()));
+        // The next page starts after the last key merged here: the source's cursor only
+        // says whether there is one.
+        let more = match (got.next.is_some(), last) {
+            (false, _) => None,
+            (true, Some(last)) => Some(last),
+            (true, None) => return Err(TransferError::BadPage("an empty page that is not the last".into())),
+        };
+        for (_, register) in &got.items {
+            observe(register);
         }
         progress.keys += got.items.len() as u64;
         progress.bytes += bytes;
         replicas.merge_many(got.items)?;
-        match got.next {
-            Some(next) => progress.cursor = Some(next),
+        match more {
+            Some(last) => progress.cursor = Some(last),
             None => progress.done = true,
         }
         save(progress);
-        let wait = pace.after(bytes, started.elapsed());
+        let wait = pace.after(bytes, Instant::now());
         if !progress.done && !wait.is_zero() {
             sleep(wait).await;
         }
@@ -359,15 +378,47 @@ mod tests {
     }
 
     #[test]
-    fn pace_spreads_bytes_over_time() {
+    fn pace_spreads_bytes_over_time_from_the_first_page() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
         let mut pace = Pace::new(1000);
-        assert_eq!(pace.after(500, Duration::ZERO), Duration::from_millis(500));
-        assert_eq!(pace.after(500, Duration::from_millis(400)), Duration::from_millis(600));
-        assert_eq!(
-            pace.after(100, Duration::from_secs(5)),
-            Duration::ZERO,
-            "behind: no wait"
-        );
-        assert_eq!(Pace::new(0).after(1 << 30, Duration::ZERO), Duration::ZERO);
+        assert_eq!(pace.after(500, at(0)), Duration::from_millis(500));
+        assert_eq!(pace.after(500, at(400)), Duration::from_millis(600));
+        // A resume keeps the clock of the first page: 2,000 bytes are due by 2 s, and
+        // 1 s has passed (a clock restarted at the resume would say 2 s).
+        assert_eq!(pace.after(1000, at(1000)), Duration::from_millis(1000));
+        assert_eq!(pace.after(100, at(5000)), Duration::ZERO, "behind: no wait");
+        assert_eq!(Pace::new(0).after(1 << 30, at(0)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_page_whose_cursor_would_skip_keys_is_not_trusted() {
+        let src = source(400);
+        let dst = store();
+        let p = 2;
+        let want = keys_of(&src, p);
+        assert!(want.len() > 4);
+        // A source that always claims the next page starts at the partition's last key:
+        // the fetcher continues after the last key it merged instead.
+        let end = crate::replica::storage_key(&want.last().unwrap().0);
+        let mut progress = Progress::default();
+        futures::executor::block_on(fetch(
+            &dst,
+            p,
+            &mut progress,
+            &mut Pace::new(0),
+            |_| {},
+            |after: Option<Vec<u8>>| {
+                let mut page = src.partition_page(p, after.as_deref(), 200).unwrap();
+                if page.next.is_some() {
+                    page.next = Some(end.clone());
+                }
+                async move { Ok::<_, ()>(page) }
+            },
+            |_| {},
+            |_| async {},
+        ))
+        .unwrap();
+        assert_eq!(keys_of(&dst, p), want);
     }
 }
