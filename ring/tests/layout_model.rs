@@ -550,30 +550,34 @@ fn first_loss(bugs: Bugs, tries: usize) -> Option<(usize, String)> {
     })
 }
 
+/// The first history the model with `bugs` fails must show a read missing an
+/// acknowledged write, within 5,000 histories.
+fn assert_caught(bugs: Bugs, what: &str) {
+    let (i, e) = first_loss(bugs, 5000).unwrap_or_else(|| panic!("no history of 5,000 showed {what}"));
+    assert!(e.contains("acknowledged write"), "history {i}: {e}");
+    eprintln!("{what}: history {i} shows it: {e}");
+}
+
 /// The model is not toothless: a member that acks a layout while writes it started under
 /// the older one are still on their way lets a newcomer fetch before those writes land,
 /// and some history of steps then shows a read missing an acknowledged write.
 #[test]
 fn acking_before_old_writes_finish_loses_writes() {
-    let bugs = Bugs {
+    let ack_early = Bugs {
         ack_early: true,
         ..Bugs::default()
     };
-    let (i, e) = first_loss(bugs, 5000).expect("no history of 5,000 showed the early-ack bug");
-    assert!(e.contains("acknowledged write"), "history {i}: {e}");
-    eprintln!("history {i} shows it: {e}");
+    assert_caught(ack_early, "the early ack");
 }
 
 /// Nor does it miss a sync mark that vouches for a layout committed while the fetch ran.
 #[test]
 fn marking_sync_for_a_newer_layout_loses_writes() {
-    let bugs = Bugs {
+    let sync_current = Bugs {
         sync_current: true,
         ..Bugs::default()
     };
-    let (i, e) = first_loss(bugs, 5000).expect("no history of 5,000 showed the sync-mark bug");
-    assert!(e.contains("acknowledged write"), "history {i}: {e}");
-    eprintln!("history {i} shows it: {e}");
+    assert_caught(sync_current, "the sync mark for a newer layout");
 }
 
 /// Layouts really change in these histories (the property above is not vacuous), and

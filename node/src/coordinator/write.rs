@@ -273,65 +273,45 @@ mod tests {
         assert!(round.absorb(&sends[0], true).is_empty());
         assert_eq!(round.verdict(), Verdict::Met, "our copy and a's count in both sets");
 
-        // W in the old set alone is not enough.
-        let (mut round, sends) = WriteRound::new(moving(&["a", "b", "c"], &["a", "b", "d"], &[], &[]), 2, false);
-        settle(
-            &mut round,
-            sends,
-            &[("a", true), ("b", false), ("c", true), ("d", false)],
-        );
-        assert_eq!(round.verdict(), Verdict::Failed);
-        assert_eq!((round.required(), round.succeeded()), (2, 1), "the weaker set has one");
-        // Nor in the new set alone.
-        let (mut round, sends) = WriteRound::new(moving(&["a", "b", "c"], &["a", "b", "d"], &[], &[]), 2, false);
-        settle(
-            &mut round,
-            sends,
-            &[("a", true), ("b", false), ("c", false), ("d", true)],
-        );
-        assert_eq!(round.verdict(), Verdict::Failed);
-        let (mut round, sends) = WriteRound::new(moving(&["a", "b", "c"], &["a", "b", "d"], &[], &[]), 2, false);
-        settle(
-            &mut round,
-            sends,
-            &[("a", true), ("b", false), ("c", true), ("d", true)],
-        );
-        assert_eq!(round.verdict(), Verdict::Met);
+        // W in each set: the old set alone is not enough, nor the new set alone.
+        let cases = [
+            ([("a", true), ("b", false), ("c", true), ("d", false)], Verdict::Failed),
+            ([("a", true), ("b", false), ("c", false), ("d", true)], Verdict::Failed),
+            ([("a", true), ("b", false), ("c", true), ("d", true)], Verdict::Met),
+        ];
+        for (answers, want) in cases {
+            let (mut round, sends) = WriteRound::new(moving(&["a", "b", "c"], &["a", "b", "d"], &[], &[]), 2, false);
+            settle(&mut round, sends, &answers);
+            assert_eq!(round.verdict(), want, "{answers:?}");
+            if want == Verdict::Failed {
+                assert_eq!((round.required(), round.succeeded()), (2, 1), "the weaker set has one");
+            }
+        }
 
-        // A dead new replica's slot goes to a fallback, never to a replica of the other set.
-        let (mut round, sends) = WriteRound::new(
-            moving(&["a", "b", "c"], &["a", "b", "d"], &["d"], &["c", "f1"]),
-            2,
-            true,
-        );
-        assert_eq!(
-            shorts(&sends),
-            vec![s(0, "a", None), s(1, "b", None), s(2, "c", None), s(3, "f1", Some("d"))]
-        );
-        settle(
-            &mut round,
-            sends,
-            &[("a", true), ("b", false), ("c", true), ("f1", true)],
-        );
-        assert_eq!(round.verdict(), Verdict::Met);
-
-        // This node replicates the key only in the other layout: its copy counts there,
-        // so it never also takes a dead replica's slot as a hint.
-        let (mut round, sends) = WriteRound::new(
-            moving(&["a", "b", "c"], &["a", "me", "d"], &["d"], &["me", "f1"]),
-            2,
-            true,
-        );
-        assert_eq!(
-            shorts(&sends),
-            vec![s(0, "a", None), s(1, "b", None), s(2, "c", None), s(3, "f1", Some("d"))]
-        );
-        settle(
-            &mut round,
-            sends,
-            &[("a", false), ("b", true), ("c", true), ("f1", false)],
-        );
-        assert_eq!(round.verdict(), Verdict::Failed, "only our copy in the new set");
+        // A dead new replica's slot goes to a fallback, never to a replica of the other
+        // set; and never to this node when its own copy counts in a set (here it is a
+        // replica only in the new layout, so it would count twice there).
+        let hinted = [
+            (
+                moving(&["a", "b", "c"], &["a", "b", "d"], &["d"], &["c", "f1"]),
+                [("a", true), ("b", false), ("c", true), ("f1", true)],
+                Verdict::Met,
+            ),
+            (
+                moving(&["a", "b", "c"], &["a", "me", "d"], &["d"], &["me", "f1"]),
+                [("a", false), ("b", true), ("c", true), ("f1", false)],
+                Verdict::Failed,
+            ),
+        ];
+        for (plan, answers, want) in hinted {
+            let (mut round, sends) = WriteRound::new(plan, 2, true);
+            assert_eq!(
+                shorts(&sends),
+                vec![s(0, "a", None), s(1, "b", None), s(2, "c", None), s(3, "f1", Some("d"))]
+            );
+            settle(&mut round, sends, &answers);
+            assert_eq!(round.verdict(), want, "{answers:?}");
+        }
         // With a single set, this node may still hold a hint when it is not a replica.
         let (_, sends) = WriteRound::new(plan(&["a", "b", "c"], &["c"], &["me"]), 2, true);
         assert_eq!(short(&sends[2]), s(2, "me", Some("c")));
