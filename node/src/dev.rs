@@ -145,9 +145,8 @@ fn prefix_output(id: &str, child: &mut Child) {
     }
 }
 
-/// Ready means every node answers `/health` and every node sees every other one alive
-/// (gossip has formed the cluster), so the first request after "ready" finds its
-/// replicas.
+/// Ready means every node serves and sees every other one alive (gossip has formed the
+/// cluster), so the first request after "ready" finds its replicas.
 async fn wait_ready(addrs: &[String], children: &mut [(String, Child)]) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().no_proxy().build()?;
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
@@ -158,12 +157,12 @@ async fn wait_ready(addrs: &[String], children: &mut [(String, Child)]) -> anyho
                     bail!("node {id} exited during start-up ({status})");
                 }
             }
-            if healthy(&http, addr).await && sees_all_alive(&http, addr, addrs.len()).await {
+            if sees_all_alive(&http, addr, addrs.len()).await {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
                 bail!(
-                    "node at {addr} did not become healthy and see all {} nodes alive within {READY_TIMEOUT:?}",
+                    "node at {addr} did not serve and see all {} nodes alive within {READY_TIMEOUT:?}",
                     addrs.len()
                 );
             }
@@ -173,15 +172,7 @@ async fn wait_ready(addrs: &[String], children: &mut [(String, Child)]) -> anyho
     Ok(())
 }
 
-async fn healthy(http: &reqwest::Client, addr: &str) -> bool {
-    http.get(format!("http://{addr}/health"))
-        .timeout(Duration::from_millis(500))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-}
-
-/// Whether the node at `addr` lists `nodes` members, all alive.
+/// Whether the node at `addr` serves and lists `nodes` members, all alive.
 async fn sees_all_alive(http: &reqwest::Client, addr: &str, nodes: usize) -> bool {
     #[derive(serde::Deserialize)]
     struct Members {
@@ -199,6 +190,9 @@ async fn sees_all_alive(http: &reqwest::Client, addr: &str, nodes: usize) -> boo
     else {
         return false;
     };
+    if !resp.status().is_success() {
+        return false;
+    }
     let Ok(body) = resp.bytes().await else {
         return false;
     };

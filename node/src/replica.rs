@@ -450,6 +450,18 @@ impl ReplicaStore {
 
     // ---- whole partitions, for transfers ------------------------------------------
 
+    /// The storage keys of a partition: from its first position, up to the next
+    /// partition's (`None` for the last partition).
+    fn partition_range(&self, partition: u32) -> Result<([u8; 8], Option<[u8; 8]>), PageError> {
+        if partition >= self.forest.partition_count() {
+            return Err(PageError::Partition(partition));
+        }
+        let bits = self.forest.partition_bits();
+        let start = leaf_range(partition, 0, bits).0.to_be_bytes();
+        let end = leaf_range(partition, LEAVES - 1, bits).1.map(u64::to_be_bytes);
+        Ok((start, end))
+    }
+
     /// The stored states of a partition's keys in storage order, after the storage key
     /// `after` (from the partition's start when `None`): at least one if there is any,
     /// and no more once their encoded size reaches `max_bytes`. Tombstones included.
@@ -460,16 +472,9 @@ impl ReplicaStore {
         after: Option<&[u8]>,
         max_bytes: usize,
     ) -> Result<PartitionPage, PageError> {
-        let bits = self.forest.partition_bits();
-        if partition >= self.forest.partition_count() {
-            return Err(PageError::Partition(partition));
-        }
-        let start = leaf_range(partition, 0, bits).0.to_be_bytes().to_vec();
-        let end = leaf_range(partition, LEAVES - 1, bits)
-            .1
-            .map(|e| e.to_be_bytes().to_vec());
+        let (start, end) = self.partition_range(partition)?;
         let from = match after {
-            None => start,
+            None => start.to_vec(),
             Some(cursor) => {
                 let inside = cursor >= start.as_slice() && end.as_ref().is_none_or(|e| cursor < e.as_slice());
                 if !inside {
@@ -485,7 +490,7 @@ impl ReplicaStore {
         let mut bytes = 0;
         let mut last: Option<Vec<u8>> = None;
         let mut more = false;
-        for item in self.store.scan(Space::Data, &from, end.as_deref()) {
+        for item in self.store.scan(Space::Data, &from, end.as_ref().map(|e| e.as_slice())) {
             let (skey, raw) = item.map_err(PageError::Storage)?;
             if bytes >= max_bytes && !items.is_empty() {
                 more = true;
@@ -510,12 +515,7 @@ impl ReplicaStore {
     /// under the keys' locks, keeping the Merkle tree and the tombstone index in step.
     /// Returns how many keys went.
     pub fn drop_partition(&self, partition: u32) -> Result<u64, PageError> {
-        if partition >= self.forest.partition_count() {
-            return Err(PageError::Partition(partition));
-        }
-        let bits = self.forest.partition_bits();
-        let start = leaf_range(partition, 0, bits).0.to_be_bytes();
-        let end = leaf_range(partition, LEAVES - 1, bits).1.map(|e| e.to_be_bytes());
+        let (start, end) = self.partition_range(partition)?;
         let mut dropped = 0;
         loop {
             let keys: Vec<Vec<u8>> = self

@@ -122,7 +122,12 @@ where
                     "key {key:?} is not in partition {partition}"
                 )));
             }
-            if progress.cursor.as_ref().is_some_and(|c| skey <= *c) || last.as_ref().is_some_and(|l| skey <= *l) {
+            // Past the previous key of this page, or of the last page merged.
+            if last
+                .as_ref()
+                .or(progress.cursor.as_ref())
+                .is_some_and(|prev| skey <= *prev)
+            {
                 return Err(TransferError::BadPage("keys out of order".into()));
             }
             bytes += weight(key, register);

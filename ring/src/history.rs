@@ -167,11 +167,6 @@ impl LayoutHistory {
         self.versions.len() == 1
     }
 
-    /// Whether `id` owns partitions in any active layout.
-    pub fn owns_anywhere(&self, id: &NodeId) -> bool {
-        self.versions.iter().any(|l| l.owns(id))
-    }
-
     /// Stages a change, checked against the current layout together with what is already
     /// staged (a change for the same member replaces the staged one).
     pub fn stage(
@@ -253,31 +248,25 @@ impl LayoutHistory {
         now_ms: u64,
     ) -> Result<(), LayoutError> {
         let current = self.current();
+        let conflict = Err(LayoutError::Conflict {
+            current: current.version,
+            asked: version,
+        });
         if current.version >= version {
-            if current.version == version && current.digest() == digest {
-                return Ok(());
-            }
-            return Err(LayoutError::Conflict {
-                current: current.version,
-                asked: version,
-            });
+            // Already installed: a retry of the same layout is fine, another is not.
+            return if current.version == version && current.digest() == digest {
+                Ok(())
+            } else {
+                conflict
+            };
         }
-        if version != current.version + 1 {
-            // The proposer knows layouts we have not seen: gossip will bring them.
-            return Err(LayoutError::Conflict {
-                current: current.version,
-                asked: version,
-            });
-        }
-        if let Some(p) = held
-            && p.version == version
-            && p.digest != digest
-            && now_ms < p.at_ms + PROMISE_TTL_MS
-        {
-            return Err(LayoutError::Conflict {
-                current: current.version,
-                asked: version,
-            });
+        // Beyond the next version, the proposer knows layouts we have not seen: gossip
+        // will bring them.
+        let promised_another = held
+            .as_ref()
+            .is_some_and(|p| p.version == version && p.digest != digest && now_ms < p.at_ms + PROMISE_TTL_MS);
+        if version != current.version + 1 || promised_another {
+            return conflict;
         }
         *held = Some(Promise {
             version,
