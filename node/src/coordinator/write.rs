@@ -35,11 +35,17 @@ impl Delivery {
     }
 }
 
-/// A replica other than the coordinator, and the replica sets it counts in.
+/// A replica other than the coordinator, and the replica sets it counts in (bit `i`:
+/// set `i`).
 #[derive(Clone, Debug)]
 struct Slot {
     owner: Replica,
-    sets: Vec<usize>,
+    sets: u64,
+}
+
+/// The indexes of the sets in a set mask.
+fn members(mask: u64) -> impl Iterator<Item = usize> {
+    (0..64).filter(move |i| mask & (1 << i) != 0)
 }
 
 /// One quorum write.
@@ -56,22 +62,20 @@ impl WriteRound {
     /// A write needing `w` acknowledgements in each replica set of `plan`; returns it and
     /// its first sends.
     pub fn new(plan: Plan, w: usize, sloppy: bool) -> (WriteRound, Vec<Delivery>) {
-        let sets: Vec<Vec<Replica>> = std::iter::once(plan.primaries).chain(plan.moving).collect();
+        assert!(plan.moving.len() < 64, "a write spans at most 64 layouts");
         let mut slots: Vec<Slot> = Vec::new();
-        let mut quorums = Vec::with_capacity(sets.len());
-        let mut ours = Vec::new();
-        for (i, set) in sets.into_iter().enumerate() {
+        let mut quorums = Vec::with_capacity(1 + plan.moving.len());
+        // The sets this node's own copy counts in.
+        let mut ours = 0u64;
+        for (i, set) in std::iter::once(plan.primaries).chain(plan.moving).enumerate() {
             quorums.push(Quorum::new(w, set.len()));
             for r in set {
                 if r.is_self {
-                    ours.push(i);
+                    ours |= 1 << i;
                 } else if let Some(slot) = slots.iter_mut().find(|s| s.owner.id == r.id) {
-                    slot.sets.push(i);
+                    slot.sets |= 1 << i;
                 } else {
-                    slots.push(Slot {
-                        owner: r,
-                        sets: vec![i],
-                    });
+                    slots.push(Slot { owner: r, sets: 1 << i });
                 }
             }
         }
@@ -81,7 +85,7 @@ impl WriteRound {
         let fallbacks = plan
             .fallbacks
             .into_iter()
-            .filter(|f| (ours.is_empty() || !f.is_self) && slots.iter().all(|s| s.owner.id != f.id))
+            .filter(|f| (ours == 0 || !f.is_self) && slots.iter().all(|s| s.owner.id != f.id))
             .collect();
         let mut round = WriteRound {
             quorums,
@@ -89,7 +93,7 @@ impl WriteRound {
             sloppy,
             slots,
         };
-        for i in ours {
+        for i in members(ours) {
             round.quorums[i].record(true);
         }
         let mut sends = Vec::new();
@@ -105,7 +109,7 @@ impl WriteRound {
     }
 
     fn record(&mut self, slot: usize, success: bool) {
-        for &i in &self.slots[slot].sets {
+        for i in members(self.slots[slot].sets) {
             self.quorums[i].record(success);
         }
     }
@@ -153,10 +157,10 @@ impl Round for WriteRound {
 
     /// Met once every set is; failed as soon as one is out of reach.
     fn verdict(&self) -> Verdict {
-        let verdicts: Vec<Verdict> = self.quorums.iter().map(Quorum::verdict).collect();
-        if verdicts.contains(&Verdict::Failed) {
+        let verdicts = || self.quorums.iter().map(Quorum::verdict);
+        if verdicts().any(|v| v == Verdict::Failed) {
             Verdict::Failed
-        } else if verdicts.iter().all(|v| *v == Verdict::Met) {
+        } else if verdicts().all(|v| v == Verdict::Met) {
             Verdict::Met
         } else {
             Verdict::Pending
