@@ -296,8 +296,8 @@ impl LayoutHistory {
     }
 
     /// The partitions `me` must fetch: those it replicates in some active layout but not
-    /// in an older active one, with every other replica of them in any active layout as
-    /// a source. Covering every active layout, not only the current one, is what lets a
+    /// in an older active one, with the replicas of every active layout that does not
+    /// have `me` replicate it as sources. Covering every active layout, not only the current one, is what lets a
     /// sync mark ([`mark_synced`](Self::mark_synced)) vouch for all of them: a member
     /// that gained a partition in one layout and lost it again in the next still holds
     /// it for readers of the middle one.
@@ -310,10 +310,15 @@ impl LayoutHistory {
             let gained =
                 (1..pls.len()).any(|j| pls[j].contains(&me) && pls[..j].iter().any(|older| !older.contains(&me)));
             if gained {
+                // The data is with the replicas of the layouts that do not have `me`
+                // replicate the partition: writes acknowledged before every member
+                // acked reached W of them, and later ones reach `me` directly. (Those
+                // gaining it alongside `me` hold nothing more; a partition gained from
+                // a layout with no owners has no data at all.)
                 let sources: BTreeSet<NodeId> = pls
                     .iter()
+                    .filter(|pl| !pl.contains(&me))
                     .flatten()
-                    .filter(|id| **id != me)
                     .map(|id| (*id).clone())
                     .collect();
                 gains.push(Gain {
