@@ -245,6 +245,48 @@ pub(crate) async fn admin_antientropy<S: AdminService>(
     Ok(Json(svc.antientropy_status()).into_response())
 }
 
+pub(crate) async fn admin_layout<S: AdminService>(
+    State(svc): State<Arc<S>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    no_params(query.as_deref())?;
+    Ok(Json(svc.layout()).into_response())
+}
+
+pub(crate) async fn admin_layout_plan<S: AdminService>(
+    State(svc): State<Arc<S>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    no_params(query.as_deref())?;
+    Ok(Json(svc.layout_plan()?).into_response())
+}
+
+pub(crate) async fn admin_layout_stage<S: AdminService>(
+    State(svc): State<Arc<S>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    no_params(query.as_deref())?;
+    Ok(Json(svc.layout_stage(&body)?).into_response())
+}
+
+pub(crate) async fn admin_layout_revert<S: AdminService>(
+    State(svc): State<Arc<S>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    no_params(query.as_deref())?;
+    Ok(Json(svc.layout_revert()).into_response())
+}
+
+pub(crate) async fn admin_layout_commit<S: AdminService>(
+    State(svc): State<Arc<S>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    no_params(query.as_deref())?;
+    Ok(Json(svc.layout_commit(&body).await?).into_response())
+}
+
 #[derive(Serialize)]
 struct HealthBody {
     status: &'static str,

@@ -53,6 +53,14 @@ pub enum ApiError {
     /// Our fault: storage failed or a bug. Logged with details; the client sees a summary.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A refused cluster-layout change (`unknown_node`, `layout_conflict`, ...), with the
+    /// status its code calls for.
+    #[error("{message}")]
+    Layout {
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
     /// An error answered by the peer a request was forwarded to, passed on unchanged.
     #[error("{message}")]
     Upstream { status: u16, code: String, message: String },
@@ -96,6 +104,7 @@ impl ApiError {
             ApiError::ClusterMismatch(_) => "cluster_mismatch",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::Layout { code, .. } => code,
             ApiError::Upstream { code, .. } => code,
         }
     }
@@ -112,6 +121,7 @@ impl ApiError {
             ApiError::ClusterMismatch(_) | ApiError::TooManySiblings { .. } => StatusCode::CONFLICT,
             ApiError::Quorum { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Layout { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Upstream { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
         }
     }

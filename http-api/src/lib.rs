@@ -22,7 +22,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use client::CONTEXT_HEADER;
@@ -40,6 +40,11 @@ pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, internal
         .route("/cluster/preflist/{*key}", get(client::preflist::<A>))
         .route("/admin/replica/{*key}", get(client::admin_replica::<A>))
         .route("/admin/antientropy", get(client::admin_antientropy::<A>))
+        .route("/admin/layout", get(client::admin_layout::<A>))
+        .route("/admin/layout/plan", get(client::admin_layout_plan::<A>))
+        .route("/admin/layout/stage", post(client::admin_layout_stage::<A>))
+        .route("/admin/layout/revert", post(client::admin_layout_revert::<A>))
+        .route("/admin/layout/commit", post(client::admin_layout_commit::<A>))
         .route("/health", get(client::health::<A>))
         .with_state(admin);
     Router::new()

@@ -63,4 +63,14 @@ pub trait AdminService: Send + Sync + 'static {
     fn local_replica(&self, key: &Key) -> Result<Option<Register>, ApiError>;
     /// Anti-entropy, hint and tombstone state, for `GET /admin/antientropy`.
     fn antientropy_status(&self) -> serde_json::Value;
+    /// `GET /admin/layout`: the cluster layout, what is staged and what is moving.
+    fn layout(&self) -> serde_json::Value;
+    /// `GET /admin/layout/plan`: what committing the staged changes would move.
+    fn layout_plan(&self) -> Result<serde_json::Value, ApiError>;
+    /// `POST /admin/layout/stage`: stages one change (its JSON is the body).
+    fn layout_stage(&self, body: &[u8]) -> Result<serde_json::Value, ApiError>;
+    /// `POST /admin/layout/revert`: drops the staged changes.
+    fn layout_revert(&self) -> serde_json::Value;
+    /// `POST /admin/layout/commit` with `{"version": V}`.
+    fn layout_commit(&self, body: &[u8]) -> impl Future<Output = Result<serde_json::Value, ApiError>> + Send;
 }

@@ -1,15 +1,20 @@
 //! What an operator sees of a node: its members, a key's replicas, its own copy of a key,
 //! and the state of repair (`/admin/antientropy`).
 
+use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
 
 use dynakv_crdt::Register;
 use dynakv_http_api::{AdminService, ApiError, Key, MemberJson};
+use dynakv_ring::NodeId;
+use dynakv_ring::layout::Change;
 use serde_json::json;
 
 use crate::coordinator::{Coordinator, storage_error};
 use crate::local::Local;
 use crate::services::Services;
+use crate::services::layout::{commit, layout_error};
 
 /// The parts whose state the admin views show.
 pub struct Admin {
@@ -46,7 +51,8 @@ impl AdminService for Admin {
 
     /// `GET /cluster/preflist/{key}`: the key's partition and replicas in order.
     fn preference_list(&self, key: &Key) -> (u32, Vec<String>) {
-        let ring = self.local.cluster.ring();
+        let view = self.local.cluster.view();
+        let ring = view.read_ring();
         let partition = ring.partition_of_key(key.as_bytes());
         let nodes = ring
             .partition_preference(partition, self.local.settings.n)
@@ -64,7 +70,8 @@ impl AdminService for Admin {
     /// `GET /admin/antientropy`.
     fn antientropy_status(&self) -> serde_json::Value {
         let local = &self.local;
-        let ring = local.cluster.ring();
+        let view = local.cluster.view();
+        let ring = view.read_ring();
         let n = local.settings.n;
         let me = local.id();
         let forest = local.replicas.forest();
@@ -144,6 +151,148 @@ impl AdminService for Admin {
             },
             "peers": peer_list,
             "partitions": partitions,
+            "transfers": self.services.layout.transfers(),
         })
+    }
+
+    /// `GET /admin/layout`.
+    fn layout(&self) -> serde_json::Value {
+        let cluster = &self.local.cluster;
+        let view = cluster.view();
+        let history = &view.history;
+        let current = view.current();
+        let oldest = &history.versions()[0];
+        let mut members = Vec::new();
+        let owners: BTreeSet<&NodeId> = history.versions().iter().flat_map(|l| l.owners.keys()).collect();
+        for id in owners {
+            let state = if !current.owns(id) {
+                "leaving"
+            } else if history.versions().iter().all(|l| l.owns(id)) && oldest.owners[id].seat == current.owners[id].seat
+            {
+                "active"
+            } else {
+                "joining"
+            };
+            let tokens = current
+                .owners
+                .get(id)
+                .or_else(|| oldest.owners.get(id))
+                .map(|o| o.tokens);
+            let (addr, status) = cluster
+                .member(id)
+                .map(|(a, s)| (Some(a), Some(s.as_str())))
+                .unwrap_or((None, None));
+            members.push(json!({
+                "id": id.to_string(),
+                "addr": addr,
+                "tokens": tokens,
+                "state": state,
+                "status": status,
+                "acked": history.trackers.ack.get(id).copied().unwrap_or(0),
+                "synced": history.trackers.sync.get(id).copied().unwrap_or(0),
+                "reads": history.trackers.sync_ack.get(id).copied().unwrap_or(0),
+            }));
+        }
+        let staged: Vec<serde_json::Value> = if history.staging.base == current.version {
+            history
+                .staging
+                .entries
+                .values()
+                .map(|e| json!({"change": e.change, "by": e.stamp.by.to_string(), "at_ms": e.stamp.at_ms}))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        json!({
+            "node": cluster.me().to_string(),
+            "version": current.version,
+            "read_version": view.read,
+            "active_versions": history.versions().iter().map(|l| l.version).collect::<Vec<_>>(),
+            "members": members,
+            "staged": staged,
+            "transfers": self.services.layout.transfers(),
+            "moving_partitions": history.moving(cluster.id().partition_bits, self.local.settings.n).len(),
+            "settled": history.settled(),
+            "service": self.services.layout.status(),
+        })
+    }
+
+    /// `GET /admin/layout/plan`.
+    fn layout_plan(&self) -> Result<serde_json::Value, ApiError> {
+        let cluster = &self.local.cluster;
+        let next = cluster.proposal().map_err(layout_error)?;
+        let plan = cluster.layout_plan().map_err(layout_error)?;
+        // Keys to move, estimated from this node's copies: a partition it holds counts
+        // what it holds; one it does not counts the average of those it does.
+        let forest = self.local.replicas.forest();
+        let held: Vec<u64> = (0..forest.partition_count())
+            .map(|p| forest.key_count(p))
+            .filter(|&k| k > 0)
+            .collect();
+        let average = if held.is_empty() {
+            0
+        } else {
+            held.iter().sum::<u64>() / held.len() as u64
+        };
+        let mut copies = 0u64;
+        let mut keys = 0u64;
+        for m in &plan.moves {
+            let gaining = m.gaining().len() as u64;
+            let here = forest.key_count(m.partition.0);
+            copies += gaining;
+            keys += gaining * if here > 0 { here } else { average };
+        }
+        let partitions: serde_json::Map<String, serde_json::Value> = plan
+            .partitions
+            .iter()
+            .map(|(id, (before, after))| (id.to_string(), json!({"before": before, "after": after})))
+            .collect();
+        Ok(json!({
+            "version": next.version,
+            "owners": next.owners.keys().map(|id| id.to_string()).collect::<Vec<_>>(),
+            "moves": plan.moves.len(),
+            "partition_copies_to_send": copies,
+            "keys_to_move_estimate": keys,
+            "partitions": partitions,
+            "changes": plan.moves,
+        }))
+    }
+
+    /// `POST /admin/layout/stage`.
+    fn layout_stage(&self, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+        let change: Change = serde_json::from_slice(body).map_err(|e| ApiError::Layout {
+            status: 400,
+            code: "bad_change",
+            message: format!(
+                "the body must be one change: {{\"join\":ID}}, {{\"leave\":ID}}, {{\"remove\":ID}}, \
+                     {{\"replace\":{{\"old\":ID,\"new\":ID}}}} or {{\"capacity\":{{\"id\":ID,\"tokens\":N}}}} ({e})"
+            ),
+        })?;
+        self.local.cluster.stage(change).map_err(layout_error)?;
+        Ok(self.layout())
+    }
+
+    /// `POST /admin/layout/revert`.
+    fn layout_revert(&self) -> serde_json::Value {
+        self.local.cluster.revert();
+        self.layout()
+    }
+
+    /// `POST /admin/layout/commit`.
+    fn layout_commit(&self, body: &[u8]) -> impl Future<Output = Result<serde_json::Value, ApiError>> + Send {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Commit {
+            version: u64,
+        }
+        let asked: Result<Commit, ApiError> = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadParameter(format!(
+                "the body must be {{\"version\": V}}, V being the current layout version + 1 ({e})"
+            ))
+        });
+        async move {
+            let next = commit(&self.local, asked?.version).await?;
+            Ok(json!({"version": next.version, "layout": self.layout()}))
+        }
     }
 }

@@ -1,14 +1,20 @@
-//! This node's view of the cluster: the membership state machine and the ring derived
-//! from it, shared by request handlers and the gossip loop.
+//! This node's view of the cluster: the membership state machine (who is alive) and the
+//! layout history (who owns what, `dynakv_ring::history`) with the rings of its active
+//! layouts, shared by request handlers and the background services.
 
 use std::sync::Arc;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use dynakv_ring::history::{LayoutHistory, Promise, Rings};
+use dynakv_ring::layout::{Change, Digest, Known, Layout, LayoutError, Plan as LayoutPlan, Stamp};
 use dynakv_ring::ring::MAX_TOKENS;
-use dynakv_ring::{Event, GossipEntry, Membership, NodeId, Partition, Ring, Status, Tick};
+use dynakv_ring::{Event, GossipEntry, Membership, NodeId, Partition, Ring, RingError, Status, Tick};
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 
 use crate::clock::Clock;
+use crate::storage::{Space, StorageError, Store};
 use crate::transport::message::ClusterId;
 
 /// One replica of a key as a request sees it.
@@ -37,11 +43,18 @@ pub struct Plan {
     /// active layouts (those that differ from `primaries`). A write must reach W in each
     /// of them as well. Empty while the partition is settled.
     pub moving: Vec<Vec<Replica>>,
+    /// The current layout version when the plan was made.
+    pub version: u64,
 }
 
 impl Plan {
     pub fn includes_self(&self) -> bool {
         self.primaries.iter().any(|r| r.is_self)
+    }
+
+    /// This node is a replica in some set of the write (the read set or a moving one).
+    pub fn holds_self(&self) -> bool {
+        self.includes_self() || self.moving.iter().flatten().any(|r| r.is_self)
     }
 
     pub fn primary_ids(&self) -> Vec<NodeId> {
@@ -58,10 +71,61 @@ pub struct MemberState {
     pub oldest_hint_ms: Option<u64>,
 }
 
-struct RingState {
-    /// What the ring was built from, sorted by id (as `Membership::ring_members` is).
-    members: Vec<(NodeId, u32)>,
-    ring: Arc<Ring>,
+/// The layout history and the rings of its active layouts, rebuilt on each change;
+/// readers take a cheap `Arc`.
+pub struct LayoutView {
+    pub history: LayoutHistory,
+    pub rings: Rings,
+    /// The version reads use ([`LayoutHistory::read_version`]).
+    pub read: u64,
+}
+
+impl LayoutView {
+    fn build(
+        history: LayoutHistory,
+        partition_bits: u8,
+        previous: Option<&LayoutView>,
+    ) -> Result<LayoutView, RingError> {
+        // Tracker changes (acks, syncs) are the common case: keep the rings then.
+        let same_layouts = previous.is_some_and(|p| p.history.versions() == history.versions());
+        let rings = match previous {
+            Some(p) if same_layouts => p.rings.clone(),
+            _ => Rings::of(&history, partition_bits)?,
+        };
+        Ok(LayoutView {
+            read: history.read_version(),
+            history,
+            rings,
+        })
+    }
+
+    /// The ring reads use.
+    pub fn read_ring(&self) -> &Ring {
+        self.rings.version(self.read).unwrap_or_else(|| self.rings.current())
+    }
+
+    pub fn current(&self) -> &Layout {
+        self.history.current()
+    }
+}
+
+struct LayoutState {
+    history: LayoutHistory,
+    promise: Option<Promise>,
+}
+
+/// Where this node keeps the cluster's layout history.
+const LAYOUT_KEY: &[u8] = b"layout";
+
+/// Loads the layout history this node last knew (a new one on a fresh node).
+pub fn load_layout(store: &dyn Store) -> Result<LayoutHistory, StorageError> {
+    match store.get(Space::Meta, LAYOUT_KEY)? {
+        None => Ok(LayoutHistory::new()),
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+            what: "the cluster layout".into(),
+            detail: e.to_string(),
+        }),
+    }
 }
 
 pub struct Cluster {
@@ -69,32 +133,57 @@ pub struct Cluster {
     id: ClusterId,
     n: usize,
     membership: Mutex<Membership>,
-    /// Rebuilt whenever the ring members or their token counts change; readers take a
-    /// cheap `Arc`.
-    ring: RwLock<RingState>,
-    /// Held across a rebuild (snapshot of the members, build, store), so a rebuild from an
-    /// older snapshot can never overwrite one from a newer snapshot.
-    rebuilding: Mutex<()>,
+    /// The history, changed only under this lock; each change is stored, then published
+    /// in `view`.
+    layout: Mutex<LayoutState>,
+    view: RwLock<Arc<LayoutView>>,
+    store: Arc<dyn Store>,
+    /// Writes this node coordinates, in flight, by the layout version they were placed
+    /// with: the ack of a new layout waits for the older ones to finish.
+    writes: Arc<Mutex<BTreeMap<u64, usize>>>,
     /// The monotonic milliseconds the membership state machine runs on.
     clock: Arc<dyn Clock>,
 }
 
+/// A write placed under a layout version, in flight until dropped.
+pub struct WriteGuard {
+    writes: Arc<Mutex<BTreeMap<u64, usize>>>,
+    version: u64,
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        let mut w = self.writes.lock();
+        if let Some(c) = w.get_mut(&self.version) {
+            *c -= 1;
+            if *c == 0 {
+                w.remove(&self.version);
+            }
+        }
+    }
+}
+
 impl Cluster {
-    pub fn new(id: ClusterId, n: usize, membership: Membership, clock: Arc<dyn Clock>) -> Cluster {
-        let members = membership.ring_members();
-        let ring = Ring::new(id.partition_bits, members.clone()).expect("validated ring parameters");
-        Cluster {
+    pub fn new(
+        id: ClusterId,
+        n: usize,
+        membership: Membership,
+        history: LayoutHistory,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Cluster, RingError> {
+        let view = LayoutView::build(history.clone(), id.partition_bits, None)?;
+        Ok(Cluster {
             me: membership.me().clone(),
             id,
             n,
             membership: Mutex::new(membership),
-            rebuilding: Mutex::new(()),
-            ring: RwLock::new(RingState {
-                members,
-                ring: Arc::new(ring),
-            }),
+            layout: Mutex::new(LayoutState { history, promise: None }),
+            view: RwLock::new(Arc::new(view)),
+            store,
+            writes: Arc::new(Mutex::new(BTreeMap::new())),
             clock,
-        }
+        })
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -109,12 +198,13 @@ impl Cluster {
         &self.me
     }
 
-    pub fn ring(&self) -> Arc<Ring> {
-        self.ring.read().ring.clone()
+    /// The current layout's view: its history and rings.
+    pub fn view(&self) -> Arc<LayoutView> {
+        self.view.read().clone()
     }
 
     pub fn partition_of(&self, key: &str) -> Partition {
-        self.ring().partition_of_key(key.as_bytes())
+        self.view().rings.current().partition_of_key(key.as_bytes())
     }
 
     /// The key's N replicas in preference order, with what we know of each.
@@ -123,69 +213,104 @@ impl Cluster {
     }
 
     fn replica(&self, m: &Membership, id: &NodeId) -> Replica {
-        let info = m.info(id).expect("ring members are members");
+        // An owner gossip has not told us of yet (just after a restart) cannot be
+        // reached: it counts as down until it is heard from.
+        let (addr, status) = match (m.info(id), m.status(id)) {
+            (Some(info), Some(status)) => (info.addr.clone(), status),
+            _ => (String::new(), Status::Dead),
+        };
         Replica {
             id: id.clone(),
-            addr: info.addr.clone(),
-            status: m.status(id).expect("ring members are members"),
+            addr,
+            status,
             is_self: *id == self.me,
         }
     }
 
-    /// The key's replicas and live fallbacks.
+    /// The key's replicas and live fallbacks. The replicas are those of the layout reads
+    /// use; while the key's partition moves, the replica sets of the other active
+    /// layouts are `moving` (a write needs W in each).
     pub fn plan(&self, key: &str) -> Plan {
-        let ring = self.ring();
+        let view = self.view();
+        let p = view.rings.current().partition_of_key(key.as_bytes());
         let m = self.membership.lock();
-        let mut walk = ring.successors(ring.partition_of_key(key.as_bytes()));
-        let primaries: Vec<Replica> = walk.by_ref().take(self.n).map(|id| self.replica(&m, id)).collect();
-        let fallbacks = walk
+        let read = view.read_ring().partition_preference(p, self.n);
+        let mut sets: Vec<Vec<&NodeId>> = vec![read];
+        for (_, ring) in view.rings.all() {
+            let set = ring.partition_preference(p, self.n);
+            if !sets.iter().any(|s| same_members(s, &set)) {
+                sets.push(set);
+            }
+        }
+        let fallbacks = view
+            .rings
+            .current()
+            .successors(p)
+            .filter(|id| !sets.iter().any(|s| s.contains(id)))
             .map(|id| self.replica(&m, id))
             .filter(|r| !r.is_dead())
             .take(self.n)
             .collect();
+        let mut sets = sets
+            .into_iter()
+            .map(|s| s.into_iter().map(|id| self.replica(&m, id)).collect());
         Plan {
-            primaries,
+            primaries: sets.next().expect("the read set"),
+            moving: sets.collect(),
             fallbacks,
-            moving: Vec::new(),
+            version: view.current().version,
         }
     }
 
-    /// The partitions both we and `peer` replicate, ascending.
+    /// The partitions both we and `peer` replicate in some active layout, ascending.
     pub fn shared_partitions(&self, peer: &NodeId) -> Vec<u32> {
-        let ring = self.ring();
-        ring.partitions()
+        let view = self.view();
+        view.rings
+            .current()
+            .partitions()
             .filter(|&p| {
-                let pl = ring.partition_preference(p, self.n);
-                pl.contains(&&self.me) && pl.contains(&peer)
+                view.rings.all().any(|(_, ring)| {
+                    let pl = ring.partition_preference(p, self.n);
+                    pl.contains(&&self.me) && pl.contains(&peer)
+                })
             })
             .map(|p| p.0)
             .collect()
     }
 
-    /// Every ring member but us, with its status.
+    /// The owners of every active layout.
+    fn owners(&self, view: &LayoutView) -> BTreeSet<NodeId> {
+        view.history
+            .versions()
+            .iter()
+            .flat_map(|l| l.owners.keys().cloned())
+            .collect()
+    }
+
+    /// Every owner in an active layout but us, with its status.
     pub fn peers(&self) -> Vec<Replica> {
-        let ring = self.ring();
+        let owners = self.owners(&self.view());
         let m = self.membership.lock();
-        ring.members()
+        owners
             .iter()
             .filter(|id| **id != self.me)
             .map(|id| self.replica(&m, id))
             .collect()
     }
 
-    /// Every ring member, ourselves included.
+    /// Every owner in an active layout, ourselves included.
     pub fn ring_member_states(&self) -> Vec<MemberState> {
-        let ring = self.ring();
+        let owners = self.owners(&self.view());
         let m = self.membership.lock();
-        ring.members()
+        owners
             .iter()
             .map(|id| {
-                let info = m.info(id).expect("ring members are members");
+                let r = self.replica(&m, id);
                 MemberState {
-                    id: id.clone(),
-                    addr: info.addr.clone(),
-                    status: m.status(id).expect("ring members are members"),
-                    oldest_hint_ms: info.oldest_hint_ms,
+                    oldest_hint_ms: m.info(id).and_then(|i| i.oldest_hint_ms),
+                    id: r.id,
+                    addr: r.addr,
+                    status: r.status,
                 }
             })
             .collect()
@@ -203,9 +328,7 @@ impl Cluster {
 
     pub fn tick(&self, rng: &mut impl Rng) -> Tick {
         let now = self.now_ms();
-        let tick = self.membership.lock().tick(now, rng);
-        self.refresh_ring();
-        tick
+        self.membership.lock().tick(now, rng)
     }
 
     /// Merges a peer's table. Entries that could not be placed on a ring (a token count
@@ -223,9 +346,7 @@ impl Cluster {
             })
             .cloned()
             .collect();
-        let events = self.membership.lock().merge(&valid, now);
-        self.refresh_ring();
-        events
+        self.membership.lock().merge(&valid, now)
     }
 
     pub fn gossip_table(&self) -> Vec<GossipEntry> {
@@ -239,23 +360,172 @@ impl Cluster {
         f(&self.membership.lock(), now)
     }
 
-    fn refresh_ring(&self) {
-        let _rebuilding = self.rebuilding.lock();
-        let members = self.membership.lock().ring_members();
-        if self.ring.read().members == members {
-            return;
+    // ---- layout --------------------------------------------------------------------
+
+    /// Changes the layout history under its lock; a change is stored and published.
+    fn change_layout<T>(&self, f: impl FnOnce(&mut LayoutState) -> T) -> T {
+        let mut state = self.layout.lock();
+        let before = state.history.clone();
+        let out = f(&mut state);
+        if state.history != before {
+            self.publish(&state.history);
         }
-        let ring = match Ring::new(self.id.partition_bits, members.clone()) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the ring; keeping the previous one");
-                return;
-            }
-        };
-        tracing::info!(members = ring.members().len(), "ring rebuilt");
-        *self.ring.write() = RingState {
-            members,
-            ring: Arc::new(ring),
-        };
+        out
     }
+
+    fn publish(&self, history: &LayoutHistory) {
+        match serde_json::to_vec(history) {
+            Ok(bytes) => {
+                if let Err(e) = self.store.put(Space::Meta, LAYOUT_KEY, &bytes) {
+                    tracing::error!(error = %e, "storing the cluster layout failed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "encoding the cluster layout failed"),
+        }
+        let previous = self.view();
+        match LayoutView::build(history.clone(), self.id.partition_bits, Some(&previous)) {
+            Ok(view) => {
+                if view.current().version != previous.current().version || view.read != previous.read {
+                    tracing::info!(
+                        version = view.current().version,
+                        read = view.read,
+                        active = view.history.versions().len(),
+                        owners = view.current().owners.len(),
+                        "layout changed"
+                    );
+                }
+                *self.view.write() = Arc::new(view);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot build the layout's rings; keeping the previous ones"),
+        }
+    }
+
+    /// What gossip knows of each member, as layout changes are checked against.
+    pub fn known(&self) -> BTreeMap<NodeId, Known> {
+        let now = self.now_ms();
+        let m = self.membership.lock();
+        m.members(now)
+            .map(|v| {
+                (
+                    v.info.id.clone(),
+                    Known {
+                        status: v.status,
+                        tokens: v.info.tokens,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The members whose acks and syncs a layout change waits for: every live member
+    /// (any may coordinate) and every owner of the current layout (a dead owner holds a
+    /// change up until it is removed).
+    pub fn tracked(&self) -> BTreeSet<NodeId> {
+        let view = self.view();
+        let now = self.now_ms();
+        let m = self.membership.lock();
+        let mut tracked: BTreeSet<NodeId> = m
+            .members(now)
+            .filter(|v| matches!(v.status, Status::Alive | Status::Suspect))
+            .map(|v| v.info.id.clone())
+            .collect();
+        tracked.extend(view.current().owners.keys().cloned());
+        tracked
+    }
+
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            at_ms: self.clock.wall_ms(),
+            by: self.me.clone(),
+        }
+    }
+
+    pub fn stage(&self, change: Change) -> Result<(), LayoutError> {
+        let known = self.known();
+        let stamp = self.stamp();
+        self.change_layout(|s| s.history.stage(change, stamp, &known, self.n))
+    }
+
+    pub fn revert(&self) {
+        let stamp = self.stamp();
+        self.change_layout(|s| s.history.revert(stamp));
+    }
+
+    /// What committing the staged changes would make.
+    pub fn proposal(&self) -> Result<Layout, LayoutError> {
+        let known = self.known();
+        self.layout.lock().history.proposal(&known, self.n)
+    }
+
+    /// What the staged changes would move.
+    pub fn layout_plan(&self) -> Result<LayoutPlan, LayoutError> {
+        let known = self.known();
+        self.layout.lock().history.plan(&known, self.n, self.id.partition_bits)
+    }
+
+    /// An acceptor's promise for a proposed layout ([`LayoutHistory::promise`]).
+    pub fn promise(&self, version: u64, digest: Digest) -> Result<(), LayoutError> {
+        let now = self.now_ms();
+        let mut state = self.layout.lock();
+        let LayoutState { history, promise } = &mut *state;
+        history.promise(promise, version, digest, now)
+    }
+
+    /// Installs a proposal whose promises are in.
+    pub fn install(&self, next: Layout) -> Result<(), LayoutError> {
+        self.change_layout(|s| s.history.install(next))
+    }
+
+    /// Merges a peer's history into ours.
+    pub fn merge_layout(&self, other: &LayoutHistory) {
+        let merged = self.change_layout(|s| s.history.merge(other));
+        for v in merged.conflicts {
+            tracing::error!(
+                version = v,
+                "two different layouts were committed as one version; kept the one with the larger digest"
+            );
+        }
+    }
+
+    pub fn layout_history(&self) -> LayoutHistory {
+        self.view().history.clone()
+    }
+
+    /// We use layout `version` for the writes we coordinate.
+    pub fn ack_layout(&self, version: u64) {
+        self.change_layout(|s| s.history.ack(&self.me, version));
+    }
+
+    /// We hold every partition we replicate in the active layouts up to `version`.
+    pub fn mark_synced(&self, version: u64) {
+        self.change_layout(|s| s.history.mark_synced(&self.me, version));
+    }
+
+    /// We read from the newest layout whose owners have synced, and retire the layouts
+    /// no tracked member reads from any more.
+    pub fn advance_reads(&self) {
+        let tracked = self.tracked();
+        self.change_layout(|s| {
+            s.history.ack_sync(&self.me);
+            s.history.retire(&tracked);
+        });
+    }
+
+    /// A write placed under the current layout; in flight until the guard drops.
+    pub fn write_started(&self, version: u64) -> WriteGuard {
+        *self.writes.lock().entry(version).or_insert(0) += 1;
+        WriteGuard {
+            writes: self.writes.clone(),
+            version,
+        }
+    }
+
+    /// Whether a write placed under a layout older than `version` is still in flight.
+    pub fn writes_before(&self, version: u64) -> bool {
+        self.writes.lock().range(..version).next().is_some()
+    }
+}
+
+fn same_members(a: &[&NodeId], b: &[&NodeId]) -> bool {
+    a.len() == b.len() && a.iter().all(|id| b.contains(id))
 }

@@ -97,6 +97,15 @@ pub struct NodeArgs {
     /// How long a node keeps a tombstone before it may collect it (once every replica has it) [default: 3600000].
     #[arg(long, env = "DYNAKV_TOMBSTONE_GRACE_MS")]
     pub tombstone_grace_ms: Option<String>,
+    /// A fresh node stages and commits its own join to the cluster's layout [default: true].
+    #[arg(long, env = "DYNAKV_AUTO_JOIN")]
+    pub auto_join: Option<String>,
+    /// Partitions this node fetches at once when it gains partitions in a new layout [default: 2].
+    #[arg(long, env = "DYNAKV_HANDOFF_CONCURRENCY")]
+    pub handoff_concurrency: Option<String>,
+    /// Bytes per second this node fetches, over all its partition transfers; 0: no limit [default: 0].
+    #[arg(long, env = "DYNAKV_HANDOFF_BYTES_PER_SEC")]
+    pub handoff_bytes_per_sec: Option<String>,
 }
 
 /// The same settings in a TOML file.
@@ -128,6 +137,9 @@ struct FileConfig {
     anti_entropy_keys_per_sec: Option<u64>,
     handoff_interval_ms: Option<u64>,
     tombstone_grace_ms: Option<u64>,
+    auto_join: Option<bool>,
+    handoff_concurrency: Option<u64>,
+    handoff_bytes_per_sec: Option<u64>,
 }
 
 /// Checked settings of a node.
@@ -160,6 +172,9 @@ pub struct Config {
     pub anti_entropy_keys_per_sec: u32,
     pub handoff_interval: Duration,
     pub tombstone_grace: Duration,
+    pub auto_join: bool,
+    pub handoff_concurrency: usize,
+    pub handoff_bytes_per_sec: u64,
 }
 
 /// Largest replication factor accepted.
@@ -405,6 +420,20 @@ impl Config {
         if grace_ms < 100 {
             return Err(invalid("tombstone-grace-ms", grace_ms, "must be at least 100"));
         }
+        let auto_join: bool = pick("auto-join", args.auto_join, file.auto_join, true)?;
+        let handoff_concurrency: u64 = pick(
+            "handoff-concurrency",
+            args.handoff_concurrency,
+            file.handoff_concurrency,
+            2,
+        )?;
+        in_range("handoff-concurrency", handoff_concurrency, 1, 64)?;
+        let handoff_bytes_per_sec: u64 = pick(
+            "handoff-bytes-per-sec",
+            args.handoff_bytes_per_sec,
+            file.handoff_bytes_per_sec,
+            0,
+        )?;
         Ok(Config {
             id,
             listen,
@@ -431,6 +460,9 @@ impl Config {
             anti_entropy_keys_per_sec: aae_rate,
             handoff_interval: Duration::from_millis(handoff_ms),
             tombstone_grace: Duration::from_millis(grace_ms),
+            auto_join,
+            handoff_concurrency: handoff_concurrency as usize,
+            handoff_bytes_per_sec,
         })
     }
 

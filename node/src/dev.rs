@@ -157,12 +157,13 @@ async fn wait_ready(addrs: &[String], children: &mut [(String, Child)]) -> anyho
                     bail!("node {id} exited during start-up ({status})");
                 }
             }
-            if sees_all_alive(&http, addr, addrs.len()).await {
+            if sees_all_alive(&http, addr, addrs.len()).await && layout_has_all(&http, addr, addrs.len()).await {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
                 bail!(
-                    "node at {addr} did not serve and see all {} nodes alive within {READY_TIMEOUT:?}",
+                    "node at {addr} did not serve, see all {} nodes alive and have them all in a settled layout \
+                     within {READY_TIMEOUT:?}",
                     addrs.len()
                 );
             }
@@ -198,6 +199,32 @@ async fn sees_all_alive(http: &reqwest::Client, addr: &str, nodes: usize) -> boo
     };
     match serde_json::from_slice::<Members>(&body) {
         Ok(m) => m.members.len() == nodes && m.members.iter().all(|m| m.status == "alive"),
+        Err(_) => false,
+    }
+}
+
+/// Whether the node at `addr` has a settled layout with `nodes` owners, reading from it.
+async fn layout_has_all(http: &reqwest::Client, addr: &str, nodes: usize) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Layout {
+        version: u64,
+        read_version: u64,
+        members: Vec<serde_json::Value>,
+        settled: bool,
+    }
+    let Ok(resp) = http
+        .get(format!("http://{addr}/admin/layout"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let Ok(body) = resp.bytes().await else {
+        return false;
+    };
+    match serde_json::from_slice::<Layout>(&body) {
+        Ok(l) => l.settled && l.read_version == l.version && l.members.len() == nodes,
         Err(_) => false,
     }
 }

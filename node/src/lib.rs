@@ -10,17 +10,19 @@
 //!   kept in step with its Merkle trees ([`forest`]) and tombstone index; hints.
 //! - [`transfer`]: copying a whole partition from another replica, paced and resumable.
 //! - [`identity`]: node id, actor id, generation and clock records in the data directory.
-//! - [`cluster`]: membership state machine plus the ring derived from it.
+//! - [`cluster`]: membership state machine plus the layout history and its rings.
 //! - [`local`]: what every role shares (identity, settings, cluster, replica, peers,
 //!   clocks).
 //! - The roles: [`coordinator`] (client reads and writes, as pure rounds driven by one
 //!   fan-out), [`peer`] (answers to other nodes), [`admin`] (status views), [`services`]
-//!   (gossip, anti-entropy, hint delivery, tombstone collection).
+//!   (gossip, anti-entropy, hint delivery, tombstone collection, layout changes).
 //! - [`node`]: the roles assembled; [`server`]: serving it over HTTP, start to stop;
 //!   [`http_server`]: the accept loop.
-//! - [`dev`]: `dynakv dev`, a local cluster of child processes.
+//! - [`dev`]: `dynakv dev`, a local cluster of child processes; [`admin_cli`]:
+//!   `dynakv admin`, layout changes from the command line.
 
 pub mod admin;
+pub mod admin_cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;

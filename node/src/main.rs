@@ -1,4 +1,4 @@
-//! `dynakv`: run a node, or a local development cluster.
+//! `dynakv`: run a node or a local development cluster, or administer a cluster.
 
 /// glibc's allocator spent ~12% of a node's CPU under load (malloc_consolidate,
 /// unlink_chunk in perf profiles); mimalloc's thread-local pages avoid that.
@@ -30,6 +30,8 @@ enum Cmd {
     Node(Box<NodeArgs>),
     /// Start a local cluster of nodes on loopback; Ctrl-C stops them all.
     Dev(DevArgs),
+    /// Cluster layout: stage, plan, commit and follow membership changes.
+    Admin(dynakv_node::admin_cli::AdminArgs),
     /// Exit 0 if the node at --addr answers GET /health with 200 (for container health checks).
     Health {
         /// host:port of the node.
@@ -111,6 +113,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Admin(args) => match runtime.block_on(dynakv_node::admin_cli::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dynakv: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Dev(args) => match runtime.block_on(dynakv_node::dev::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -24,6 +24,7 @@ use crate::replica::ReplicaStore;
 use crate::services::antientropy::AntiEntropy;
 use crate::services::gossip::Gossip;
 use crate::services::handoff::Handoff;
+use crate::services::layout::LayoutService;
 use crate::services::tombstones::Tombstones;
 use crate::services::{self, Services};
 use crate::storage::{StorageError, Store};
@@ -42,6 +43,8 @@ pub enum StartError {
     Identity(#[from] identity::IdentityError),
     #[error("invalid setting `data-dir` = {dir:?}: {source}")]
     Storage { dir: String, source: StorageError },
+    #[error("the stored cluster layout does not fit this node's settings ({0}); check --partition-bits and --tokens")]
+    Layout(String),
     #[error("invalid setting `listen` = \"{addr}\": cannot bind: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -100,6 +103,7 @@ impl Node {
             },
             env.clock.monotonic_ms(),
         );
+        let history = crate::cluster::load_layout(&*store).map_err(storage_error)?;
         let cluster = Cluster::new(
             ClusterId {
                 name: config.cluster_name.clone(),
@@ -109,8 +113,11 @@ impl Node {
             },
             config.n,
             membership,
+            history,
+            store.clone(),
             env.clock.clone(),
-        );
+        )
+        .map_err(|e| StartError::Layout(e.to_string()))?;
         let settings = Settings {
             n: config.n,
             r: config.r,
@@ -135,6 +142,14 @@ impl Node {
             )),
             handoff: Arc::new(Handoff::new(local.clone(), config.handoff_interval)),
             tombstones: Arc::new(Tombstones::new(local.clone(), config.tombstone_grace)),
+            layout: Arc::new(LayoutService::new(
+                local.clone(),
+                config.gossip_interval,
+                config.auto_join,
+                config.seeds.iter().any(|s| *s != config.advertise),
+                config.handoff_concurrency,
+                config.handoff_bytes_per_sec,
+            )),
         };
         let admin = Arc::new(Admin {
             local: local.clone(),

@@ -7,7 +7,6 @@ use dynakv_antientropy::CompareResponse;
 use dynakv_antientropy::merkle::Hash;
 use dynakv_crdt::{Context, Register};
 use dynakv_http_api::{ApiError, Key};
-use dynakv_ring::GossipEntry;
 
 use crate::coordinator::{Coordinator, storage_error};
 use crate::local::Local;
@@ -103,7 +102,7 @@ impl PeerHandler {
         self.coordinator.coordinate_forwarded(req).await
     }
 
-    fn gossip(&self, req: message::Gossip) -> Result<Vec<GossipEntry>, ApiError> {
+    fn gossip(&self, req: message::Gossip) -> Result<message::GossipReply, ApiError> {
         services::gossip::answer(&self.local, req)
     }
 
@@ -132,6 +131,7 @@ impl Handler for PeerHandler {
             Request::Digests(r) => Answer::Digests(self.digests(r)?),
             Request::Compare(r) => Answer::Compare(self.compare(r)),
             Request::Gossip(r) => Answer::Gossip(self.gossip(r)?),
+            Request::PromiseLayout(r) => Answer::PromiseLayout(services::layout::promise(&self.local, r)?),
             Request::FetchPartition(r) => Answer::FetchPartition(self.fetch_partition(r)?),
         })
     }

@@ -219,6 +219,11 @@ impl ReplicaStore {
         Ok(r)
     }
 
+    /// The storage engine underneath (its meta space holds the node's own records).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     pub fn forest(&self) -> &Forest {
         &self.forest
     }

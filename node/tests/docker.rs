@@ -84,7 +84,8 @@ impl std::ops::Deref for Cluster {
 impl Cluster {
     async fn up(name: &str, extra_env: &[(&str, &str)]) -> Cluster {
         let project = format!("dkvtest{}{}", name, std::process::id());
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        // n1-n3, and n4, n5 (behind profiles) for the scaling test.
+        let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
         let mut env: Vec<(String, String)> = vec![
             ("DYNAKV_GOSSIP_INTERVAL_MS".into(), "200".into()),
             ("DYNAKV_REQUEST_TIMEOUT_MS".into(), "1000".into()),
@@ -153,10 +154,34 @@ impl Cluster {
             self.wait_healthy(i).await;
         }
         self.wait_all_alive().await;
+        self.wait_layout().await;
     }
 }
 
 impl Nodes {
+    /// Every node has all three in a settled layout (they join it on their own).
+    async fn wait_layout(&self) {
+        let ok = self
+            .eventually(Duration::from_secs(60), || async {
+                for i in 0..3 {
+                    let Some(l) = self.json(i, "/admin/layout").await else {
+                        return false;
+                    };
+                    let owners = l["members"].as_array().map_or(0, |m| m.len());
+                    if owners != 3 || l["settled"] != true || l["read_version"] != l["version"] {
+                        return false;
+                    }
+                }
+                true
+            })
+            .await;
+        assert!(
+            ok,
+            "the three nodes did not form a settled layout: {:?}",
+            self.json(0, "/admin/layout").await
+        );
+    }
+
     fn url(&self, i: usize, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.ports[i], path)
     }
@@ -288,11 +313,16 @@ impl Nodes {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let mut cmd = compose_cmd();
-        cmd.arg("-p")
-            .arg(&self.project)
-            .arg("-f")
-            .arg(compose_file())
-            .args(["down", "-v", "-t", "2"]);
+        cmd.arg("-p").arg(&self.project).arg("-f").arg(compose_file()).args([
+            "--profile",
+            "n4",
+            "--profile",
+            "n5",
+            "down",
+            "-v",
+            "-t",
+            "2",
+        ]);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let _ = cmd.output();
     }
@@ -488,4 +518,110 @@ async fn whole_cluster_restart_and_compose_down_up_keep_data_and_down_v_wipes_it
     assert_eq!(after_restart, 200);
     assert_eq!(after_down_up, 200);
     assert_eq!(after_down_v, 0);
+}
+
+/// The layout as node `i` shows it: `(owners, settled and read from)`.
+async fn owners(c: &Nodes, i: usize) -> Option<(BTreeSet<String>, bool)> {
+    let l = c.json(i, "/admin/layout").await?;
+    let ids = l["members"]
+        .as_array()?
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect();
+    Some((ids, l["settled"] == true && l["read_version"] == l["version"]))
+}
+
+fn admin(c: &Cluster, args: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynakv"));
+    cmd.args(["admin", "--addr", &format!("127.0.0.1:{}", c.ports[0])])
+        .args(args);
+    String::from_utf8_lossy(&run(cmd).stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Docker; run by scripts/test"]
+async fn grows_to_five_nodes_and_shrinks_back_to_three_with_the_cli() {
+    let c = Cluster::up("scale", &[]).await;
+    let acked = write_load(&c.nodes, "scale", 300, Duration::from_millis(5)).await;
+    assert_eq!(acked.len(), 300);
+    let want = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+    let settled_on = |ids: BTreeSet<String>| {
+        let c = &c;
+        async move {
+            c.eventually(Duration::from_secs(120), || {
+                let ids = ids.clone();
+                async move {
+                    for i in 0..3 {
+                        if owners(c, i).await != Some((ids.clone(), true)) {
+                            return false;
+                        }
+                    }
+                    true
+                }
+            })
+            .await
+        }
+    };
+
+    // 3 -> 5: n4 and n5 start and join on their own.
+    let started = Instant::now();
+    c.compose(&["--profile", "n4", "--profile", "n5", "up", "-d", "n4", "n5"]);
+    assert!(
+        settled_on(want(&["n1", "n2", "n3", "n4", "n5"])).await,
+        "n4 and n5 did not join: {:?}",
+        c.json(0, "/admin/layout").await
+    );
+    let grew = started.elapsed();
+    let mut held_by_new = 0;
+    for key in &acked {
+        for i in 3..5 {
+            if c.http
+                .get(c.url(i, &format!("/admin/replica/{key}")))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                held_by_new += 1;
+            }
+        }
+    }
+    assert_eq!(c.count_found(&acked).await, acked.len(), "keys lost while growing");
+
+    // 5 -> 3 with the CLI: both leave, the commit follows the transfers until settled.
+    let staged = admin(&c, &["stage", "leave", "n4"]);
+    assert!(staged.contains("leave"), "{staged}");
+    admin(&c, &["stage", "leave", "n5"]);
+    let plan = admin(&c, &["plan"]);
+    assert!(plan.contains("committing would create layout version"), "{plan}");
+    let started = Instant::now();
+    admin(&c, &["commit"]);
+    assert!(
+        settled_on(want(&["n1", "n2", "n3"])).await,
+        "n4 and n5 did not leave: {:?}",
+        c.json(0, "/admin/layout").await
+    );
+    let shrank = started.elapsed();
+    assert_eq!(c.count_found(&acked).await, acked.len(), "keys lost while shrinking");
+    // The leavers drop their copies once the old layout is retired.
+    let dropped = c
+        .eventually(Duration::from_secs(60), || async {
+            for key in &acked {
+                for i in 3..5 {
+                    match c.http.get(c.url(i, &format!("/admin/replica/{key}"))).send().await {
+                        Ok(r) if r.status() == 404 => {}
+                        _ => return false,
+                    }
+                }
+            }
+            true
+        })
+        .await;
+    println!(
+        "scale: 300 keys; 3 -> 5 settled in {grew:?} (n4 and n5 then held {held_by_new} key copies); \
+         5 -> 3 with the CLI settled in {shrank:?}; every key readable throughout the checks; leavers dropped \
+         their copies: {dropped}"
+    );
+    assert!(held_by_new > 0, "the new nodes received no data");
+    assert!(dropped, "n4 or n5 still holds copies after leaving");
+    c.compose(&["--profile", "n4", "--profile", "n5", "stop", "-t", "2", "n4", "n5"]);
 }

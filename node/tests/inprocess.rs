@@ -58,6 +58,7 @@ async fn nodes_served_on_bound_listeners_replicate_and_stop_cleanly() {
     tokio::time::timeout(Duration::from_secs(20), all_alive)
         .await
         .expect("every node sees every node alive");
+    wait_layout(&http, &addrs).await;
     let put = http
         .put(format!("http://{}/kv/greeting", addrs[0]))
         .body("hello")
@@ -109,6 +110,7 @@ async fn a_node_pages_out_a_partition_over_its_internal_route() {
         let _ = stopped.wait_for(|s| *s).await;
     }));
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    wait_layout(&http, std::slice::from_ref(&addr)).await;
     let mut written = Vec::new();
     for i in 0..400 {
         let key = format!("key-{i}");
@@ -189,4 +191,31 @@ async fn a_node_pages_out_a_partition_over_its_internal_route() {
         .expect("the node stops")
         .unwrap()
         .expect("the node ran without error");
+}
+
+/// Waits until every node at `addrs` has all of them in a settled layout (they join on
+/// their own).
+async fn wait_layout(http: &reqwest::Client, addrs: &[String]) {
+    let formed = async {
+        loop {
+            let mut ready = 0;
+            for a in addrs {
+                if let Ok(r) = http.get(format!("http://{a}/admin/layout")).send().await
+                    && let Ok(body) = r.bytes().await
+                    && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+                    && v["settled"] == true
+                    && v["members"].as_array().is_some_and(|m| m.len() == addrs.len())
+                {
+                    ready += 1;
+                }
+            }
+            if ready == addrs.len() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), formed)
+        .await
+        .expect("the nodes form a settled layout");
 }

@@ -34,6 +34,26 @@ fn wait_http_ok(url: &str, timeout: Duration) -> bool {
     })
 }
 
+/// Waits until the node at `base` owns partitions in a settled layout (a node without
+/// seeds founds its own cluster as it starts).
+fn wait_owner(base: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    with_http(async |http| {
+        while Instant::now() < deadline {
+            if let Ok(r) = http.get(format!("{base}/admin/layout")).send().await
+                && let Ok(body) = r.bytes().await
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+                && v["settled"] == true
+                && v["members"].as_array().is_some_and(|m| !m.is_empty())
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    })
+}
+
 fn send(method: &str, url: &str, body: &[u8]) -> (u16, String) {
     with_http(async |http| {
         let r = http
@@ -75,6 +95,10 @@ fn single_node_configured_by_environment_and_file() {
     let _guard = Killed(child);
     let base = format!("http://127.0.0.1:{port}");
     assert!(wait_http_ok(&format!("{base}/health"), Duration::from_secs(20)));
+    assert!(
+        wait_owner(&base, Duration::from_secs(20)),
+        "the node did not found its cluster"
+    );
     assert_eq!(
         send("PUT", &format!("{base}/kv/k"), b"v").0,
         204,

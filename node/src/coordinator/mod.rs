@@ -157,6 +157,9 @@ impl Coordinator {
         deadline: Instant,
     ) -> Result<(), ApiError> {
         let sloppy = self.local.settings.sloppy_quorum;
+        // In flight (sends still out included) under the plan's layout version: the ack
+        // of a newer layout waits for it.
+        let in_flight = self.local.cluster.write_started(plan.version);
         let (round, initial) = WriteRound::new(plan, w, sloppy);
         let send = {
             let (local, stats, key) = (self.local.clone(), self.stats.clone(), key.as_str().to_string());
@@ -189,7 +192,10 @@ impl Coordinator {
         let verdict = fanout.decide().await;
         let (required, succeeded) = (fanout.round().required(), fanout.round().succeeded());
         // Sends still out (and the fallbacks they may call for) finish in the background.
-        self.local.spawn(async move { fanout.finish().await });
+        self.local.spawn(async move {
+            fanout.finish().await;
+            drop(in_flight);
+        });
         match verdict {
             Verdict::Met => Ok(()),
             _ => Err(Self::quorum_error(QuorumOp::Write, required, succeeded)),
@@ -302,7 +308,7 @@ impl Coordinator {
         let timestamp = self.local.timestamp(after).map_err(storage_error)?;
         let register = Register::Lww(LwwRegister::new(timestamp, self.local.identity.actor, value));
         let plan = self.local.cluster.plan(key.as_str());
-        if plan.includes_self() {
+        if plan.holds_self() {
             self.local
                 .replicas
                 .merge(key.as_str(), &register)

@@ -1,4 +1,5 @@
-//! Gossip: drives the membership state machine (`dynakv_ring::membership`). Each round
+//! Gossip: drives the membership state machine (`dynakv_ring::membership`) and spreads
+//! the layout history (`dynakv_ring::history`). Each round
 //! ticks it (our heartbeat advances, statuses are refreshed) and runs a push-pull
 //! exchange with each target the tick names, concurrently, so that one slow peer never
 //! delays the heartbeat.
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dynakv_http_api::ApiError;
-use dynakv_ring::{Event, GossipEntry};
+use dynakv_ring::Event;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
@@ -65,6 +66,7 @@ impl Gossip {
         let req = message::Gossip {
             cluster: cluster.id().clone(),
             entries: cluster.gossip_table(),
+            layout: cluster.layout_history(),
         };
         match self
             .local
@@ -72,9 +74,10 @@ impl Gossip {
             .call(addr, req, self.local.settings.request_timeout)
             .await
         {
-            Ok(entries) => {
+            Ok(reply) => {
                 self.exchanges_ok.fetch_add(1, Ordering::Relaxed);
-                log_events(&cluster.merge(&entries));
+                log_events(&cluster.merge(&reply.entries));
+                cluster.merge_layout(&reply.layout);
             }
             Err(e) => {
                 self.exchanges_failed.fetch_add(1, Ordering::Relaxed);
@@ -111,8 +114,8 @@ impl Service for Gossip {
     }
 }
 
-/// RECEIVER: merges a peer's table and answers with ours.
-pub fn answer(local: &Local, req: message::Gossip) -> Result<Vec<GossipEntry>, ApiError> {
+/// RECEIVER: merges a peer's table and layout history, and answers with ours.
+pub fn answer(local: &Local, req: message::Gossip) -> Result<message::GossipReply, ApiError> {
     let ours = local.cluster.id();
     if req.cluster != *ours {
         return Err(ApiError::ClusterMismatch(format!(
@@ -121,7 +124,11 @@ pub fn answer(local: &Local, req: message::Gossip) -> Result<Vec<GossipEntry>, A
         )));
     }
     log_events(&local.cluster.merge(&req.entries));
-    Ok(local.cluster.gossip_table())
+    local.cluster.merge_layout(&req.layout);
+    Ok(message::GossipReply {
+        entries: local.cluster.gossip_table(),
+        layout: Box::new(local.cluster.layout_history()),
+    })
 }
 
 /// Logs what gossip noticed.

@@ -50,10 +50,18 @@ impl Handoff {
         }
         let summary = replicas.hint_summary().map_err(|e| e.to_string())?;
         cluster.set_oldest_hint(summary.oldest_ms);
+        let view = cluster.view();
         for owner in summary.by_owner.keys() {
             let Ok(owner) = NodeId::new(owner.as_str()) else {
                 continue;
             };
+            // An owner no active layout names any more (removed or replaced): its hints
+            // go to the keys' replicas now.
+            let owns = view.history.versions().iter().any(|l| l.owns(&owner));
+            if !owns && !view.current().owners.is_empty() {
+                self.rehome(&owner).await?;
+                continue;
+            }
             let Some((addr, status)) = cluster.member(&owner) else {
                 continue;
             };
@@ -90,6 +98,54 @@ impl Handoff {
         }
         let after = replicas.hint_summary().map_err(|e| e.to_string())?;
         cluster.set_oldest_hint(after.oldest_ms);
+        Ok(())
+    }
+}
+
+impl Handoff {
+    /// Delivers hints held for `owner`, which owns nothing any more, to every live
+    /// replica of each key (a hint is deleted once all of them have it).
+    async fn rehome(&self, owner: &NodeId) -> Result<(), String> {
+        let (replicas, cluster) = (&self.local.replicas, &self.local.cluster);
+        let timeout = self.local.settings.request_timeout;
+        let hints = replicas
+            .hints_for(owner, BATCH, BATCH_BYTES)
+            .map_err(|e| e.to_string())?;
+        let mut delivered = 0;
+        for h in &hints {
+            let plan = cluster.plan(&h.key);
+            let mut targets: Vec<_> = plan
+                .primaries
+                .into_iter()
+                .chain(plan.moving.into_iter().flatten())
+                .collect();
+            targets.sort_by(|a, b| a.id.cmp(&b.id));
+            targets.dedup_by(|a, b| a.id == b.id);
+            targets.retain(|r| !r.is_dead());
+            if targets.is_empty() {
+                continue;
+            }
+            let mut all = true;
+            for t in &targets {
+                let ok = if t.is_self {
+                    replicas.merge(&h.key, &h.register).is_ok()
+                } else {
+                    let req = message::Merge {
+                        key: h.key.clone(),
+                        register: h.register.clone(),
+                    };
+                    self.local.peers.call(&t.addr, req, timeout).await.is_ok()
+                };
+                all &= ok;
+            }
+            if all && replicas.remove_hint(owner, h).map_err(|e| e.to_string())? {
+                delivered += 1;
+            }
+        }
+        if delivered > 0 {
+            self.delivered.fetch_add(delivered, Ordering::Relaxed);
+            info!(owner = %owner, delivered, "hints for a member that owns nothing any more delivered to the keys' replicas");
+        }
         Ok(())
     }
 }

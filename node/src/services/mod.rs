@@ -5,6 +5,7 @@
 //! - [`antientropy`]: Merkle-tree exchanges with each co-replica, repairing what differs.
 //! - [`handoff`]: delivering hints to replicas that are back.
 //! - [`tombstones`]: collecting tombstones once no replica can need them.
+//! - [`layout`]: joining, and moving partitions through layout changes.
 //!
 //! Each is a [`Service`]: a name, a pause between rounds and a round; it keeps its own
 //! counters. [`run`] drives them all the same way: a round after each pause (gossip also
@@ -13,6 +14,7 @@
 pub mod antientropy;
 pub mod gossip;
 pub mod handoff;
+pub mod layout;
 pub mod tombstones;
 
 use std::sync::Arc;
@@ -30,6 +32,7 @@ pub struct Services {
     pub antientropy: Arc<antientropy::AntiEntropy>,
     pub handoff: Arc<handoff::Handoff>,
     pub tombstones: Arc<tombstones::Tombstones>,
+    pub layout: Arc<layout::LayoutService>,
 }
 
 impl Services {
@@ -39,6 +42,7 @@ impl Services {
             self.antientropy.clone(),
             self.handoff.clone(),
             self.tombstones.clone(),
+            self.layout.clone(),
         ]
     }
 }

@@ -112,6 +112,12 @@ impl Tombstones {
     /// One collection round, moving the cursor on; returns how many were removed.
     pub async fn collect(&self) -> Result<u64, String> {
         let (replicas, cluster) = (&self.local.replicas, &self.local.cluster);
+        // While partitions move, a tombstone may be on its way to a new owner (or not
+        // yet fetched by it): collecting it anywhere could resurrect the key there.
+        if !cluster.view().history.settled() {
+            debug!("not collecting tombstones while the layout is changing");
+            return Ok(0);
+        }
         let cutoff = self.local.clock.wall_ms().saturating_sub(self.grace.as_millis() as u64);
         let cursor = self.cursor.lock().clone();
         let (candidates, next) = replicas

@@ -14,6 +14,7 @@
 //! | tombstones | [`Digests`] | the tombstone collector |
 //! | transfers | [`FetchPartition`] | a member fetching a partition it gains |
 //! | membership | [`Gossip`] | the gossip service |
+//! | layout | [`PromiseLayout`] | a layout commit (`crate::services::layout`) |
 //!
 //! Bodies are a version byte followed by postcard (compact, serde-derived, no schema
 //! files).
@@ -22,6 +23,8 @@ use bytes::Bytes;
 use dynakv_antientropy::{CompareResponse, Hash};
 use dynakv_crdt::{ConflictMode, Context, Register};
 use dynakv_http_api::ApiError;
+use dynakv_ring::history::LayoutHistory;
+use dynakv_ring::layout::Digest;
 use dynakv_ring::{GossipEntry, NodeId};
 
 use crate::replica::PartitionPage;
@@ -29,7 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on incompatible changes; a node rejects messages of another version.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 pub const CONTENT_TYPE: &str = "application/x-dynakv";
 
 /// A request whose answer has a type of its own.
@@ -111,7 +114,9 @@ verbs! {
     Compare => CompareResponse,
     /// Push half of a push-pull gossip round; answered with the receiver's table after
     /// merging.
-    Gossip => Vec<GossipEntry>,
+    Gossip => GossipReply,
+    /// A promise not to accept another layout for a version (the commit of a layout).
+    PromiseLayout => (),
     /// One page of a partition's stored states (see `crate::transfer`).
     FetchPartition => PartitionPage,
 }
@@ -179,6 +184,21 @@ pub struct FetchPartition {
 pub struct Gossip {
     pub cluster: ClusterId,
     pub entries: Vec<GossipEntry>,
+    pub layout: LayoutHistory,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipReply {
+    pub entries: Vec<GossipEntry>,
+    /// Boxed: answers are an enum, and this is by far its largest payload.
+    pub layout: Box<LayoutHistory>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromiseLayout {
+    pub cluster: ClusterId,
+    pub version: u64,
+    pub digest: Digest,
 }
 
 /// Which HTTP route carries a request when it does not go over the replica stream.
@@ -202,7 +222,7 @@ impl Route {
 impl Request {
     pub fn route(&self) -> Route {
         match self {
-            Request::Gossip(_) => Route::Gossip,
+            Request::Gossip(_) | Request::PromiseLayout(_) => Route::Gossip,
             _ => Route::Replica,
         }
     }
@@ -339,6 +359,7 @@ mod tests {
                 conflict: ConflictMode::Mv,
             },
             entries: vec![],
+            layout: LayoutHistory::new(),
         }
         .wrap();
         assert!(get.streamable() && !batch.streamable() && !gossip.streamable());

@@ -77,7 +77,82 @@ impl TestCluster {
             c.wait_healthy(i).await;
         }
         c.wait_all_see_all_alive().await;
+        let ids: Vec<String> = c.nodes.iter().map(|n| n.id.clone()).collect();
+        c.wait_layout(&ids, Duration::from_secs(30)).await;
         c
+    }
+
+    /// Starts one more node (seeded with the first nodes) and waits until it serves;
+    /// returns its index. With auto-join (the default) it joins the layout on its own.
+    pub async fn add_node(&mut self, extra: &[&str]) -> usize {
+        let i = self.nodes.len();
+        let id = format!("n{}", i + 1);
+        let port = free_port();
+        self.nodes.push(TestNode {
+            data_dir: self.dir.path().join(&id),
+            log: self.dir.path().join(format!("{id}.log")),
+            addr: format!("127.0.0.1:{port}"),
+            id,
+            child: None,
+        });
+        let saved = self.args.clone();
+        self.args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn(i);
+        self.args = saved;
+        self.wait_healthy(i).await;
+        i
+    }
+
+    pub fn id(&self, i: usize) -> &str {
+        &self.nodes[i].id
+    }
+
+    /// `GET /admin/layout` on node `i`.
+    pub async fn layout(&self, i: usize) -> Option<Value> {
+        self.http
+            .get(self.url(i, "/admin/layout"))
+            .send()
+            .await
+            .ok()?
+            .json_value()
+            .await
+    }
+
+    /// Waits until every running node has a settled layout whose owners are `owners`,
+    /// reading from it.
+    pub async fn wait_layout(&self, owners: &[String], timeout: Duration) {
+        let mut want: Vec<String> = owners.to_vec();
+        want.sort();
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect();
+        let ok = self
+            .eventually(timeout, || async {
+                for &i in &running {
+                    let Some(l) = self.layout(i).await else {
+                        return false;
+                    };
+                    let mut have: Vec<String> = l["members"]
+                        .as_array()
+                        .map(|ms| ms.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect())
+                        .unwrap_or_default();
+                    have.sort();
+                    if have != want || l["settled"] != true || l["read_version"] != l["version"] {
+                        return false;
+                    }
+                }
+                true
+            })
+            .await;
+        let mut layouts = String::new();
+        for &i in &running {
+            layouts.push_str(&format!(
+                "{}: {}\n",
+                self.nodes[i].id,
+                self.layout(i).await.unwrap_or_default()
+            ));
+        }
+        assert!(ok, "the layout did not settle with owners {want:?}:\n{layouts}");
     }
 
     fn spawn(&mut self, i: usize) {

@@ -26,6 +26,7 @@ use futures::future::BoxFuture;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
+use dynakv_ring::layout::Change;
 use world::{Mutation, SimConfig, World};
 
 /// Simulated milliseconds of client load in each history.
@@ -233,6 +234,79 @@ const SCENARIOS: &[Scenario] = &[
         workload: Workload::Set,
         config: no_change,
         faults: |w| Box::pin(chaos_faults(w)),
+    },
+    Scenario {
+        name: "join_under_load",
+        what: "two nodes join a three-node cluster under load; a random node crashes and restarts while partitions move",
+        workload: Workload::Set,
+        config: |c| c.boot = Some(3),
+        faults: |w| {
+            Box::pin(async move {
+                sleep_ms(between(&w, 300, 1_500)).await;
+                w.add(3).await;
+                sleep_ms(between(&w, 100, 1_500)).await;
+                w.add(4).await;
+                sleep_ms(between(&w, 50, 1_000)).await;
+                let i = between(&w, 0, 4) as usize;
+                w.crash(i);
+                sleep_ms(between(&w, 200, 2_000)).await;
+                w.restart(i).await;
+            })
+        },
+    },
+    Scenario {
+        name: "leave_under_load",
+        what: "two of five nodes leave under load, with 3% of messages lost; a random node crashes and restarts while partitions move",
+        workload: Workload::Set,
+        config: |c| c.loss = 0.03,
+        faults: |w| {
+            Box::pin(async move {
+                sleep_ms(between(&w, 300, 1_500)).await;
+                let id = |i: usize| dynakv_ring::NodeId::new(format!("n{i}")).unwrap();
+                let at = between(&w, 0, 2) as usize;
+                w.change_layout(at, vec![Change::Leave(id(4)), Change::Leave(id(5))])
+                    .await;
+                sleep_ms(between(&w, 50, 1_000)).await;
+                let i = between(&w, 0, 4) as usize;
+                w.crash(i);
+                sleep_ms(between(&w, 200, 2_000)).await;
+                w.restart(i).await;
+            })
+        },
+    },
+    Scenario {
+        name: "replace_under_load",
+        what: "a dead node is replaced by a fresh one under load; partitions are rebuilt from the surviving replicas",
+        workload: Workload::Set,
+        config: |c| {
+            c.nodes = 6;
+            c.boot = Some(5);
+            c.spares = 1;
+        },
+        faults: |w| {
+            Box::pin(async move {
+                sleep_ms(between(&w, 300, 1_500)).await;
+                let id = |i: usize| dynakv_ring::NodeId::new(format!("n{i}")).unwrap();
+                let gone = between(&w, 1, 4) as usize;
+                w.crash(gone);
+                w.add(5).await;
+                let dead = w
+                    .wait_until(Duration::from_secs(10), |w| w.seen_dead_by_all(gone))
+                    .await;
+                if dead {
+                    w.change_layout(
+                        0,
+                        vec![Change::Replace {
+                            old: id(gone + 1),
+                            new: id(6),
+                        }],
+                    )
+                    .await;
+                }
+                // The replaced node stays down: the end checks run on the new layout.
+                w.retire(gone);
+            })
+        },
     },
     Scenario {
         name: "delete_race",
@@ -466,6 +540,21 @@ fn clock_skew_lww() {
 #[test]
 fn chaos() {
     run_seeds("chaos", FIXED_SEEDS);
+}
+
+#[test]
+fn join_under_load() {
+    run_seeds("join_under_load", FIXED_SEEDS);
+}
+
+#[test]
+fn leave_under_load() {
+    run_seeds("leave_under_load", FIXED_SEEDS);
+}
+
+#[test]
+fn replace_under_load() {
+    run_seeds("replace_under_load", FIXED_SEEDS);
 }
 
 #[test]

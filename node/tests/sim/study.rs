@@ -88,6 +88,8 @@ fn study(members: usize, steady_secs: u64, changes: &StatusChanges) -> Row {
         let config = SimConfig {
             nodes: members + 1,
             boot: Some(members),
+            // Gossip alone: the layout's own rounds are not what this measures.
+            auto_join: false,
             seeds: Some(3),
             gossip_ms: INTERVAL_MS,
             request_timeout_ms: 2000,

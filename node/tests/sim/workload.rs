@@ -31,6 +31,9 @@ pub struct ReadRecord {
     pub end_ms: u64,
     /// The read succeeded (found or not found).
     pub ok: bool,
+    /// The key's replicas as the coordinator placed it when the read started (the
+    /// layout can change during a history).
+    pub replicas: Option<Vec<usize>>,
 }
 
 #[derive(Default)]
@@ -63,6 +66,14 @@ async fn think(world: &World, range: (u64, u64)) {
 /// context to write with; `None` (counted as a failed operation) if it failed.
 async fn read(world: &World, h: &Shared, node: usize, key: &str) -> Option<(BTreeSet<u64>, Option<Context>)> {
     let start_ms = world.now_ms();
+    let replicas = world.node(node).map(|n| {
+        n.local
+            .cluster
+            .replicas(key)
+            .iter()
+            .map(|r| r.id.as_str()[1..].parse::<usize>().expect("sim node ids are n<i>") - 1)
+            .collect()
+    });
     let got = world.get(node, key).await;
     let ok = matches!(got, Some(Ok(_)));
     h.lock().reads.push(ReadRecord {
@@ -71,6 +82,7 @@ async fn read(world: &World, h: &Shared, node: usize, key: &str) -> Option<(BTre
         start_ms,
         end_ms: world.now_ms(),
         ok,
+        replicas,
     });
     match got {
         Some(Ok(GetOutcome::Found { values, context })) => Some((union_of(&values), Some(context))),
@@ -347,10 +359,13 @@ pub fn check_reads(world: &World, h: &History) -> (usize, Vec<String>) {
         if overlapping {
             continue;
         }
-        let replicas = replicas_of
-            .entry(read.key.clone())
-            .or_insert_with(|| world.replicas_of(&read.key))
-            .clone();
+        let replicas = match &read.replicas {
+            Some(r) => r.clone(),
+            None => replicas_of
+                .entry(read.key.clone())
+                .or_insert_with(|| world.replicas_of(&read.key))
+                .clone(),
+        };
         let mine: Vec<_> = gets
             .iter()
             .filter(|g| g.from == read.node && g.key == read.key && (read.start_ms..=read.end_ms).contains(&g.sent_ms))

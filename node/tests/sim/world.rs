@@ -79,6 +79,10 @@ pub struct SimConfig {
     pub seeds: Option<usize>,
     /// Nodes started at once (`None`: all); the others can be started later.
     pub boot: Option<usize>,
+    /// Nodes join the layout on their own (off: they only gossip, owning nothing).
+    pub auto_join: bool,
+    /// The last this many nodes never join on their own (they stand by to replace one).
+    pub spares: usize,
 }
 
 impl Default for SimConfig {
@@ -103,6 +107,8 @@ impl Default for SimConfig {
             mutation: Mutation::None,
             seeds: None,
             boot: None,
+            auto_join: true,
+            spares: 0,
         }
     }
 }
@@ -193,6 +199,8 @@ pub struct Inner {
     violations: Mutex<Vec<String>>,
     /// Each node's clock reading when it last crashed.
     clock_at_crash: Mutex<BTreeMap<usize, dynakv_crdt::Timestamp>>,
+    /// Nodes taken out for good (replaced): healing does not restart them.
+    retired: Mutex<BTreeSet<usize>>,
 }
 
 /// One simulated cluster. Cheap to clone.
@@ -240,6 +248,7 @@ impl World {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             violations: Mutex::new(Vec::new()),
             clock_at_crash: Mutex::new(BTreeMap::new()),
+            retired: Mutex::new(BTreeSet::new()),
         }));
         let boot = world.0.config.boot.unwrap_or(world.0.config.nodes);
         for i in 0..boot {
@@ -252,6 +261,14 @@ impl World {
         let limit = Duration::from_millis(world.0.config.gossip_ms * 100);
         let formed = world.wait_until(limit, |w| w.all_see_all_alive()).await;
         assert!(formed, "seed {seed}: the cluster did not form");
+        if world.0.config.auto_join {
+            let laid_out = world.wait_until(limit, |w| w.layout_formed(boot)).await;
+            assert!(
+                laid_out,
+                "seed {seed}: the booted nodes did not all join the layout: {}",
+                world.layouts()
+            );
+        }
         world.trace("cluster formed");
         world
     }
@@ -346,6 +363,7 @@ impl World {
             anti_entropy_interval_ms: s(c.anti_entropy_ms),
             handoff_interval_ms: s(c.handoff_ms),
             tombstone_grace_ms: s(c.tombstone_grace_ms),
+            auto_join: Some((c.auto_join && i < c.nodes - c.spares).to_string()),
             ..Default::default()
         })
         .expect("valid simulated node settings")
@@ -413,6 +431,35 @@ impl World {
         node
     }
 
+    /// Stages `changes` through node `i` and commits them as the next layout version
+    /// (the promise round can lose messages: a few tries). Returns the version made.
+    pub async fn change_layout(&self, i: usize, changes: Vec<dynakv_ring::layout::Change>) -> Option<u64> {
+        self.trace(format!("LAYOUT CHANGE through n{}: {changes:?}", i + 1));
+        for _ in 0..5 {
+            let changes = changes.clone();
+            let got = self
+                .client(i, move |n| {
+                    Box::pin(async move {
+                        for c in changes {
+                            n.local.cluster.stage(c).map_err(|e| e.to_string())?;
+                        }
+                        let v = n.local.cluster.view().current().version + 1;
+                        dynakv_node::services::layout::commit(&n.local, v)
+                            .await
+                            .map(|l| l.version)
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .await;
+            self.trace(format!("  layout change: {got:?}"));
+            if let Some(Ok(v)) = got {
+                return Some(v);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        None
+    }
+
     pub async fn restart(&self, i: usize) {
         self.trace(format!("RESTART n{}", i + 1));
         self.boot(i).await;
@@ -472,7 +519,7 @@ impl World {
             if self.is_paused(i) {
                 self.resume(i);
             }
-            if !self.is_up(i) {
+            if !self.is_up(i) && !self.0.retired.lock().contains(&i) {
                 self.restart(i).await;
             }
         }
@@ -503,6 +550,18 @@ impl World {
         (0..self.nodes()).all(|i| self.alive_seen_by(i).is_none_or(|n| n == up))
     }
 
+    /// Every running node's layout has the first `count` nodes as owners, and is settled.
+    pub fn layout_formed(&self, count: usize) -> bool {
+        let want: Vec<String> = (0..count).map(|i| format!("n{}", i + 1)).collect();
+        (0..self.nodes()).filter_map(|i| self.node(i)).all(|node| {
+            let view = node.local.cluster.view();
+            let owners: Vec<String> = view.current().owners.keys().map(|id| id.to_string()).collect();
+            let mut want = want.clone();
+            want.sort();
+            owners == want && view.history.settled() && view.read == view.current().version
+        })
+    }
+
     /// Polls `cond` every 50 ms of simulated time, up to `limit`.
     pub async fn wait_until(&self, limit: Duration, mut cond: impl FnMut(&World) -> bool) -> bool {
         let until = Instant::now() + limit;
@@ -517,12 +576,52 @@ impl World {
         }
     }
 
-    /// The ring of every configured node: what each node's view converges to (a node's
-    /// own view can lag; one that just restarted knows only itself).
+    /// The ring of the newest layout any running node has: what every node's view
+    /// converges to (a node's own view can lag).
     pub fn ring(&self) -> Ring {
         let c = &self.0.config;
-        let members = (0..c.nodes).map(|i| (dynakv_ring::NodeId::new(format!("n{}", i + 1)).unwrap(), c.tokens));
-        Ring::new(c.partition_bits, members).expect("a valid ring")
+        (0..c.nodes)
+            .filter_map(|i| self.node(i))
+            .map(|n| n.local.cluster.view())
+            .max_by_key(|v| v.current().version)
+            .map(|v| v.rings.current().clone())
+            .expect("a running node")
+    }
+
+    /// Node `i` is out for good: healing leaves it down.
+    pub fn retire(&self, i: usize) {
+        self.trace(format!("RETIRE n{}", i + 1));
+        self.0.retired.lock().insert(i);
+    }
+
+    /// Every running node sees node `i` dead.
+    pub fn seen_dead_by_all(&self, i: usize) -> bool {
+        let id = dynakv_ring::NodeId::new(format!("n{}", i + 1)).unwrap();
+        (0..self.nodes()).filter_map(|j| self.node(j)).all(|n| {
+            n.local
+                .cluster
+                .member(&id)
+                .is_some_and(|(_, s)| s == dynakv_ring::Status::Dead)
+        })
+    }
+
+    /// Each running node's layout history, for failure messages.
+    pub fn layouts(&self) -> String {
+        (0..self.nodes())
+            .filter_map(|i| self.node(i).map(|n| (i, n)))
+            .map(|(i, n)| format!("\nn{}: {:?}", i + 1, n.local.cluster.view().history))
+            .collect()
+    }
+
+    /// Every running node has the same settled layout.
+    pub fn layouts_agree(&self) -> bool {
+        let views: Vec<_> = (0..self.nodes())
+            .filter_map(|i| self.node(i))
+            .map(|n| n.local.cluster.view())
+            .collect();
+        views
+            .iter()
+            .all(|v| v.history.settled() && v.read == v.current().version && v.current() == views[0].current())
     }
 
     /// The key's replicas (indexes), as the ring places them.
@@ -537,6 +636,9 @@ impl World {
     /// For each partition, whether all of its replicas are up and report the same Merkle
     /// root.
     pub fn roots_agree(&self) -> bool {
+        if !self.layouts_agree() {
+            return false;
+        }
         let ring = self.ring();
         ring.partitions().all(|p| {
             let roots: Vec<_> = ring

@@ -1,0 +1,620 @@
+//! The layout service: moves this node through layout changes (`dynakv_ring::history`).
+//!
+//! Each round it
+//! 1. **joins** a fresh node (auto-join): stages its own join, and commits the staged
+//!    joins when it is the joiner to do so ([`auto_join_step`]);
+//! 2. **acks** the current layout once the writes it coordinated under older layouts
+//!    have finished;
+//! 3. **syncs**: once every tracked member has acked, fetches the partitions it gains
+//!    from every live replica that has them (whole partitions, paged, paced, resumable:
+//!    [`crate::transfer`]), then marks itself synced;
+//! 4. **reads** from the newest layout whose owners have all synced, and retires older
+//!    layouts no tracked member reads from;
+//! 5. **drops** its copies of partitions no layout has it replicate, once the layouts
+//!    are settled.
+//!
+//! Commits (an operator's or an auto-join's) go through [`commit`]: a majority of the
+//! current owners must promise the version before it is installed, so of two racing
+//! commits at most one wins; the other gets `layout_conflict`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use dynakv_http_api::ApiError;
+use dynakv_ring::history::{Gain, LayoutHistory};
+use dynakv_ring::layout::{Change, Known, Layout, LayoutError};
+use dynakv_ring::{NodeId, Status};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::Service;
+use crate::local::Local;
+use crate::storage::{Op, Space};
+use crate::transfer::{self, Pace, Progress};
+use crate::transport::RpcError;
+use crate::transport::message;
+
+/// How often a settled node looks for partition copies it no longer replicates (a write
+/// placed by a member that had not yet heard of a retirement can leave one behind).
+const DROP_SWEEP_MS: u64 = 30_000;
+
+/// Where transfer progress is kept, so a transfer resumes after a restart.
+const PROGRESS_PREFIX: &[u8] = b"transfer/";
+/// Set once this node has owned partitions: it never auto-joins again.
+const JOINED_KEY: &[u8] = b"layout-joined";
+
+pub fn layout_error(e: LayoutError) -> ApiError {
+    ApiError::Layout {
+        status: e.http_status(),
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+/// What auto-join does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinStep {
+    Nothing,
+    /// Stage our own join.
+    Stage,
+    /// Commit the staged joins (version current + 1).
+    Commit,
+}
+
+/// Auto-join's decision for `me`, from the history and what gossip knows.
+///
+/// - A node that owns partitions, or ever did, never joins (a restart, or a node that
+///   left, stays out until an operator says otherwise).
+/// - A node with seeds waits until it has heard from another live member: a node whose
+///   seeds are all down must not found a cluster of its own.
+/// - The staged joins are committed by the live staged joiner with the lowest id, and
+///   only when nothing but joins is staged (an operator's staged changes are theirs to
+///   commit). A cluster that has no owners yet forms once every live member has staged
+///   its join.
+pub fn auto_join_step(
+    me: &NodeId,
+    history: &LayoutHistory,
+    known: &BTreeMap<NodeId, Known>,
+    seeded: bool,
+    ever_joined: bool,
+) -> JoinStep {
+    let current = history.current();
+    if ever_joined || current.owns(me) {
+        return JoinStep::Nothing;
+    }
+    let alive = |id: &NodeId| -> bool { known.get(id).is_some_and(|k| k.status == Status::Alive) };
+    let heard_from_others = known.keys().any(|id| id != me && alive(id));
+    if seeded && !heard_from_others {
+        return JoinStep::Nothing;
+    }
+    let staged = if history.staging.base == current.version {
+        history.staging.changes()
+    } else {
+        Vec::new()
+    };
+    if !staged.contains(&Change::Join(me.clone())) {
+        return JoinStep::Stage;
+    }
+    let mut joiners: Vec<&NodeId> = Vec::new();
+    for c in &staged {
+        match c {
+            Change::Join(id) => joiners.push(id),
+            _ => return JoinStep::Nothing,
+        }
+    }
+    let first = joiners.iter().copied().filter(|id| alive(id)).min();
+    if first != Some(me) {
+        return JoinStep::Nothing;
+    }
+    if current.owners.is_empty() {
+        let all_staged = known.keys().filter(|id| alive(id)).all(|id| joiners.contains(&id));
+        if !all_staged {
+            return JoinStep::Nothing;
+        }
+    }
+    JoinStep::Commit
+}
+
+/// Commits the staged changes as version `asked` (current + 1): a majority of the
+/// current owners must promise it first (none are asked while there are no owners).
+pub async fn commit(local: &Local, asked: u64) -> Result<Layout, ApiError> {
+    let cluster = &local.cluster;
+    let view = cluster.view();
+    view.history.check_version(asked).map_err(layout_error)?;
+    let next = cluster.proposal().map_err(layout_error)?;
+    let digest = next.digest();
+    let owners: Vec<NodeId> = view.current().owners.keys().cloned().collect();
+    if !owners.is_empty() {
+        let timeout = local.settings.request_timeout;
+        let asks = owners.iter().map(|id| async move {
+            if id == cluster.me() {
+                return cluster
+                    .promise(asked, digest)
+                    .map_err(|e| e.code() == "layout_conflict");
+            }
+            let Some((addr, _)) = cluster.member(id) else {
+                return Err(false);
+            };
+            let req = message::PromiseLayout {
+                cluster: cluster.id().clone(),
+                version: asked,
+                digest,
+            };
+            match local.peers.call(&addr, req, timeout).await {
+                Ok(()) => Ok(()),
+                Err(RpcError::Remote { error, .. }) => Err(error.code() == "layout_conflict"),
+                Err(_) => Err(false),
+            }
+        });
+        let answers = futures::future::join_all(asks).await;
+        let promised = answers.iter().filter(|a| a.is_ok()).count();
+        if promised * 2 <= owners.len() {
+            if answers.contains(&Err(true)) {
+                let current = cluster.view().current().version;
+                return Err(layout_error(LayoutError::Conflict { current, asked }));
+            }
+            return Err(ApiError::Unavailable(format!(
+                "only {promised} of the {} current owners promised layout version {asked}; a majority must \
+                 (are they up?)",
+                owners.len()
+            )));
+        }
+    }
+    cluster.install(next.clone()).map_err(layout_error)?;
+    info!(version = next.version, owners = next.owners.len(), "layout committed");
+    Ok(next)
+}
+
+/// RECEIVER of [`message::PromiseLayout`].
+pub fn promise(local: &Local, req: message::PromiseLayout) -> Result<(), ApiError> {
+    if req.cluster != *local.cluster.id() {
+        return Err(ApiError::ClusterMismatch(format!(
+            "layout promise refused: peer is in cluster {:?} but this node is in {:?}",
+            req.cluster,
+            local.cluster.id()
+        )));
+    }
+    local.cluster.promise(req.version, req.digest).map_err(layout_error)
+}
+
+/// One incoming partition transfer, as `/admin/layout` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TransferView {
+    pub version: u64,
+    pub partition: u32,
+    pub from: String,
+    pub to: String,
+    /// `pending`, `running`, `done`, `failed` or `skipped` (the source is down; the
+    /// other replicas cover it).
+    pub state: &'static str,
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+pub struct LayoutService {
+    local: Arc<Local>,
+    interval: Duration,
+    auto_join: bool,
+    seeded: bool,
+    concurrency: usize,
+    bytes_per_sec: u64,
+    syncing: AtomicBool,
+    transfers: Mutex<BTreeMap<(u32, NodeId), TransferView>>,
+    /// `(version, at_ms)` of the last sweep for partitions to drop.
+    swept: Mutex<Option<(u64, u64)>>,
+    rounds: AtomicU64,
+    keys_fetched: AtomicU64,
+    bytes_fetched: AtomicU64,
+    partitions_synced: AtomicU64,
+    keys_dropped: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl LayoutService {
+    pub fn new(
+        local: Arc<Local>,
+        interval: Duration,
+        auto_join: bool,
+        seeded: bool,
+        concurrency: usize,
+        bytes_per_sec: u64,
+    ) -> LayoutService {
+        LayoutService {
+            local,
+            interval,
+            auto_join,
+            seeded,
+            concurrency: concurrency.max(1),
+            bytes_per_sec,
+            syncing: AtomicBool::new(false),
+            transfers: Mutex::new(BTreeMap::new()),
+            swept: Mutex::new(None),
+            rounds: AtomicU64::new(0),
+            keys_fetched: AtomicU64::new(0),
+            bytes_fetched: AtomicU64::new(0),
+            partitions_synced: AtomicU64::new(0),
+            keys_dropped: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+        }
+    }
+
+    pub fn transfers(&self) -> Vec<TransferView> {
+        self.transfers.lock().values().cloned().collect()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        json!({
+            "rounds": self.rounds.load(Ordering::Relaxed),
+            "syncing": self.syncing.load(Ordering::Relaxed),
+            "keys_fetched": self.keys_fetched.load(Ordering::Relaxed),
+            "bytes_fetched": self.bytes_fetched.load(Ordering::Relaxed),
+            "partitions_synced": self.partitions_synced.load(Ordering::Relaxed),
+            "keys_dropped": self.keys_dropped.load(Ordering::Relaxed),
+            "auto_join_commits": self.commits.load(Ordering::Relaxed),
+        })
+    }
+
+    fn ever_joined(&self) -> bool {
+        matches!(self.local.replicas.store().get(Space::Meta, JOINED_KEY), Ok(Some(_)))
+    }
+
+    async fn step(self: &Arc<Self>) {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        let cluster = &self.local.cluster;
+        let me = cluster.me().clone();
+        let view = cluster.view();
+        if view.current().owns(&me) && !self.ever_joined() {
+            if let Err(e) = self.local.replicas.store().put(Space::Meta, JOINED_KEY, b"1") {
+                warn!(error = %e, "recording that this node joined failed");
+            }
+        } else if self.auto_join {
+            self.auto_join(&me).await;
+        }
+        let view = cluster.view();
+        let history = &view.history;
+        let current = history.current().version;
+        let acked = history.trackers.ack.get(&me).copied().unwrap_or(0);
+        if acked < current && !cluster.writes_before(current) {
+            cluster.ack_layout(current);
+        }
+        let view = cluster.view();
+        let history = &view.history;
+        let synced = history.trackers.sync.get(&me).copied().unwrap_or(0);
+        if synced < current && history.all_acked(&cluster.tracked()) && !self.syncing.swap(true, Ordering::SeqCst) {
+            let gains = history.gains(&me, &view.rings, self.local.settings.n);
+            let this = self.clone();
+            self.local.spawn(async move { this.sync(current, gains).await });
+        }
+        cluster.advance_reads();
+        self.sweep();
+    }
+
+    async fn auto_join(&self, me: &NodeId) {
+        let cluster = &self.local.cluster;
+        let view = cluster.view();
+        let known = cluster.known();
+        match auto_join_step(me, &view.history, &known, self.seeded, self.ever_joined()) {
+            JoinStep::Nothing => {}
+            JoinStep::Stage => match cluster.stage(Change::Join(me.clone())) {
+                Ok(()) => info!("staged this node's join to the layout (auto-join)"),
+                Err(e) => debug!(error = %e, "cannot stage this node's join yet"),
+            },
+            JoinStep::Commit => {
+                let asked = view.current().version + 1;
+                match commit(&self.local, asked).await {
+                    Ok(l) => {
+                        self.commits.fetch_add(1, Ordering::Relaxed);
+                        info!(version = l.version, "committed the staged joins (auto-join)");
+                    }
+                    Err(e) => debug!(error = %e, "auto-join commit failed; will retry"),
+                }
+            }
+        }
+    }
+
+    /// Fetches `gains` (computed at layout `version`) and marks this node synced.
+    async fn sync(self: Arc<Self>, version: u64, gains: Vec<Gain>) {
+        let me = self.local.cluster.me().clone();
+        {
+            let mut t = self.transfers.lock();
+            t.retain(|_, v| v.version == version && v.state != "skipped");
+            for g in &gains {
+                for s in &g.sources {
+                    t.entry((g.partition.0, s.clone())).or_insert_with(|| TransferView {
+                        version,
+                        partition: g.partition.0,
+                        from: s.to_string(),
+                        to: me.to_string(),
+                        state: "pending",
+                        keys: 0,
+                        bytes: 0,
+                    });
+                }
+            }
+        }
+        let total = gains.len();
+        let ok = futures::stream::iter(gains)
+            .map(|g| self.fetch_gain(version, g))
+            .buffer_unordered(self.concurrency)
+            .fold(0usize, |n, ok| async move { n + ok as usize })
+            .await;
+        if ok == total {
+            self.local.cluster.mark_synced(version);
+            self.clear_progress(version);
+            if total > 0 {
+                info!(version, partitions = total, "fetched every partition gained");
+            }
+        } else {
+            debug!(
+                version,
+                fetched = ok,
+                of = total,
+                "some partitions are not fetched yet; will retry"
+            );
+        }
+        self.syncing.store(false, Ordering::SeqCst);
+    }
+
+    /// Fetches one gained partition from every live source; true once each is done.
+    async fn fetch_gain(&self, version: u64, gain: Gain) -> bool {
+        let p = gain.partition.0;
+        let mut all = true;
+        let mut fetched_any = false;
+        for source in &gain.sources {
+            let state = match self.local.cluster.member(source) {
+                Some((addr, Status::Alive | Status::Suspect)) => {
+                    match self.fetch_from(version, p, source, &addr).await {
+                        true => {
+                            fetched_any = true;
+                            "done"
+                        }
+                        false => {
+                            all = false;
+                            "failed"
+                        }
+                    }
+                }
+                _ => "skipped",
+            };
+            if let Some(t) = self.transfers.lock().get_mut(&(p, source.clone())) {
+                t.state = state;
+            }
+        }
+        if all && !fetched_any && !gain.sources.is_empty() {
+            warn!(
+                partition = p,
+                "every other replica of a gained partition is down; nothing to fetch it from"
+            );
+        }
+        if all {
+            self.partitions_synced.fetch_add(1, Ordering::Relaxed);
+        }
+        all
+    }
+
+    fn progress_key(version: u64, partition: u32, source: &NodeId) -> Vec<u8> {
+        let mut k = PROGRESS_PREFIX.to_vec();
+        k.extend_from_slice(format!("{version:020}/{partition:010}/{source}").as_bytes());
+        k
+    }
+
+    async fn fetch_from(&self, version: u64, partition: u32, source: &NodeId, addr: &str) -> bool {
+        let store = self.local.replicas.store();
+        let pkey = Self::progress_key(version, partition, source);
+        let mut progress: Progress = match store.get(Space::Meta, &pkey) {
+            Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
+            _ => Progress::default(),
+        };
+        if progress.done {
+            return true;
+        }
+        if let Some(t) = self.transfers.lock().get_mut(&(partition, source.clone())) {
+            t.state = "running";
+        }
+        let rate = self.bytes_per_sec / self.concurrency as u64;
+        let mut pace = Pace::new(rate);
+        let timeout = self.local.settings.request_timeout.max(Duration::from_secs(5));
+        let (before_keys, before_bytes) = (progress.keys, progress.bytes);
+        let result = transfer::fetch(
+            &self.local.replicas,
+            partition,
+            &mut progress,
+            &mut pace,
+            |r| self.local.observe(r),
+            |after| {
+                let req = message::FetchPartition {
+                    partition,
+                    after,
+                    max_bytes: transfer::PAGE_BYTES as u32,
+                };
+                self.local.peers.call(addr, req, timeout)
+            },
+            |p| {
+                if let Ok(b) = serde_json::to_vec(p)
+                    && let Err(e) = store.put(Space::Meta, &pkey, &b)
+                {
+                    warn!(error = %e, "storing transfer progress failed");
+                }
+                if let Some(t) = self.transfers.lock().get_mut(&(partition, source.clone())) {
+                    t.keys = p.keys;
+                    t.bytes = p.bytes;
+                }
+            },
+            tokio::time::sleep,
+        )
+        .await;
+        self.keys_fetched
+            .fetch_add(progress.keys - before_keys, Ordering::Relaxed);
+        self.bytes_fetched
+            .fetch_add(progress.bytes - before_bytes, Ordering::Relaxed);
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(partition, source = %source, error = %e, "partition transfer interrupted; will resume");
+                false
+            }
+        }
+    }
+
+    /// Forgets the progress of transfers for layouts up to `version`.
+    fn clear_progress(&self, version: u64) {
+        let store = self.local.replicas.store();
+        let mut end = PROGRESS_PREFIX.to_vec();
+        end.extend_from_slice(format!("{:020}", version + 1).as_bytes());
+        let keys: Vec<Vec<u8>> = store
+            .scan(Space::Meta, PROGRESS_PREFIX, Some(end.as_slice()))
+            .filter_map(|kv| kv.ok().map(|(k, _)| k))
+            .collect();
+        if let Err(e) = store.write(keys.into_iter().map(|k| Op::Delete(Space::Meta, k)).collect()) {
+            warn!(error = %e, "clearing transfer progress failed");
+        }
+    }
+
+    /// Drops the partitions no active layout has this node replicate, once the layouts
+    /// are settled (only then is no reader still using an older one).
+    fn sweep(&self) {
+        let cluster = &self.local.cluster;
+        let view = cluster.view();
+        let current = view.current();
+        if !view.history.settled() || current.owners.is_empty() {
+            return;
+        }
+        let now = cluster.now_ms();
+        {
+            let mut swept = self.swept.lock();
+            if swept.is_some_and(|(v, at)| v == current.version && now < at + DROP_SWEEP_MS) {
+                return;
+            }
+            *swept = Some((current.version, now));
+        }
+        let me = cluster.me();
+        let n = self.local.settings.n;
+        let held = view.rings.current().partitions();
+        let drop: BTreeSet<u32> = view
+            .history
+            .droppable(me, &view.rings, n, held)
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        let mut dropped = 0;
+        for p in drop {
+            match self.local.replicas.drop_partition(p) {
+                Ok(k) => dropped += k,
+                Err(e) => warn!(partition = p, error = %e, "dropping a partition failed"),
+            }
+        }
+        if dropped > 0 {
+            self.keys_dropped.fetch_add(dropped, Ordering::Relaxed);
+            info!(
+                keys = dropped,
+                version = current.version,
+                "dropped copies of partitions this node no longer replicates"
+            );
+        }
+    }
+}
+
+impl Service for LayoutService {
+    fn name(&self) -> &'static str {
+        "layout"
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        Some(self.interval)
+    }
+
+    /// A node alone (no seeds) founds its cluster at once; one with seeds waits for them.
+    fn starts_at_once(&self) -> bool {
+        true
+    }
+
+    fn round(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.step().await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dynakv_ring::layout::Stamp;
+
+    use super::*;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn known(alive: &[&str], dead: &[&str]) -> BTreeMap<NodeId, Known> {
+        let k = |status| Known { status, tokens: 8 };
+        alive
+            .iter()
+            .map(|s| (id(s), k(Status::Alive)))
+            .chain(dead.iter().map(|s| (id(s), k(Status::Dead))))
+            .collect()
+    }
+
+    fn staged(history: &mut LayoutHistory, changes: &[Change], known: &BTreeMap<NodeId, Known>) {
+        for (i, c) in changes.iter().enumerate() {
+            let stamp = Stamp {
+                at_ms: i as u64 + 1,
+                by: id("op"),
+            };
+            history.stage(c.clone(), stamp, known, 3).unwrap();
+        }
+    }
+
+    fn join(s: &str) -> Change {
+        Change::Join(id(s))
+    }
+
+    #[test]
+    fn a_cluster_forms_once_every_live_member_staged_and_the_lowest_commits() {
+        let k = known(&["a", "b", "c"], &["z"]);
+        let mut h = LayoutHistory::new();
+        // Seeded and alone: wait for the seeds.
+        assert_eq!(
+            auto_join_step(&id("a"), &h, &known(&["a"], &[]), true, false),
+            JoinStep::Nothing
+        );
+        // Without seeds a node alone founds its cluster.
+        assert_eq!(
+            auto_join_step(&id("a"), &h, &known(&["a"], &[]), false, false),
+            JoinStep::Stage
+        );
+        assert_eq!(auto_join_step(&id("a"), &h, &k, true, false), JoinStep::Stage);
+        staged(&mut h, &[join("a"), join("b")], &k);
+        // c has not staged yet: nobody commits; c stages.
+        assert_eq!(auto_join_step(&id("a"), &h, &k, true, false), JoinStep::Nothing);
+        assert_eq!(auto_join_step(&id("c"), &h, &k, true, false), JoinStep::Stage);
+        staged(&mut h, &[join("c")], &k);
+        // The dead z does not hold it up; only the lowest id commits.
+        assert_eq!(auto_join_step(&id("a"), &h, &k, true, false), JoinStep::Commit);
+        assert_eq!(auto_join_step(&id("b"), &h, &k, true, false), JoinStep::Nothing);
+        // a dies before committing: b takes over.
+        let without_a = known(&["b", "c"], &["a", "z"]);
+        assert_eq!(auto_join_step(&id("b"), &h, &without_a, true, false), JoinStep::Commit);
+    }
+
+    #[test]
+    fn owners_and_former_owners_never_join_and_operators_changes_are_theirs_to_commit() {
+        let k = known(&["a", "b", "c", "d", "e"], &[]);
+        let mut h = LayoutHistory::new();
+        staged(&mut h, &[join("a"), join("b"), join("c")], &k);
+        h.commit(1, &k, 3).unwrap();
+        assert_eq!(auto_join_step(&id("a"), &h, &k, true, false), JoinStep::Nothing);
+        // A node that left (it once owned partitions) stays out.
+        assert_eq!(auto_join_step(&id("d"), &h, &k, true, true), JoinStep::Nothing);
+        assert_eq!(auto_join_step(&id("d"), &h, &k, true, false), JoinStep::Stage);
+        staged(&mut h, &[join("d"), join("e")], &k);
+        assert_eq!(auto_join_step(&id("d"), &h, &k, true, false), JoinStep::Commit);
+        assert_eq!(auto_join_step(&id("e"), &h, &k, true, false), JoinStep::Nothing);
+        // An operator's change staged alongside: the joiner leaves the commit to them.
+        staged(&mut h, &[Change::Leave(id("a"))], &k);
+        assert_eq!(auto_join_step(&id("d"), &h, &k, true, false), JoinStep::Nothing);
+    }
+}
