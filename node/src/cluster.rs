@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use dynakv_http_api::ApiError;
 use dynakv_ring::history::{LayoutHistory, Promise, Rings};
 use dynakv_ring::layout::{Change, Digest, Known, Layout, LayoutError, Plan as LayoutPlan, Stamp};
 use dynakv_ring::ring::MAX_TOKENS;
@@ -141,6 +143,9 @@ pub struct Cluster {
     /// Writes this node coordinates, in flight, by the layout version they were placed
     /// with: the ack of a new layout waits for the older ones to finish.
     writes: Arc<Mutex<BTreeMap<u64, usize>>>,
+    /// This node has heard the cluster's layout from a peer since it started (or needs
+    /// no one: it owns everything, or nothing is laid out yet).
+    heard: AtomicBool,
     /// The monotonic milliseconds the membership state machine runs on.
     clock: Arc<dyn Clock>,
 }
@@ -182,6 +187,7 @@ impl Cluster {
             view: RwLock::new(Arc::new(view)),
             store,
             writes: Arc::new(Mutex::new(BTreeMap::new())),
+            heard: AtomicBool::new(false),
             clock,
         })
     }
@@ -476,8 +482,33 @@ impl Cluster {
         self.change_layout(|s| s.history.install(next))
     }
 
+    /// Client requests wait until this node has heard the layout from a peer since it
+    /// started: a node back from a long outage may hold a layout the cluster has moved
+    /// past (its old partitions dropped, new owners fetched without its writes), and
+    /// would place requests by it.
+    pub fn check_current(&self) -> Result<(), ApiError> {
+        if self.heard.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let view = self.view();
+        let alone = view
+            .history
+            .versions()
+            .iter()
+            .all(|l| l.owners.keys().all(|id| *id == self.me));
+        if alone {
+            return Ok(());
+        }
+        Err(ApiError::Unavailable(
+            "this node has not heard the cluster's layout from a peer since it started; retry shortly or ask \
+             another node"
+                .into(),
+        ))
+    }
+
     /// Merges a peer's history into ours.
     pub fn merge_layout(&self, other: &LayoutHistory) {
+        self.heard.store(true, Ordering::Relaxed);
         let merged = self.change_layout(|s| s.history.merge(other));
         for v in merged.conflicts {
             tracing::error!(
@@ -528,4 +559,81 @@ impl Cluster {
 
 fn same_members(a: &[&NodeId], b: &[&NodeId]) -> bool {
     a.len() == b.len() && a.iter().all(|id| b.contains(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use dynakv_crdt::ConflictMode;
+    use dynakv_ring::layout::Change;
+    use dynakv_ring::{DetectorConfig, MemberInfo};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::storage::MemoryStore;
+
+    fn node(name: &str, store: Arc<dyn Store>) -> Cluster {
+        let me = MemberInfo {
+            id: NodeId::new(name).unwrap(),
+            addr: format!("{name}:1"),
+            generation: 1,
+            heartbeat: 0,
+            tokens: 8,
+            left: false,
+            oldest_hint_ms: None,
+        };
+        let detector = DetectorConfig {
+            suspect_after_ms: 3_000,
+            dead_after_ms: 6_000,
+            gossip_interval_ms: 1_000,
+        };
+        let history = load_layout(&*store).unwrap();
+        let id = ClusterId {
+            name: "c".into(),
+            partition_bits: 4,
+            n: 3,
+            conflict: ConflictMode::Lww,
+        };
+        let membership = Membership::new(me, Vec::new(), detector, 0);
+        Cluster::new(id, 3, membership, history, store, Arc::new(ManualClock::new(1_000))).unwrap()
+    }
+
+    #[test]
+    fn a_restarted_node_serves_clients_only_once_it_heard_the_layout_from_a_peer() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let a = node("a", store.clone());
+        // Alone (no layout, or a layout of itself only) a node needs no one.
+        assert!(a.check_current().is_ok());
+        a.stage(Change::Join(NodeId::new("a").unwrap())).unwrap();
+        a.install(a.proposal().unwrap()).unwrap();
+        assert!(a.check_current().is_ok());
+        // A layout with another owner, as gossip brings it.
+        let mut h = a.layout_history();
+        let mut b_view = h.clone();
+        let b = NodeId::new("b").unwrap();
+        let mut known = a.known();
+        known.insert(
+            b.clone(),
+            Known {
+                status: Status::Alive,
+                tokens: 8,
+            },
+        );
+        let stamp = Stamp {
+            at_ms: 5,
+            by: b.clone(),
+        };
+        b_view.stage(Change::Join(b), stamp, &known, 3).unwrap();
+        b_view.commit(2, &known, 3).unwrap();
+        h.merge(&b_view);
+        a.merge_layout(&h);
+        assert_eq!(a.view().current().version, 2);
+        // The layout was stored: after a restart the node knows it, and holds clients
+        // off until a peer has spoken.
+        drop(a);
+        let again = node("a", store);
+        assert_eq!(again.view().current().version, 2);
+        assert_eq!(again.check_current().unwrap_err().code(), "unavailable");
+        again.merge_layout(&LayoutHistory::new());
+        assert!(again.check_current().is_ok());
+    }
 }

@@ -370,6 +370,7 @@ impl KvService for Coordinator {
 
     /// A client read.
     async fn get(&self, key: Key, r: Option<usize>) -> Result<GetOutcome, ApiError> {
+        self.local.cluster.check_current()?;
         let r = r.unwrap_or(self.local.settings.r);
         Ok(match self.read(&key, r, self.local.deadline()).await? {
             Some(reg) if !reg.is_tombstone() => GetOutcome::Found {
@@ -392,6 +393,7 @@ impl KvService for Coordinator {
         context: Option<Context>,
         w: Option<usize>,
     ) -> Result<Context, ApiError> {
+        self.local.cluster.check_current()?;
         let settings = &self.local.settings;
         let w = w.unwrap_or(settings.w);
         let deadline = self.local.deadline();
