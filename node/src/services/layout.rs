@@ -214,6 +214,8 @@ pub struct LayoutService {
     partitions_synced: AtomicU64,
     keys_dropped: AtomicU64,
     commits: AtomicU64,
+    /// The last completed fetch pass that moved data: what and how long.
+    last_sync: Mutex<Option<serde_json::Value>>,
 }
 
 impl LayoutService {
@@ -241,6 +243,7 @@ impl LayoutService {
             partitions_synced: AtomicU64::new(0),
             keys_dropped: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            last_sync: Mutex::new(None),
         }
     }
 
@@ -257,6 +260,7 @@ impl LayoutService {
             "partitions_synced": self.partitions_synced.load(Ordering::Relaxed),
             "keys_dropped": self.keys_dropped.load(Ordering::Relaxed),
             "auto_join_commits": self.commits.load(Ordering::Relaxed),
+            "last_sync": self.last_sync.lock().clone(),
         })
     }
 
@@ -339,6 +343,11 @@ impl LayoutService {
             }
         }
         let total = gains.len();
+        let started_ms = self.local.cluster.now_ms();
+        let (keys0, bytes0) = (
+            self.keys_fetched.load(Ordering::Relaxed),
+            self.bytes_fetched.load(Ordering::Relaxed),
+        );
         let ok = futures::stream::iter(gains)
             .map(|g| self.fetch_gain(version, g))
             .buffer_unordered(self.concurrency)
@@ -348,7 +357,20 @@ impl LayoutService {
             self.local.cluster.mark_synced(version);
             self.clear_progress(version);
             if total > 0 {
-                info!(version, partitions = total, "fetched every partition gained");
+                let ms = self.local.cluster.now_ms().saturating_sub(started_ms);
+                let keys = self.keys_fetched.load(Ordering::Relaxed) - keys0;
+                let bytes = self.bytes_fetched.load(Ordering::Relaxed) - bytes0;
+                info!(
+                    version,
+                    partitions = total,
+                    keys,
+                    bytes,
+                    ms,
+                    "fetched every partition gained (this pass)"
+                );
+                *self.last_sync.lock() = Some(json!({
+                    "version": version, "partitions": total, "keys": keys, "bytes": bytes, "ms": ms,
+                }));
             }
         } else {
             debug!(
