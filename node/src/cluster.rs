@@ -45,8 +45,6 @@ pub struct Plan {
     /// active layouts (those that differ from `primaries`). A write must reach W in each
     /// of them as well. Empty while the partition is settled.
     pub moving: Vec<Vec<Replica>>,
-    /// The current layout version when the plan was made.
-    pub version: u64,
 }
 
 impl Plan {
@@ -142,7 +140,10 @@ pub struct Cluster {
     store: Arc<dyn Store>,
     /// Writes this node coordinates, in flight, by the layout version they were placed
     /// with: the ack of a new layout waits for the older ones to finish.
-    writes: Arc<Mutex<BTreeMap<u64, usize>>>,
+    writes: InFlight,
+    /// Reads this node coordinates, in flight, by the read version they were placed
+    /// with: moving reads to a newer layout waits for the older ones to finish.
+    reads: InFlight,
     /// This node has heard the cluster's layout from a peer since it started (or needs
     /// no one: it owns everything, or nothing is laid out yet).
     heard: AtomicBool,
@@ -150,21 +151,37 @@ pub struct Cluster {
     clock: Arc<dyn Clock>,
 }
 
-/// A write placed under a layout version, in flight until dropped.
-pub struct WriteGuard {
-    writes: Arc<Mutex<BTreeMap<u64, usize>>>,
+/// Requests in flight, counted by the layout version they were placed with.
+type InFlight = Arc<Mutex<BTreeMap<u64, usize>>>;
+
+/// A request placed under a layout version, in flight until dropped.
+pub struct Placed {
+    counts: InFlight,
     version: u64,
 }
 
-impl Drop for WriteGuard {
+impl Drop for Placed {
     fn drop(&mut self) {
-        let mut w = self.writes.lock();
-        if let Some(c) = w.get_mut(&self.version) {
-            *c -= 1;
-            if *c == 0 {
-                w.remove(&self.version);
+        let mut c = self.counts.lock();
+        if let Some(n) = c.get_mut(&self.version) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.version);
             }
         }
+    }
+}
+
+/// Counts a request under the version `version_of` reads, both under the counts' lock:
+/// a check of the counts under that lock (before an ack) sees either the request or a
+/// version it was placed after.
+fn place(counts: &InFlight, version_of: impl FnOnce() -> u64) -> Placed {
+    let mut c = counts.lock();
+    let version = version_of();
+    *c.entry(version).or_insert(0) += 1;
+    Placed {
+        counts: counts.clone(),
+        version,
     }
 }
 
@@ -187,6 +204,7 @@ impl Cluster {
             view: RwLock::new(Arc::new(view)),
             store,
             writes: Arc::new(Mutex::new(BTreeMap::new())),
+            reads: Arc::new(Mutex::new(BTreeMap::new())),
             heard: AtomicBool::new(false),
             clock,
         })
@@ -264,7 +282,6 @@ impl Cluster {
             primaries: sets.next().expect("the read set"),
             moving: sets.collect(),
             fallbacks,
-            version: view.current().version,
         }
     }
 
@@ -522,9 +539,15 @@ impl Cluster {
         self.view().history.clone()
     }
 
-    /// We use layout `version` for the writes we coordinate.
-    pub fn ack_layout(&self, version: u64) {
+    /// We use layout `version` for the writes we coordinate, once the writes placed
+    /// under older layouts have finished; returns whether we acked.
+    pub fn ack_layout(&self, version: u64) -> bool {
+        let writes = self.writes.lock();
+        if writes.range(..version).next().is_some() {
+            return false;
+        }
         self.change_layout(|s| s.history.ack(&self.me, version));
+        true
     }
 
     /// We hold every partition we replicate in the active layouts up to `version`.
@@ -532,28 +555,39 @@ impl Cluster {
         self.change_layout(|s| s.history.mark_synced(&self.me, version));
     }
 
-    /// We read from the newest layout whose owners have synced, and retire the layouts
-    /// no tracked member reads from any more.
+    /// We read from the newest layout whose owners have synced (once the reads placed
+    /// under older ones have finished), and retire the layouts no tracked member reads
+    /// from any more.
     pub fn advance_reads(&self) {
         let tracked = self.tracked();
+        let reads = self.reads.lock();
+        let target = self.view().history.read_version();
+        let quiet = reads.range(..target).next().is_none();
         self.change_layout(|s| {
-            s.history.ack_sync(&self.me);
+            if quiet {
+                s.history.ack_sync(&self.me);
+            }
             s.history.retire(&tracked);
         });
     }
 
-    /// A write placed under the current layout; in flight until the guard drops.
-    pub fn write_started(&self, version: u64) -> WriteGuard {
-        *self.writes.lock().entry(version).or_insert(0) += 1;
-        WriteGuard {
-            writes: self.writes.clone(),
-            version,
-        }
+    /// A write's placement: counted in flight (under the current layout version) before
+    /// the plan is made, until the returned guard drops.
+    pub fn plan_write(&self, key: &str) -> (Plan, Placed) {
+        let placed = place(&self.writes, || self.view().current().version);
+        (self.plan(key), placed)
     }
 
-    /// Whether a write placed under a layout older than `version` is still in flight.
-    pub fn writes_before(&self, version: u64) -> bool {
-        self.writes.lock().range(..version).next().is_some()
+    /// A read's placement, counted in flight under the read version likewise.
+    pub fn plan_read(&self, key: &str) -> (Plan, Placed) {
+        let placed = place(&self.reads, || self.view().read);
+        (self.plan(key), placed)
+    }
+
+    /// Whether this node may act on its layout: it has heard the layout from a peer
+    /// since it started, or needs no one.
+    pub fn heard(&self) -> bool {
+        self.check_current().is_ok()
     }
 }
 

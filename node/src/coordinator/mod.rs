@@ -37,7 +37,7 @@ use dynakv_ring::NodeId;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
-use crate::cluster::Plan;
+use crate::cluster::{Placed, Plan};
 use crate::identity::MintFloor;
 use crate::local::{Local, MAX_CLOCK_DRIFT_MS};
 use crate::storage::StorageError;
@@ -106,7 +106,9 @@ impl Coordinator {
     /// Quorum read: the merge of the answers once `r` count. Read repair follows in the
     /// background.
     async fn read(&self, key: &Key, r: usize, deadline: Instant) -> Result<Option<Register>, ApiError> {
-        let plan = self.local.cluster.plan(key.as_str());
+        // Counted in flight until the answer is decided: moving reads to a newer layout
+        // waits for it.
+        let (plan, _placed) = self.local.cluster.plan_read(key.as_str());
         let owners = plan.primary_ids();
         let round = ReadRound::new(plan, r, self.local.settings.sloppy_quorum);
         let send = {
@@ -152,14 +154,11 @@ impl Coordinator {
         &self,
         key: &Key,
         register: Register,
-        plan: Plan,
+        (plan, placed): (Plan, Placed),
         w: usize,
         deadline: Instant,
     ) -> Result<(), ApiError> {
         let sloppy = self.local.settings.sloppy_quorum;
-        // In flight (sends still out included) under the plan's layout version: the ack
-        // of a newer layout waits for it.
-        let in_flight = self.local.cluster.write_started(plan.version);
         let (round, initial) = WriteRound::new(plan, w, sloppy);
         let send = {
             let (local, stats, key) = (self.local.clone(), self.stats.clone(), key.as_str().to_string());
@@ -194,7 +193,9 @@ impl Coordinator {
         // Sends still out (and the fallbacks they may call for) finish in the background.
         self.local.spawn(async move {
             fanout.finish().await;
-            drop(in_flight);
+            // In flight until the last send is answered: the ack of a newer layout
+            // waits for it.
+            drop(placed);
         });
         match verdict {
             Verdict::Met => Ok(()),
@@ -260,8 +261,8 @@ impl Coordinator {
         }
         // Our copy counts towards W only if we are one of the key's replicas (a forwarded
         // write can land here while ring views differ for a moment).
-        let plan = self.local.cluster.plan(key.as_str());
-        self.replicate(key, register, plan, write.w, write.deadline).await?;
+        let placed = self.local.cluster.plan_write(key.as_str());
+        self.replicate(key, register, placed, write.w, write.deadline).await?;
         Ok(Context::Mv(version))
     }
 
@@ -307,14 +308,14 @@ impl Coordinator {
     ) -> Result<Context, ApiError> {
         let timestamp = self.local.timestamp(after).map_err(storage_error)?;
         let register = Register::Lww(LwwRegister::new(timestamp, self.local.identity.actor, value));
-        let plan = self.local.cluster.plan(key.as_str());
+        let (plan, placed) = self.local.cluster.plan_write(key.as_str());
         if plan.holds_self() {
             self.local
                 .replicas
                 .merge(key.as_str(), &register)
                 .map_err(storage_error)?;
         }
-        self.replicate(key, register, plan, w, deadline).await?;
+        self.replicate(key, register, (plan, placed), w, deadline).await?;
         Ok(Context::Lww(timestamp))
     }
 

@@ -188,7 +188,6 @@ mod tests {
             primaries: ["p1", "p2", "p3"].iter().map(|id| replica(id, status(id))).collect(),
             fallbacks: ["f1", "f2"].iter().map(|id| replica(id, Status::Alive)).collect(),
             moving: Vec::new(),
-            version: 1,
         }
     }
 

@@ -186,7 +186,6 @@ mod tests {
             primaries: replicas(primaries, dead),
             fallbacks: replicas(fallbacks, &[]),
             moving: Vec::new(),
-            version: 1,
         }
     }
 
