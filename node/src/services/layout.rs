@@ -44,6 +44,10 @@ use crate::transport::message;
 /// placed by a member that had not yet heard of a retirement can leave one behind).
 const DROP_SWEEP_MS: u64 = 30_000;
 
+/// Most layouts in use at once: a commit beyond waits until older ones retire (a write
+/// goes to a quorum in each).
+pub const MAX_ACTIVE_LAYOUTS: usize = 8;
+
 /// Where transfer progress is kept, so a transfer resumes after a restart.
 const PROGRESS_PREFIX: &[u8] = b"transfer/";
 /// Set once this node has owned partitions: it never auto-joins again.
@@ -127,6 +131,17 @@ pub async fn commit(local: &Local, asked: u64) -> Result<Layout, ApiError> {
     let cluster = &local.cluster;
     let view = cluster.view();
     view.history.check_version(asked).map_err(layout_error)?;
+    let active = view.history.versions().len();
+    if active >= MAX_ACTIVE_LAYOUTS {
+        return Err(ApiError::Layout {
+            status: 409,
+            code: "layout_busy",
+            message: format!(
+                "{active} layouts are in use while partitions move (is an owner down?); wait until they settle \
+                 (GET /admin/layout) before committing another"
+            ),
+        });
+    }
     let next = cluster.proposal().map_err(layout_error)?;
     let digest = next.digest();
     let owners: Vec<NodeId> = view.current().owners.keys().cloned().collect();
@@ -271,6 +286,12 @@ impl LayoutService {
     async fn step(self: &Arc<Self>) {
         self.rounds.fetch_add(1, Ordering::Relaxed);
         let cluster = &self.local.cluster;
+        // A node back from an outage acts on its stored layout only once a peer has
+        // told it the cluster's (its membership is also still empty then: a fetch would
+        // find no source, a tracked set would be just itself).
+        if !cluster.heard() {
+            return;
+        }
         let me = cluster.me().clone();
         let view = cluster.view();
         if view.current().owns(&me) && !self.ever_joined() {
@@ -284,14 +305,29 @@ impl LayoutService {
         let history = &view.history;
         let current = history.current().version;
         let acked = history.trackers.ack.get(&me).copied().unwrap_or(0);
-        if acked < current && !cluster.writes_before(current) {
+        if acked < current {
             cluster.ack_layout(current);
         }
         let view = cluster.view();
         let history = &view.history;
         let synced = history.trackers.sync.get(&me).copied().unwrap_or(0);
         if synced < current && history.all_acked(&cluster.tracked()) && !self.syncing.swap(true, Ordering::SeqCst) {
-            let gains = history.gains(&me, &view.rings, self.local.settings.n);
+            let n = self.local.settings.n;
+            let gains = history
+                .gains(&me, &view.rings, n)
+                .into_iter()
+                .map(|g| {
+                    // The replica sets the data is in: those without this node.
+                    let sets = view
+                        .rings
+                        .all()
+                        .map(|(_, r)| r.partition_preference(g.partition, n))
+                        .filter(|pl| !pl.contains(&&me))
+                        .map(|pl| pl.into_iter().cloned().collect())
+                        .collect();
+                    (g, sets)
+                })
+                .collect();
             let this = self.clone();
             self.local.spawn(async move { this.sync(current, gains).await });
         }
@@ -323,12 +359,12 @@ impl LayoutService {
     }
 
     /// Fetches `gains` (computed at layout `version`) and marks this node synced.
-    async fn sync(self: Arc<Self>, version: u64, gains: Vec<Gain>) {
+    async fn sync(self: Arc<Self>, version: u64, gains: Vec<(Gain, Vec<Vec<NodeId>>)>) {
         let me = self.local.cluster.me().clone();
         {
             let mut t = self.transfers.lock();
             t.retain(|_, v| v.version == version && v.state != "skipped");
-            for g in &gains {
+            for (g, _) in &gains {
                 for s in &g.sources {
                     t.entry((g.partition.0, s.clone())).or_insert_with(|| TransferView {
                         version,
@@ -349,7 +385,7 @@ impl LayoutService {
             self.bytes_fetched.load(Ordering::Relaxed),
         );
         let ok = futures::stream::iter(gains)
-            .map(|g| self.fetch_gain(version, g))
+            .map(|(g, sets)| self.fetch_gain(version, g, sets))
             .buffer_unordered(self.concurrency)
             .fold(0usize, |n, ok| async move { n + ok as usize })
             .await;
@@ -383,23 +419,21 @@ impl LayoutService {
         self.syncing.store(false, Ordering::SeqCst);
     }
 
-    /// Fetches one gained partition from every live source; true once each is done.
-    async fn fetch_gain(&self, version: u64, gain: Gain) -> bool {
+    /// Fetches one gained partition from every live source. It is complete once, in
+    /// each replica set that had it, at least |set| - W + 1 members were fetched from in
+    /// full: any W of a set, which every acknowledged write reached, meet those. (A
+    /// source that is down is skipped; with too many down the partition waits.)
+    async fn fetch_gain(&self, version: u64, gain: Gain, sets: Vec<Vec<NodeId>>) -> bool {
         let p = gain.partition.0;
-        let mut all = true;
-        let mut fetched_any = false;
+        let mut fetched: BTreeSet<NodeId> = BTreeSet::new();
         for source in &gain.sources {
             let state = match self.local.cluster.member(source) {
                 Some((addr, Status::Alive | Status::Suspect)) => {
-                    match self.fetch_from(version, p, source, &addr).await {
-                        true => {
-                            fetched_any = true;
-                            "done"
-                        }
-                        false => {
-                            all = false;
-                            "failed"
-                        }
+                    if self.fetch_from(version, p, source, &addr).await {
+                        fetched.insert(source.clone());
+                        "done"
+                    } else {
+                        "failed"
                     }
                 }
                 _ => "skipped",
@@ -408,16 +442,21 @@ impl LayoutService {
                 t.state = state;
             }
         }
-        if all && !fetched_any && !gain.sources.is_empty() {
-            warn!(
+        let w = self.local.settings.w;
+        let complete = sets.iter().all(|set| {
+            let need = (set.len() + 1).saturating_sub(w).clamp(1, set.len().max(1));
+            set.iter().filter(|id| fetched.contains(*id)).count() >= need.min(set.len())
+        });
+        if complete {
+            self.partitions_synced.fetch_add(1, Ordering::Relaxed);
+        } else {
+            debug!(
                 partition = p,
-                "every other replica of a gained partition is down; nothing to fetch it from"
+                fetched = fetched.len(),
+                "not enough of a gained partition's replicas fetched from yet; will retry"
             );
         }
-        if all {
-            self.partitions_synced.fetch_add(1, Ordering::Relaxed);
-        }
-        all
+        complete
     }
 
     fn progress_key(version: u64, partition: u32, source: &NodeId) -> Vec<u8> {
