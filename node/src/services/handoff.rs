@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::Service;
 use crate::local::Local;
+use crate::replica::Hint;
 use crate::transport::message;
 
 /// Hints per delivery request at most...
@@ -59,7 +60,10 @@ impl Handoff {
             // go to the keys' replicas now.
             let owns = view.history.versions().iter().any(|l| l.owns(&owner));
             if !owns && !view.current().owners.is_empty() {
-                self.rehome(&owner).await?;
+                let hints = replicas
+                    .hints_for(&owner, BATCH, BATCH_BYTES)
+                    .map_err(|e| e.to_string())?;
+                self.rehome(&owner, hints).await?;
                 continue;
             }
             let Some((addr, status)) = cluster.member(&owner) else {
@@ -72,6 +76,20 @@ impl Handoff {
                 let hints = replicas
                     .hints_for(&owner, BATCH, BATCH_BYTES)
                     .map_err(|e| e.to_string())?;
+                // A hint for a key whose partition the owner no longer replicates in
+                // any active layout goes to the key's replicas instead: the owner would
+                // drop it with the partition.
+                let (hints, moved): (Vec<_>, Vec<_>) = hints.into_iter().partition(|h| {
+                    let plan = cluster.plan(&h.key);
+                    plan.primaries
+                        .iter()
+                        .chain(plan.moving.iter().flatten())
+                        .any(|r| r.id == owner)
+                });
+                if !moved.is_empty() {
+                    self.rehome(&owner, moved).await?;
+                    continue;
+                }
                 if hints.is_empty() {
                     break;
                 }
@@ -103,14 +121,11 @@ impl Handoff {
 }
 
 impl Handoff {
-    /// Delivers hints held for `owner`, which owns nothing any more, to every live
-    /// replica of each key (a hint is deleted once all of them have it).
-    async fn rehome(&self, owner: &NodeId) -> Result<(), String> {
+    /// Delivers `hints` held for `owner`, which no longer replicates their keys, to
+    /// every live replica of each key (a hint is deleted once all of them have it).
+    async fn rehome(&self, owner: &NodeId, hints: Vec<Hint>) -> Result<(), String> {
         let (replicas, cluster) = (&self.local.replicas, &self.local.cluster);
         let timeout = self.local.settings.request_timeout;
-        let hints = replicas
-            .hints_for(owner, BATCH, BATCH_BYTES)
-            .map_err(|e| e.to_string())?;
         let mut delivered = 0;
         for h in &hints {
             let plan = cluster.plan(&h.key);
