@@ -246,7 +246,7 @@ async fn totals(client: &Client) -> anyhow::Result<Totals> {
                 continue;
             }
             t.all += 1;
-            if matches!(tr["state"].as_str(), Some("done" | "skipped")) {
+            if matches!(tr["state"].as_str(), Some("done" | "skipped" | "not_needed")) {
                 t.done += 1;
             }
             t.keys += tr["keys"].as_u64().unwrap_or(0);

@@ -205,8 +205,8 @@ pub struct TransferView {
     pub partition: u32,
     pub from: String,
     pub to: String,
-    /// `pending`, `running`, `done`, `failed` or `skipped` (the source is down; the
-    /// other replicas cover it).
+    /// `pending`, `running`, `done`, `failed`, `skipped` (the source is down) or
+    /// `not_needed` (enough other sources were fetched from).
     pub state: &'static str,
     pub keys: u64,
     pub bytes: u64,
@@ -363,7 +363,7 @@ impl LayoutService {
         let me = self.local.cluster.me().clone();
         {
             let mut t = self.transfers.lock();
-            t.retain(|_, v| v.version == version && v.state != "skipped");
+            t.retain(|_, v| v.version == version && !matches!(v.state, "skipped" | "not_needed"));
             for (g, _) in &gains {
                 for s in &g.sources {
                     t.entry((g.partition.0, s.clone())).or_insert_with(|| TransferView {
@@ -419,34 +419,42 @@ impl LayoutService {
         self.syncing.store(false, Ordering::SeqCst);
     }
 
-    /// Fetches one gained partition from every live source. It is complete once, in
-    /// each replica set that had it, at least |set| - W + 1 members were fetched from in
-    /// full: any W of a set, which every acknowledged write reached, meet those. (A
+    /// Fetches one gained partition from its live sources, one after the other, until,
+    /// in each replica set that had it, at least |set| - W + 1 members were fetched from
+    /// in full: any W of a set, which every acknowledged write reached, meet those. (A
     /// source that is down is skipped; with too many down the partition waits.)
     async fn fetch_gain(&self, version: u64, gain: Gain, sets: Vec<Vec<NodeId>>) -> bool {
         let p = gain.partition.0;
+        let w = self.local.settings.w;
+        let complete = |fetched: &BTreeSet<NodeId>| {
+            sets.iter().all(|set| {
+                let need = (set.len() + 1).saturating_sub(w).clamp(1, set.len().max(1));
+                set.iter().filter(|id| fetched.contains(*id)).count() >= need.min(set.len())
+            })
+        };
         let mut fetched: BTreeSet<NodeId> = BTreeSet::new();
         for source in &gain.sources {
-            let state = match self.local.cluster.member(source) {
-                Some((addr, Status::Alive | Status::Suspect)) => {
-                    if self.fetch_from(version, p, source, &addr).await {
-                        fetched.insert(source.clone());
-                        "done"
-                    } else {
-                        "failed"
+            let state = if complete(&fetched) {
+                // Enough sources already: any W of each set meet those fetched.
+                "not_needed"
+            } else {
+                match self.local.cluster.member(source) {
+                    Some((addr, Status::Alive | Status::Suspect)) => {
+                        if self.fetch_from(version, p, source, &addr).await {
+                            fetched.insert(source.clone());
+                            "done"
+                        } else {
+                            "failed"
+                        }
                     }
+                    _ => "skipped",
                 }
-                _ => "skipped",
             };
             if let Some(t) = self.transfers.lock().get_mut(&(p, source.clone())) {
                 t.state = state;
             }
         }
-        let w = self.local.settings.w;
-        let complete = sets.iter().all(|set| {
-            let need = (set.len() + 1).saturating_sub(w).clamp(1, set.len().max(1));
-            set.iter().filter(|id| fetched.contains(*id)).count() >= need.min(set.len())
-        });
+        let complete = complete(&fetched);
         if complete {
             self.partitions_synced.fetch_add(1, Ordering::Relaxed);
         } else {
