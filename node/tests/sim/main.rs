@@ -43,6 +43,9 @@ enum Workload {
     /// Each write to a fresh key.
     Fresh,
     Delete,
+    /// `Set`, and cold keys written once at the start and then only read (checked by
+    /// `check_cold_reads`): for layout changes.
+    Moving,
 }
 
 #[derive(Clone, Copy)]
@@ -70,6 +73,14 @@ fn shuffled(world: &World) -> Vec<usize> {
 }
 
 fn no_change(_: &mut SimConfig) {}
+
+/// For the layout scenarios: strict quorums (a quorum read must then see every write
+/// acknowledged before it, which the cold-key reads check) and anti-entropy rare enough
+/// that it cannot cover for a transfer that lost data.
+fn layout_checks(c: &mut SimConfig) {
+    c.sloppy = false;
+    c.anti_entropy_ms = 5_000;
+}
 
 /// How a node is stopped.
 enum Stop {
@@ -238,8 +249,11 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "join_under_load",
         what: "two nodes join a three-node cluster under load; a random node crashes and restarts while partitions move",
-        workload: Workload::Set,
-        config: |c| c.boot = Some(3),
+        workload: Workload::Moving,
+        config: |c| {
+            layout_checks(c);
+            c.boot = Some(3);
+        },
         faults: |w| {
             Box::pin(async move {
                 sleep_ms(between(&w, 300, 1_500)).await;
@@ -255,10 +269,36 @@ const SCENARIOS: &[Scenario] = &[
         },
     },
     Scenario {
+        name: "join_receiver_crash",
+        what: "a node joins under load with slow, paced transfers; it crashes mid-transfer and restarts, maybe twice",
+        workload: Workload::Moving,
+        config: |c| {
+            layout_checks(c);
+            c.nodes = 4;
+            c.boot = Some(3);
+            c.handoff_bytes_per_sec = 8_000;
+        },
+        faults: |w| {
+            Box::pin(async move {
+                sleep_ms(between(&w, 300, 1_000)).await;
+                w.add(3).await;
+                for _ in 0..between(&w, 1, 2) {
+                    sleep_ms(between(&w, 300, 2_000)).await;
+                    w.crash(3);
+                    sleep_ms(between(&w, 50, 1_500)).await;
+                    w.restart(3).await;
+                }
+            })
+        },
+    },
+    Scenario {
         name: "leave_under_load",
         what: "two of five nodes leave under load, with 3% of messages lost; a random node crashes and restarts while partitions move",
-        workload: Workload::Set,
-        config: |c| c.loss = 0.03,
+        workload: Workload::Moving,
+        config: |c| {
+            layout_checks(c);
+            c.loss = 0.03;
+        },
         faults: |w| {
             Box::pin(async move {
                 sleep_ms(between(&w, 300, 1_500)).await;
@@ -277,8 +317,9 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "replace_under_load",
         what: "a dead node is replaced by a fresh one under load; partitions are rebuilt from the surviving replicas",
-        workload: Workload::Set,
+        workload: Workload::Moving,
         config: |c| {
+            layout_checks(c);
             c.nodes = 6;
             c.boot = Some(5);
             c.spares = 1;
@@ -377,6 +418,15 @@ fn run(scenario: Scenario, seed: u64, mutation: Mutation) -> Report {
             Workload::OwnSet => workload::set_clients(&world, 6, 2, true, until).await,
             Workload::Fresh => workload::fresh_clients(&world, 6, until).await,
             Workload::Delete => workload::delete_clients(&world, 3, 2, 4, until).await,
+            Workload::Moving => {
+                let cold = tokio::spawn({
+                    let world = world.clone();
+                    async move { workload::cold_clients(&world, 200, 2, until).await }
+                });
+                let h = workload::set_clients(&world, 6, 6, false, until).await;
+                workload::absorb(&h, &cold.await.expect("cold clients"));
+                h
+            }
         };
         faults.await.expect("fault schedule");
         world.trace("load over; healing every fault");
@@ -415,7 +465,7 @@ fn run(scenario: Scenario, seed: u64, mutation: Mutation) -> Report {
         match workload::final_reads(&world, keys.into_iter()).await {
             Err(e) => problems.push(e),
             Ok(settled) => match scenario.workload {
-                Workload::Set | Workload::OwnSet | Workload::Fresh => {
+                Workload::Set | Workload::OwnSet | Workload::Fresh | Workload::Moving => {
                     let strict = mode == ConflictMode::Mv || scenario.workload == Workload::Fresh;
                     let verdict = workload::check_set(strict, &h, &settled);
                     report.acked = verdict.acked;
@@ -429,6 +479,9 @@ fn run(scenario: Scenario, seed: u64, mutation: Mutation) -> Report {
         let (checked, read_problems) = workload::check_reads(&world, &h);
         report.reads_checked = checked;
         problems.extend(read_problems);
+        let (cold_checked, cold_problems) = workload::check_cold_reads(&h);
+        report.reads_checked += cold_checked;
+        problems.extend(cold_problems);
         for p in &problems {
             world.trace(format!("PROBLEM {p}"));
         }
@@ -545,6 +598,11 @@ fn chaos() {
 #[test]
 fn join_under_load() {
     run_seeds("join_under_load", FIXED_SEEDS);
+}
+
+#[test]
+fn join_receiver_crash() {
+    run_seeds("join_receiver_crash", FIXED_SEEDS);
 }
 
 #[test]

@@ -36,8 +36,20 @@ pub struct ReadRecord {
     pub replicas: Option<Vec<usize>>,
 }
 
+/// A read of a cold key: what it found.
+#[derive(Clone, Debug)]
+pub struct ColdRead {
+    pub key: String,
+    pub node: usize,
+    pub start_ms: u64,
+    pub found: BTreeSet<u64>,
+}
+
 #[derive(Default)]
 pub struct History {
+    /// Cold keys: the one element each was written with, and when it was acknowledged.
+    pub cold_acked: BTreeMap<String, (u64, u64)>,
+    pub cold_reads: Vec<ColdRead>,
     pub acked: Elements,
     pub maybe: Elements,
     pub reads: Vec<ReadRecord>,
@@ -396,6 +408,102 @@ pub fn check_reads(world: &World, h: &History) -> (usize, Vec<String>) {
                     .map(|(n, t)| format!("n{} at {t} ms", n + 1))
                     .collect::<Vec<_>>()
                     .join(", ")
+            ));
+        }
+    }
+    (checked, problems)
+}
+
+/// Cold keys: `keys` keys written once each (a fresh write) as the history starts, then
+/// only read, by `readers` readers through random nodes until `until_ms`. A node that
+/// gains a cold key's partition in a layout change holds the key only if the transfer
+/// brought it: reads that miss it show a transfer that lost data, or reads moved to new
+/// owners too early ([`check_cold_reads`]).
+pub async fn cold_clients(world: &World, keys: usize, readers: usize, until_ms: u64) -> Shared {
+    let h: Shared = Arc::default();
+    for i in 0..keys {
+        let key = format!("cold-{i}");
+        let element = (1000u64 << 32) | i as u64;
+        let x = world.random(|r| r.random_range(0..world.nodes()));
+        h.lock().ops += 1;
+        let written = world
+            .put(x, &key, Some(encode_set(&BTreeSet::from([element]))), None)
+            .await;
+        let mut h = h.lock();
+        match written {
+            Some(Ok(_)) => {
+                h.acked.entry(key.clone()).or_default().insert(element);
+                h.cold_acked.insert(key, (element, world.now_ms()));
+            }
+            _ => {
+                h.failed_ops += 1;
+                h.maybe.entry(key).or_default().insert(element);
+            }
+        }
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..readers {
+        let (world, h) = (world.clone(), h.clone());
+        tasks.push(tokio::spawn(async move {
+            while world.now_ms() < until_ms {
+                think(&world, (5, 30)).await;
+                let (i, x) = world.random(|r| (r.random_range(0..keys), r.random_range(0..world.nodes())));
+                let key = format!("cold-{i}");
+                let start_ms = world.now_ms();
+                h.lock().ops += 1;
+                if let Some((found, _)) = read(&world, &h, x, &key).await {
+                    h.lock().cold_reads.push(ColdRead {
+                        key,
+                        node: x,
+                        start_ms,
+                        found,
+                    });
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("cold reader task");
+    }
+    h
+}
+
+/// Adds `other`'s records to `into`.
+pub fn absorb(into: &Shared, other: &Shared) {
+    let o = std::mem::take(&mut *other.lock());
+    let mut h = into.lock();
+    for (k, v) in o.acked {
+        h.acked.entry(k).or_default().extend(v);
+    }
+    for (k, v) in o.maybe {
+        h.maybe.entry(k).or_default().extend(v);
+    }
+    h.reads.extend(o.reads);
+    h.ops += o.ops;
+    h.failed_ops += o.failed_ops;
+    h.cold_acked.extend(o.cold_acked);
+    h.cold_reads.extend(o.cold_reads);
+}
+
+/// Every successful read of a cold key that started after the key's write was
+/// acknowledged found it (strict quorums: R + W > N, without fallbacks).
+pub fn check_cold_reads(h: &History) -> (usize, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for r in &h.cold_reads {
+        let Some(&(element, acked_ms)) = h.cold_acked.get(&r.key) else {
+            continue;
+        };
+        if acked_ms >= r.start_ms {
+            continue;
+        }
+        checked += 1;
+        if !r.found.contains(&element) {
+            problems.push(format!(
+                "read of {} through n{} at {} ms missed its write, acknowledged at {acked_ms} ms",
+                r.key,
+                r.node + 1,
+                r.start_ms
             ));
         }
     }

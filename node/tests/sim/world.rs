@@ -83,6 +83,8 @@ pub struct SimConfig {
     pub auto_join: bool,
     /// The last this many nodes never join on their own (they stand by to replace one).
     pub spares: usize,
+    /// Pace of partition transfers (0: none).
+    pub handoff_bytes_per_sec: u64,
 }
 
 impl Default for SimConfig {
@@ -109,6 +111,7 @@ impl Default for SimConfig {
             boot: None,
             auto_join: true,
             spares: 0,
+            handoff_bytes_per_sec: 0,
         }
     }
 }
@@ -364,6 +367,7 @@ impl World {
             handoff_interval_ms: s(c.handoff_ms),
             tombstone_grace_ms: s(c.tombstone_grace_ms),
             auto_join: Some((c.auto_join && i < c.nodes - c.spares).to_string()),
+            handoff_bytes_per_sec: s(c.handoff_bytes_per_sec),
             ..Default::default()
         })
         .expect("valid simulated node settings")
