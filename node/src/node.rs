@@ -24,7 +24,7 @@ use crate::replica::ReplicaStore;
 use crate::services::antientropy::AntiEntropy;
 use crate::services::gossip::Gossip;
 use crate::services::handoff::Handoff;
-use crate::services::layout::LayoutService;
+use crate::services::layout::{LayoutService, LayoutSettings};
 use crate::services::tombstones::Tombstones;
 use crate::services::{self, Services};
 use crate::storage::{StorageError, Store};
@@ -144,11 +144,13 @@ impl Node {
             tombstones: Arc::new(Tombstones::new(local.clone(), config.tombstone_grace)),
             layout: Arc::new(LayoutService::new(
                 local.clone(),
-                config.gossip_interval,
-                config.auto_join,
-                config.seeds.iter().any(|s| *s != config.advertise),
-                config.handoff_concurrency,
-                config.handoff_bytes_per_sec,
+                LayoutSettings {
+                    interval: config.gossip_interval,
+                    auto_join: config.auto_join,
+                    seeded: config.seeds.iter().any(|s| *s != config.advertise),
+                    concurrency: config.handoff_concurrency,
+                    bytes_per_sec: config.handoff_bytes_per_sec,
+                },
             )),
         };
         let admin = Arc::new(Admin {

@@ -130,31 +130,22 @@ async fn keys_survive_join_leave_replace_and_remove() {
 async fn bad_layout_changes_get_json_errors_and_change_nothing() {
     let c = TestCluster::start(3, &[]).await;
     let before = c.layout(0).await.unwrap();
-    post(&c, 0, "/admin/layout/stage", json!({"join": "nobody"}))
-        .await
-        .assert_error(400, "unknown_node");
-    post(&c, 0, "/admin/layout/stage", json!({"leave": "n1"}))
-        .await
-        .assert_error(400, "too_few_owners");
-    post(&c, 0, "/admin/layout/stage", json!({"remove": "n2"}))
-        .await
-        .assert_error(409, "node_alive");
-    post(&c, 0, "/admin/layout/stage", json!({"dance": "n2"}))
-        .await
-        .assert_error(400, "bad_change");
-    post(&c, 0, "/admin/layout/stage", json!({"join": "n1"}))
-        .await
-        .assert_error(400, "already_owner");
     let v = before["version"].as_u64().unwrap();
-    post(&c, 0, "/admin/layout/commit", json!({"version": v}))
-        .await
-        .assert_error(409, "layout_conflict");
-    post(&c, 0, "/admin/layout/commit", json!({"version": v + 1}))
-        .await
-        .assert_error(400, "nothing_staged");
-    post(&c, 0, "/admin/layout/commit", json!({"v": 1}))
-        .await
-        .assert_error(400, "bad_parameter");
+    let refused = [
+        ("stage", json!({"join": "nobody"}), 400, "unknown_node"),
+        ("stage", json!({"leave": "n1"}), 400, "too_few_owners"),
+        ("stage", json!({"remove": "n2"}), 409, "node_alive"),
+        ("stage", json!({"dance": "n2"}), 400, "bad_change"),
+        ("stage", json!({"join": "n1"}), 400, "already_owner"),
+        ("commit", json!({"version": v}), 409, "layout_conflict"),
+        ("commit", json!({"version": v + 1}), 400, "nothing_staged"),
+        ("commit", json!({"v": 1}), 400, "bad_parameter"),
+    ];
+    for (op, body, status, code) in refused {
+        post(&c, 0, &format!("/admin/layout/{op}"), body)
+            .await
+            .assert_error(status, code);
+    }
     let after = c.layout(0).await.unwrap();
     assert_eq!(after["version"], before["version"]);
     assert_eq!(after["members"], before["members"]);

@@ -212,13 +212,25 @@ pub struct TransferView {
     pub bytes: u64,
 }
 
+/// How the layout service runs.
+#[derive(Clone, Debug)]
+pub struct LayoutSettings {
+    /// Pause between rounds.
+    pub interval: Duration,
+    /// A fresh node stages and commits its own join.
+    pub auto_join: bool,
+    /// The node has seeds other than itself (it waits for them before founding a
+    /// cluster).
+    pub seeded: bool,
+    /// Partitions fetched at once.
+    pub concurrency: usize,
+    /// Bytes per second over all fetches; 0: no limit.
+    pub bytes_per_sec: u64,
+}
+
 pub struct LayoutService {
     local: Arc<Local>,
-    interval: Duration,
-    auto_join: bool,
-    seeded: bool,
-    concurrency: usize,
-    bytes_per_sec: u64,
+    settings: LayoutSettings,
     syncing: AtomicBool,
     transfers: Mutex<BTreeMap<(u32, NodeId), TransferView>>,
     /// `(version, at_ms)` of the last sweep for partitions to drop.
@@ -234,21 +246,11 @@ pub struct LayoutService {
 }
 
 impl LayoutService {
-    pub fn new(
-        local: Arc<Local>,
-        interval: Duration,
-        auto_join: bool,
-        seeded: bool,
-        concurrency: usize,
-        bytes_per_sec: u64,
-    ) -> LayoutService {
+    pub fn new(local: Arc<Local>, mut settings: LayoutSettings) -> LayoutService {
+        settings.concurrency = settings.concurrency.max(1);
         LayoutService {
             local,
-            interval,
-            auto_join,
-            seeded,
-            concurrency: concurrency.max(1),
-            bytes_per_sec,
+            settings,
             syncing: AtomicBool::new(false),
             transfers: Mutex::new(BTreeMap::new()),
             swept: Mutex::new(None),
@@ -298,7 +300,7 @@ impl LayoutService {
             if let Err(e) = self.local.replicas.store().put(Space::Meta, JOINED_KEY, b"1") {
                 warn!(error = %e, "recording that this node joined failed");
             }
-        } else if self.auto_join {
+        } else if self.settings.auto_join {
             self.auto_join(&me).await;
         }
         let view = cluster.view();
@@ -339,7 +341,7 @@ impl LayoutService {
         let cluster = &self.local.cluster;
         let view = cluster.view();
         let known = cluster.known();
-        match auto_join_step(me, &view.history, &known, self.seeded, self.ever_joined()) {
+        match auto_join_step(me, &view.history, &known, self.settings.seeded, self.ever_joined()) {
             JoinStep::Nothing => {}
             JoinStep::Stage => match cluster.stage(Change::Join(me.clone())) {
                 Ok(()) => info!("staged this node's join to the layout (auto-join)"),
@@ -386,7 +388,7 @@ impl LayoutService {
         );
         let ok = futures::stream::iter(gains)
             .map(|(g, sets)| self.fetch_gain(version, g, sets))
-            .buffer_unordered(self.concurrency)
+            .buffer_unordered(self.settings.concurrency)
             .fold(0usize, |n, ok| async move { n + ok as usize })
             .await;
         if ok == total {
@@ -486,7 +488,7 @@ impl LayoutService {
         if let Some(t) = self.transfers.lock().get_mut(&(partition, source.clone())) {
             t.state = "running";
         }
-        let rate = self.bytes_per_sec / self.concurrency as u64;
+        let rate = self.settings.bytes_per_sec / self.settings.concurrency as u64;
         let mut pace = Pace::new(rate);
         let timeout = self.local.settings.request_timeout.max(Duration::from_secs(5));
         let (before_keys, before_bytes) = (progress.keys, progress.bytes);
@@ -595,7 +597,7 @@ impl Service for LayoutService {
     }
 
     fn interval(&self) -> Option<Duration> {
-        Some(self.interval)
+        Some(self.settings.interval)
     }
 
     /// A node alone (no seeds) founds its cluster at once; one with seeds waits for them.

@@ -74,6 +74,16 @@ fn shuffled(world: &World) -> Vec<usize> {
 
 fn no_change(_: &mut SimConfig) {}
 
+/// A moment after a layout change, a random node of the first five crashes and
+/// restarts: a sender or a receiver of the transfers, or a bystander.
+async fn crash_one_while_moving(w: &World) {
+    sleep_ms(between(w, 50, 1_000)).await;
+    let i = between(w, 0, 4) as usize;
+    w.crash(i);
+    sleep_ms(between(w, 200, 2_000)).await;
+    w.restart(i).await;
+}
+
 /// For the layout scenarios: strict quorums (a quorum read must then see every write
 /// acknowledged before it, which the cold-key reads check) and anti-entropy rare enough
 /// that it cannot cover for a transfer that lost data.
@@ -260,11 +270,7 @@ const SCENARIOS: &[Scenario] = &[
                 w.add(3).await;
                 sleep_ms(between(&w, 100, 1_500)).await;
                 w.add(4).await;
-                sleep_ms(between(&w, 50, 1_000)).await;
-                let i = between(&w, 0, 4) as usize;
-                w.crash(i);
-                sleep_ms(between(&w, 200, 2_000)).await;
-                w.restart(i).await;
+                crash_one_while_moving(&w).await;
             })
         },
     },
@@ -306,11 +312,7 @@ const SCENARIOS: &[Scenario] = &[
                 let at = between(&w, 0, 2) as usize;
                 w.change_layout(at, vec![Change::Leave(id(4)), Change::Leave(id(5))])
                     .await;
-                sleep_ms(between(&w, 50, 1_000)).await;
-                let i = between(&w, 0, 4) as usize;
-                w.crash(i);
-                sleep_ms(between(&w, 200, 2_000)).await;
-                w.restart(i).await;
+                crash_one_while_moving(&w).await;
             })
         },
     },
