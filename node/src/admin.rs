@@ -144,6 +144,7 @@ impl AdminService for Admin {
                 "oldest_ms": hints.as_ref().and_then(|h| h.oldest_ms),
                 "hinted_writes": stats.hinted_writes.load(Relaxed),
                 "delivered": self.services.handoff.delivered(),
+                "discarded_stale": self.services.handoff.discarded(),
             },
             "tombstones": {
                 "pending": local.replicas.tombstone_count().ok(),

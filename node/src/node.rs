@@ -140,7 +140,11 @@ impl Node {
                 config.anti_entropy_interval,
                 config.anti_entropy_keys_per_sec,
             )),
-            handoff: Arc::new(Handoff::new(local.clone(), config.handoff_interval)),
+            handoff: Arc::new(Handoff::new(
+                local.clone(),
+                config.handoff_interval,
+                config.tombstone_grace,
+            )),
             tombstones: Arc::new(Tombstones::new(local.clone(), config.tombstone_grace)),
             layout: Arc::new(LayoutService::new(
                 local.clone(),

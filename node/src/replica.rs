@@ -140,6 +140,8 @@ pub type Cursor = Vec<u8>;
 pub struct Hint {
     pub key: String,
     pub register: Register,
+    /// Wall-clock ms when the first write of this hint was stored.
+    pub created_ms: u64,
     /// The stored bytes, so delivery can delete exactly what it delivered.
     raw: Vec<u8>,
 }
@@ -590,11 +592,12 @@ impl ReplicaStore {
                 continue;
             };
             let Some(key) = user_key(skey) else { continue };
-            let (_, register) = decode_hint(&key, &raw)?;
+            let (created_ms, register) = decode_hint(&key, &raw)?;
             bytes += raw.len();
             out.push(Hint {
                 key: key.to_string(),
                 register,
+                created_ms,
                 raw,
             });
             if out.len() >= limit || bytes >= max_bytes {

@@ -25,16 +25,61 @@ const BATCHES_PER_ROUND: usize = 8;
 pub struct Handoff {
     local: Arc<Local>,
     interval: Duration,
+    tombstone_grace: Duration,
     delivered: AtomicU64,
+    discarded: AtomicU64,
+}
+
+/// Whether a hint stored at `created_ms` must be discarded rather than delivered, by a
+/// holder that `owns` partitions in an active layout or not. A holder that owns nothing
+/// was removed (or replaced) while it was down: from then on its hints no longer held
+/// tombstone collection up, so one older than the tombstone grace may predate a delete
+/// whose tombstone is gone, and delivering it would bring the key back. (The write it
+/// carries reached W - 1 replicas besides the hint.) An owner's hints are gossiped as
+/// its oldest hint and hold collection up, so they are always safe to deliver.
+pub fn stale_hint(created_ms: u64, now_ms: u64, grace_ms: u64, owns: bool) -> bool {
+    !owns && now_ms.saturating_sub(created_ms) > grace_ms
 }
 
 impl Handoff {
-    pub fn new(local: Arc<Local>, interval: Duration) -> Handoff {
+    pub fn new(local: Arc<Local>, interval: Duration, tombstone_grace: Duration) -> Handoff {
         Handoff {
             local,
             interval,
+            tombstone_grace,
             delivered: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
         }
+    }
+
+    /// Hints discarded as stale ([`stale_hint`]) since start.
+    pub fn discarded(&self) -> u64 {
+        self.discarded.load(Ordering::Relaxed)
+    }
+
+    /// `hints` without the stale ones, which are deleted here.
+    fn without_stale(&self, owner: &NodeId, hints: Vec<Hint>, owns: bool) -> Result<Vec<Hint>, String> {
+        let now = self.local.clock.wall_ms();
+        let grace = self.tombstone_grace.as_millis() as u64;
+        let (stale, fresh): (Vec<Hint>, Vec<Hint>) = hints
+            .into_iter()
+            .partition(|h| stale_hint(h.created_ms, now, grace, owns));
+        let mut discarded = 0;
+        for h in &stale {
+            if self.local.replicas.remove_hint(owner, h).map_err(|e| e.to_string())? {
+                discarded += 1;
+            }
+        }
+        if discarded > 0 {
+            self.discarded.fetch_add(discarded, Ordering::Relaxed);
+            warn!(
+                owner = %owner,
+                discarded,
+                "discarded hints older than the tombstone grace: this node owns no partitions any more (it was \
+                 removed while down), and a delete they predate may have been collected"
+            );
+        }
+        Ok(fresh)
     }
 
     /// Hints delivered (and deleted here) since start.
@@ -52,6 +97,7 @@ impl Handoff {
         let summary = replicas.hint_summary().map_err(|e| e.to_string())?;
         cluster.set_oldest_hint(summary.oldest_ms);
         let view = cluster.view();
+        let me_owns = view.current().owners.is_empty() || view.history.versions().iter().any(|l| l.owns(cluster.me()));
         for owner in summary.by_owner.keys() {
             let Ok(owner) = NodeId::new(owner.as_str()) else {
                 continue;
@@ -63,6 +109,7 @@ impl Handoff {
                 let hints = replicas
                     .hints_for(&owner, BATCH, BATCH_BYTES)
                     .map_err(|e| e.to_string())?;
+                let hints = self.without_stale(&owner, hints, me_owns)?;
                 self.rehome(&owner, hints).await?;
                 continue;
             }
@@ -76,6 +123,7 @@ impl Handoff {
                 let hints = replicas
                     .hints_for(&owner, BATCH, BATCH_BYTES)
                     .map_err(|e| e.to_string())?;
+                let hints = self.without_stale(&owner, hints, me_owns)?;
                 // A hint for a key whose partition the owner no longer replicates in
                 // any active layout goes to the key's replicas instead: the owner would
                 // drop it with the partition.
@@ -180,5 +228,27 @@ impl Service for Handoff {
                 warn!(error = %e, "hint delivery round failed");
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stale_hint;
+
+    #[test]
+    fn only_a_holder_that_owns_nothing_discards_and_only_hints_past_the_grace() {
+        let grace = 3_600_000;
+        let cases = [
+            // (created, now, owns, stale)
+            (1_000, 1_000 + grace + 1, false, true),
+            (1_000, 1_000 + grace, false, false),
+            (1_000, 5_000, false, false),
+            (1_000, 1_000 + 10 * grace, true, false),
+            // A clock behind the hint's stamp never makes it stale.
+            (9_000, 1_000, false, false),
+        ];
+        for (created, now, owns, stale) in cases {
+            assert_eq!(stale_hint(created, now, grace, owns), stale, "{created} {now} {owns}");
+        }
     }
 }
