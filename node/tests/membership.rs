@@ -239,14 +239,17 @@ impl Load {
             let t = targets.lock().unwrap();
             t[n % t.len()].clone()
         };
-        {
-            let (http, targets, acked, tally, stop) = (
+        let handles = || {
+            (
                 c.http.clone(),
                 targets.clone(),
                 acked.clone(),
                 tally.clone(),
                 stop.clone(),
-            );
+            )
+        };
+        {
+            let (http, targets, acked, tally, stop) = handles();
             tasks.push(tokio::spawn(async move {
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
@@ -283,13 +286,7 @@ impl Load {
             }));
         }
         for reader in 0..2 {
-            let (http, targets, acked, tally, stop) = (
-                c.http.clone(),
-                targets.clone(),
-                acked.clone(),
-                tally.clone(),
-                stop.clone(),
-            );
+            let (http, targets, acked, tally, stop) = handles();
             tasks.push(tokio::spawn(async move {
                 let mut n = reader * 7;
                 while !stop.load(Ordering::Relaxed) {

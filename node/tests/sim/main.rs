@@ -276,7 +276,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "join_receiver_crash",
-        what: "a node joins under load with slow, paced transfers; it crashes mid-transfer and restarts, maybe twice",
+        what: "a node joins under load and crashes and restarts once or twice as partitions move (paced at 8 KB/s, which slows only partitions of more than one page)",
         workload: Workload::Moving,
         config: |c| {
             layout_checks(c);
