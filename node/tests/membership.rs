@@ -77,6 +77,17 @@ async fn check(c: &TestCluster, running: &[usize], step: &str) {
     }
 }
 
+/// Kills node `i` and waits until n1 sees it dead.
+async fn kill_until_dead(c: &mut TestCluster, i: usize) {
+    c.kill9(i);
+    let dead = c
+        .eventually(Duration::from_secs(20), || async {
+            c.status(0, i).await.as_deref() == Some("dead")
+        })
+        .await;
+    assert!(dead, "{} was not seen dead", c.id(i));
+}
+
 fn ids(c: &TestCluster, idx: &[usize]) -> Vec<String> {
     idx.iter().map(|&i| c.id(i).to_string()).collect()
 }
@@ -111,13 +122,7 @@ async fn keys_survive_join_leave_replace_and_remove() {
     // would leave fewer than N = 3 owners, which is refused).
     let n7 = c.add_node(&["--auto-join", "false"]).await;
     c.wait_all_see_all_alive().await;
-    c.kill9(1);
-    let dead = c
-        .eventually(Duration::from_secs(20), || async {
-            c.status(0, 1).await.as_deref() == Some("dead")
-        })
-        .await;
-    assert!(dead, "n2 was not seen dead");
+    kill_until_dead(&mut c, 1).await;
     post(&c, 0, "/admin/layout/stage", json!({"remove": c.id(1)}))
         .await
         .assert_error(400, "too_few_owners");
@@ -366,13 +371,7 @@ async fn changes_under_load_lose_no_acknowledged_write_and_reads_see_them() {
     let n7 = c.add_node(&["--auto-join", "false"]).await;
     c.wait_all_see_all_alive().await;
     load.set_targets(&c, &[0, n6, n7]);
-    c.kill9(1);
-    let dead = c
-        .eventually(Duration::from_secs(20), || async {
-            c.status(0, 1).await.as_deref() == Some("dead")
-        })
-        .await;
-    assert!(dead, "n2 was not seen dead");
+    kill_until_dead(&mut c, 1).await;
     change(&c, 0, &[json!({"join": c.id(n7)}), json!({"remove": c.id(1)})]).await;
     c.wait_layout(&ids(&c, &[0, n6, n7]), SETTLE).await;
     report.push(("kill n2; remove it and join n7", load.take()));
