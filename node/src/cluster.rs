@@ -172,17 +172,19 @@ impl Drop for Placed {
     }
 }
 
-/// Counts a request under the version `version_of` reads, both under the counts' lock:
+/// Counts a request under the version `version_of` reads (it also returns what the
+/// version was read from), both under the counts' lock:
 /// a check of the counts under that lock (before an ack) sees either the request or a
 /// version it was placed after.
-fn place(counts: &InFlight, version_of: impl FnOnce() -> u64) -> Placed {
+fn place<T>(counts: &InFlight, version_of: impl FnOnce() -> (u64, T)) -> (T, Placed) {
     let mut c = counts.lock();
-    let version = version_of();
+    let (version, with) = version_of();
     *c.entry(version).or_insert(0) += 1;
-    Placed {
+    let placed = Placed {
         counts: counts.clone(),
         version,
-    }
+    };
+    (with, placed)
 }
 
 impl Cluster {
@@ -255,7 +257,10 @@ impl Cluster {
     /// use; while the key's partition moves, the replica sets of the other active
     /// layouts are `moving` (a write needs W in each).
     pub fn plan(&self, key: &str) -> Plan {
-        let view = self.view();
+        self.plan_in(&self.view(), key)
+    }
+
+    fn plan_in(&self, view: &LayoutView, key: &str) -> Plan {
         let p = view.rings.current().partition_of_key(key.as_bytes());
         let m = self.membership.lock();
         let read = view.read_ring().partition_preference(p, self.n);
@@ -574,14 +579,22 @@ impl Cluster {
     /// A write's placement: counted in flight (under the current layout version) before
     /// the plan is made, until the returned guard drops.
     pub fn plan_write(&self, key: &str) -> (Plan, Placed) {
-        let placed = place(&self.writes, || self.view().current().version);
-        (self.plan(key), placed)
+        // The view is read under the counts' lock (see `place`), and the plan is made
+        // from that same view.
+        let (view, placed) = place(&self.writes, || {
+            let view = self.view();
+            (view.current().version, view)
+        });
+        (self.plan_in(&view, key), placed)
     }
 
     /// A read's placement, counted in flight under the read version likewise.
     pub fn plan_read(&self, key: &str) -> (Plan, Placed) {
-        let placed = place(&self.reads, || self.view().read);
-        (self.plan(key), placed)
+        let (view, placed) = place(&self.reads, || {
+            let view = self.view();
+            (view.read, view)
+        });
+        (self.plan_in(&view, key), placed)
     }
 
     /// Whether this node may act on its layout: it has heard the layout from a peer

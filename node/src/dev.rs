@@ -183,24 +183,24 @@ async fn sees_all_alive(http: &reqwest::Client, addr: &str, nodes: usize) -> boo
     struct Member {
         status: String,
     }
-    let Ok(resp) = http
-        .get(format!("http://{addr}/cluster/members"))
+    get_json::<Members>(http, addr, "/cluster/members")
+        .await
+        .is_some_and(|m| m.members.len() == nodes && m.members.iter().all(|m| m.status == "alive"))
+}
+
+/// `GET path` on the node at `addr`, parsed; `None` if it does not answer 2xx JSON of
+/// that shape within 500 ms.
+async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, addr: &str, path: &str) -> Option<T> {
+    let resp = http
+        .get(format!("http://{addr}{path}"))
         .timeout(Duration::from_millis(500))
         .send()
         .await
-    else {
-        return false;
-    };
+        .ok()?;
     if !resp.status().is_success() {
-        return false;
+        return None;
     }
-    let Ok(body) = resp.bytes().await else {
-        return false;
-    };
-    match serde_json::from_slice::<Members>(&body) {
-        Ok(m) => m.members.len() == nodes && m.members.iter().all(|m| m.status == "alive"),
-        Err(_) => false,
-    }
+    serde_json::from_slice(&resp.bytes().await.ok()?).ok()
 }
 
 /// Whether the node at `addr` has a settled layout with `nodes` owners, reading from it.
@@ -212,21 +212,9 @@ async fn layout_has_all(http: &reqwest::Client, addr: &str, nodes: usize) -> boo
         members: Vec<serde_json::Value>,
         settled: bool,
     }
-    let Ok(resp) = http
-        .get(format!("http://{addr}/admin/layout"))
-        .timeout(Duration::from_millis(500))
-        .send()
+    get_json::<Layout>(http, addr, "/admin/layout")
         .await
-    else {
-        return false;
-    };
-    let Ok(body) = resp.bytes().await else {
-        return false;
-    };
-    match serde_json::from_slice::<Layout>(&body) {
-        Ok(l) => l.settled && l.read_version == l.version && l.members.len() == nodes,
-        Err(_) => false,
-    }
+        .is_some_and(|l| l.settled && l.read_version == l.version && l.members.len() == nodes)
 }
 
 async fn any_exit(children: &mut [(String, Child)]) -> (String, std::process::ExitStatus) {

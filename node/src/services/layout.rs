@@ -231,6 +231,8 @@ pub struct LayoutSettings {
 pub struct LayoutService {
     local: Arc<Local>,
     settings: LayoutSettings,
+    /// This node has owned partitions (stored under `JOINED_KEY`).
+    joined: AtomicBool,
     syncing: AtomicBool,
     transfers: Mutex<BTreeMap<(u32, NodeId), TransferView>>,
     /// `(version, at_ms)` of the last sweep for partitions to drop.
@@ -248,7 +250,9 @@ pub struct LayoutService {
 impl LayoutService {
     pub fn new(local: Arc<Local>, mut settings: LayoutSettings) -> LayoutService {
         settings.concurrency = settings.concurrency.max(1);
+        let joined = matches!(local.replicas.store().get(Space::Meta, JOINED_KEY), Ok(Some(_)));
         LayoutService {
+            joined: AtomicBool::new(joined),
             local,
             settings,
             syncing: AtomicBool::new(false),
@@ -281,8 +285,15 @@ impl LayoutService {
         })
     }
 
-    fn ever_joined(&self) -> bool {
-        matches!(self.local.replicas.store().get(Space::Meta, JOINED_KEY), Ok(Some(_)))
+    /// Records once that this node owns partitions (it never auto-joins again).
+    fn note_joined(&self) {
+        if self.joined.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.local.replicas.store().put(Space::Meta, JOINED_KEY, b"1") {
+            Ok(()) => self.joined.store(true, Ordering::Relaxed),
+            Err(e) => warn!(error = %e, "recording that this node joined failed"),
+        }
     }
 
     async fn step(self: &Arc<Self>) {
@@ -296,10 +307,8 @@ impl LayoutService {
         }
         let me = cluster.me().clone();
         let view = cluster.view();
-        if view.current().owns(&me) && !self.ever_joined() {
-            if let Err(e) = self.local.replicas.store().put(Space::Meta, JOINED_KEY, b"1") {
-                warn!(error = %e, "recording that this node joined failed");
-            }
+        if view.current().owns(&me) {
+            self.note_joined();
         } else if self.settings.auto_join {
             self.auto_join(&me).await;
         }
@@ -341,7 +350,13 @@ impl LayoutService {
         let cluster = &self.local.cluster;
         let view = cluster.view();
         let known = cluster.known();
-        match auto_join_step(me, &view.history, &known, self.settings.seeded, self.ever_joined()) {
+        match auto_join_step(
+            me,
+            &view.history,
+            &known,
+            self.settings.seeded,
+            self.joined.load(Ordering::Relaxed),
+        ) {
             JoinStep::Nothing => {}
             JoinStep::Stage => match cluster.stage(Change::Join(me.clone())) {
                 Ok(()) => info!("staged this node's join to the layout (auto-join)"),
@@ -430,8 +445,8 @@ impl LayoutService {
         let w = self.local.settings.w;
         let complete = |fetched: &BTreeSet<NodeId>| {
             sets.iter().all(|set| {
-                let need = (set.len() + 1).saturating_sub(w).clamp(1, set.len().max(1));
-                set.iter().filter(|id| fetched.contains(*id)).count() >= need.min(set.len())
+                let need = (set.len() + 1).saturating_sub(w).max(1);
+                set.is_empty() || set.iter().filter(|id| fetched.contains(*id)).count() >= need
             })
         };
         let mut fetched: BTreeSet<NodeId> = BTreeSet::new();
