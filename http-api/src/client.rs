@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use dynakv_crdt::{Context, Register};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -103,11 +103,17 @@ fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
     false
 }
 
+/// Bytes of an oversized body read and thrown away before the 413 is sent, so that a
+/// client still sending gets the answer rather than a reset connection.
+const DRAIN_BYTES: usize = 64 << 20;
+/// Longest time spent on that.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads the body, refusing more than `limit` bytes without buffering them, and one that
 /// stalls for `read_timeout`.
 async fn read_value(
     headers: &HeaderMap,
-    body: Body,
+    mut body: Body,
     limit: usize,
     read_timeout: std::time::Duration,
 ) -> Result<Bytes, ApiError> {
@@ -116,16 +122,49 @@ async fn read_value(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
+        // A client that waits for `100 Continue` sends nothing more: nothing to drain.
+        let waits = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !waits {
+            drain(body).await;
+        }
         return Err(ApiError::ValueTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::ValueTooLarge { limit }),
-        Err(e) if caused_by::<BodyStalled>(&*e) => Err(ApiError::BodyTimeout {
-            ms: read_timeout.as_millis() as u64,
-        }),
-        Err(e) => Err(ApiError::BadParameter(format!("could not read the request body: {e}"))),
+    let mut value = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    loop {
+        match body.frame().await {
+            None => return Ok(value.freeze()),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else { continue };
+                if value.len() + data.len() > limit {
+                    drain(body).await;
+                    return Err(ApiError::ValueTooLarge { limit });
+                }
+                value.extend_from_slice(&data);
+            }
+            Some(Err(e)) if caused_by::<BodyStalled>(&e) => {
+                return Err(ApiError::BodyTimeout {
+                    ms: read_timeout.as_millis() as u64,
+                });
+            }
+            Some(Err(e)) => return Err(ApiError::BadParameter(format!("could not read the request body: {e}"))),
+        }
     }
+}
+
+/// Reads and discards the rest of `body`, up to [`DRAIN_BYTES`] and [`DRAIN_TIME`].
+async fn drain(mut body: Body) {
+    let discard = async {
+        let mut seen = 0usize;
+        while seen < DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
 pub(crate) async fn put_kv<S: KvService>(

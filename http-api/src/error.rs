@@ -50,6 +50,15 @@ pub enum ApiError {
     /// The node is shutting down or not ready.
     #[error("{0}")]
     Unavailable(String),
+    /// No valid API token (`Authorization: Bearer <token>`) on a node that requires one.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The token is valid but lacks the scope the route needs.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over the node's limit of connections or of requests in flight on a connection.
+    #[error("{0}")]
+    Overloaded(String),
     /// Our fault: storage failed or a bug. Logged with details; the client sees a summary.
     #[error("internal error: {0}")]
     Internal(String),
@@ -103,6 +112,9 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::ClusterMismatch(_) => "cluster_mismatch",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Overloaded(_) => "overloaded",
             ApiError::Internal(_) => "internal",
             ApiError::Layout { code, .. } => code,
             ApiError::Upstream { code, .. } => code,
@@ -119,7 +131,11 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::ClusterMismatch(_) | ApiError::TooManySiblings { .. } => StatusCode::CONFLICT,
-            ApiError::Quorum { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Quorum { .. } | ApiError::Unavailable(_) | ApiError::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Layout { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Upstream { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -175,6 +191,12 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        if matches!(self, ApiError::Unauthenticated(_)) {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"dynakv\""),
             );
         }
         resp

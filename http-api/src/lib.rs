@@ -6,10 +6,13 @@
 //! - [`service`]: the trait a node implements for this layer ([`KvService`]).
 //! - `client`: the axum handlers.
 //!
+//! - [`auth`]: optional API tokens and the scope each route needs.
+//!
 //! [`router`] assembles everything, including JSON answers for unknown routes, wrong
-//! methods and panics, so no request ever gets a non-JSON error. Node-to-node routes
-//! are the node's own (its transport); the router serves them beside the client API.
+//! methods and panics, so no request ever gets a non-JSON error. Node-to-node traffic
+//! has a port of its own (the node's transport) and never reaches this router.
 
+pub mod auth;
 mod client;
 pub mod error;
 mod idle_body;
@@ -30,10 +33,11 @@ pub use error::{ApiError, ErrorBody, QuorumOp};
 pub use params::{Key, MAX_KEY_BYTES};
 pub use service::{AdminService, GetOutcome, KvService, MemberJson};
 
-/// Every route a node serves: the client API (`kv`), the admin views (`admin`) and
-/// `internal` (the node's node-to-node routes), with JSON errors for unknown routes,
-/// wrong methods and panics, and a deadline on stalled request bodies for all of them.
-pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, internal: Router) -> Router {
+/// Every route of the client port: the client API (`kv`) and the admin views (`admin`),
+/// with JSON errors for unknown routes, wrong methods and panics, a deadline on stalled
+/// request bodies, and, when `tokens` are given, a token with the right scope required
+/// on every route but `/health`.
+pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, tokens: Option<Arc<auth::Tokens>>) -> Router {
     let read_timeout = kv.read_timeout();
     let admin = Router::new()
         .route("/cluster/members", get(client::members::<A>))
@@ -58,9 +62,22 @@ pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, internal
         .route("/kv/", axum::routing::any(client::empty_key))
         .with_state(kv)
         .merge(admin)
-        .merge(internal)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let tokens = tokens.clone();
+                async move {
+                    if let Some(tokens) = &tokens
+                        && let Some(needed) = auth::Scope::needed(req.method(), req.uri().path())
+                        && let Err(e) = tokens.check(req.headers(), needed)
+                    {
+                        return e.into_response();
+                    }
+                    next.run(req).await
+                }
+            },
+        ))
         // A body that stalls mid-way fails its read instead of holding the request open.
         .layer(axum::middleware::map_request(
             move |req: axum::extract::Request| async move {

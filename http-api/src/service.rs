@@ -25,7 +25,10 @@ pub enum GetOutcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemberJson {
     pub id: String,
+    /// Where clients reach it.
     pub addr: String,
+    /// Where other nodes reach it.
+    pub cluster_addr: String,
     pub status: &'static str,
     pub generation: u64,
     pub heartbeat: u64,

@@ -21,6 +21,8 @@ pub struct Admin {
     pub local: Arc<Local>,
     pub coordinator: Arc<Coordinator>,
     pub services: Services,
+    /// Connections accepted and refused on the cluster port.
+    pub refusals: Arc<crate::transport::cluster::Refusals>,
 }
 
 fn hex(h: &[u8]) -> String {
@@ -38,7 +40,8 @@ impl AdminService for Admin {
             m.members(now)
                 .map(|v| MemberJson {
                     id: v.info.id.to_string(),
-                    addr: v.info.addr.clone(),
+                    addr: v.info.api.clone(),
+                    cluster_addr: v.info.addr.clone(),
                     status: v.status.as_str(),
                     generation: v.info.generation,
                     heartbeat: v.info.heartbeat,
@@ -153,6 +156,7 @@ impl AdminService for Admin {
             "peers": peer_list,
             "partitions": partitions,
             "transfers": self.services.layout.transfers(),
+            "cluster_port": self.refusals.to_json(),
         })
     }
 
@@ -179,13 +183,14 @@ impl AdminService for Admin {
                 .get(id)
                 .or_else(|| oldest.owners.get(id))
                 .map(|o| o.tokens);
-            let (addr, status) = cluster
-                .member(id)
-                .map(|(a, s)| (Some(a), Some(s.as_str())))
-                .unwrap_or((None, None));
+            let (addr, cluster_addr, status) = cluster
+                .member_info(id)
+                .map(|(i, s)| (Some(i.api), Some(i.addr), Some(s.as_str())))
+                .unwrap_or((None, None, None));
             members.push(json!({
                 "id": id.to_string(),
                 "addr": addr,
+                "cluster_addr": cluster_addr,
                 "tokens": tokens,
                 "state": state,
                 "status": status,

@@ -16,6 +16,9 @@ pub struct AdminArgs {
     /// Print the nodes' JSON answers as they are.
     #[arg(long, global = true)]
     pub json: bool,
+    /// An API token with the `admin` scope, when the cluster requires tokens.
+    #[arg(long, env = "DYNAKV_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub cmd: AdminCmd,
 }
@@ -79,6 +82,7 @@ impl StageCmd {
 
 struct Client {
     http: reqwest::Client,
+    token: Option<String>,
     addr: String,
 }
 
@@ -86,6 +90,9 @@ impl Client {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let url = format!("http://{}{path}", self.addr);
         let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = body {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -122,6 +129,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             .no_proxy()
             .timeout(Duration::from_secs(30))
             .build()?,
+        token: args.token.clone(),
         addr: args.addr.clone(),
     };
     let show = |v: &Value, human: fn(&Value) -> String| {
@@ -234,6 +242,7 @@ async fn totals(client: &Client) -> anyhow::Result<Totals> {
         let Some(addr) = m["addr"].as_str() else { continue };
         let other = Client {
             http: client.http.clone(),
+            token: client.token.clone(),
             addr: addr.to_string(),
         };
         // A member that does not answer (down) shows no transfers.

@@ -11,7 +11,7 @@ use dynakv_http_api::ApiError;
 use dynakv_ring::history::{LayoutHistory, Promise, Rings};
 use dynakv_ring::layout::{Change, Digest, Known, Layout, LayoutError, Plan as LayoutPlan, Stamp};
 use dynakv_ring::ring::MAX_TOKENS;
-use dynakv_ring::{Event, GossipEntry, Membership, NodeId, Partition, Ring, RingError, Status, Tick};
+use dynakv_ring::{Event, GossipEntry, MemberInfo, Membership, NodeId, Partition, Ring, RingError, Status, Tick};
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 
@@ -344,7 +344,13 @@ impl Cluster {
             .collect()
     }
 
-    /// Address and status of a member.
+    /// What a member says about itself, and its status.
+    pub fn member_info(&self, id: &NodeId) -> Option<(MemberInfo, Status)> {
+        let m = self.membership.lock();
+        Some((m.info(id)?.clone(), m.status(id)?))
+    }
+
+    /// Cluster address and status of a member.
     pub fn member(&self, id: &NodeId) -> Option<(String, Status)> {
         let m = self.membership.lock();
         Some((m.info(id)?.addr.clone(), m.status(id)?))
@@ -611,8 +617,8 @@ fn same_members(a: &[&NodeId], b: &[&NodeId]) -> bool {
 #[cfg(test)]
 mod tests {
     use dynakv_crdt::ConflictMode;
+    use dynakv_ring::DetectorConfig;
     use dynakv_ring::layout::Change;
-    use dynakv_ring::{DetectorConfig, MemberInfo};
 
     use super::*;
     use crate::clock::ManualClock;
@@ -622,6 +628,7 @@ mod tests {
         let me = MemberInfo {
             id: NodeId::new(name).unwrap(),
             addr: format!("{name}:1"),
+            api: format!("{name}:2"),
             generation: 1,
             heartbeat: 0,
             tokens: 8,

@@ -24,9 +24,54 @@ pub struct NodeArgs {
     /// Address to serve on [default: 127.0.0.1:7001].
     #[arg(long, env = "DYNAKV_LISTEN")]
     pub listen: Option<String>,
-    /// Address other nodes use to reach this one, host:port [default: the listen address].
+    /// Address clients use to reach this one, host:port, as listed to them
+    /// [default: the listen address; with a wildcard listen address, the cluster
+    /// advertise host with the client port].
     #[arg(long, env = "DYNAKV_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Address of the cluster port, where nodes talk to each other [default: the listen
+    /// address with its port + 1000].
+    #[arg(long, env = "DYNAKV_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<String>,
+    /// Address other nodes use to reach this one's cluster port, host:port [default: the
+    /// cluster listen address; with a wildcard one, the advertise host with the cluster port].
+    #[arg(long, env = "DYNAKV_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<String>,
+    /// File holding the cluster secret (at least 16 bytes; `dynakv certs secret` makes
+    /// one): peers must prove they hold it before anything they send is handled.
+    #[arg(long, env = "DYNAKV_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// strict (only peers that prove the secret) or transitional (prove it where the
+    /// peer can check it, but also accept and reach peers without one, while a running
+    /// cluster switches over) [default: strict].
+    #[arg(long, env = "DYNAKV_CLUSTER_AUTH")]
+    pub cluster_auth: Option<String>,
+    /// Run without a cluster secret: any host that reaches the cluster port can read and
+    /// write every replica. Only for trusted networks [default: false].
+    #[arg(long, env = "DYNAKV_INSECURE", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure: Option<String>,
+    /// Directory with ca.crt, node.crt and node.key (`dynakv certs`): turns on mutual TLS
+    /// on the cluster port.
+    #[arg(long, env = "DYNAKV_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Serve the client port over TLS too, with the node certificate of certs-dir [default: false].
+    #[arg(long, env = "DYNAKV_CLIENT_TLS")]
+    pub client_tls: Option<String>,
+    /// File of API tokens with their scopes (read, write, admin); when given, every
+    /// client request but /health needs `Authorization: Bearer <token>`.
+    #[arg(long, env = "DYNAKV_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Largest message accepted from a peer, in bytes [default: max-value-bytes ×
+    /// (max-siblings × n + 16), at least 256 MiB].
+    #[arg(long, env = "DYNAKV_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<String>,
+    /// Client connections served at once; more are answered 503 `overloaded` [default: 4096].
+    #[arg(long, env = "DYNAKV_MAX_CONNECTIONS")]
+    pub max_connections: Option<String>,
+    /// Requests in flight on one client connection (HTTP/2); more are answered 503
+    /// `overloaded` [default: 256].
+    #[arg(long, env = "DYNAKV_MAX_REQUESTS_PER_CONNECTION")]
+    pub max_requests_per_connection: Option<String>,
     /// Where RocksDB and the node's identity live [default: ./data].
     #[arg(long, env = "DYNAKV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -115,6 +160,17 @@ struct FileConfig {
     id: Option<String>,
     listen: Option<String>,
     advertise: Option<String>,
+    cluster_listen: Option<String>,
+    cluster_advertise: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
+    cluster_auth: Option<String>,
+    insecure: Option<bool>,
+    certs_dir: Option<PathBuf>,
+    client_tls: Option<bool>,
+    tokens_file: Option<PathBuf>,
+    max_message_bytes: Option<u64>,
+    max_connections: Option<u64>,
+    max_requests_per_connection: Option<u64>,
     data_dir: Option<PathBuf>,
     seeds: Option<Vec<String>>,
     n: Option<u64>,
@@ -148,7 +204,21 @@ pub struct Config {
     /// `None`: use the id stored in the data dir, or make one up on first start.
     pub id: Option<NodeId>,
     pub listen: SocketAddr,
+    /// The client address, as listed to clients.
     pub advertise: String,
+    pub cluster_listen: SocketAddr,
+    /// The cluster address: this node's address as other nodes know it.
+    pub cluster_advertise: String,
+    /// `None` with `insecure`: no secret.
+    pub cluster_secret: Option<Secret>,
+    pub cluster_auth: ClusterAuth,
+    pub insecure: bool,
+    pub certs_dir: Option<PathBuf>,
+    pub client_tls: bool,
+    pub tokens_file: Option<PathBuf>,
+    pub max_message_bytes: usize,
+    pub max_connections: usize,
+    pub max_requests_per_connection: usize,
     pub data_dir: PathBuf,
     pub seeds: Vec<String>,
     pub n: usize,
@@ -177,12 +247,31 @@ pub struct Config {
     pub handoff_bytes_per_sec: u64,
 }
 
+/// The cluster secret's bytes; never printed.
+#[derive(Clone)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// How a node with a cluster secret treats peers without one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterAuth {
+    Strict,
+    Transitional,
+}
+
+/// Shortest cluster secret accepted.
+pub const MIN_SECRET_BYTES: usize = 16;
+
 /// Largest replication factor accepted.
 pub const MAX_N: usize = 16;
 /// Largest value limit accepted.
 pub const MAX_VALUE_LIMIT: usize = 64 << 20;
-/// Shortest read timeout accepted. Nodes drop pooled connections to peers after half of
-/// it, so whatever their peers are configured with, they never reuse one being closed.
+/// Shortest read timeout accepted.
 pub const MIN_READ_TIMEOUT_MS: u64 = 1000;
 /// Largest sibling cap accepted.
 pub const MAX_SIBLINGS_LIMIT: usize = 1000;
@@ -268,18 +357,66 @@ impl Config {
             .trim()
             .parse()
             .map_err(|_| invalid("listen", &listen_raw, "expected ip:port, e.g. 127.0.0.1:7001"))?;
-        let advertise = match args.advertise.or(file.advertise) {
-            Some(a) => {
-                check_host_port(&a).map_err(|r| invalid("advertise", &a, r))?;
-                a.trim().to_string()
+        let cluster_listen = match args.cluster_listen.or(file.cluster_listen) {
+            Some(raw) => raw
+                .trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| invalid("cluster-listen", &raw, "expected ip:port, e.g. 127.0.0.1:8001"))?,
+            None => {
+                let port = listen
+                    .port()
+                    .checked_add(1000)
+                    .filter(|_| listen.port() != 0)
+                    .ok_or_else(|| {
+                        invalid(
+                            "cluster-listen",
+                            "",
+                            format!("required: the listen port {} + 1000 is not a port", listen.port()),
+                        )
+                    })?;
+                SocketAddr::new(listen.ip(), port)
             }
-            None if listen.ip().is_unspecified() => {
+        };
+        if cluster_listen == listen {
+            return Err(invalid(
+                "cluster-listen",
+                cluster_listen,
+                "must differ from the listen address (clients and nodes use separate ports)",
+            ));
+        }
+        let given_advertise = args.advertise.or(file.advertise);
+        let given_cluster_advertise = args.cluster_advertise.or(file.cluster_advertise);
+        for (setting, v) in [
+            ("advertise", &given_advertise),
+            ("cluster-advertise", &given_cluster_advertise),
+        ] {
+            if let Some(a) = v {
+                check_host_port(a).map_err(|r| invalid(setting, a, r))?;
+            }
+        }
+        let host_of = |a: &str| {
+            a.trim()
+                .rsplit_once(':')
+                .map(|(h, _)| h.to_string())
+                .unwrap_or_default()
+        };
+        let cluster_advertise = match (&given_cluster_advertise, &given_advertise) {
+            (Some(c), _) => c.trim().to_string(),
+            (None, _) if !cluster_listen.ip().is_unspecified() => cluster_listen.to_string(),
+            (None, Some(a)) => format!("{}:{}", host_of(a), cluster_listen.port()),
+            (None, None) => {
                 return Err(invalid(
-                    "advertise",
+                    "cluster-advertise",
                     "",
-                    format!("required when listening on {listen}: other nodes need an address they can reach"),
+                    format!(
+                        "required when the cluster port listens on {cluster_listen}: other nodes need an address they can reach"
+                    ),
                 ));
             }
+        };
+        let advertise = match given_advertise {
+            Some(a) => a.trim().to_string(),
+            None if listen.ip().is_unspecified() => format!("{}:{}", host_of(&cluster_advertise), listen.port()),
             None => listen.to_string(),
         };
         let data_dir = args
@@ -434,10 +571,107 @@ impl Config {
             file.handoff_bytes_per_sec,
             0,
         )?;
+        let insecure: bool = pick("insecure", args.insecure, file.insecure, false)?;
+        let secret_file = args.cluster_secret_file.or(file.cluster_secret_file);
+        let cluster_secret = match &secret_file {
+            Some(path) => {
+                let bad = |reason: String| invalid("cluster-secret-file", path.display(), reason);
+                let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+                let secret = bytes.trim_ascii().to_vec();
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(bad(format!(
+                        "the secret is {} bytes; use at least {MIN_SECRET_BYTES} (dynakv certs secret --out FILE makes one)",
+                        secret.len()
+                    )));
+                }
+                Some(Secret(secret))
+            }
+            None => None,
+        };
+        if insecure && cluster_secret.is_some() {
+            return Err(invalid(
+                "insecure",
+                "true",
+                "cannot be combined with cluster-secret-file: drop one",
+            ));
+        }
+        let auth_raw = args
+            .cluster_auth
+            .or(file.cluster_auth)
+            .unwrap_or_else(|| "strict".into());
+        let cluster_auth = match auth_raw.trim() {
+            "strict" => ClusterAuth::Strict,
+            "transitional" => ClusterAuth::Transitional,
+            _ => return Err(invalid("cluster-auth", &auth_raw, "expected strict or transitional")),
+        };
+        if cluster_auth == ClusterAuth::Transitional && cluster_secret.is_none() {
+            return Err(invalid(
+                "cluster-auth",
+                "transitional",
+                "needs cluster-secret-file (the secret it proves to peers that hold it)",
+            ));
+        }
+        if cluster_secret.is_none() && !insecure && seeds.iter().any(|s| s.trim() != cluster_advertise) {
+            return Err(invalid(
+                "cluster-secret-file",
+                "",
+                "required to join other nodes (seeds): without it anyone who reaches the cluster port \
+                 could read and write every replica. Make one with `dynakv certs secret --out FILE`, \
+                 or pass --insecure on a trusted network",
+            ));
+        }
+        let certs_dir = args.certs_dir.or(file.certs_dir);
+        let client_tls: bool = pick("client-tls", args.client_tls, file.client_tls, false)?;
+        if client_tls && certs_dir.is_none() {
+            return Err(invalid(
+                "client-tls",
+                "true",
+                "needs certs-dir (its node.crt and node.key)",
+            ));
+        }
+        if let Some(dir) = &certs_dir {
+            crate::tls::Material::load(dir).map_err(|e| invalid("certs-dir", dir.display(), e))?;
+        }
+        let tokens_file = args.tokens_file.or(file.tokens_file);
+        if let Some(path) = &tokens_file {
+            dynakv_http_api::auth::Tokens::load(path).map_err(|e| invalid("tokens-file", path.display(), e))?;
+        }
+        let max_message_bytes: usize = pick(
+            "max-message-bytes",
+            args.max_message_bytes,
+            narrow("max-message-bytes", file.max_message_bytes)?,
+            message_limit(max_value_bytes, n, max_siblings),
+        )?;
+        in_range("max-message-bytes", max_message_bytes, 1 << 20, u32::MAX as usize)?;
+        let max_connections: usize = pick(
+            "max-connections",
+            args.max_connections,
+            narrow("max-connections", file.max_connections)?,
+            4096,
+        )?;
+        in_range("max-connections", max_connections, 1, 1 << 20)?;
+        let max_requests_per_connection: usize = pick(
+            "max-requests-per-connection",
+            args.max_requests_per_connection,
+            narrow("max-requests-per-connection", file.max_requests_per_connection)?,
+            256,
+        )?;
+        in_range("max-requests-per-connection", max_requests_per_connection, 1, 65_536)?;
         Ok(Config {
             id,
             listen,
             advertise,
+            cluster_listen,
+            cluster_advertise,
+            cluster_secret,
+            cluster_auth,
+            insecure,
+            certs_dir,
+            client_tls,
+            tokens_file,
+            max_message_bytes,
+            max_connections,
+            max_requests_per_connection,
             data_dir,
             seeds,
             n,
@@ -477,6 +711,30 @@ impl Config {
     }
 }
 
+/// Largest node-to-node message accepted by default. Senders keep batches to a few MiB;
+/// a single item can still be a register with many siblings of the largest value: each
+/// of a key's N replicas enforces the sibling cap on its own copy, so while they cannot
+/// reach each other they can accept up to N times the cap between them (plus a few
+/// concurrent ones).
+pub fn message_limit(max_value_bytes: usize, n: usize, max_siblings: usize) -> usize {
+    max_value_bytes
+        .saturating_mul(max_siblings.saturating_mul(n).saturating_add(16))
+        .clamp(256 << 20, u32::MAX as usize)
+}
+
+impl Config {
+    /// Who this node lets in on its cluster port, and how it connects out.
+    pub fn policy(&self) -> crate::transport::handshake::Policy {
+        use crate::transport::handshake::{Key, Policy};
+        match (&self.cluster_secret, self.cluster_auth) {
+            (Some(s), ClusterAuth::Strict) => Policy::Strict(Key::from_secret(&s.0)),
+            (Some(s), ClusterAuth::Transitional) => Policy::Transitional(Key::from_secret(&s.0)),
+            (None, _) if self.insecure => Policy::Insecure,
+            (None, _) => Policy::Closed,
+        }
+    }
+}
+
 /// `host:port` with a non-empty host and a numeric port.
 fn check_host_port(s: &str) -> Result<(), String> {
     let s = s.trim();
@@ -509,6 +767,64 @@ mod tests {
         assert_eq!(c.dead_after, Duration::from_millis(6000));
         assert!(c.seeds.is_empty());
         assert_eq!((c.max_value_bytes, c.max_siblings), (1 << 20, 100));
+        assert_eq!(c.cluster_listen.to_string(), "127.0.0.1:8001");
+        assert_eq!(c.cluster_advertise, "127.0.0.1:8001");
+        // No secret, not --insecure, no seeds: a cluster of one whose cluster port lets nobody in.
+        assert_eq!(c.policy().name(), "closed");
+        assert_eq!(c.max_message_bytes, (1 << 20) * (100 * 3 + 16));
+    }
+
+    #[test]
+    fn addresses_fill_each_other_in_behind_a_wildcard() {
+        let c = Config::load(NodeArgs {
+            listen: Some("0.0.0.0:7000".into()),
+            cluster_advertise: Some("n1-cluster:8000".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(c.cluster_listen.to_string(), "0.0.0.0:8000");
+        assert_eq!(c.advertise, "n1-cluster:7000");
+        let c = Config::load(NodeArgs {
+            listen: Some("0.0.0.0:7000".into()),
+            advertise: Some("db1:7000".into()),
+            cluster_listen: Some("0.0.0.0:9000".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(
+            (c.advertise.as_str(), c.cluster_advertise.as_str()),
+            ("db1:7000", "db1:9000")
+        );
+    }
+
+    #[test]
+    fn the_secret_file_sets_the_policy_and_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "  sixteen-bytes-or-more\n").unwrap();
+        let c = Config::load(NodeArgs {
+            cluster_secret_file: Some(path.clone()),
+            seeds: Some("10.0.0.2:8001".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(c.cluster_secret.as_ref().unwrap().0, b"sixteen-bytes-or-more");
+        assert_eq!(c.policy().name(), "strict");
+        assert!(!format!("{c:?}").contains("sixteen"), "the secret leaks into Debug");
+        let c = Config::load(NodeArgs {
+            cluster_secret_file: Some(path),
+            cluster_auth: Some("transitional".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(c.policy().name(), "transitional");
+        let c = Config::load(NodeArgs {
+            insecure: Some("true".into()),
+            seeds: Some("10.0.0.2:8001".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(c.policy().name(), "insecure");
     }
 
     #[test]
@@ -561,7 +877,7 @@ mod tests {
                     listen: Some("0.0.0.0:7000".into()),
                     ..args()
                 },
-                "`advertise`",
+                "`cluster-advertise`",
             ),
             (
                 NodeArgs {
@@ -624,7 +940,11 @@ mod tests {
     fn file_is_overridden_by_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "n = 5\nr = 3\nconflict = \"lww\"\nseeds = [\"a:1\", \"b:2\"]\n").unwrap();
+        std::fs::write(
+            &path,
+            "n = 5\nr = 3\nconflict = \"lww\"\nseeds = [\"a:1\", \"b:2\"]\ninsecure = true\n",
+        )
+        .unwrap();
         let c = Config::load(NodeArgs {
             config: Some(path.clone()),
             r: Some("1".into()),

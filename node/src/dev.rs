@@ -13,12 +13,15 @@ pub struct DevArgs {
     /// Number of nodes.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
-    /// Port of the first node; the others follow.
+    /// Client port of the first node; the others follow. Cluster ports are 1000 higher.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
     /// Parent directory of the nodes' data directories.
     #[arg(long, default_value = "./dev-data")]
     pub data_dir: PathBuf,
+    /// Mutual TLS between the nodes, with certificates made once in DATA_DIR/certs.
+    #[arg(long)]
+    pub tls: bool,
     /// Extra flags for every node, after `--` (e.g. `-- --conflict lww`).
     #[arg(last = true)]
     pub node_args: Vec<String>,
@@ -38,7 +41,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             args.nodes
         );
     }
-    if args.base_port as usize + args.nodes > u16::MAX as usize {
+    if args.base_port as usize + args.nodes + 1000 > u16::MAX as usize {
         bail!(
             "invalid setting `base-port` = {}: the nodes' ports would pass 65535",
             args.base_port
@@ -48,9 +51,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let addrs: Vec<String> = (0..args.nodes)
         .map(|i| format!("127.0.0.1:{}", args.base_port as usize + i))
         .collect();
-    let seeds = addrs.join(",");
+    let cluster_addrs: Vec<String> = (0..args.nodes)
+        .map(|i| format!("127.0.0.1:{}", args.base_port as usize + 1000 + i))
+        .collect();
+    let seeds = cluster_addrs.join(",");
     // Fewer nodes than the default N=3: shrink N so writes can succeed.
     let mut extra = args.node_args.clone();
+    // Nodes prove a shared secret to each other, made once for the dev cluster.
+    let chose = |flag: &str| extra.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    if !chose("--insecure") && !chose("--cluster-secret-file") {
+        let secret = args.data_dir.join("cluster.secret");
+        if !secret.exists() {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+            crate::tls::run_certs(crate::tls::CertsCommand::Secret { out: secret.clone() })?;
+        }
+        extra.extend(["--cluster-secret-file".into(), secret.display().to_string()]);
+    }
     if args.nodes < 3 && !extra.iter().any(|a| a == "--n" || a.starts_with("--n=")) {
         let q = args.nodes.min(2).to_string();
         extra.extend([
@@ -63,15 +80,31 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         ]);
     }
 
+    let ids: Vec<String> = (1..=args.nodes).map(|i| format!("n{i}")).collect();
+    let certs = args.data_dir.join("certs");
+    if args.tls {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+        crate::tls::run_certs(crate::tls::CertsCommand::Cluster {
+            dir: certs.clone(),
+            ids: ids.clone(),
+        })?;
+    }
     let mut children: Vec<(String, Child)> = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
-        let id = format!("n{}", i + 1);
+        let id = ids[i].clone();
         let dir = args.data_dir.join(&id);
+        let mut tls_args: Vec<String> = Vec::new();
+        if args.tls {
+            tls_args.extend(["--certs-dir".into(), certs.join(&id).display().to_string()]);
+        }
         let mut child = Command::new(&exe)
             .arg("node")
-            .args(["--id", &id, "--listen", addr, "--seeds", &seeds])
+            .args(["--id", &id, "--listen", addr, "--cluster-listen", &cluster_addrs[i]])
+            .args(["--seeds", &seeds])
             .arg("--data-dir")
             .arg(&dir)
+            .args(&tls_args)
             .args(&extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -40,6 +40,7 @@ pub mod services;
 pub mod storage;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod transfer;
 pub mod transport;
 

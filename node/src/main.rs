@@ -32,6 +32,11 @@ enum Cmd {
     Dev(DevArgs),
     /// Cluster layout: stage, plan, commit and follow membership changes.
     Admin(dynakv_node::admin_cli::AdminArgs),
+    /// Make the cluster CA, node and client certificates, and cluster secrets.
+    Certs {
+        #[command(subcommand)]
+        cmd: dynakv_node::tls::CertsCommand,
+    },
     /// Exit 0 if the node at --addr answers GET /health with 200 (for container health checks).
     Health {
         /// host:port of the node.
@@ -83,8 +88,8 @@ fn main() -> ExitCode {
                 // The data directory is checked before the port is taken, so that a bad
                 // directory is reported as such whatever else is wrong.
                 config.check_data_dir()?;
-                let listener = dynakv_node::server::bind(&config).await?;
-                dynakv_node::server::run(config, listener, dynakv_node::shutdown_signal()).await
+                let listeners = dynakv_node::server::bind(&config).await?;
+                dynakv_node::server::run(config, listeners, dynakv_node::shutdown_signal()).await
             };
             match runtime.block_on(serve) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -94,6 +99,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Certs { cmd } => match dynakv_node::tls::run_certs(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dynakv: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Health { addr, timeout_ms } => {
             let probe = async {
                 let http = reqwest::Client::builder()
@@ -103,7 +115,8 @@ fn main() -> ExitCode {
                 http.get(format!("http://{addr}/health"))
                     .send()
                     .await?
-                    .error_for_status()
+                    .error_for_status()?;
+                anyhow::Ok(())
             };
             match runtime.block_on(probe) {
                 Ok(_) => ExitCode::SUCCESS,

@@ -45,8 +45,14 @@ pub enum StartError {
     Storage { dir: String, source: StorageError },
     #[error("the stored cluster layout does not fit this node's settings ({0}); check --partition-bits and --tokens")]
     Layout(String),
-    #[error("invalid setting `listen` = \"{addr}\": cannot bind: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    #[error("invalid setting `{setting}` = \"{addr}\": cannot bind: {source}")]
+    Bind {
+        setting: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("invalid setting {0}")]
+    Security(String),
 }
 
 pub struct Node {
@@ -88,7 +94,8 @@ impl Node {
         let membership = Membership::new(
             MemberInfo {
                 id: me.id.clone(),
-                addr: config.advertise.clone(),
+                addr: config.cluster_advertise.clone(),
+                api: config.advertise.clone(),
                 generation: me.generation,
                 heartbeat: 0,
                 tokens: config.tokens,
@@ -151,7 +158,7 @@ impl Node {
                 LayoutSettings {
                     interval: config.gossip_interval,
                     auto_join: config.auto_join,
-                    seeded: config.seeds.iter().any(|s| *s != config.advertise),
+                    seeded: config.seeds.iter().any(|s| *s != config.cluster_advertise),
                     concurrency: config.handoff_concurrency,
                     bytes_per_sec: config.handoff_bytes_per_sec,
                 },
@@ -161,6 +168,7 @@ impl Node {
             local: local.clone(),
             coordinator: coordinator.clone(),
             services: services.clone(),
+            refusals: Arc::default(),
         });
         Ok(Node {
             local,

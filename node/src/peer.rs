@@ -1,5 +1,6 @@
 //! The peer handler: this node's answers to other nodes, one method per verb, whatever
-//! carried the request (the replica stream, HTTP, or the simulator's network).
+//! carried the request (the cluster port's replica stream or pooled connections, or the
+//! simulator's network).
 
 use std::sync::Arc;
 

@@ -14,28 +14,66 @@ use crate::local::{Env, TokioSpawn};
 use crate::node::Node;
 pub use crate::node::StartError;
 use crate::storage::{RocksStore, Store};
+use crate::tls::{ClusterTls, Material};
+use crate::transport::cluster::{Dialer, Identity};
 use crate::transport::net::NetTransport;
 use crate::transport::stream::Streams;
 
-/// Binds the configured listen address (a separate step, so that callers that must
-/// know the port first, such as tests, can bind themselves and call [`run`]).
-pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
-    TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })
+/// Peers' connections served at once on the cluster port (a link and a few pooled
+/// connections per peer).
+pub const MAX_CLUSTER_CONNECTIONS: usize = 4096;
+
+/// The two ports a node serves: the client API, and the cluster port for other nodes.
+pub struct Listeners {
+    pub client: TcpListener,
+    pub cluster: TcpListener,
 }
 
-/// Runs a node serving on `listener` until `shutdown` resolves, then stops gossip,
+/// Binds the configured listen addresses (a separate step, so that callers that must
+/// know the ports first, such as tests, can bind themselves and call [`run`]).
+pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
+    let bind = |setting: &'static str, addr: std::net::SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+            setting,
+            addr: addr.to_string(),
+            source,
+        })
+    };
+    Ok(Listeners {
+        client: bind("listen", config.listen).await?,
+        cluster: bind("cluster-listen", config.cluster_listen).await?,
+    })
+}
+
+/// Runs a node serving on `listeners` until `shutdown` resolves, then stops gossip,
 /// drains in-flight requests and closes storage.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     config.check_data_dir()?;
+    let tls_error = |e: String| StartError::Security(format!("certs-dir: {e}"));
+    let material = match &config.certs_dir {
+        Some(dir) => Some(Material::load(dir).map_err(tls_error)?),
+        None => None,
+    };
+    let cluster_tls = match &material {
+        Some(m) => Some(Arc::new(ClusterTls::new(m).map_err(tls_error)?)),
+        None => None,
+    };
+    let client_tls = match &material {
+        Some(m) if config.client_tls => Some(crate::tls::client_port_acceptor(m).map_err(tls_error)?),
+        _ => None,
+    };
+    let tokens = match &config.tokens_file {
+        Some(path) => {
+            Some(Arc::new(dynakv_http_api::auth::Tokens::load(path).map_err(|e| {
+                StartError::Security(format!("tokens-file {}: {e}", path.display()))
+            })?))
+        }
+        None => None,
+    };
     let db_path = config.data_dir.join("db");
     let store: Arc<dyn Store> =
         Arc::new(
@@ -44,24 +82,45 @@ pub async fn run(
                 source,
             })?,
         );
+    let identity = |id: String| Identity {
+        cluster: config.cluster_name.clone(),
+        id,
+        policy: config.policy(),
+        tls: cluster_tls.clone(),
+        max_frame: config.max_message_bytes,
+    };
+    // The node's id is known once its identity is loaded (it may be stored, not given).
+    let dialer = Dialer::new(identity(String::new()));
     let env = Env {
-        transport: Arc::new(NetTransport::new()),
+        transport: Arc::new(NetTransport::new(dialer.clone())),
         clock: Arc::new(SystemClock::new()),
         spawner: Arc::new(TokioSpawn),
         seed: rand::random(),
     };
     let node = Arc::new(Node::open(&config, store, env).await?);
+    dialer.set_id(node.local.id().to_string());
     let local = &node.local;
     info!(
         id = %local.id(),
-        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        listen = %listeners.client.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         advertise = %config.advertise,
+        cluster_listen = %listeners.cluster.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        cluster_advertise = %config.cluster_advertise,
+        cluster_auth = config.policy().name(),
+        cluster_tls = cluster_tls.is_some(),
+        client_tls = client_tls.is_some(),
+        tokens = tokens.is_some(),
         data_dir = %config.data_dir.display(),
         generation = local.identity.generation,
         n = config.n, r = config.r, w = config.w,
         conflict = %config.conflict,
         "dynakv node serving"
     );
+    if config.insecure {
+        tracing::warn!(
+            "--insecure: the cluster port accepts any host that reaches it; anyone there can read and write every replica"
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let services = {
@@ -69,22 +128,39 @@ pub async fn run(
         tokio::spawn(async move { node.run_services(stop_rx).await })
     };
     let streams = Streams::default();
-    let limit = crate::transport::http::body_limit(config.max_value_bytes, config.n, config.max_siblings);
-    let internal = crate::transport::http::routes(node.peer.clone(), limit, streams.clone());
-    let app = dynakv_http_api::router(node.coordinator.clone(), node.admin.clone(), internal);
+    let (cluster_stop_tx, mut cluster_stop) = tokio::sync::watch::channel(false);
+    let cluster_port = tokio::spawn(crate::transport::cluster::serve(
+        listeners.cluster,
+        node.peer.clone(),
+        identity(local.id().to_string()),
+        MAX_CLUSTER_CONNECTIONS,
+        streams.clone(),
+        node.admin.refusals.clone(),
+        async move {
+            let _ = cluster_stop.wait_for(|s| *s).await;
+        },
+    ));
+    let app = dynakv_http_api::router(node.coordinator.clone(), node.admin.clone(), tokens);
     // Requests in flight at shutdown may finish: each is bounded by the request timeout
     // (and its body by the read timeout).
     let grace = config.request_timeout.max(Duration::from_secs(5));
-    crate::http_server::serve(listener, app, config.read_timeout, grace, async move {
+    let limits = crate::http_server::Limits {
+        read_timeout: config.read_timeout,
+        max_connections: config.max_connections,
+        max_requests_per_connection: config.max_requests_per_connection,
+    };
+    crate::http_server::serve(listeners.client, app, client_tls, limits, grace, async move {
         shutdown.await;
         info!("shutting down");
     })
     .await;
-    // Upgraded connections (replica streams) are no longer requests the HTTP server waits
-    // for: stop them too, so that nothing is merged after the clock's bound is settled.
+    // Peers' connections are not requests the HTTP server waits for: stop them too, so
+    // that nothing is merged after the clock's bound is settled.
+    let _ = cluster_stop_tx.send(true);
+    let _ = cluster_port.await;
     let left = streams.close(grace).await;
     if left > 0 {
-        tracing::warn!("{left} replica streams still running after {grace:?}; stopping anyway");
+        tracing::warn!("{left} cluster connections still running after {grace:?}; stopping anyway");
     }
     let _ = stop_tx.send(true);
     let _ = services.await;

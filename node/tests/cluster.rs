@@ -397,30 +397,22 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
             400,
             "bad_parameter",
         ),
+        // Node-to-node traffic has a port of its own.
         (
             Method::POST,
             "/internal/replica".into(),
             b"garbage".to_vec(),
             vec![],
-            400,
-            "bad_request",
+            404,
+            "not_found",
         ),
-        (
-            Method::POST,
-            "/internal/gossip".into(),
-            vec![],
-            vec![],
-            400,
-            "bad_request",
-        ),
-        // The replica stream needs its upgrade headers.
         (
             Method::GET,
             "/internal/stream".into(),
             vec![],
-            vec![],
-            400,
-            "bad_request",
+            vec![("connection", "upgrade"), ("upgrade", "dynakv-rpc/2")],
+            404,
+            "not_found",
         ),
     ];
     for (method, path, body, headers, status, code) in cases {
@@ -433,49 +425,34 @@ async fn bad_input_gets_a_json_error_and_loses_nothing() {
             "{method} {path}: {v}"
         );
     }
-    // Node-to-node messages crafted to nest batches deeply are refused, not recursed into.
-    let mut nested = vec![2u8];
-    for _ in 0..100_000 {
-        nested.extend_from_slice(&[8, 1]);
-    }
-    c.raw(Method::POST, 0, "/internal/replica", nested, &[])
-        .await
-        .assert_error(400, "bad_request");
-    // On the replica stream: an undecodable request in a well-formed frame gets an error
-    // answer with its id; a frame claiming 4 GiB ends the stream. Neither harms the node.
+    // On the cluster port, after a genuine handshake: an undecodable request in a
+    // well-formed frame gets an error answer with its id; a frame claiming 4 GiB ends the
+    // connection. Neither harms the node.
     {
+        use dynakv_node::transport::handshake::{self, Key, Policy};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = c
-            .url(0, "")
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let head = format!(
-            "GET /internal/stream HTTP/1.1\r\nhost: {addr}\r\nconnection: upgrade\r\nupgrade: dynakv-rpc/2\r\n\r\n"
-        );
-        tcp.write_all(head.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            let mut buf = [0u8; 256];
-            let n = tcp.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed during the upgrade");
-            answer.extend_from_slice(&buf[..n]);
+        let secret = std::fs::read(c.secret_file()).unwrap();
+        let policy = Policy::Strict(Key::from_secret(secret.trim_ascii()));
+        let mut tcp = tokio::net::TcpStream::connect(&c.nodes[0].cluster_addr).await.unwrap();
+        handshake::client(&mut tcp, &policy, "dynakv", "tester").await.unwrap();
+        let mut garbage = vec![dynakv_node::transport::message::WIRE_VERSION, 1];
+        for _ in 0..100_000 {
+            garbage.extend_from_slice(&[8, 1]);
         }
-        assert!(
-            answer.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&answer)
-        );
-        let mut frame = 11u32.to_be_bytes().to_vec();
-        frame.extend_from_slice(&77u64.to_be_bytes());
-        frame.extend_from_slice(&[1, 0xff, 0xff]);
-        tcp.write_all(&frame).await.unwrap();
-        let len = tcp.read_u32().await.unwrap() as usize;
-        assert_eq!(tcp.read_u64().await.unwrap(), 77);
-        let mut rest = vec![0; len - 8];
-        tcp.read_exact(&mut rest).await.unwrap();
-        assert_eq!(rest[0], 1, "an error answer");
+        for (id, body) in [
+            (77u64, vec![dynakv_node::transport::message::WIRE_VERSION, 0xff, 0xff]),
+            (78, garbage),
+        ] {
+            let mut frame = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&id.to_be_bytes());
+            frame.extend_from_slice(&body);
+            tcp.write_all(&frame).await.unwrap();
+            let len = tcp.read_u32().await.unwrap() as usize;
+            assert_eq!(tcp.read_u64().await.unwrap(), id);
+            let mut rest = vec![0; len - 8];
+            tcp.read_exact(&mut rest).await.unwrap();
+            assert_eq!(rest[0], 1, "an error answer for the whole frame");
+        }
         tcp.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         let mut buf = [0u8; 16];
         let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await;

@@ -1,30 +1,53 @@
-//! Nodes served inside the test process by `server::run`, each on a listener the test
-//! bound itself to port 0: the port is known before the node starts, with no window in
-//! which another process could take it.
+//! Nodes served inside the test process by `server::run`, each on listeners the test
+//! bound itself to port 0: the ports are known before the node starts, with no window in
+//! which another process could take them.
 
 use std::time::Duration;
 
 use dynakv_node::config::{Config, NodeArgs};
-use dynakv_node::server;
+use dynakv_node::server::{self, Listeners};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+async fn listeners() -> Listeners {
+    Listeners {
+        client: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        cluster: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    }
+}
+
+fn addrs_of(l: &Listeners) -> (String, String) {
+    (
+        l.client.local_addr().unwrap().to_string(),
+        l.cluster.local_addr().unwrap().to_string(),
+    )
+}
+
+fn secret_file(dir: &std::path::Path, secret: &str) -> String {
+    let path = dir.join(format!("secret-{secret}"));
+    std::fs::write(&path, secret).unwrap();
+    path.display().to_string()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_served_on_bound_listeners_replicate_and_stop_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut listeners = Vec::new();
+    let mut all = Vec::new();
     for _ in 0..3 {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        all.push(listeners().await);
     }
-    let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    let (addrs, cluster_addrs): (Vec<String>, Vec<String>) = all.iter().map(addrs_of).unzip();
+    let secret = secret_file(dir.path(), "in-process-secret-0123456789");
     let (stop, stopped) = watch::channel(false);
     let mut nodes = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
+    for (i, listener) in all.into_iter().enumerate() {
         let config = Config::load(NodeArgs {
             id: Some(format!("n{}", i + 1)),
             listen: Some(addrs[i].clone()),
+            cluster_listen: Some(cluster_addrs[i].clone()),
+            cluster_secret_file: Some(secret.clone().into()),
             data_dir: Some(dir.path().join(format!("n{}", i + 1))),
-            seeds: Some(addrs.join(",")),
+            seeds: Some(cluster_addrs.join(",")),
             gossip_interval_ms: Some("100".into()),
             request_timeout_ms: Some("1000".into()),
             ..Default::default()
@@ -83,20 +106,48 @@ async fn nodes_served_on_bound_listeners_replicate_and_stop_cleanly() {
     }
 }
 
-/// A served node pages out a whole partition over its internal route: every key it holds
-/// in the partition once, in storage order, across small pages; bad requests are refused
-/// with a clear error.
+/// A peer of the cluster named `dynakv` as this test process: `secret` `None` for one
+/// without a secret.
+fn peer(secret: Option<&str>, id: &str) -> dynakv_node::transport::Peers {
+    use dynakv_node::transport::cluster::{Dialer, Identity};
+    use dynakv_node::transport::handshake::{Key, Policy};
+    let policy = match secret {
+        Some(s) => Policy::Strict(Key::from_secret(s.as_bytes())),
+        None => Policy::Insecure,
+    };
+    let dialer = Dialer::new(Identity {
+        cluster: "dynakv".into(),
+        id: id.into(),
+        policy,
+        tls: None,
+        max_frame: 1 << 20,
+    });
+    dynakv_node::transport::Peers::new(std::sync::Arc::new(dynakv_node::transport::net::NetTransport::new(
+        dialer,
+    )))
+}
+
+/// A served node pages out a whole partition over its cluster port to a peer that proves
+/// the secret: every key it holds in the partition once, in storage order, across small
+/// pages; bad requests are refused with a clear error. A peer without the secret, or
+/// with another one, gets nothing, and bytes that are no handshake at all leave the
+/// node serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_pages_out_a_partition_over_its_internal_route() {
-    use dynakv_node::transport::message::{self, Answer, FetchPartition, Request};
+async fn a_node_pages_out_a_partition_only_to_a_peer_with_the_secret() {
+    use dynakv_node::transport::RpcError;
+    use dynakv_node::transport::message::FetchPartition;
     use dynakv_ring::hash::key_position;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let dir = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let listener = listeners().await;
+    let (addr, cluster_addr) = addrs_of(&listener);
+    let secret = "solo-secret-0123456789";
     let config = Config::load(NodeArgs {
         id: Some("solo".into()),
         listen: Some(addr.clone()),
+        cluster_listen: Some(cluster_addr.clone()),
+        cluster_secret_file: Some(secret_file(dir.path(), secret).into()),
         data_dir: Some(dir.path().join("solo")),
         n: Some("1".into()),
         r: Some("1".into()),
@@ -123,20 +174,9 @@ async fn a_node_pages_out_a_partition_over_its_internal_route() {
         assert_eq!(put.status(), 204);
         written.push(key);
     }
-    let fetch = |req: FetchPartition| {
-        let (http, addr) = (http.clone(), addr.clone());
-        async move {
-            let resp = http
-                .post(format!("http://{addr}/internal/replica"))
-                .header("content-type", message::CONTENT_TYPE)
-                .body(message::encode(&Request::FetchPartition(req)))
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            (status, resp.bytes().await.unwrap())
-        }
-    };
+    let t = Duration::from_secs(5);
+    let with_secret = peer(Some(secret), "tester");
+    let fetch = |req: FetchPartition| with_secret.call(&cluster_addr, req, t);
     let partition = 9u32;
     let mut want: Vec<(u64, String)> = written
         .iter()
@@ -148,16 +188,13 @@ async fn a_node_pages_out_a_partition_over_its_internal_route() {
     assert!(want.len() > 5, "the partition holds a few keys");
     let (mut got, mut after, mut pages) = (Vec::new(), None, 0);
     loop {
-        let (status, body) = fetch(FetchPartition {
+        let page = fetch(FetchPartition {
             partition,
             after: after.clone(),
             max_bytes: 64,
         })
-        .await;
-        assert_eq!(status, 200);
-        let Answer::FetchPartition(page) = message::decode::<Answer>(&body).unwrap() else {
-            panic!("another answer")
-        };
+        .await
+        .unwrap();
         pages += 1;
         got.extend(page.items.into_iter().map(|(k, _)| k));
         match page.next {
@@ -180,10 +217,64 @@ async fn a_node_pages_out_a_partition_over_its_internal_route() {
             max_bytes: 64,
         },
     ] {
-        let (status, body) = fetch(bad).await;
-        assert_eq!(status, 400);
-        let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(err["error"], "bad_request", "{err}");
+        match fetch(bad).await {
+            Err(RpcError::Remote { error, .. }) => assert_eq!(error.code(), "bad_request", "{error}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Without the secret, with another one, or with garbage instead of a handshake: no
+    // answer, and the node goes on serving.
+    let whole = FetchPartition {
+        partition,
+        after: None,
+        max_bytes: 1 << 20,
+    };
+    for (who, intruder) in [
+        ("no secret", peer(None, "intruder")),
+        ("another secret", peer(Some("not-the-secret-0123456789"), "intruder")),
+    ] {
+        match intruder.call(&cluster_addr, whole.clone(), t).await {
+            Err(RpcError::Connect { detail, .. }) => assert!(
+                detail.contains("refused") || detail.contains("proof"),
+                "{who}: {detail}"
+            ),
+            other => panic!("{who}: {other:?}"),
+        }
+    }
+    for garbage in [
+        &b"GET /kv/key-1 HTTP/1.1\r\n\r\n"[..],
+        &[0xffu8; 64][..],
+        &u32::MAX.to_be_bytes()[..],
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(&cluster_addr).await.unwrap();
+        tcp.write_all(garbage).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(t, tcp.read_to_end(&mut answer)).await;
+        assert!(
+            !answer.windows(7).any(|w| w == b"value 1"),
+            "garbage got data back: {answer:?}"
+        );
+    }
+    let page = fetch(whole).await.unwrap();
+    assert_eq!(page.items.len(), want.len(), "still serving peers with the secret");
+    let refused = http
+        .get(format!("http://{addr}/admin/antientropy"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let refused: serde_json::Value = serde_json::from_slice(&refused).unwrap();
+    let r = &refused["cluster_port"]["refused"];
+    assert!(
+        r["no_secret"].as_u64() >= Some(1) && r["bad_proof"].as_u64() >= Some(1),
+        "{refused}"
+    );
+    // The client port no longer serves node-to-node routes.
+    for path in ["/internal/replica", "/internal/gossip", "/internal/stream"] {
+        let resp = http.post(format!("http://{addr}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
     }
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(15), node)

@@ -86,6 +86,7 @@ fn single_node_configured_by_environment_and_file() {
         .env("DYNAKV_CONFIG", &config)
         .env("DYNAKV_ID", "solo")
         .env("DYNAKV_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DYNAKV_CLUSTER_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("DYNAKV_DATA_DIR", dir.path().join("data"))
         .env("DYNAKV_W", "1")
         .stdout(Stdio::null())
@@ -119,6 +120,10 @@ fn invalid_settings_stop_the_node_with_one_line_naming_the_setting() {
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, b"x").unwrap();
     let bad_dir = not_a_dir.join("sub").display().to_string();
+    let short_secret = dir.path().join("short").display().to_string();
+    std::fs::write(&short_secret, "tiny\n").unwrap();
+    let good_secret = dir.path().join("good").display().to_string();
+    std::fs::write(&good_secret, "a-long-enough-secret-0123456789\n").unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--r", "4"], "`r`"),
         (vec!["--w", "0"], "`w`"),
@@ -126,6 +131,22 @@ fn invalid_settings_stop_the_node_with_one_line_naming_the_setting() {
         (vec!["--conflict", "crdt"], "`conflict`"),
         (vec!["--data-dir", &bad_dir], "`data-dir`"),
         (vec!["--listen", "127.0.0.1:notaport"], "`listen`"),
+        (vec!["--cluster-listen", "127.0.0.1:7001"], "`cluster-listen`"),
+        (vec!["--cluster-auth", "maybe"], "`cluster-auth`"),
+        (vec!["--cluster-auth", "transitional"], "`cluster-auth`"),
+        // Joining other nodes without a secret, unless --insecure says so.
+        (vec!["--seeds", "127.0.0.1:9"], "`cluster-secret-file`"),
+        (
+            vec!["--cluster-secret-file", "/nonexistent/secret"],
+            "`cluster-secret-file`",
+        ),
+        (vec!["--cluster-secret-file", &short_secret], "`cluster-secret-file`"),
+        (vec!["--insecure", "--cluster-secret-file", &good_secret], "`insecure`"),
+        (vec!["--client-tls", "true"], "`client-tls`"),
+        (vec!["--certs-dir", "/nonexistent/certs"], "`certs-dir`"),
+        (vec!["--tokens-file", "/nonexistent/tokens"], "`tokens-file`"),
+        (vec!["--max-message-bytes", "10"], "`max-message-bytes`"),
+        (vec!["--max-connections", "0"], "`max-connections`"),
     ];
     for (args, setting) in cases {
         let mut cmd = Command::new(BIN);
@@ -139,15 +160,29 @@ fn invalid_settings_stop_the_node_with_one_line_naming_the_setting() {
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(setting), "{args:?}: {err}");
     }
-    // An address already in use is reported as a `listen` problem.
+    // An address already in use is reported as a problem of the setting that names it.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(BIN)
-        .args(["node", "--data-dir", &data, "--listen", &addr])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`listen`"));
+    let free = format!("127.0.0.1:{}", free_port());
+    for (args, setting) in [
+        (
+            ["--listen", addr.as_str(), "--cluster-listen", free.as_str()],
+            "`listen`",
+        ),
+        (
+            ["--listen", free.as_str(), "--cluster-listen", addr.as_str()],
+            "`cluster-listen`",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["node", "--data-dir", &data])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(setting), "{setting}: {err}");
+    }
 }
 
 /// `dynakv dev` starts a cluster that serves, and SIGINT stops every node.
@@ -157,7 +192,11 @@ fn dev_starts_a_cluster_and_ctrl_c_stops_it() {
     // Three consecutive free ports.
     let base = loop {
         let p = free_port();
-        if p < 65000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+        // ... and their cluster ports, 1000 higher.
+        if p < 64000
+            && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+            && (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + 1000 + i)).is_ok())
+        {
             break p;
         }
     };

@@ -34,8 +34,10 @@ use crate::node_id::NodeId;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
     pub id: NodeId,
-    /// Where the member serves, as `host:port`.
+    /// Where other members reach it (its cluster port), as `host:port`.
     pub addr: String,
+    /// Where clients reach it (its client port), as `host:port`.
+    pub api: String,
     /// Incremented each time the member starts.
     pub generation: u64,
     /// Incremented by the member every gossip tick.
@@ -418,6 +420,7 @@ mod tests {
         MemberInfo {
             id: NodeId::new(id).unwrap(),
             addr: format!("{id}:7000"),
+            api: format!("{id}:8000"),
             generation,
             heartbeat: 0,
             tokens: 16,

@@ -54,7 +54,7 @@ impl Gossip {
     pub fn tick(self: &Arc<Self>) {
         self.rounds.fetch_add(1, Ordering::Relaxed);
         let tick = self.local.cluster.tick(&mut *self.rng.lock());
-        log_events(&tick.events);
+        on_events(&self.local, &tick.events);
         for addr in tick.targets {
             let this = self.clone();
             self.local.spawn(async move { this.exchange(&addr).await });
@@ -76,7 +76,7 @@ impl Gossip {
         {
             Ok(reply) => {
                 self.exchanges_ok.fetch_add(1, Ordering::Relaxed);
-                log_events(&cluster.merge(&reply.entries));
+                on_events(&self.local, &cluster.merge(&reply.entries));
                 cluster.merge_layout(&reply.layout);
             }
             Err(e) => {
@@ -123,7 +123,7 @@ pub fn answer(local: &Local, req: message::Gossip) -> Result<message::GossipRepl
             req.cluster, ours
         )));
     }
-    log_events(&local.cluster.merge(&req.entries));
+    on_events(local, &local.cluster.merge(&req.entries));
     local.cluster.merge_layout(&req.layout);
     Ok(message::GossipReply {
         entries: local.cluster.gossip_table(),
@@ -131,16 +131,22 @@ pub fn answer(local: &Local, req: message::Gossip) -> Result<message::GossipRepl
     })
 }
 
-/// Logs what gossip noticed.
-pub fn log_events(events: &[Event]) {
+/// Logs what gossip noticed; a member up again is worth connecting to at once.
+pub fn on_events(local: &Local, events: &[Event]) {
     for e in events {
         match e {
             Event::Discovered { id, addr } => info!(member = %id, %addr, "discovered member"),
             Event::Restarted { id, generation, addr } => {
-                info!(member = %id, generation, %addr, "member restarted")
+                info!(member = %id, generation, %addr, "member restarted");
+                local.peers.reachable(addr);
             }
             Event::StatusChanged { id, from, to } => {
-                info!(member = %id, from = from.as_str(), to = to.as_str(), "member status changed")
+                info!(member = %id, from = from.as_str(), to = to.as_str(), "member status changed");
+                if *to == dynakv_ring::Status::Alive
+                    && let Some((info, _)) = local.cluster.member_info(id)
+                {
+                    local.peers.reachable(&info.addr);
+                }
             }
             Event::IdentityConflict { remote_generation } => error!(
                 remote_generation,

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWriteExt, BufReader, ReadHalf};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::cluster::{Conn, Dialer};
 use super::message::Request;
-use super::stream::{STREAM_PATH, STREAM_PROTOCOL, encode_request, read_answer};
+use super::stream::{encode_request, read_answer};
 use super::{Reply, RpcError, Traffic};
 
 /// Frames awaiting their answer per peer at once. One: the peer handles a stream's
@@ -31,10 +31,9 @@ pub const MAX_IN_FLIGHT: usize = 1;
 pub const MAX_BATCH: usize = 128;
 /// Bytes of values per frame, roughly (a single larger request still goes, alone).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
-/// Longest wait for a peer to accept a connection and agree to the replica stream.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest answer frame taken from a peer (a batch of reads of large registers).
-const ANSWER_LIMIT: usize = 1 << 30;
+/// Requests waiting for one peer at most. Beyond it a request fails at once (the peer is
+/// not keeping up, or is hanging) instead of piling up in memory.
+pub const MAX_QUEUED: usize = 4096;
 /// How often a link checks for answers overdue past their deadline.
 const OVERDUE_CHECK: Duration = Duration::from_millis(250);
 
@@ -50,12 +49,20 @@ struct Queued {
 }
 
 /// Every peer's link, by address.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Links {
-    queues: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Queued>>>>,
+    queues: Arc<Mutex<HashMap<String, mpsc::Sender<Queued>>>>,
+    dialer: Dialer,
 }
 
 impl Links {
+    pub fn new(dialer: Dialer) -> Links {
+        Links {
+            queues: Arc::default(),
+            dialer,
+        }
+    }
+
     /// Queues `req` for `addr` and waits for its answer. `Err(req)` when the link cannot
     /// take it (the runtime is shutting down): the caller may send it another way.
     pub async fn send(&self, addr: &str, req: Request, timeout: Duration) -> Result<Result<Reply, RpcError>, Request> {
@@ -70,14 +77,22 @@ impl Links {
         let sent = {
             let mut queues = self.queues.lock();
             let tx = queues.entry(addr.to_string()).or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(link(addr.to_string(), rx));
+                let (tx, rx) = mpsc::channel(MAX_QUEUED);
+                tokio::spawn(link(addr.to_string(), rx, self.dialer.clone()));
                 tx
             });
-            tx.send(queued)
+            tx.try_send(queued)
         };
-        if let Err(mpsc::error::SendError(q)) = sent {
-            return Err(q.req);
+        match sent {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(q)) => return Err(q.req),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Never sent: the caller may count it as a failed replica at once.
+                return Ok(Err(RpcError::Connect {
+                    addr: addr.to_string(),
+                    detail: format!("{MAX_QUEUED} requests already wait for this peer"),
+                }));
+            }
         }
         Ok(match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
@@ -94,11 +109,11 @@ impl Links {
 }
 
 /// One peer's link: a replica stream opened on first use and again whenever it breaks.
-async fn link(addr: String, mut rx: mpsc::UnboundedReceiver<Queued>) {
+async fn link(addr: String, mut rx: mpsc::Receiver<Queued>, dialer: Dialer) {
     let mut next_id = 0u64;
     while let Some(first) = rx.recv().await {
-        match open_stream(&addr).await {
-            Ok(tcp) => session(&addr, tcp, first, &mut rx, &mut next_id).await,
+        match dialer.dial(&addr).await {
+            Ok((conn, _)) => session(&addr, conn, dialer.max_frame(), first, &mut rx, &mut next_id).await,
             Err(detail) => {
                 // Nothing was sent: what waits now fails as "cannot connect" (a caller
                 // may then try elsewhere); later requests try to connect again.
@@ -113,42 +128,6 @@ async fn link(addr: String, mut rx: mpsc::UnboundedReceiver<Queued>) {
                 }
             }
         }
-    }
-}
-
-/// Connects to `addr` and switches the connection to the replica stream.
-async fn open_stream(addr: &str) -> Result<TcpStream, String> {
-    let open = async {
-        let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
-        let head = format!(
-            "GET {STREAM_PATH} HTTP/1.1\r\nhost: {addr}\r\nconnection: upgrade\r\nupgrade: {STREAM_PROTOCOL}\r\n\r\n"
-        );
-        tcp.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-        // The peer sends nothing after its answer's head until it gets a frame, so
-        // reading up to the blank line cannot take any of the stream.
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            if answer.len() > 16 << 10 {
-                return Err("the peer's answer to the stream upgrade is too long".to_string());
-            }
-            let n = tcp.read(&mut buf).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("the peer closed the connection during the stream upgrade".to_string());
-            }
-            answer.extend_from_slice(&buf[..n]);
-        }
-        if !answer.starts_with(b"HTTP/1.1 101") {
-            let status = String::from_utf8_lossy(&answer);
-            let status = status.lines().next().unwrap_or_default();
-            return Err(format!("the peer refused the replica stream: {status}"));
-        }
-        Ok(tcp)
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
     }
 }
 
@@ -174,18 +153,20 @@ fn fail_all(pending: &Pending, e: &RpcError) {
 /// for the next one.
 async fn session(
     addr: &str,
-    tcp: TcpStream,
+    conn: Conn,
+    max_frame: usize,
     first: Queued,
-    rx: &mut mpsc::UnboundedReceiver<Queued>,
+    rx: &mut mpsc::Receiver<Queued>,
     next_id: &mut u64,
 ) {
-    let (r, mut w) = tcp.into_split();
+    let (r, mut w) = tokio::io::split(conn);
     let pending: Pending = Arc::default();
     let answered = Arc::new(Notify::new());
     let (dead_tx, mut dead) = oneshot::channel::<()>();
     let reader = tokio::spawn(read_answers(
         addr.to_string(),
         r,
+        max_frame,
         pending.clone(),
         answered.clone(),
         dead_tx,
@@ -250,7 +231,11 @@ async fn session(
         let sizes = encode_request(&mut out, *next_id, &reqs);
         let replies = replies.into_iter().zip(sizes).collect();
         pending.lock().insert(*next_id, Outstanding { replies, deadline });
-        match tokio::time::timeout_at(deadline, w.write_all(&out)).await {
+        let write = async {
+            w.write_all(&out).await?;
+            w.flush().await
+        };
+        match tokio::time::timeout_at(deadline, write).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 return teardown(RpcError::Transport {
@@ -272,14 +257,15 @@ async fn session(
 /// fails whatever is still waiting and tells the writer.
 async fn read_answers(
     addr: String,
-    r: tokio::net::tcp::OwnedReadHalf,
+    r: ReadHalf<Conn>,
+    max_frame: usize,
     pending: Pending,
     answered: Arc<Notify>,
     dead: oneshot::Sender<()>,
 ) {
     let mut r = BufReader::with_capacity(64 << 10, r);
     let detail = loop {
-        match read_answer(&mut r, ANSWER_LIMIT).await {
+        match read_answer(&mut r, max_frame).await {
             Ok(Some((id, answer))) => {
                 let Some(o) = pending.lock().remove(&id) else {
                     break format!("an answer to unknown frame {id}");

@@ -32,8 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on incompatible changes; a node rejects messages of another version.
-pub const WIRE_VERSION: u8 = 3;
-pub const CONTENT_TYPE: &str = "application/x-dynakv";
+pub const WIRE_VERSION: u8 = 4;
 
 /// A request whose answer has a type of its own.
 pub trait Call: Sized + Send + 'static {
@@ -201,32 +200,7 @@ pub struct PromiseLayout {
     pub digest: Digest,
 }
 
-/// Which HTTP route carries a request when it does not go over the replica stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// `POST /internal/replica`: data-plane verbs.
-    Replica,
-    /// `POST /internal/gossip`: membership.
-    Gossip,
-}
-
-impl Route {
-    pub fn path(self) -> &'static str {
-        match self {
-            Route::Replica => "/internal/replica",
-            Route::Gossip => "/internal/gossip",
-        }
-    }
-}
-
 impl Request {
-    pub fn route(&self) -> Route {
-        match self {
-            Request::Gossip(_) | Request::PromiseLayout(_) => Route::Gossip,
-            _ => Route::Replica,
-        }
-    }
-
     /// The small, quick verbs that travel coalesced on the replica stream. The others
     /// (long-running or large) go on their own, so they never hold up the stream.
     pub fn streamable(&self) -> bool {
@@ -363,6 +337,5 @@ mod tests {
         }
         .wrap();
         assert!(get.streamable() && !batch.streamable() && !gossip.streamable());
-        assert_eq!((get.route(), gossip.route()), (Route::Replica, Route::Gossip));
     }
 }

@@ -2,15 +2,17 @@
 //!
 //! - [`message`]: every request and its typed answer, and their encoding.
 //! - [`Transport`]: sends one [`message::Request`] to a peer and waits for its answer.
-//!   [`net::NetTransport`] is the real one (the replica stream for small verbs, HTTP for
-//!   the rest); the simulator brings an in-memory one that encodes, delays, drops,
+//!   [`net::NetTransport`] is the real one (over peers' cluster ports: the replica
+//!   stream for small verbs, pooled connections for the rest); the simulator brings an in-memory one that encodes, delays, drops,
 //!   duplicates and reorders every message.
 //! - [`Handler`]: the receiving side; the node's [`crate::peer::PeerHandler`]
 //!   implements it, whatever carried the request.
 //! - [`Peers`]: the typed front end callers use (`peers.call(addr, Get { .. })`).
-//! - [`stream`], [`link`], [`http`], [`net`]: the real wire, server and client sides.
+//! - [`cluster`], [`handshake`], [`stream`], [`link`], [`net`]: the real wire: the
+//!   cluster port and who may use it, the frames, and the client sides.
 
-pub mod http;
+pub mod cluster;
+pub mod handshake;
 pub mod link;
 pub mod message;
 pub mod net;
@@ -65,6 +67,10 @@ pub struct Traffic {
 pub trait Transport: Send + Sync + 'static {
     /// Sends `req` to the node at `addr` and waits up to `timeout` for the answer.
     fn send(&self, addr: &str, req: Request, timeout: Duration) -> BoxFuture<'static, Result<Reply, RpcError>>;
+
+    /// The node at `addr` is known to be up again (its gossip arrived): connect to it at
+    /// the next request rather than wait out a backoff from when it was down.
+    fn reachable(&self, _addr: &str) {}
 }
 
 /// The receiving side of node-to-node requests.
@@ -83,6 +89,11 @@ pub struct Peers(Arc<dyn Transport>);
 impl Peers {
     pub fn new(transport: Arc<dyn Transport>) -> Peers {
         Peers(transport)
+    }
+
+    /// See [`Transport::reachable`].
+    pub fn reachable(&self, addr: &str) {
+        self.0.reachable(addr)
     }
 
     /// Sends `req` and returns its answer.

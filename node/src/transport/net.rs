@@ -1,46 +1,156 @@
-//! The real transport: small verbs over the replica stream (see [`super::link`]),
-//! everything else (anti-entropy, forwarded writes, hint delivery, gossip) as a postcard
-//! body over HTTP/1.1 with pooled keep-alive connections.
+//! The real transport, over peers' cluster ports: small verbs on the replica stream (see
+//! [`super::link`]), everything else (anti-entropy, forwarded writes, hint delivery,
+//! gossip, partition transfers) one request at a time on pooled connections, so that a
+//! long exchange holds up nothing behind it.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use dynakv_http_api::{ApiError, ErrorBody};
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::io::{AsyncWriteExt, BufReader};
 
+use super::cluster::{Conn, Dialer};
 use super::link::Links;
-use super::message::{self, Answer, CONTENT_TYPE, Request};
+use super::message::Request;
+use super::stream::{encode_request, read_answer};
 use super::{Reply, RpcError, Traffic, Transport};
+
+/// Idle pooled connections kept per peer.
+const MAX_IDLE: usize = 16;
+/// A pooled connection unused this long is closed rather than reused.
+const IDLE_FOR: Duration = Duration::from_secs(30);
+
+type Pooled = BufReader<Conn>;
+/// Idle pooled connections by peer, with when each was last used.
+type Idle = Arc<Mutex<HashMap<String, Vec<(Pooled, Instant)>>>>;
 
 #[derive(Clone)]
 pub struct NetTransport {
-    http: reqwest::Client,
     links: Links,
+    dialer: Dialer,
+    idle: Idle,
 }
 
 impl NetTransport {
-    pub fn new() -> NetTransport {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            // Peers close connections idle for their read timeout (at least
-            // MIN_READ_TIMEOUT_MS, whatever each is configured with): drop pooled ones well
-            // before, so a request is never sent on one the peer is closing that moment.
-            .pool_idle_timeout(Duration::from_millis(crate::config::MIN_READ_TIMEOUT_MS / 2))
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .no_proxy()
-            .build()
-            .expect("static client configuration is valid");
+    pub fn new(dialer: Dialer) -> NetTransport {
         NetTransport {
-            http,
-            links: Links::default(),
+            links: Links::new(dialer.clone()),
+            dialer,
+            idle: Arc::default(),
         }
     }
-}
 
-impl Default for NetTransport {
-    fn default() -> Self {
-        Self::new()
+    fn checkout(&self, addr: &str) -> Option<Pooled> {
+        let mut idle = self.idle.lock();
+        let conns = idle.get_mut(addr)?;
+        while let Some((conn, since)) = conns.pop() {
+            if since.elapsed() < IDLE_FOR {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, addr: &str, conn: Pooled) {
+        let mut idle = self.idle.lock();
+        let conns = idle.entry(addr.to_string()).or_default();
+        if conns.len() < MAX_IDLE {
+            conns.push((conn, Instant::now()));
+        }
+    }
+
+    /// One request on a pooled connection (or a new one). A reused connection that fails
+    /// before any answer arrives (the peer restarted meanwhile) is retried once on a new
+    /// one: every verb sent this way is safe to repeat.
+    async fn exchange(&self, addr: &str, req: &Request, timeout: Duration) -> Result<Reply, RpcError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut frame = Vec::new();
+        let sizes = encode_request(&mut frame, 1, std::slice::from_ref(req));
+        let sent = sizes.first().copied().unwrap_or_default() as u64;
+        let mut reused = self.checkout(addr);
+        loop {
+            let was_reused = reused.is_some();
+            let mut conn = match reused.take() {
+                Some(c) => c,
+                None => match tokio::time::timeout_at(deadline, self.dialer.dial(addr)).await {
+                    Ok(Ok((conn, _))) => BufReader::new(conn),
+                    Ok(Err(detail)) => {
+                        return Err(RpcError::Connect {
+                            addr: addr.to_string(),
+                            detail,
+                        });
+                    }
+                    Err(_) => {
+                        return Err(RpcError::Timeout {
+                            addr: addr.to_string(),
+                            timeout,
+                        });
+                    }
+                },
+            };
+            let attempt = async {
+                conn.write_all(&frame).await?;
+                conn.flush().await?;
+                read_answer(&mut conn, self.dialer.max_frame()).await
+            };
+            let result = match tokio::time::timeout_at(deadline, attempt).await {
+                Err(_) => {
+                    return Err(RpcError::Timeout {
+                        addr: addr.to_string(),
+                        timeout,
+                    });
+                }
+                Ok(r) => r,
+            };
+            let (id, answer) = match result {
+                Ok(Some(a)) => a,
+                Ok(None) | Err(_) if was_reused => continue,
+                Ok(None) => {
+                    return Err(RpcError::Transport {
+                        addr: addr.to_string(),
+                        detail: "the peer closed the connection".into(),
+                    });
+                }
+                Err(e) => {
+                    return Err(RpcError::Transport {
+                        addr: addr.to_string(),
+                        detail: e.to_string(),
+                    });
+                }
+            };
+            if id != 1 {
+                return Err(RpcError::Transport {
+                    addr: addr.to_string(),
+                    detail: format!("an answer to unknown frame {id}"),
+                });
+            }
+            self.checkin(addr, conn);
+            return match answer {
+                Ok(mut items) if items.len() == 1 => {
+                    let (answer, received) = items.pop().expect("one item");
+                    let traffic = Traffic {
+                        sent,
+                        received: received as u64,
+                    };
+                    answer
+                        .map(|answer| Reply { answer, traffic })
+                        .map_err(|e| RpcError::Remote {
+                            addr: addr.to_string(),
+                            error: e.into(),
+                        })
+                }
+                Ok(items) => Err(RpcError::Transport {
+                    addr: addr.to_string(),
+                    detail: format!("{} answers to one request", items.len()),
+                }),
+                Err(error) => Err(RpcError::Remote {
+                    addr: addr.to_string(),
+                    error,
+                }),
+            };
+        }
     }
 }
 
@@ -58,76 +168,11 @@ impl Transport for NetTransport {
             } else {
                 req
             };
-            this.post(&addr, &req, timeout).await
+            this.exchange(&addr, &req, timeout).await
         })
     }
-}
 
-impl NetTransport {
-    /// One request as an HTTP exchange.
-    async fn post(&self, addr: &str, req: &Request, timeout: Duration) -> Result<Reply, RpcError> {
-        let transport = |detail: String| RpcError::Transport {
-            addr: addr.to_string(),
-            detail,
-        };
-        let classify = |e: reqwest::Error| {
-            // reqwest's Display hides the cause ("error sending request"); keep it.
-            let mut detail = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                detail.push_str(": ");
-                detail.push_str(&s.to_string());
-                source = s.source();
-            }
-            if e.is_timeout() {
-                RpcError::Timeout {
-                    addr: addr.to_string(),
-                    timeout,
-                }
-            } else if e.is_connect() {
-                RpcError::Connect {
-                    addr: addr.to_string(),
-                    detail,
-                }
-            } else {
-                transport(detail)
-            }
-        };
-        let body = Bytes::from(message::encode(req));
-        let sent = body.len() as u64;
-        let resp = self
-            .http
-            .post(format!("http://{addr}{}", req.route().path()))
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .body(body)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(classify)?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(classify)?;
-        if status.is_success() {
-            return message::decode::<Answer>(&body)
-                .map(|answer| Reply {
-                    answer,
-                    traffic: Traffic {
-                        sent,
-                        received: body.len() as u64,
-                    },
-                })
-                .map_err(|e| transport(format!("undecodable answer: {e}")));
-        }
-        let error = match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(b) => ApiError::from_body(status.as_u16(), b),
-            Err(_) => ApiError::Upstream {
-                status: status.as_u16(),
-                code: "peer_error".into(),
-                message: String::from_utf8_lossy(&body).chars().take(200).collect(),
-            },
-        };
-        Err(RpcError::Remote {
-            addr: addr.to_string(),
-            error,
-        })
+    fn reachable(&self, addr: &str) {
+        self.dialer.forget_failures(addr);
     }
 }

@@ -1,9 +1,6 @@
-//! The replica stream: one long-lived connection per pair of nodes carrying batches of
-//! small requests as length-prefixed frames, pipelined, instead of one HTTP exchange
-//! each. This file has the frames and the serving side; [`super::link`] the client side.
-//!
-//! A node opens it with `GET /internal/stream` and `Upgrade: dynakv-rpc/2`; after the
-//! `101 Switching Protocols` both sides speak frames:
+//! The frames nodes exchange on the cluster port (after TLS and the handshake, see
+//! [`super::cluster`]), and the serving side; [`super::link`] and [`super::net`] are the
+//! client sides.
 //!
 //! - request: `u32` length of what follows, `u64` frame id, then the requests as
 //!   [`message::encode`] encodes a `Vec<Request>`;
@@ -11,34 +8,27 @@
 //!   (kind 0) one `Result<Answer, WireError>` per request, in order, encoded the same
 //!   way, or (kind 1) one [`WireError`] for the whole frame (it could not be decoded).
 //!
+//! A length over the node's frame limit ends the connection before anything is
+//! allocated for it, and a frame's buffer grows only as its bytes arrive.
+//!
 //! The serving side handles a connection's frames one after another and answers in
-//! order, writing the answers together once no further whole frame has arrived. Per
-//! request, that saves the HTTP parsing and routing, most system calls and the hand-offs
-//! between tasks of an HTTP exchange, which at moderate load was most of a node's CPU
-//! (each client request fans out to two or three peers).
+//! order, writing the answers together once no further whole frame has arrived. The
+//! replica stream (one long-lived connection per pair of nodes) pipelines batches of
+//! small requests this way; larger ones go one per pooled connection.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::extract::Request as HttpRequest;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use dynakv_http_api::ApiError;
 use futures::FutureExt;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, watch};
-use tracing::debug;
 
 use super::Handler;
 use super::message::{self, Answer, Request, WIRE_VERSION, WireError};
-
-pub const STREAM_PATH: &str = "/internal/stream";
-/// The `Upgrade` protocol name; a new frame format gets a new name.
-pub const STREAM_PROTOCOL: &str = "dynakv-rpc/2";
 
 /// The replica streams a node serves, so that it can stop them when it shuts down:
 /// [`Streams::close`] makes each stop reading requests once it has answered what it
@@ -101,6 +91,8 @@ impl Streams {
 
 /// Largest frame the length prefix can describe.
 const MAX_FRAME: usize = u32::MAX as usize;
+/// A frame's body is read into a buffer of at most this much to begin with.
+const READ_CHUNK: usize = 64 << 10;
 
 /// Answer kinds.
 const ANSWER_ITEMS: u8 = 0;
@@ -217,8 +209,13 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<Opt
         return Err(FrameError::TooLarge { len, limit });
     }
     let id = r.read_u64().await?;
-    let mut body = vec![0; len - 8];
-    r.read_exact(&mut body).await?;
+    // Memory grows with the bytes that actually arrive, not with what the prefix claims.
+    let want = len - 8;
+    let mut body = Vec::with_capacity(want.min(READ_CHUNK));
+    let got = (&mut *r).take(want as u64).read_to_end(&mut body).await?;
+    if got < want {
+        return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(Some((id, body)))
 }
 
@@ -308,6 +305,7 @@ where
         encode_answer(&mut out, id, &answer);
         if !holds_a_frame(r.buffer()) {
             w.write_all(&out).await?;
+            w.flush().await?;
             out.clear();
         }
     }
@@ -317,44 +315,6 @@ where
 /// far; waiting for the rest of a partial one could hold them up).
 fn holds_a_frame(buf: &[u8]) -> bool {
     buf.len() >= 4 && buf.len() - 4 >= u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
-}
-
-/// `GET /internal/stream`: switches the connection to the replica stream.
-pub async fn upgrade<H: Handler>(
-    handler: Arc<H>,
-    mut req: HttpRequest,
-    limit: usize,
-    streams: Streams,
-) -> Result<Response, ApiError> {
-    let wanted = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(STREAM_PROTOCOL));
-    if !wanted {
-        return Err(ApiError::BadRequest(format!(
-            "{STREAM_PATH} needs `Connection: upgrade` and `Upgrade: {STREAM_PROTOCOL}`"
-        )));
-    }
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                if let Err(e) = serve(handler, TokioIo::new(upgraded), limit, streams).await {
-                    debug!(error = %e, "replica stream ended");
-                }
-            }
-            Err(e) => debug!(error = %e, "replica stream upgrade failed"),
-        }
-    });
-    Ok((
-        StatusCode::SWITCHING_PROTOCOLS,
-        [
-            (header::CONNECTION, HeaderValue::from_static("upgrade")),
-            (header::UPGRADE, HeaderValue::from_static(STREAM_PROTOCOL)),
-        ],
-    )
-        .into_response())
 }
 
 #[cfg(test)]

@@ -12,14 +12,31 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dynakv");
 
-/// A free loopback port (the listener is closed before the node binds it).
+/// A free loopback port (the listener is closed before the node binds it), below the
+/// kernel's ephemeral range (32768 and up on Linux): a port from that range can be
+/// taken by any outgoing connection (the nodes make many) before the node binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Each test process walks its own stretch, starting where its pid says.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % 12_000;
+    loop {
+        let k = NEXT.fetch_add(1, Ordering::SeqCst);
+        let p = 20_000 + ((start + k) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 pub struct TestNode {
     pub id: String,
+    /// The client port.
     pub addr: String,
+    /// The cluster port.
+    pub cluster_addr: String,
+    /// Flags for this node only, after the cluster's.
+    pub extra: Vec<String>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -40,22 +57,34 @@ impl TestCluster {
     /// Starts `n` nodes with `args` (plus [`FAST`]) and waits until every node sees every
     /// other as alive.
     pub async fn start(n: usize, args: &[&str]) -> TestCluster {
+        let mut c = TestCluster::prepare(n, args);
+        c.launch().await;
+        c
+    }
+
+    /// [`TestCluster::start`] in two steps: `prepare` sets the cluster up without
+    /// starting a node (so a test can give nodes flags of their own, in `extra`),
+    /// `launch` starts them all and waits.
+    pub fn prepare(n: usize, args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let seeds = ports
             .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
+            .map(|(_, p)| format!("127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",");
+        std::fs::write(dir.path().join("cluster.secret"), "test-cluster-secret-0123456789\n").unwrap();
         let nodes = ports
             .iter()
             .enumerate()
-            .map(|(i, p)| {
+            .map(|(i, (p, cp))| {
                 let id = format!("n{}", i + 1);
                 TestNode {
                     data_dir: dir.path().join(&id),
                     log: dir.path().join(format!("{id}.log")),
                     addr: format!("127.0.0.1:{p}"),
+                    cluster_addr: format!("127.0.0.1:{cp}"),
+                    extra: vec![],
                     id,
                     child: None,
                 }
@@ -63,23 +92,26 @@ impl TestCluster {
             .collect();
         let mut all_args: Vec<String> = FAST.iter().map(|s| s.to_string()).collect();
         all_args.extend(args.iter().map(|s| s.to_string()));
-        let mut c = TestCluster {
+        TestCluster {
             nodes,
             seeds,
             args: all_args,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             dir,
-        };
+        }
+    }
+
+    pub async fn launch(&mut self) {
+        let n = self.nodes.len();
         for i in 0..n {
-            c.spawn(i);
+            self.spawn(i);
         }
         for i in 0..n {
-            c.wait_healthy(i).await;
+            self.wait_healthy(i).await;
         }
-        c.wait_all_see_all_alive().await;
-        let ids: Vec<String> = c.nodes.iter().map(|n| n.id.clone()).collect();
-        c.wait_layout(&ids, Duration::from_secs(30)).await;
-        c
+        self.wait_all_see_all_alive().await;
+        let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
+        self.wait_layout(&ids, Duration::from_secs(30)).await;
     }
 
     /// Starts one more node (seeded with the first nodes) and waits until it serves;
@@ -87,20 +119,28 @@ impl TestCluster {
     pub async fn add_node(&mut self, extra: &[&str]) -> usize {
         let i = self.nodes.len();
         let id = format!("n{}", i + 1);
-        let port = free_port();
         self.nodes.push(TestNode {
             data_dir: self.dir.path().join(&id),
             log: self.dir.path().join(format!("{id}.log")),
-            addr: format!("127.0.0.1:{port}"),
+            addr: format!("127.0.0.1:{}", free_port()),
+            cluster_addr: format!("127.0.0.1:{}", free_port()),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             id,
             child: None,
         });
-        let saved = self.args.clone();
-        self.args.extend(extra.iter().map(|s| s.to_string()));
         self.spawn(i);
-        self.args = saved;
         self.wait_healthy(i).await;
         i
+    }
+
+    /// The temporary directory the nodes' data and logs live in.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The cluster secret every node gets unless its flags choose otherwise.
+    pub fn secret_file(&self) -> PathBuf {
+        self.dir.path().join("cluster.secret")
     }
 
     pub fn id(&self, i: usize) -> &str {
@@ -162,11 +202,18 @@ impl TestCluster {
             .append(true)
             .open(&node.log)
             .unwrap();
+        let mut args: Vec<String> = self.args.iter().chain(&node.extra).cloned().collect();
+        let chose = |flag: &str| args.iter().any(|a| a == flag);
+        if !chose("--insecure") && !chose("--cluster-secret-file") {
+            args.push("--cluster-secret-file".into());
+            args.push(self.dir.path().join("cluster.secret").display().to_string());
+        }
         let child = Command::new(BIN)
-            .args(["node", "--id", &node.id, "--listen", &node.addr, "--seeds", &self.seeds])
+            .args(["node", "--id", &node.id, "--listen", &node.addr])
+            .args(["--cluster-listen", &node.cluster_addr, "--seeds", &self.seeds])
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args(&self.args)
+            .args(&args)
             .env("RUST_LOG", "info,dynakv_node=debug")
             .stdout(Stdio::null())
             .stderr(log)

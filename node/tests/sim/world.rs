@@ -352,6 +352,9 @@ impl World {
             id: Some(format!("n{}", i + 1)),
             listen: Some("127.0.0.1:1".into()),
             advertise: Some(addr(i)),
+            cluster_advertise: Some(addr(i)),
+            // The simulated network carries no handshake; the real one is tested for real.
+            insecure: Some("true".into()),
             data_dir: Some(format!("/nonexistent/sim/n{}", i + 1).into()),
             seeds: Some(seeds.join(",")),
             n: s(c.n as u64),
