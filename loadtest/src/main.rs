@@ -147,6 +147,12 @@ struct RunArgs {
     /// No live progress.
     #[arg(long)]
     quiet: bool,
+    /// dynakv over HTTPS (client ports with --client-tls), trusting this CA certificate.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// dynakv API token sent with every request (nodes with --tokens-file).
+    #[arg(long, env = "DYNAKV_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -205,6 +211,12 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         r: a.r,
         w: a.w,
         timeout: Duration::from_millis(a.timeout_ms),
+        tls: a
+            .ca
+            .as_deref()
+            .map(dynakv_loadtest::target::tls_connector)
+            .transpose()?,
+        token: a.token.clone(),
     };
     let show = !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let load_seconds = if a.no_load {

@@ -51,6 +51,8 @@ async fn experiment(cfg: &Config, run: u64, trial: usize, delay: u64) -> Option<
         r: Some(r),
         w: Some(w),
         timeout: cfg.timeout,
+        tls: None,
+        token: None,
     };
     let mut settle = Client::connect(&target(cfg.n, cfg.n)).await.ok()?;
     let old = settle.write(writer, &key, "old".into(), None).await;

@@ -62,7 +62,7 @@ impl Outcome {
 const MAX_IDLE: Duration = Duration::from_secs(5);
 
 /// Settings shared by every worker of a run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TargetConfig {
     pub kind: Kind,
     /// host:port of each node (etcd members, the Redis server, the bare server).
@@ -70,6 +70,26 @@ pub struct TargetConfig {
     pub r: Option<usize>,
     pub w: Option<usize>,
     pub timeout: Duration,
+    /// HTTPS, trusting this CA (a dynakv client port with `--client-tls`).
+    pub tls: Option<tokio_rustls::TlsConnector>,
+    /// `Authorization: Bearer` on every request (a dynakv node with API tokens).
+    pub token: Option<String>,
+}
+
+/// A TLS client configuration trusting the CA certificate(s) in `ca` (PEM).
+pub fn tls_connector(ca: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
 }
 
 /// One worker's connection(s) to the target.
@@ -156,15 +176,34 @@ impl Client {
                 slot => {
                     let stream = TcpStream::connect(&addr).await.map_err(|_| "connect".to_string())?;
                     let _ = stream.set_nodelay(true);
-                    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                        .await
-                        .map_err(|_| "connect".to_string())?;
-                    tokio::spawn(conn);
+                    let sender = match &cfg.tls {
+                        Some(tls) => {
+                            let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                                .map_err(|_| "connect".to_string())?;
+                            let stream = tls.connect(name, stream).await.map_err(|_| "tls".to_string())?;
+                            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                                .await
+                                .map_err(|_| "connect".to_string())?;
+                            tokio::spawn(conn);
+                            sender
+                        }
+                        None => {
+                            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                                .await
+                                .map_err(|_| "connect".to_string())?;
+                            tokio::spawn(conn);
+                            sender
+                        }
+                    };
                     &mut slot.insert((sender, Instant::now())).0
                 }
             };
             sender.ready().await.map_err(|_| "transport".to_string())?;
             let mut req = Request::builder().method(method).uri(path).header("host", &addr);
+            if let Some(t) = &cfg.token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
             if let Some(c) = context {
                 req = req.header("x-dynakv-context", c);
             }

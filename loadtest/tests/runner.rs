@@ -44,6 +44,8 @@ fn target(addr: String) -> TargetConfig {
         r: None,
         w: None,
         timeout: Duration::from_secs(2),
+        tls: None,
+        token: None,
     }
 }
 
