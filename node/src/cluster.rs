@@ -264,10 +264,13 @@ impl Cluster {
         let p = view.rings.current().partition_of_key(key.as_bytes());
         let m = self.membership.lock();
         let read = view.read_ring().partition_preference(p, self.n);
-        let mut sets: Vec<Vec<&NodeId>> = vec![read];
-        for (_, ring) in view.rings.all() {
-            let set = ring.partition_preference(p, self.n);
-            if !sets.iter().any(|s| same_members(s, &set)) {
+        let others = view.rings.all().map(|(_, ring)| ring.partition_preference(p, self.n));
+        let mut sets: Vec<Vec<&NodeId>> = Vec::new();
+        // A layout without owners (the one before the cluster's first) never held data
+        // and takes none: it is no replica set. While a node still reads from it, right
+        // after the first layout is committed, its primaries are the first layout's.
+        for set in std::iter::once(read).chain(others) {
+            if !set.is_empty() && !sets.iter().any(|s| same_members(s, &set)) {
                 sets.push(set);
             }
         }
@@ -284,7 +287,7 @@ impl Cluster {
             .into_iter()
             .map(|s| s.into_iter().map(|id| self.replica(&m, id)).collect());
         Plan {
-            primaries: sets.next().expect("the read set"),
+            primaries: sets.next().unwrap_or_default(),
             moving: sets.collect(),
             fallbacks,
         }
@@ -689,5 +692,28 @@ mod tests {
         assert_eq!(again.check_current().unwrap_err().code(), "unavailable");
         again.merge_layout(&LayoutHistory::new());
         assert!(again.check_current().is_ok());
+    }
+
+    /// Right after the first layout is committed, a node still reads from the layout
+    /// before it, which has no owners: its writes (and reads) go to the first layout's
+    /// replicas, instead of needing a quorum of an empty set (which failed every write
+    /// such a node coordinated for a second or so after a cluster formed).
+    #[test]
+    fn the_empty_layout_before_the_first_is_no_replica_set() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let a = node("a", store);
+        assert!(a.plan("k").primaries.is_empty(), "no layout, no replicas");
+        a.stage(Change::Join(NodeId::new("a").unwrap())).unwrap();
+        a.install(a.proposal().unwrap()).unwrap();
+        let view = a.view();
+        assert_eq!(
+            (view.current().version, view.read),
+            (1, 0),
+            "still reading from version 0"
+        );
+        let plan = a.plan("k");
+        let ids: Vec<String> = plan.primaries.iter().map(|r| r.id.to_string()).collect();
+        assert_eq!(ids, ["a"]);
+        assert!(plan.moving.is_empty(), "{:?}", plan.moving.len());
     }
 }

@@ -135,7 +135,11 @@ pub fn answer(local: &Local, req: message::Gossip) -> Result<message::GossipRepl
 pub fn on_events(local: &Local, events: &[Event]) {
     for e in events {
         match e {
-            Event::Discovered { id, addr } => info!(member = %id, %addr, "discovered member"),
+            Event::Discovered { id, addr } => {
+                info!(member = %id, %addr, "discovered member");
+                // It may have been dialled (as a seed) before it listened.
+                local.peers.reachable(addr);
+            }
             Event::Restarted { id, generation, addr } => {
                 info!(member = %id, generation, %addr, "member restarted");
                 local.peers.reachable(addr);
