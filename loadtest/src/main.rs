@@ -228,10 +228,11 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
             a.records,
             took.as_secs_f64(),
             a.records as f64 / took.as_secs_f64(),
-            if failed > 0 {
-                format!(", {failed} failed")
-            } else {
+            if failed.is_empty() {
                 String::new()
+            } else {
+                let classes: Vec<String> = failed.iter().map(|(class, n)| format!("{n} {class}")).collect();
+                format!(", failed: {}", classes.join(", "))
             }
         );
         Some(took.as_secs_f64())

@@ -4,6 +4,7 @@
 //! request was *due*, so a stall delays the requests behind it and shows up in the
 //! percentiles instead of hiding: no coordinated omission).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -195,16 +196,17 @@ pub async fn run(
     Ok((elapsed, recorder))
 }
 
-/// Loads records `0..records` (YCSB's load phase) with `concurrency` writers.
+/// Loads records `0..records` (YCSB's load phase) with `concurrency` writers. Returns
+/// how long it took and the failed writes by error class.
 pub async fn load(
     target: &TargetConfig,
     records: u64,
     value_size: ValueSize,
     concurrency: usize,
     show: bool,
-) -> anyhow::Result<(Duration, u64)> {
+) -> anyhow::Result<(Duration, BTreeMap<String, u64>)> {
     let next = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(parking_lot::Mutex::new(BTreeMap::<String, u64>::new()));
     let bar = if show {
         ProgressBar::new(records)
     } else {
@@ -229,8 +231,8 @@ pub async fn load(
                 let out = client
                     .write((i % nodes as u64) as usize, &key(i), value_size.value(&mut rng), None)
                     .await;
-                if out.error.is_some() {
-                    failed.fetch_add(1, Ordering::Relaxed);
+                if let Some(class) = out.error {
+                    *failed.lock().entry(class).or_default() += 1;
                 }
                 bar.inc(1);
             }
@@ -240,7 +242,8 @@ pub async fn load(
         w.await?;
     }
     bar.finish_and_clear();
-    Ok((started.elapsed(), failed.load(Ordering::Relaxed)))
+    let failed = failed.lock().clone();
+    Ok((started.elapsed(), failed))
 }
 
 /// Live progress on the terminal: elapsed, ops/s, errors and p99 of the last half second.

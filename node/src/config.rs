@@ -57,6 +57,10 @@ pub struct NodeArgs {
     /// Serve the client port over TLS too, with the node certificate of certs-dir [default: false].
     #[arg(long, env = "DYNAKV_CLIENT_TLS")]
     pub client_tls: Option<String>,
+    /// With client-tls: clients must show a certificate signed by the cluster CA
+    /// (`dynakv certs client`) [default: false].
+    #[arg(long, env = "DYNAKV_CLIENT_CERT_REQUIRED")]
+    pub client_cert_required: Option<String>,
     /// File of API tokens with their scopes (read, write, admin); when given, every
     /// client request but /health needs `Authorization: Bearer <token>`.
     #[arg(long, env = "DYNAKV_TOKENS_FILE")]
@@ -167,6 +171,7 @@ struct FileConfig {
     insecure: Option<bool>,
     certs_dir: Option<PathBuf>,
     client_tls: Option<bool>,
+    client_cert_required: Option<bool>,
     tokens_file: Option<PathBuf>,
     max_message_bytes: Option<u64>,
     max_connections: Option<u64>,
@@ -215,6 +220,7 @@ pub struct Config {
     pub insecure: bool,
     pub certs_dir: Option<PathBuf>,
     pub client_tls: bool,
+    pub client_cert_required: bool,
     pub tokens_file: Option<PathBuf>,
     pub max_message_bytes: usize,
     pub max_connections: usize,
@@ -629,6 +635,15 @@ impl Config {
                 "needs certs-dir (its node.crt and node.key)",
             ));
         }
+        let client_cert_required: bool = pick(
+            "client-cert-required",
+            args.client_cert_required,
+            file.client_cert_required,
+            false,
+        )?;
+        if client_cert_required && !client_tls {
+            return Err(invalid("client-cert-required", "true", "needs client-tls"));
+        }
         if let Some(dir) = &certs_dir {
             crate::tls::Material::load(dir).map_err(|e| invalid("certs-dir", dir.display(), e))?;
         }
@@ -668,6 +683,7 @@ impl Config {
             insecure,
             certs_dir,
             client_tls,
+            client_cert_required,
             tokens_file,
             max_message_bytes,
             max_connections,

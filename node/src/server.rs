@@ -63,7 +63,9 @@ pub async fn run(
         None => None,
     };
     let client_tls = match &material {
-        Some(m) if config.client_tls => Some(crate::tls::client_port_acceptor(m).map_err(tls_error)?),
+        Some(m) if config.client_tls => {
+            Some(crate::tls::client_port_acceptor(m, config.client_cert_required).map_err(tls_error)?)
+        }
         _ => None,
     };
     let tokens = match &config.tokens_file {

@@ -130,31 +130,51 @@ impl ClusterTls {
     }
 }
 
-/// TLS on the client port with the node's certificate (clients check it against the CA).
-pub fn client_port_acceptor(m: &Material) -> Result<TlsAcceptor, String> {
-    let mut server = ServerConfig::builder_with_provider(provider())
+/// TLS on the client port with the node's certificate (clients check it against the CA);
+/// with `require_client_cert`, clients must show a certificate of the cluster CA too
+/// (`dynakv certs client`).
+pub fn client_port_acceptor(m: &Material, require_client_cert: bool) -> Result<TlsAcceptor, String> {
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = if require_client_cert {
+        let verifier = WebPkiClientVerifier::builder_with_provider(m.roots()?, provider())
+            .build()
+            .map_err(|e| e.to_string())?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut server = builder
         .with_single_cert(m.chain.clone(), m.key.clone_key())
         .map_err(|e| format!("node.crt/node.key: {e}"))?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
-/// A client configuration trusting `ca` (for the CLI, the load tool and tests).
-pub fn client_config(ca: &Path) -> Result<ClientConfig, String> {
+/// A client configuration trusting `ca`, showing the client certificate `cert` (with its
+/// key, `client.NAME.crt` and `.key` from `dynakv certs client`) when given.
+pub fn client_config(ca: &Path, cert: Option<(&Path, &Path)>) -> Result<ClientConfig, String> {
     let mut roots = RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
         roots
             .add(c.map_err(|e| format!("{}: {e}", ca.display()))?)
             .map_err(|e| format!("{}: {e}", ca.display()))?;
     }
-    Ok(ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    match cert {
+        None => Ok(builder.with_no_client_auth()),
+        Some((crt, key)) => {
+            let chain = CertificateDer::pem_file_iter(crt)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {e}", crt.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// `dynakv certs`: makes a cluster CA, node and client certificates, and secrets.

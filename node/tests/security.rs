@@ -532,3 +532,118 @@ async fn an_oversized_body_still_gets_its_json_413() {
         sender.await.unwrap().expect("the whole body was taken");
     }
 }
+
+/// `--client-tls`: the client port serves HTTPS with the node certificate, which a client
+/// trusting the cluster CA accepts for the node's host names; with
+/// `--client-cert-required`, only clients showing a certificate of the CA get answers.
+/// Plain HTTP gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_port_serves_tls_with_the_node_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = Command::new(BIN)
+        .args(["certs", "cluster", "--dir"])
+        .arg(&certs)
+        .args(["--ids", "solo"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["certs", "client", "--dir"])
+        .arg(&certs)
+        .args(["--name", "app"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let node_certs = certs.join("solo").display().to_string();
+    let (addr, _guard) = solo(
+        dir.path(),
+        &[
+            "--certs-dir",
+            &node_certs,
+            "--client-tls",
+            "true",
+            "--client-cert-required",
+            "true",
+        ],
+    )
+    .await;
+    let client_cert = (certs.join("client.app.crt"), certs.join("client.app.key"));
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        dynakv_node::tls::client_config(&certs.join("ca.crt"), Some((&client_cert.0, &client_cert.1))).unwrap(),
+    ));
+    let request = |path: &str, method: &str, body: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let https = |req: String| {
+        let (tls, addr) = (tls.clone(), addr.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut s = tls.connect(name, tcp).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).to_string()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let layout = https(request("/admin/layout", "GET", "")).await;
+        if layout.contains("\"settled\":true") && layout.contains("\"state\":\"active\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no layout: {layout}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        https(request("/kv/k", "PUT", "secret value"))
+            .await
+            .starts_with("HTTP/1.1 204")
+    );
+    let got = https(request("/kv/k", "GET", "")).await;
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("secret value"),
+        "{got}"
+    );
+    // Plain HTTP on the TLS port: no answer in the clear.
+    let mut plain = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    plain.write_all(request("/kv/k", "GET", "").as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(!String::from_utf8_lossy(&answer).contains("secret value"));
+    // A client without a certificate gets no answer.
+    let anonymous = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        dynakv_node::tls::client_config(&certs.join("ca.crt"), None).unwrap(),
+    ));
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    if let Ok(mut s) = anonymous.connect(name, tcp).await {
+        // TLS 1.3: the server refuses the missing certificate after the client's side
+        // of the handshake is done; the refusal arrives instead of an answer.
+        let _ = s.write_all(request("/kv/k", "GET", "").as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        assert!(
+            !String::from_utf8_lossy(&answer).contains("secret value"),
+            "answered without a certificate"
+        );
+        assert!(answer.is_empty(), "{answer:?}");
+    }
+    // A client that does not trust this CA refuses the node.
+    let other = tempfile::tempdir().unwrap();
+    Command::new(BIN)
+        .args(["certs", "ca", "--dir"])
+        .arg(other.path())
+        .output()
+        .unwrap();
+    let stranger = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        dynakv_node::tls::client_config(&other.path().join("ca.crt"), None).unwrap(),
+    ));
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    assert!(stranger.connect(name, tcp).await.is_err());
+}
