@@ -13,6 +13,12 @@ use common::{BIN, TestCluster, free_port};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+/// Runs `dynakv certs ARGS DIR` and checks it succeeded.
+fn make_certs(args: &[&str], dir: &std::path::Path) {
+    let out = Command::new(BIN).arg("certs").args(args).arg(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Keys `key` written through node `at`: 204 expected.
 async fn put_ok(c: &TestCluster, at: usize, key: &str, value: &str) {
     let r = c.put(at, key, value.as_bytes(), "", None).await;
@@ -184,13 +190,7 @@ async fn a_replayed_handshake_gets_nothing_and_stores_nothing() {
 async fn mutual_tls_works_and_a_certificate_for_another_node_id_is_refused() {
     let mut c = TestCluster::prepare(3, &[]);
     let certs = c.dir().join("certs");
-    let out = Command::new(BIN)
-        .args(["certs", "cluster", "--dir"])
-        .arg(&certs)
-        .args(["--ids", "n1,n2,n3,n4"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    make_certs(&["cluster", "--ids", "n1,n2,n3,n4", "--dir"], &certs);
     for i in 0..3 {
         let dir = certs.join(format!("n{}", i + 1));
         c.nodes[i].extra = vec!["--certs-dir".into(), dir.display().to_string()];
@@ -325,13 +325,7 @@ async fn rolling_from_insecure_to_authenticated_loses_no_acknowledged_write() {
     c.launch().await;
     let secret = c.secret_file().display().to_string();
     let certs = c.dir().join("certs");
-    let out = Command::new(BIN)
-        .args(["certs", "cluster", "--dir"])
-        .arg(&certs)
-        .args(["--ids", "n1,n2,n3"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    make_certs(&["cluster", "--ids", "n1,n2,n3", "--dir"], &certs);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
@@ -541,20 +535,8 @@ async fn an_oversized_body_still_gets_its_json_413() {
 async fn the_client_port_serves_tls_with_the_node_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let out = Command::new(BIN)
-        .args(["certs", "cluster", "--dir"])
-        .arg(&certs)
-        .args(["--ids", "solo"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(BIN)
-        .args(["certs", "client", "--dir"])
-        .arg(&certs)
-        .args(["--name", "app"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    make_certs(&["cluster", "--ids", "solo", "--dir"], &certs);
+    make_certs(&["client", "--name", "app", "--dir"], &certs);
     let node_certs = certs.join("solo").display().to_string();
     let (addr, _guard) = solo(
         dir.path(),
@@ -635,11 +617,7 @@ async fn the_client_port_serves_tls_with_the_node_certificate() {
     }
     // A client that does not trust this CA refuses the node.
     let other = tempfile::tempdir().unwrap();
-    Command::new(BIN)
-        .args(["certs", "ca", "--dir"])
-        .arg(other.path())
-        .output()
-        .unwrap();
+    make_certs(&["ca", "--dir"], other.path());
     let stranger = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
         dynakv_node::tls::client_config(&other.path().join("ca.crt"), None).unwrap(),
     ));
