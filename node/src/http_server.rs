@@ -42,6 +42,10 @@ pub struct Limits {
     pub max_requests_per_connection: usize,
 }
 
+/// Connections over the cap that are still answered `503 overloaded` at once; beyond
+/// these, new connections are closed without an answer (a flood cannot pile up tasks).
+const OVERFLOW_ANSWERS: usize = 256;
+
 /// Longest a TLS handshake on the client port may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,6 +72,7 @@ pub async fn serve(
         .max_concurrent_streams(limits.max_requests_per_connection as u32);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let overflow = Arc::new(Semaphore::new(OVERFLOW_ANSWERS));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let tcp = tokio::select! {
@@ -85,10 +90,16 @@ pub async fn serve(
         // Replies go out as soon as they are written (no Nagle delay on small responses).
         let _ = tcp.set_nodelay(true);
         let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&KEEPALIVE);
-        let slot = slots.clone().try_acquire_owned().ok();
+        // Over the cap: answered 503 (while few are), else closed at once.
+        let (slot, over) = match slots.clone().try_acquire_owned() {
+            Ok(s) => (s, false),
+            Err(_) => match overflow.clone().try_acquire_owned() {
+                Ok(s) => (s, true),
+                Err(_) => continue,
+            },
+        };
         let in_flight = Arc::new(AtomicUsize::new(0));
         let cap = limits.max_requests_per_connection;
-        let over = slot.is_none();
         let app = app.clone();
         let service = hyper::service::service_fn(move |req: axum::extract::Request<hyper::body::Incoming>| {
             let app = app.clone();
