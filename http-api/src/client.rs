@@ -131,17 +131,29 @@ async fn read_value(
         }
         return Err(ApiError::ValueTooLarge { limit });
     }
-    let mut value = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    // A body in one piece (the usual case) is kept as it arrived, without a copy.
+    let (mut first, mut joined): (Option<Bytes>, Option<bytes::BytesMut>) = (None, None);
+    let mut total = 0usize;
     loop {
         match body.frame().await {
-            None => return Ok(value.freeze()),
+            None => return Ok(joined.map(bytes::BytesMut::freeze).or(first).unwrap_or_default()),
             Some(Ok(frame)) => {
                 let Ok(data) = frame.into_data() else { continue };
-                if value.len() + data.len() > limit {
+                total += data.len();
+                if total > limit {
                     drain(body).await;
                     return Err(ApiError::ValueTooLarge { limit });
                 }
-                value.extend_from_slice(&data);
+                match (&first, &mut joined) {
+                    (None, _) => first = Some(data),
+                    (Some(f), None) => {
+                        let mut all = bytes::BytesMut::with_capacity(declared.map_or(total, |d| d as usize));
+                        all.extend_from_slice(f);
+                        all.extend_from_slice(&data);
+                        joined = Some(all);
+                    }
+                    (Some(_), Some(all)) => all.extend_from_slice(&data),
+                }
             }
             Some(Err(e)) if caused_by::<BodyStalled>(&e) => {
                 return Err(ApiError::BodyTimeout {

@@ -51,7 +51,7 @@ pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, tokens: 
         .route("/admin/layout/commit", post(client::admin_layout_commit::<A>))
         .route("/health", get(client::health::<A>))
         .with_state(admin);
-    Router::new()
+    let routes = Router::new()
         .route(
             "/kv/{*key}",
             get(client::get_kv::<K>)
@@ -63,13 +63,14 @@ pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, tokens: 
         .with_state(kv)
         .merge(admin)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(
+        .method_not_allowed_fallback(method_not_allowed);
+    // Only with tokens: a middleware costs every request an allocation or two.
+    let routes = match tokens {
+        Some(tokens) => routes.layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let tokens = tokens.clone();
                 async move {
-                    if let Some(tokens) = &tokens
-                        && let Some(needed) = auth::Scope::needed(req.method(), req.uri().path())
+                    if let Some(needed) = auth::Scope::needed(req.method(), req.uri().path())
                         && let Err(e) = tokens.check(req.headers(), needed)
                     {
                         return e.into_response();
@@ -77,7 +78,10 @@ pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, tokens: 
                     next.run(req).await
                 }
             },
-        ))
+        )),
+        None => routes,
+    };
+    routes
         // A body that stalls mid-way fails its read instead of holding the request open.
         .layer(axum::middleware::map_request(
             move |req: axum::extract::Request| async move {

@@ -10,13 +10,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rand::Rng;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
@@ -29,7 +31,63 @@ use crate::tls::ClusterTls;
 /// A connection, whatever it runs over.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-pub type Conn = Box<dyn Io>;
+
+/// An authenticated connection: plain TCP (split into its two directions without a lock,
+/// as the replica stream reads and writes at once), or TLS.
+pub enum Conn {
+    Tcp(TcpStream),
+    Tls(Box<dyn Io>),
+}
+
+pub type ConnRead = Box<dyn AsyncRead + Send + Unpin>;
+pub type ConnWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+impl Conn {
+    pub fn into_split(self) -> (ConnRead, ConnWrite) {
+        match self {
+            Conn::Tcp(t) => {
+                let (r, w) = t.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Conn::Tls(t) => {
+                let (r, w) = tokio::io::split(t);
+                (Box::new(r), Box::new(w))
+            }
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(t) => Pin::new(t).poll_read(cx, buf),
+            Conn::Tls(t) => Pin::new(t).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(t) => Pin::new(t).poll_write(cx, buf),
+            Conn::Tls(t) => Pin::new(t).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(t) => Pin::new(t).poll_flush(cx),
+            Conn::Tls(t) => Pin::new(t).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(t) => Pin::new(t).poll_shutdown(cx),
+            Conn::Tls(t) => Pin::new(t).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Longest wait for a peer to accept a connection and finish the handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -166,7 +224,7 @@ impl Dialer {
         let peer = handshake::client(&mut tcp, &me.policy, &me.cluster, my_id)
             .await
             .map_err(|e| e.to_string())?;
-        Ok((Box::new(tcp), peer))
+        Ok((Conn::Tcp(tcp), peer))
     }
 
     /// The handshake inside TLS, and the peer's certificate checked against its id.
@@ -181,7 +239,7 @@ impl Dialer {
             .await
             .map_err(|e| e.to_string())?;
         tls.check_id(s.get_ref().1.peer_certificates(), &peer.id)?;
-        Ok((Box::new(s), peer))
+        Ok((Conn::Tls(Box::new(s)), peer))
     }
 }
 
@@ -282,7 +340,8 @@ pub async fn serve<H: Handler>(
                 }
                 Err((reason, detail)) => return refusals.refuse(from.ip(), reason, &detail),
             };
-            if let Err(e) = stream::serve(handler, conn, me.max_frame, streams).await {
+            let (r, w) = conn.into_split();
+            if let Err(e) = stream::serve_split(handler, r, w, me.max_frame, streams).await {
                 debug!(error = %e, "cluster connection ended");
             }
         });
@@ -311,14 +370,14 @@ async fn accept(tcp: TcpStream, me: &Identity) -> Result<(Conn, Peer), (&'static
                     .map_err(shake)?;
                 tls.check_id(s.get_ref().1.peer_certificates(), &peer.id)
                     .map_err(|e| ("certificate_id", e))?;
-                Ok((Box::new(s) as Conn, peer))
+                Ok((Conn::Tls(Box::new(s)), peer))
             }
             None => {
                 let mut s = tcp;
                 let peer = handshake::server(&mut s, &me.policy, &me.cluster, &me.id)
                     .await
                     .map_err(shake)?;
-                Ok((Box::new(s) as Conn, peer))
+                Ok((Conn::Tcp(s), peer))
             }
         }
     };

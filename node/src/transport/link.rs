@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncWriteExt, BufReader, ReadHalf};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::cluster::{Conn, Dialer};
+use super::cluster::{Conn, ConnRead, Dialer};
 use super::message::Request;
 use super::stream::{encode_request, read_answer};
 use super::{Reply, RpcError, Traffic};
@@ -159,7 +159,7 @@ async fn session(
     rx: &mut mpsc::Receiver<Queued>,
     next_id: &mut u64,
 ) {
-    let (r, mut w) = tokio::io::split(conn);
+    let (r, mut w) = conn.into_split();
     let pending: Pending = Arc::default();
     let answered = Arc::new(Notify::new());
     let (dead_tx, mut dead) = oneshot::channel::<()>();
@@ -257,7 +257,7 @@ async fn session(
 /// fails whatever is still waiting and tells the writer.
 async fn read_answers(
     addr: String,
-    r: ReadHalf<Conn>,
+    r: ConnRead,
     max_frame: usize,
     pending: Pending,
     answered: Arc<Notify>,

@@ -211,7 +211,13 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<Opt
     let id = r.read_u64().await?;
     // Memory grows with the bytes that actually arrive, not with what the prefix claims.
     let want = len - 8;
-    let mut body = Vec::with_capacity(want.min(READ_CHUNK));
+    if want <= READ_CHUNK {
+        // Most frames: one exact buffer.
+        let mut body = vec![0; want];
+        r.read_exact(&mut body).await?;
+        return Ok(Some((id, body)));
+    }
+    let mut body = Vec::with_capacity(READ_CHUNK);
     let got = (&mut *r).take(want as u64).read_to_end(&mut body).await?;
     if got < want {
         return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
@@ -263,9 +269,25 @@ where
     H: Handler,
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let (r, w) = tokio::io::split(io);
+    serve_split(handler, r, w, limit, streams).await
+}
+
+/// [`serve`] on a connection already split into its two directions.
+pub async fn serve_split<H, R, W>(
+    handler: Arc<H>,
+    r: R,
+    mut w: W,
+    limit: usize,
+    streams: Streams,
+) -> Result<(), FrameError>
+where
+    H: Handler,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let _active = streams.enter();
     let mut stop = streams.stop.subscribe();
-    let (r, mut w) = tokio::io::split(io);
     let mut r = BufReader::with_capacity(64 << 10, r);
     let mut out = Vec::new();
     loop {
