@@ -79,7 +79,8 @@ pub struct NodeArgs {
     /// Where RocksDB and the node's identity live [default: ./data].
     #[arg(long, env = "DYNAKV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Comma-separated host:port of nodes to join through (may include this node).
+    /// Comma-separated cluster addresses (host:port of cluster ports) of nodes to join
+    /// through (may include this node).
     #[arg(long, env = "DYNAKV_SEEDS")]
     pub seeds: Option<String>,
     /// Replicas per key [default: 3].
