@@ -14,7 +14,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use super::cluster::{Conn, Dialer};
 use super::link::Links;
 use super::message::Request;
-use super::stream::{encode_request, read_answer};
+use super::stream::{FrameError, encode_request, read_answer};
 use super::{Reply, RpcError, Traffic, Transport};
 
 /// Idle pooled connections kept per peer.
@@ -106,7 +106,7 @@ impl NetTransport {
             };
             let (id, answer) = match result {
                 Ok(Some(a)) => a,
-                Ok(None) | Err(_) if was_reused => continue,
+                Ok(None) | Err(FrameError::Io(_)) if was_reused => continue,
                 Ok(None) => {
                     return Err(RpcError::Transport {
                         addr: addr.to_string(),
