@@ -40,33 +40,38 @@ pub struct Material {
     pub key: PrivateKeyDer<'static>,
 }
 
+/// The certificates in a PEM file (at least one).
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A trust store of the CA certificates `ca`.
+fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, String> {
+    let mut roots = RootCertStore::empty();
+    for c in ca {
+        roots.add(c.clone()).map_err(|e| format!("ca.crt: {e}"))?;
+    }
+    Ok(Arc::new(roots))
+}
+
 impl Material {
     /// Reads `ca.crt`, `node.crt` and `node.key` from `dir`.
     pub fn load(dir: &Path) -> Result<Material, String> {
-        let read_certs = |name: &str| -> Result<Vec<CertificateDer<'static>>, String> {
-            let path = dir.join(name);
-            let certs = CertificateDer::pem_file_iter(&path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("{}: no certificate in it", path.display()));
-            }
-            Ok(certs)
-        };
-        let key_path = dir.join("node.key");
         Ok(Material {
-            ca: read_certs("ca.crt")?,
-            chain: read_certs("node.crt")?,
-            key: PrivateKeyDer::from_pem_file(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?,
+            ca: read_certs(&dir.join("ca.crt"))?,
+            chain: read_certs(&dir.join("node.crt"))?,
+            key: read_key(&dir.join("node.key"))?,
         })
-    }
-
-    fn roots(&self) -> Result<Arc<RootCertStore>, String> {
-        let mut roots = RootCertStore::empty();
-        for c in &self.ca {
-            roots.add(c.clone()).map_err(|e| format!("ca.crt: {e}"))?;
-        }
-        Ok(Arc::new(roots))
     }
 }
 
@@ -80,11 +85,11 @@ pub struct ClusterTls {
 
 impl ClusterTls {
     pub fn new(m: &Material) -> Result<ClusterTls, String> {
-        let roots = m.roots()?;
-        let names = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+        let trusted = roots(&m.ca)?;
+        let names = WebPkiServerVerifier::builder_with_provider(trusted.clone(), provider())
             .build()
             .map_err(|e| e.to_string())?;
-        let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+        let client_verifier = WebPkiClientVerifier::builder_with_provider(trusted.clone(), provider())
             .build()
             .map_err(|e| e.to_string())?;
         let server = ServerConfig::builder_with_provider(provider())
@@ -96,7 +101,7 @@ impl ClusterTls {
         let client = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
+            .with_root_certificates(trusted)
             .with_client_auth_cert(m.chain.clone(), m.key.clone_key())
             .map_err(|e| format!("node.crt/node.key: {e}"))?;
         Ok(ClusterTls {
@@ -138,7 +143,7 @@ pub fn client_port_acceptor(m: &Material, require_client_cert: bool) -> Result<T
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let builder = if require_client_cert {
-        let verifier = WebPkiClientVerifier::builder_with_provider(m.roots()?, provider())
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots(&m.ca)?, provider())
             .build()
             .map_err(|e| e.to_string())?;
         builder.with_client_cert_verifier(verifier)
@@ -155,25 +160,15 @@ pub fn client_port_acceptor(m: &Material, require_client_cert: bool) -> Result<T
 /// A client configuration trusting `ca`, showing the client certificate `cert` (with its
 /// key, `client.NAME.crt` and `.key` from `dynakv certs client`) when given.
 pub fn client_config(ca: &Path, cert: Option<(&Path, &Path)>) -> Result<ClientConfig, String> {
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
-        roots
-            .add(c.map_err(|e| format!("{}: {e}", ca.display()))?)
-            .map_err(|e| format!("{}: {e}", ca.display()))?;
-    }
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
+        .with_root_certificates(roots(&read_certs(ca)?)?);
     match cert {
         None => Ok(builder.with_no_client_auth()),
-        Some((crt, key)) => {
-            let chain = CertificateDer::pem_file_iter(crt)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("{}: {e}", crt.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())
-        }
+        Some((crt, key)) => builder
+            .with_client_auth_cert(read_certs(crt)?, read_key(key)?)
+            .map_err(|e| e.to_string()),
     }
 }
 
