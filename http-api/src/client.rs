@@ -17,7 +17,8 @@ use serde::Serialize;
 use crate::error::ApiError;
 use crate::idle_body::BodyStalled;
 use crate::params::{Key, decode_context, encode_context, parse_quorum_params};
-use crate::service::{AdminService, GetOutcome, KvService, MemberJson};
+use crate::service::{AdminService, GetOutcome, KvOp, KvService, MemberJson, Observed};
+use std::time::Instant;
 
 /// Request and response header carrying the causal context token.
 pub const CONTEXT_HEADER: &str = "x-dynakv-context";
@@ -51,11 +52,26 @@ struct SiblingsBody {
     siblings: Vec<String>,
 }
 
-pub(crate) async fn get_kv<S: KvService>(
-    State(svc): State<Arc<S>>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
+/// Answers a finished `/kv` request and tells the service how it went.
+fn finish<S: KvService>(svc: &S, op: KvOp, started: Instant, result: Result<Response, ApiError>) -> Response {
+    let quorum_failed = matches!(result, Err(ApiError::Quorum { .. }));
+    let resp = result.unwrap_or_else(IntoResponse::into_response);
+    svc.observe(Observed {
+        op,
+        status: resp.status().as_u16(),
+        quorum_failed,
+        elapsed: started.elapsed(),
+    });
+    resp
+}
+
+pub(crate) async fn get_kv<S: KvService>(State(svc): State<Arc<S>>, uri: Uri, RawQuery(query): RawQuery) -> Response {
+    let started = Instant::now();
+    let result = get_kv_inner(&*svc, uri, query).await;
+    finish(&*svc, KvOp::Get, started, result)
+}
+
+async fn get_kv_inner<S: KvService>(svc: &S, uri: Uri, query: Option<String>) -> Result<Response, ApiError> {
     let key = key_from_uri(&uri, "/kv/")?;
     let params = parse_quorum_params(query.as_deref(), svc.n(), &["r"])?;
     Ok(match svc.get(key, params.r).await? {
@@ -185,6 +201,18 @@ pub(crate) async fn put_kv<S: KvService>(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let started = Instant::now();
+    let result = put_kv_inner(&*svc, uri, query, headers, body).await;
+    finish(&*svc, KvOp::Put, started, result)
+}
+
+async fn put_kv_inner<S: KvService>(
+    svc: &S,
+    uri: Uri,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let key = key_from_uri(&uri, "/kv/")?;
     let params = parse_quorum_params(query.as_deref(), svc.n(), &["w"])?;
@@ -198,6 +226,17 @@ pub(crate) async fn delete_kv<S: KvService>(
     State(svc): State<Arc<S>>,
     uri: Uri,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let result = delete_kv_inner(&*svc, uri, query, headers).await;
+    finish(&*svc, KvOp::Delete, started, result)
+}
+
+async fn delete_kv_inner<S: KvService>(
+    svc: &S,
+    uri: Uri,
+    query: Option<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_from_uri(&uri, "/kv/")?;
@@ -296,6 +335,46 @@ pub(crate) async fn admin_antientropy<S: AdminService>(
     Ok(Json(svc.antientropy_status()).into_response())
 }
 
+pub(crate) async fn admin_overview<S: AdminService>(
+    State(svc): State<Arc<S>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    no_params(query.as_deref())?;
+    Ok(Json(svc.overview().await).into_response())
+}
+
+pub(crate) async fn metrics<S: AdminService>(
+    State(svc): State<Arc<S>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    no_params(query.as_deref())?;
+    let (content_type, text) = svc.metrics();
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response())
+}
+
+pub(crate) async fn openapi(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    no_params(query.as_deref())?;
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        crate::OPENAPI,
+    )
+        .into_response())
+}
+
+pub(crate) async fn ui() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        crate::UI,
+    )
+        .into_response()
+}
+
 pub(crate) async fn admin_layout<S: AdminService>(
     State(svc): State<Arc<S>>,
     RawQuery(query): RawQuery,
@@ -312,12 +391,17 @@ pub(crate) async fn admin_layout_plan<S: AdminService>(
     Ok(Json(svc.layout_plan()?).into_response())
 }
 
+/// Largest body an admin route reads (a layout change is a few hundred bytes).
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
 pub(crate) async fn admin_layout_stage<S: AdminService>(
     State(svc): State<Arc<S>>,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     no_params(query.as_deref())?;
+    let body = read_value(&headers, body, MAX_ADMIN_BODY, svc.read_timeout()).await?;
     Ok(Json(svc.layout_stage(&body)?).into_response())
 }
 
@@ -332,9 +416,11 @@ pub(crate) async fn admin_layout_revert<S: AdminService>(
 pub(crate) async fn admin_layout_commit<S: AdminService>(
     State(svc): State<Arc<S>>,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     no_params(query.as_deref())?;
+    let body = read_value(&headers, body, MAX_ADMIN_BODY, svc.read_timeout()).await?;
     Ok(Json(svc.layout_commit(&body).await?).into_response())
 }
 

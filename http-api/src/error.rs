@@ -97,6 +97,61 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
+    /// One of each kind with a fixed code (for checking that every code is documented;
+    /// `Layout` and `Upstream` carry codes defined elsewhere).
+    pub fn examples() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::BadKey("k".into()),
+            ApiError::BadParameter("p".into()),
+            ApiError::BadContext("c".into()),
+            ApiError::BodyTimeout { ms: 1 },
+            ApiError::ValueTooLarge { limit: 1 },
+            ApiError::TooManySiblings { count: 2, limit: 1 },
+            ApiError::NotFound("n".into()),
+            ApiError::MethodNotAllowed {
+                method: "POST".into(),
+                path: "/".into(),
+            },
+            ApiError::Quorum {
+                op: QuorumOp::Read,
+                required: 2,
+                succeeded: 1,
+            },
+            ApiError::BadRequest("b".into()),
+            ApiError::ClusterMismatch("m".into()),
+            ApiError::Unavailable("u".into()),
+            ApiError::Unauthenticated("u".into()),
+            ApiError::Forbidden("f".into()),
+            ApiError::Overloaded("o".into()),
+            ApiError::Internal("i".into()),
+        ];
+        // A new kind fails to compile here until it is listed above (or, like the two
+        // below, documented where its codes are defined).
+        for e in &all {
+            match e {
+                ApiError::BadKey(_)
+                | ApiError::BadParameter(_)
+                | ApiError::BadContext(_)
+                | ApiError::BodyTimeout { .. }
+                | ApiError::ValueTooLarge { .. }
+                | ApiError::TooManySiblings { .. }
+                | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed { .. }
+                | ApiError::Quorum { .. }
+                | ApiError::BadRequest(_)
+                | ApiError::ClusterMismatch(_)
+                | ApiError::Unavailable(_)
+                | ApiError::Unauthenticated(_)
+                | ApiError::Forbidden(_)
+                | ApiError::Overloaded(_)
+                | ApiError::Internal(_)
+                | ApiError::Layout { .. }
+                | ApiError::Upstream { .. } => {}
+            }
+        }
+        all
+    }
+
     /// Stable machine-readable code; clients branch on it.
     pub fn code(&self) -> &str {
         match self {

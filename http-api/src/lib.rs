@@ -25,43 +25,113 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, any, get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use client::CONTEXT_HEADER;
 pub use error::{ApiError, ErrorBody, QuorumOp};
 pub use params::{Key, MAX_KEY_BYTES};
-pub use service::{AdminService, GetOutcome, KvService, MemberJson};
+pub use service::{AdminService, GetOutcome, KvOp, KvService, MemberJson, Observed};
 
-/// Every route of the client port: the client API (`kv`) and the admin views (`admin`),
-/// with JSON errors for unknown routes, wrong methods and panics, a deadline on stalled
-/// request bodies, and, when `tokens` are given, a token with the right scope required
-/// on every route but `/health`.
+/// One route of the client port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The path as the router matches it (`{*key}`: the rest of the path).
+    pub path: &'static str,
+    /// The same in OpenAPI's template syntax (`{key}`); `None` for aliases the
+    /// description does not list (`/kv/`).
+    pub openapi: Option<&'static str>,
+    /// Methods served; any other gets 405. Empty: every method (the answer is an error).
+    pub methods: &'static [&'static str],
+}
+
+const fn route(path: &'static str, openapi: &'static str, methods: &'static [&'static str]) -> Route {
+    Route {
+        path,
+        openapi: Some(openapi),
+        methods,
+    }
+}
+
+/// Every route of the client port. The router is built from this table, the OpenAPI
+/// description is checked against it, and tests try every method on every route.
+pub const ROUTES: &[Route] = &[
+    route("/kv/{*key}", "/kv/{key}", &["GET", "PUT", "DELETE"]),
+    route("/kv", "/kv", &[]),
+    Route {
+        path: "/kv/",
+        openapi: None,
+        methods: &[],
+    },
+    route("/cluster/members", "/cluster/members", &["GET"]),
+    route("/cluster/preflist/{*key}", "/cluster/preflist/{key}", &["GET"]),
+    route("/admin/replica/{*key}", "/admin/replica/{key}", &["GET"]),
+    route("/admin/antientropy", "/admin/antientropy", &["GET"]),
+    route("/admin/overview", "/admin/overview", &["GET"]),
+    route("/admin/layout", "/admin/layout", &["GET"]),
+    route("/admin/layout/plan", "/admin/layout/plan", &["GET"]),
+    route("/admin/layout/stage", "/admin/layout/stage", &["POST"]),
+    route("/admin/layout/revert", "/admin/layout/revert", &["POST"]),
+    route("/admin/layout/commit", "/admin/layout/commit", &["POST"]),
+    route("/metrics", "/metrics", &["GET"]),
+    route("/openapi.json", "/openapi.json", &["GET"]),
+    route("/ui", "/ui", &["GET"]),
+    route("/health", "/health", &["GET"]),
+];
+
+/// The OpenAPI 3.1 description of every route, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The web view, served at `/ui`.
+pub const UI: &str = include_str!("ui/index.html");
+
+fn kv_route<K: KvService>(path: &str) -> MethodRouter<Arc<K>> {
+    match path {
+        "/kv/{*key}" => get(client::get_kv::<K>)
+            .put(client::put_kv::<K>)
+            .delete(client::delete_kv::<K>),
+        "/kv" | "/kv/" => any(client::empty_key),
+        _ => unreachable!("{path} is not a /kv route"),
+    }
+}
+
+fn admin_route<A: AdminService>(path: &str) -> MethodRouter<Arc<A>> {
+    match path {
+        "/cluster/members" => get(client::members::<A>),
+        "/cluster/preflist/{*key}" => get(client::preflist::<A>),
+        "/admin/replica/{*key}" => get(client::admin_replica::<A>),
+        "/admin/antientropy" => get(client::admin_antientropy::<A>),
+        "/admin/overview" => get(client::admin_overview::<A>),
+        "/admin/layout" => get(client::admin_layout::<A>),
+        "/admin/layout/plan" => get(client::admin_layout_plan::<A>),
+        "/admin/layout/stage" => post(client::admin_layout_stage::<A>),
+        "/admin/layout/revert" => post(client::admin_layout_revert::<A>),
+        "/admin/layout/commit" => post(client::admin_layout_commit::<A>),
+        "/metrics" => get(client::metrics::<A>),
+        "/openapi.json" => get(client::openapi),
+        "/ui" => get(client::ui),
+        "/health" => get(client::health::<A>),
+        _ => unreachable!("{path} has no handler: add it here"),
+    }
+}
+
+/// Every route of the client port ([`ROUTES`]): the client API (`kv`) and the admin
+/// views (`admin`), with JSON errors for unknown routes, wrong methods and panics, a
+/// deadline on stalled request bodies, and, when `tokens` are given, a token with the
+/// right scope required on every route but `/health`, `/ui` and `/openapi.json`.
 pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, tokens: Option<Arc<auth::Tokens>>) -> Router {
     let read_timeout = kv.read_timeout();
-    let admin = Router::new()
-        .route("/cluster/members", get(client::members::<A>))
-        .route("/cluster/preflist/{*key}", get(client::preflist::<A>))
-        .route("/admin/replica/{*key}", get(client::admin_replica::<A>))
-        .route("/admin/antientropy", get(client::admin_antientropy::<A>))
-        .route("/admin/layout", get(client::admin_layout::<A>))
-        .route("/admin/layout/plan", get(client::admin_layout_plan::<A>))
-        .route("/admin/layout/stage", post(client::admin_layout_stage::<A>))
-        .route("/admin/layout/revert", post(client::admin_layout_revert::<A>))
-        .route("/admin/layout/commit", post(client::admin_layout_commit::<A>))
-        .route("/health", get(client::health::<A>))
-        .with_state(admin);
-    let routes = Router::new()
-        .route(
-            "/kv/{*key}",
-            get(client::get_kv::<K>)
-                .put(client::put_kv::<K>)
-                .delete(client::delete_kv::<K>),
-        )
-        .route("/kv", axum::routing::any(client::empty_key))
-        .route("/kv/", axum::routing::any(client::empty_key))
+    let (mut kv_routes, mut admin_routes) = (Router::new(), Router::new());
+    for r in ROUTES {
+        if r.path.starts_with("/kv") {
+            kv_routes = kv_routes.route(r.path, kv_route::<K>(r.path));
+        } else {
+            admin_routes = admin_routes.route(r.path, admin_route::<A>(r.path));
+        }
+    }
+    let routes = kv_routes
         .with_state(kv)
-        .merge(admin)
+        .merge(admin_routes.with_state(admin))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     // Only with tokens: a middleware costs every request an allocation or two.

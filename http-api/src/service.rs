@@ -37,6 +37,35 @@ pub struct MemberJson {
     pub tokens: u32,
 }
 
+/// A client operation on `/kv`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvOp {
+    Get,
+    Put,
+    Delete,
+}
+
+impl KvOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvOp::Get => "get",
+            KvOp::Put => "put",
+            KvOp::Delete => "delete",
+        }
+    }
+}
+
+/// A finished `/kv` request, for the node's metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub op: KvOp,
+    pub status: u16,
+    /// It failed for want of R or W replicas.
+    pub quorum_failed: bool,
+    /// From the handler's start (the request head parsed) to its answer.
+    pub elapsed: std::time::Duration,
+}
+
 /// The client-facing operations a node coordinates (`/kv`).
 pub trait KvService: Send + Sync + 'static {
     /// Replication factor, the bound for per-request `r` and `w`.
@@ -54,11 +83,16 @@ pub trait KvService: Send + Sync + 'static {
         context: Option<Context>,
         w: Option<usize>,
     ) -> impl Future<Output = Result<Context, ApiError>> + Send;
+
+    /// Every `/kv` request once answered; by default not recorded.
+    fn observe(&self, _request: Observed) {}
 }
 
 /// What an operator can see of a node (`/cluster`, `/admin`, `/health`).
 pub trait AdminService: Send + Sync + 'static {
     fn node_id(&self) -> &str;
+    /// Longest pause allowed between two parts of a request body.
+    fn read_timeout(&self) -> std::time::Duration;
     fn members(&self) -> Vec<MemberJson>;
     /// The key's partition and its replicas in preference order.
     fn preference_list(&self, key: &Key) -> (u32, Vec<String>);
@@ -76,4 +110,8 @@ pub trait AdminService: Send + Sync + 'static {
     fn layout_revert(&self) -> serde_json::Value;
     /// `POST /admin/layout/commit` with `{"version": V}`.
     fn layout_commit(&self, body: &[u8]) -> impl Future<Output = Result<serde_json::Value, ApiError>> + Send;
+    /// `GET /metrics`: the content type and the text.
+    fn metrics(&self) -> (&'static str, String);
+    /// `GET /admin/overview`: what the web view shows, gathered from every member.
+    fn overview(&self) -> impl Future<Output = serde_json::Value> + Send;
 }

@@ -135,6 +135,9 @@ pub struct NodeArgs {
     /// Let the next live nodes on the ring stand in for dead or silent replicas, holding hints [default: true].
     #[arg(long, env = "DYNAKV_SLOPPY_QUORUM")]
     pub sloppy_quorum: Option<String>,
+    /// Record request and replica-call metrics for GET /metrics and the web view; false leaves only the figures read at scrape time [default: true].
+    #[arg(long, env = "DYNAKV_METRICS")]
+    pub metrics: Option<String>,
     /// Milliseconds between Merkle-tree exchanges with each co-replica; 0 turns them off [default: 30000].
     #[arg(long, env = "DYNAKV_ANTI_ENTROPY_INTERVAL_MS")]
     pub anti_entropy_interval_ms: Option<String>,
@@ -195,6 +198,7 @@ struct FileConfig {
     cluster_name: Option<String>,
     sync_writes: Option<bool>,
     sloppy_quorum: Option<bool>,
+    metrics: Option<bool>,
     anti_entropy_interval_ms: Option<u64>,
     anti_entropy_keys_per_sec: Option<u64>,
     handoff_interval_ms: Option<u64>,
@@ -244,6 +248,7 @@ pub struct Config {
     pub cluster_name: String,
     pub sync_writes: bool,
     pub sloppy_quorum: bool,
+    pub metrics: bool,
     /// `None`: anti-entropy exchanges are off.
     pub anti_entropy_interval: Option<Duration>,
     pub anti_entropy_keys_per_sec: u32,
@@ -526,6 +531,7 @@ impl Config {
         }
         let sync_writes: bool = pick("sync-writes", args.sync_writes, file.sync_writes, false)?;
         let sloppy_quorum: bool = pick("sloppy-quorum", args.sloppy_quorum, file.sloppy_quorum, true)?;
+        let metrics: bool = pick("metrics", args.metrics, file.metrics, true)?;
         let aae_ms: u64 = pick(
             "anti-entropy-interval-ms",
             args.anti_entropy_interval_ms,
@@ -707,6 +713,7 @@ impl Config {
             cluster_name: cluster_name.trim().to_string(),
             sync_writes,
             sloppy_quorum,
+            metrics,
             anti_entropy_interval: (aae_ms > 0).then(|| Duration::from_millis(aae_ms)),
             anti_entropy_keys_per_sec: aae_rate,
             handoff_interval: Duration::from_millis(handoff_ms),

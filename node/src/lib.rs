@@ -32,6 +32,7 @@ pub mod forest;
 pub mod http_server;
 pub mod identity;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod replica;

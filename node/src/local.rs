@@ -18,6 +18,7 @@ use tracing::warn;
 use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::identity::{ClockCeiling, Identity};
+use crate::metrics::Metrics;
 use crate::replica::ReplicaStore;
 use crate::storage::StorageError;
 use crate::transport::{Peers, Transport};
@@ -40,6 +41,8 @@ pub struct Settings {
     pub max_siblings: usize,
     /// Let live fallbacks stand in for dead or silent replicas.
     pub sloppy_quorum: bool,
+    /// Record event metrics (`--metrics`).
+    pub metrics: bool,
 }
 
 /// Starts a task that belongs to this node.
@@ -73,6 +76,7 @@ pub struct Local {
     pub replicas: ReplicaStore,
     pub peers: Peers,
     pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
     spawner: Arc<dyn Spawn>,
     seed: u64,
     hlc: Mutex<Hlc>,
@@ -91,12 +95,14 @@ impl Local {
     ) -> Local {
         let mut hlc = Hlc::new(MAX_CLOCK_DRIFT_MS);
         hlc.resume_after(clock_ceiling.recorded_ms());
+        let metrics = Arc::new(Metrics::new(settings.metrics));
         Local {
             identity,
             settings,
             cluster,
             replicas,
-            peers: Peers::new(env.transport),
+            peers: Peers::new(env.transport, metrics.clone()),
+            metrics,
             clock: env.clock,
             spawner: env.spawner,
             seed: env.seed,

@@ -135,11 +135,11 @@ impl Node {
             max_siblings: config.max_siblings,
             read_timeout: config.read_timeout,
             sloppy_quorum: config.sloppy_quorum,
+            metrics: config.metrics,
         };
         let replicas = ReplicaStore::open(store, config.partition_bits, env.clock.clone()).map_err(storage_error)?;
         let local = Arc::new(Local::new(me, settings, cluster, replicas, ceiling, env));
         let coordinator = Arc::new(Coordinator::new(local.clone(), mint));
-        let peer = Arc::new(PeerHandler::new(local.clone(), coordinator.clone()));
         let services = Services {
             gossip: Arc::new(Gossip::new(local.clone(), config.gossip_interval)),
             antientropy: Arc::new(AntiEntropy::new(
@@ -164,6 +164,7 @@ impl Node {
                 },
             )),
         };
+        let peer = Arc::new(PeerHandler::new(local.clone(), coordinator.clone(), services.clone()));
         let admin = Arc::new(Admin {
             local: local.clone(),
             coordinator: coordinator.clone(),

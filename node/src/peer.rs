@@ -22,11 +22,17 @@ pub struct PeerHandler {
     local: Arc<Local>,
     /// For writes forwarded here by nodes that are not replicas of their key.
     coordinator: Arc<Coordinator>,
+    /// For the figures `Stats` answers.
+    services: services::Services,
 }
 
 impl PeerHandler {
-    pub fn new(local: Arc<Local>, coordinator: Arc<Coordinator>) -> PeerHandler {
-        PeerHandler { local, coordinator }
+    pub fn new(local: Arc<Local>, coordinator: Arc<Coordinator>, services: services::Services) -> PeerHandler {
+        PeerHandler {
+            local,
+            coordinator,
+            services,
+        }
     }
 
     fn get(&self, req: message::Get) -> Result<Option<Register>, ApiError> {
@@ -134,6 +140,7 @@ impl Handler for PeerHandler {
             Request::Gossip(r) => Answer::Gossip(self.gossip(r)?),
             Request::PromiseLayout(r) => Answer::PromiseLayout(services::layout::promise(&self.local, r)?),
             Request::FetchPartition(r) => Answer::FetchPartition(self.fetch_partition(r)?),
+            Request::Stats(_) => Answer::Stats(Box::new(crate::admin::node_stats(&self.local, &self.services))),
         })
     }
 

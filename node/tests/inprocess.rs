@@ -122,9 +122,10 @@ fn peer(secret: Option<&str>, id: &str) -> dynakv_node::transport::Peers {
         tls: None,
         max_frame: 1 << 20,
     });
-    dynakv_node::transport::Peers::new(std::sync::Arc::new(dynakv_node::transport::net::NetTransport::new(
-        dialer,
-    )))
+    dynakv_node::transport::Peers::new(
+        std::sync::Arc::new(dynakv_node::transport::net::NetTransport::new(dialer)),
+        std::sync::Arc::new(dynakv_node::metrics::Metrics::new(true)),
+    )
 }
 
 /// A served node pages out a whole partition over its cluster port to a peer that proves

@@ -313,6 +313,59 @@ pub enum LayoutError {
 }
 
 impl LayoutError {
+    /// One of each kind (for checking that every code is documented).
+    pub fn examples() -> Vec<LayoutError> {
+        let id = NodeId::new("n1").expect("a valid id");
+        let all = vec![
+            LayoutError::UnknownNode(id.clone()),
+            LayoutError::NotOwner(id.clone()),
+            LayoutError::AlreadyOwner(id.clone()),
+            LayoutError::NotAlive {
+                id: id.clone(),
+                status: Status::Dead,
+            },
+            LayoutError::SeatTaken {
+                id: id.clone(),
+                holder: id.clone(),
+            },
+            LayoutError::LeaveDead(id.clone()),
+            LayoutError::RemoveLive {
+                id: id.clone(),
+                status: Status::Alive,
+            },
+            LayoutError::ReplaceSelf(id.clone()),
+            LayoutError::Tokens {
+                id: id.clone(),
+                tokens: 0,
+            },
+            LayoutError::TwoChanges(id),
+            LayoutError::BelowN { owners: 1, n: 3 },
+            LayoutError::NoOwners,
+            LayoutError::NothingStaged,
+            LayoutError::Conflict { current: 1, asked: 5 },
+        ];
+        // A new kind fails to compile here until it has an example above.
+        for e in &all {
+            match e {
+                LayoutError::UnknownNode(_)
+                | LayoutError::NotOwner(_)
+                | LayoutError::AlreadyOwner(_)
+                | LayoutError::NotAlive { .. }
+                | LayoutError::SeatTaken { .. }
+                | LayoutError::LeaveDead(_)
+                | LayoutError::RemoveLive { .. }
+                | LayoutError::ReplaceSelf(_)
+                | LayoutError::Tokens { .. }
+                | LayoutError::TwoChanges(_)
+                | LayoutError::BelowN { .. }
+                | LayoutError::NoOwners
+                | LayoutError::NothingStaged
+                | LayoutError::Conflict { .. } => {}
+            }
+        }
+        all
+    }
+
     /// The stable code of the JSON error.
     pub fn code(&self) -> &'static str {
         match self {

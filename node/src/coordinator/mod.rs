@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dynakv_crdt::{CausalContext, ConflictMode, Context, LwwRegister, MvRegister, Register};
-use dynakv_http_api::{ApiError, GetOutcome, Key, KvService, QuorumOp};
+use dynakv_http_api::{ApiError, GetOutcome, Key, KvOp, KvService, Observed, QuorumOp};
 use dynakv_ring::NodeId;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
@@ -361,6 +361,17 @@ impl KvService for Coordinator {
         self.local.settings.n
     }
 
+    fn observe(&self, request: Observed) {
+        let metrics = &self.local.metrics;
+        if !metrics.enabled() {
+            return;
+        }
+        if request.quorum_failed {
+            metrics.quorum_failure(request.op != KvOp::Get);
+        }
+        metrics.request(request.op, request.status, request.elapsed, self.local.clock.wall_ms());
+    }
+
     fn max_value_bytes(&self) -> usize {
         self.local.settings.max_value_bytes
     }
@@ -374,10 +385,14 @@ impl KvService for Coordinator {
         self.local.cluster.check_current()?;
         let r = r.unwrap_or(self.local.settings.r);
         Ok(match self.read(&key, r, self.local.deadline()).await? {
-            Some(reg) if !reg.is_tombstone() => GetOutcome::Found {
-                values: reg.values(),
-                context: reg.context(),
-            },
+            Some(reg) if !reg.is_tombstone() => {
+                let values = reg.values();
+                self.local.metrics.read_values(values.iter().map(|v| &v[..]));
+                GetOutcome::Found {
+                    values,
+                    context: reg.context(),
+                }
+            }
             Some(tombstone) => GetOutcome::NotFound {
                 context: Some(tombstone.context()),
             },
@@ -395,6 +410,9 @@ impl KvService for Coordinator {
         w: Option<usize>,
     ) -> Result<Context, ApiError> {
         self.local.cluster.check_current()?;
+        if let Some(v) = &value {
+            self.local.metrics.written_value(v.len());
+        }
         let settings = &self.local.settings;
         let w = w.unwrap_or(settings.w);
         let deadline = self.local.deadline();

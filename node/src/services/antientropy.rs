@@ -52,6 +52,11 @@ pub struct PeerReport {
     /// Running totals over all exchanges with the peer.
     pub exchanges: u64,
     pub total_repaired: u64,
+    /// Exchanges that completed and that failed, over all exchanges with the peer.
+    pub total_ok: u64,
+    pub total_failed: u64,
+    pub total_pushed: u64,
+    pub total_pulled: u64,
 }
 
 pub struct AntiEntropy {
@@ -106,6 +111,7 @@ impl AntiEntropy {
     }
 
     fn record(&self, peer: &NodeId, report: Result<PeerReport, (PeerReport, String)>) {
+        let ok = report.is_ok();
         let (mut report, result) = match report {
             Ok(r) => (r, "ok".to_string()),
             Err((r, e)) => {
@@ -124,6 +130,10 @@ impl AntiEntropy {
         report.finished_at_ms = Some(self.local.clock.monotonic_ms());
         report.exchanges = entry.exchanges + 1;
         report.total_repaired = entry.total_repaired + repaired;
+        report.total_ok = entry.total_ok + u64::from(ok);
+        report.total_failed = entry.total_failed + u64::from(!ok);
+        report.total_pushed = entry.total_pushed + report.pushed as u64;
+        report.total_pulled = entry.total_pulled + report.pulled as u64;
         *entry = report;
     }
 

@@ -53,6 +53,25 @@ const PROGRESS_PREFIX: &[u8] = b"transfer/";
 /// Set once this node has owned partitions: it never auto-joins again.
 const JOINED_KEY: &[u8] = b"layout-joined";
 
+/// A commit refused while too many layouts are active.
+pub const LAYOUT_BUSY: &str = "layout_busy";
+/// A stage request whose body is no change.
+pub const BAD_CHANGE: &str = "bad_change";
+
+/// Every error code of the layout routes with its status: [`LayoutError`]'s and the
+/// two above.
+pub fn layout_codes() -> Vec<(&'static str, u16)> {
+    let mut codes: Vec<(&'static str, u16)> = LayoutError::examples()
+        .iter()
+        .map(|e| (e.code(), e.http_status()))
+        .collect();
+    codes.push((LAYOUT_BUSY, 409));
+    codes.push((BAD_CHANGE, 400));
+    codes.sort();
+    codes.dedup();
+    codes
+}
+
 pub fn layout_error(e: LayoutError) -> ApiError {
     ApiError::Layout {
         status: e.http_status(),
@@ -135,7 +154,7 @@ pub async fn commit(local: &Local, asked: u64) -> Result<Layout, ApiError> {
     if active >= MAX_ACTIVE_LAYOUTS {
         return Err(ApiError::Layout {
             status: 409,
-            code: "layout_busy",
+            code: LAYOUT_BUSY,
             message: format!(
                 "{active} layouts are in use while partitions move (is an owner down?); wait until they settle \
                  (GET /admin/layout) before committing another"

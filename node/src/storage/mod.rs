@@ -78,4 +78,18 @@ pub trait Store: Send + Sync + 'static {
     fn delete(&self, space: Space, key: &[u8]) -> Result<(), StorageError> {
         self.write(vec![Op::Delete(space, key.to_vec())])
     }
+
+    /// The engine's own figures worth watching (name, value), for `/metrics`.
+    fn engine_figures(&self) -> Vec<EngineFigure> {
+        Vec::new()
+    }
+}
+
+/// One figure of the storage engine, summed over its column families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineFigure {
+    /// The metric's name after `dynakv_rocksdb_`.
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: u64,
 }

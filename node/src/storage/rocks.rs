@@ -98,7 +98,83 @@ impl RocksStore {
     }
 }
 
+/// RocksDB properties exported as metrics: (property, metric name, help).
+const PROPERTIES: [(&str, &str, &str); 10] = [
+    (
+        "rocksdb.cur-size-all-mem-tables",
+        "memtable_bytes",
+        "Bytes in active and unflushed immutable memtables",
+    ),
+    (
+        "rocksdb.num-immutable-mem-table",
+        "immutable_memtables",
+        "Memtables waiting to be flushed",
+    ),
+    (
+        "rocksdb.estimate-pending-compaction-bytes",
+        "pending_compaction_bytes",
+        "Bytes compaction must rewrite to bring every level under its target size",
+    ),
+    (
+        "rocksdb.num-running-compactions",
+        "running_compactions",
+        "Compactions running now",
+    ),
+    (
+        "rocksdb.num-running-flushes",
+        "running_flushes",
+        "Memtable flushes running now",
+    ),
+    (
+        "rocksdb.actual-delayed-write-rate",
+        "delayed_write_rate_bytes",
+        "Write rate RocksDB throttles writes to (bytes/s); 0 when writes are not slowed down",
+    ),
+    (
+        "rocksdb.is-write-stopped",
+        "write_stopped",
+        "1 while RocksDB stops writes (too many memtables or level-0 files)",
+    ),
+    ("rocksdb.total-sst-files-size", "sst_bytes", "Bytes of all SST files"),
+    (
+        "rocksdb.estimate-num-keys",
+        "estimated_keys",
+        "Estimated keys stored (all column families)",
+    ),
+    (
+        "rocksdb.block-cache-usage",
+        "block_cache_bytes",
+        "Bytes in the block cache",
+    ),
+];
+
 impl Store for RocksStore {
+    fn engine_figures(&self) -> Vec<super::EngineFigure> {
+        PROPERTIES
+            .iter()
+            .map(|(property, name, help)| {
+                // DB-wide figures read the same through every family: not summed.
+                let db_wide = matches!(
+                    *property,
+                    "rocksdb.actual-delayed-write-rate"
+                        | "rocksdb.is-write-stopped"
+                        | "rocksdb.block-cache-usage"
+                        | "rocksdb.num-running-compactions"
+                        | "rocksdb.num-running-flushes"
+                );
+                let values = Space::ALL
+                    .iter()
+                    .filter_map(|s| self.db.property_int_value_cf(self.cf(*s), *property).ok().flatten());
+                let value = if db_wide {
+                    values.max().unwrap_or(0)
+                } else {
+                    values.sum()
+                };
+                super::EngineFigure { name, help, value }
+            })
+            .collect()
+    }
+
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.db.get_cf(self.cf(space), key).map_err(engine_err)
     }

@@ -276,6 +276,15 @@ impl Refusals {
     }
 
     /// `{"accepted": n, "refused": {reason: n}}`.
+    /// Refusals so far, by reason.
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        self.counts.lock().iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "accepted": self.accepted.load(Ordering::Relaxed),

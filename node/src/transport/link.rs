@@ -53,14 +53,24 @@ struct Queued {
 pub struct Links {
     queues: Arc<Mutex<HashMap<String, mpsc::Sender<Queued>>>>,
     dialer: Dialer,
+    /// Streams opened per peer: the first, then one per reconnect.
+    opened: Opened,
 }
+
+type Opened = Arc<Mutex<HashMap<String, u64>>>;
 
 impl Links {
     pub fn new(dialer: Dialer) -> Links {
         Links {
             queues: Arc::default(),
             dialer,
+            opened: Arc::default(),
         }
+    }
+
+    /// Streams opened so far, by peer.
+    pub fn opened(&self) -> Vec<(String, u64)> {
+        self.opened.lock().iter().map(|(a, n)| (a.clone(), *n)).collect()
     }
 
     /// Queues `req` for `addr` and waits for its answer. `Err(req)` when the link cannot
@@ -78,7 +88,7 @@ impl Links {
             let mut queues = self.queues.lock();
             let tx = queues.entry(addr.to_string()).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(MAX_QUEUED);
-                tokio::spawn(link(addr.to_string(), rx, self.dialer.clone()));
+                tokio::spawn(link(addr.to_string(), rx, self.dialer.clone(), self.opened.clone()));
                 tx
             });
             tx.try_send(queued)
@@ -109,11 +119,14 @@ impl Links {
 }
 
 /// One peer's link: a replica stream opened on first use and again whenever it breaks.
-async fn link(addr: String, mut rx: mpsc::Receiver<Queued>, dialer: Dialer) {
+async fn link(addr: String, mut rx: mpsc::Receiver<Queued>, dialer: Dialer, opened: Opened) {
     let mut next_id = 0u64;
     while let Some(first) = rx.recv().await {
         match dialer.dial(&addr).await {
-            Ok((conn, _)) => session(&addr, conn, dialer.max_frame(), first, &mut rx, &mut next_id).await,
+            Ok((conn, _)) => {
+                *opened.lock().entry(addr.clone()).or_default() += 1;
+                session(&addr, conn, dialer.max_frame(), first, &mut rx, &mut next_id).await
+            }
             Err(detail) => {
                 // Nothing was sent: what waits now fails as "cannot connect" (a caller
                 // may then try elsewhere); later requests try to connect again.

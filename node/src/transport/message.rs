@@ -15,6 +15,7 @@
 //! | transfers | [`FetchPartition`] | a member fetching a partition it gains |
 //! | membership | [`Gossip`] | the gossip service |
 //! | layout | [`PromiseLayout`] | a layout commit (`crate::services::layout`) |
+//! | observability | [`Stats`] | the node assembling `/admin/overview` |
 //!
 //! Bodies are a version byte followed by postcard (compact, serde-derived, no schema
 //! files).
@@ -118,6 +119,9 @@ verbs! {
     PromiseLayout => (),
     /// One page of a partition's stored states (see `crate::transfer`).
     FetchPartition => PartitionPage,
+    /// What the web view shows of a node (`GET /admin/overview`). Last in the list, so
+    /// the verbs before it keep their encoding: a node that predates it fails only this.
+    Stats => Box<NodeStats>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -168,6 +172,43 @@ pub struct Digests {
 pub struct Compare {
     pub from: NodeId,
     pub compare: dynakv_antientropy::Compare,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {}
+
+/// A node's live figures, for the web view.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Client requests of the last minute.
+    pub recent: crate::metrics::RecentSummary,
+    pub hints_pending: u64,
+    /// Age of the oldest hint held.
+    pub hints_oldest_ms: Option<u64>,
+    /// Incoming partition transfers.
+    pub transfers: Vec<TransferStat>,
+    /// The last anti-entropy exchange with each peer.
+    pub antientropy: Vec<ExchangeStat>,
+    /// The first bytes of the Merkle root of each partition the node replicates.
+    pub roots: Vec<(u32, [u8; 8])>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferStat {
+    pub version: u64,
+    pub partition: u32,
+    pub from: String,
+    pub to: String,
+    pub state: String,
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeStat {
+    pub peer: String,
+    pub last_exchange_ms_ago: Option<u64>,
+    pub result: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

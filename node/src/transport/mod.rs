@@ -25,6 +25,7 @@ use std::time::Duration;
 use dynakv_http_api::ApiError;
 use futures::future::BoxFuture;
 
+use crate::metrics::Metrics;
 use message::{Answer, Call, Request};
 
 /// Why a call to a peer did not produce an answer.
@@ -50,6 +51,19 @@ pub enum RpcError {
     },
 }
 
+impl RpcError {
+    /// A label for the kind of failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RpcError::Timeout { .. } => "timeout",
+            RpcError::Connect { .. } => "connect",
+            RpcError::Transport { .. } => "transport",
+            RpcError::Remote { .. } => "remote",
+            RpcError::Protocol { .. } => "protocol",
+        }
+    }
+}
+
 /// An answer and how many bytes the exchange moved each way (as encoded on the wire).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
@@ -71,6 +85,11 @@ pub trait Transport: Send + Sync + 'static {
     /// The node at `addr` is known to be up again (its gossip arrived): connect to it at
     /// the next request rather than wait out a backoff from when it was down.
     fn reachable(&self, _addr: &str) {}
+
+    /// Replica streams opened so far, by peer address (the first and every reconnect).
+    fn streams_opened(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
 /// The receiving side of node-to-node requests.
@@ -82,18 +101,26 @@ pub trait Handler: Send + Sync + 'static {
     fn handle_batch(&self, reqs: Vec<Request>) -> impl Future<Output = Vec<Result<Answer, ApiError>>> + Send;
 }
 
-/// Typed calls over a [`Transport`]. Cheap to clone.
+/// Typed calls over a [`Transport`], each timed in the node's metrics. Cheap to clone.
 #[derive(Clone)]
-pub struct Peers(Arc<dyn Transport>);
+pub struct Peers {
+    transport: Arc<dyn Transport>,
+    metrics: Arc<Metrics>,
+}
 
 impl Peers {
-    pub fn new(transport: Arc<dyn Transport>) -> Peers {
-        Peers(transport)
+    pub fn new(transport: Arc<dyn Transport>, metrics: Arc<Metrics>) -> Peers {
+        Peers { transport, metrics }
     }
 
     /// See [`Transport::reachable`].
     pub fn reachable(&self, addr: &str) {
-        self.0.reachable(addr)
+        self.transport.reachable(addr)
+    }
+
+    /// See [`Transport::streams_opened`].
+    pub fn streams_opened(&self) -> Vec<(String, u64)> {
+        self.transport.streams_opened()
     }
 
     /// Sends `req` and returns its answer.
@@ -108,15 +135,19 @@ impl Peers {
         req: C,
         timeout: Duration,
     ) -> Result<(C::Answer, Traffic), RpcError> {
-        let reply = self.0.send(addr, req.wrap(), timeout).await?;
-        match C::unwrap(reply.answer) {
+        let started = std::time::Instant::now();
+        let reply = self.transport.send(addr, req.wrap(), timeout).await;
+        let result = reply.and_then(|reply| match C::unwrap(reply.answer) {
             Ok(answer) => Ok((answer, reply.traffic)),
             Err(other) => Err(RpcError::Protocol {
                 addr: addr.to_string(),
                 asked: C::VERB,
                 answered: other.verb(),
             }),
-        }
+        });
+        let failed = result.as_ref().err().map(RpcError::kind);
+        self.metrics.rpc(addr, C::VERB, started.elapsed(), failed);
+        result
     }
 }
 
@@ -141,7 +172,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_mismatched_answer_is_a_protocol_error_naming_both_verbs() {
-        let peers = Peers::new(Arc::new(AlwaysGet));
+        let peers = Peers::new(Arc::new(AlwaysGet), Arc::new(Metrics::new(true)));
         let t = Duration::from_secs(1);
         assert_eq!(peers.call("a", Get { key: "k".into() }, t).await.unwrap(), None);
         let (_, traffic) = peers.call_measured("a", Get { key: "k".into() }, t).await.unwrap();

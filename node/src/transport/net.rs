@@ -175,4 +175,8 @@ impl Transport for NetTransport {
     fn reachable(&self, addr: &str) {
         self.dialer.forget_failures(addr);
     }
+
+    fn streams_opened(&self) -> Vec<(String, u64)> {
+        self.links.opened()
+    }
 }
