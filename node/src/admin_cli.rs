@@ -3,22 +3,19 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use crate::cli::{Client, Target};
+
 #[derive(Args, Debug)]
 pub struct AdminArgs {
-    /// host:port of any node of the cluster.
-    #[arg(long, default_value = "127.0.0.1:7001", global = true)]
-    pub addr: String,
-    /// Print the nodes' JSON answers as they are.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// An API token with the `admin` scope, when the cluster requires tokens.
-    #[arg(long, env = "DYNAKV_TOKEN", global = true, hide_env_values = true)]
-    pub token: Option<String>,
+    /// Nodes to ask (the next when one is down), the token (with the `admin` scope) and
+    /// `--json` for the nodes' answers as they are.
+    #[command(flatten)]
+    pub target: Target,
     #[command(subcommand)]
     pub cmd: AdminCmd,
 }
@@ -80,60 +77,15 @@ impl StageCmd {
     }
 }
 
-struct Client {
-    http: reqwest::Client,
-    token: Option<String>,
-    addr: String,
-}
-
-impl Client {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let url = format!("http://{}{path}", self.addr);
-        let mut req = self.http.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(serde_json::to_vec(&b)?);
-        }
-        let resp = req.send().await.with_context(|| format!("cannot reach {url}"))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.with_context(|| format!("reading {url}'s answer"))?;
-        let v: Value =
-            serde_json::from_slice(&bytes).with_context(|| format!("{url} answered {status} without JSON"))?;
-        if !status.is_success() {
-            bail!(
-                "{} {}: {}",
-                status.as_u16(),
-                v["error"].as_str().unwrap_or("error"),
-                v["message"].as_str().unwrap_or("")
-            );
-        }
-        Ok(v)
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-}
-
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let client = Client {
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()?,
-        token: args.token.clone(),
-        addr: args.addr.clone(),
-    };
+    let client = Client::new(
+        &args.target.addr,
+        args.target.token.clone(),
+        Duration::from_millis(args.target.timeout_ms.max(30_000)),
+    )?;
+    let json = args.target.json;
     let show = |v: &Value, human: fn(&Value) -> String| {
-        if args.json {
+        if json {
             println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         } else {
             print!("{}", human(v));
@@ -155,16 +107,16 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             let v = client
                 .post("/admin/layout/commit", json!({ "version": version }))
                 .await?;
-            if args.json {
+            if json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 println!("committed layout version {version}");
             }
             if !no_wait {
-                follow(&client, 0, args.json).await?;
+                follow(&client, 0, json).await?;
             }
         }
-        AdminCmd::Status { timeout_s } => follow(&client, *timeout_s, args.json).await?,
+        AdminCmd::Status { timeout_s } => follow(&client, *timeout_s, json).await?,
     }
     Ok(())
 }
@@ -240,11 +192,7 @@ async fn totals(client: &Client) -> anyhow::Result<Totals> {
     };
     for m in layout["members"].as_array().into_iter().flatten() {
         let Some(addr) = m["addr"].as_str() else { continue };
-        let other = Client {
-            http: client.http.clone(),
-            token: client.token.clone(),
-            addr: addr.to_string(),
-        };
+        let other = client.at(addr);
         // A member that does not answer (down) shows no transfers.
         let Ok(theirs) = other.get("/admin/layout").await else {
             continue;

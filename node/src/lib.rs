@@ -23,6 +23,7 @@
 
 pub mod admin;
 pub mod admin_cli;
+pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;

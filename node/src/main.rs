@@ -37,6 +37,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: dynakv_node::tls::CertsCommand,
     },
+    #[command(flatten)]
+    Client(dynakv_node::cli::ClientCmd),
     /// Exit 0 if the node at --addr answers GET /health with 200 (for container health checks).
     Health {
         /// host:port of the node.
@@ -131,6 +133,13 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("dynakv: {e:#}");
                 ExitCode::FAILURE
+            }
+        },
+        Cmd::Client(cmd) => match runtime.block_on(dynakv_node::cli::run(cmd)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dynakv: {e}");
+                ExitCode::from(e.exit_code())
             }
         },
         Cmd::Dev(args) => match runtime.block_on(dynakv_node::dev::run(args)) {
