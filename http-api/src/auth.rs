@@ -199,6 +199,10 @@ mod tests {
         assert_eq!(tokens.check(&basic, Scope::Read).unwrap_err().status(), 401);
 
         assert_eq!(Scope::needed(&Method::GET, "/health"), None);
+        assert_eq!(Scope::needed(&Method::GET, "/ui"), None);
+        assert_eq!(Scope::needed(&Method::GET, "/openapi.json"), None);
+        assert_eq!(Scope::needed(&Method::GET, "/metrics"), Some(Scope::Admin));
+        assert_eq!(Scope::needed(&Method::GET, "/admin/overview"), Some(Scope::Admin));
         assert_eq!(Scope::needed(&Method::GET, "/kv/a"), Some(Scope::Read));
         assert_eq!(Scope::needed(&Method::PUT, "/kv/a"), Some(Scope::Write));
         assert_eq!(Scope::needed(&Method::DELETE, "/kv/a"), Some(Scope::Write));

@@ -319,17 +319,59 @@ impl AdminService for Admin {
     }
 }
 
-/// This node's live figures (the `Stats` verb and its own part of `/admin/overview`).
-pub fn node_stats(local: &Local, services: &Services) -> NodeStats {
-    let now = local.clock.monotonic_ms();
-    let wall = local.clock.wall_ms();
-    let hints = local.replicas.hint_summary().ok();
+/// How often the figures are computed at most: every open web view asks every node
+/// once a second, and counting hints scans them.
+const STATS_EVERY_MS: u64 = 1_000;
+/// How often the Merkle roots are read at most: under writes a root must be rehashed
+/// from its dirty segments, over every partition the node replicates (in one measured
+/// run, reading them every second cost a tenth of YCSB A's throughput).
+const ROOTS_EVERY_MS: u64 = 10_000;
+
+/// The node's figures ([`node_stats`]), computed at most every [`STATS_EVERY_MS`], with
+/// roots at most every [`ROOTS_EVERY_MS`].
+#[derive(Default)]
+pub struct StatsCache(parking_lot::Mutex<Cached>);
+
+/// The first bytes of each replicated partition's Merkle root.
+type Roots = Vec<(u32, [u8; 8])>;
+
+#[derive(Default)]
+struct Cached {
+    stats: Option<(u64, NodeStats)>,
+    roots: Option<(u64, Roots)>,
+}
+
+impl StatsCache {
+    pub fn get(&self, local: &Local, services: &Services) -> NodeStats {
+        let now = local.clock.monotonic_ms();
+        // Held while computing: callers at the same moment share one computation.
+        let mut cached = self.0.lock();
+        if let Some((at, stats)) = cached.stats.as_ref()
+            && now.saturating_sub(*at) < STATS_EVERY_MS
+        {
+            return stats.clone();
+        }
+        let roots = match cached.roots.as_ref() {
+            Some((at, roots)) if now.saturating_sub(*at) < ROOTS_EVERY_MS => roots.clone(),
+            _ => {
+                let roots = partition_roots(local);
+                cached.roots = Some((now, roots.clone()));
+                roots
+            }
+        };
+        let stats = node_stats(local, services, roots);
+        cached.stats = Some((now, stats.clone()));
+        stats
+    }
+}
+
+/// The first bytes of the Merkle root of each partition this node replicates.
+fn partition_roots(local: &Local) -> Roots {
     let view = local.cluster.view();
     let ring = view.read_ring();
     let forest = local.replicas.forest();
     let me = local.id();
-    let roots = ring
-        .partitions()
+    ring.partitions()
         .filter(|p| ring.partition_preference(*p, local.settings.n).contains(&me))
         .map(|p| {
             let root = forest.root(p.0);
@@ -337,7 +379,14 @@ pub fn node_stats(local: &Local, services: &Services) -> NodeStats {
             prefix.copy_from_slice(&root[..8]);
             (p.0, prefix)
         })
-        .collect();
+        .collect()
+}
+
+/// This node's live figures (the `Stats` verb and its own part of `/admin/overview`).
+fn node_stats(local: &Local, services: &Services, roots: Roots) -> NodeStats {
+    let now = local.clock.monotonic_ms();
+    let wall = local.clock.wall_ms();
+    let hints = local.replicas.hint_summary().ok();
     NodeStats {
         recent: local.metrics.recent(wall),
         hints_pending: hints.as_ref().map_or(0, |h| h.by_owner.values().sum()),
@@ -425,7 +474,7 @@ impl Admin {
         }))
         .await;
         let mut stats: BTreeMap<String, Result<NodeStats, String>> = answers.into_iter().collect();
-        stats.insert(me.to_string(), Ok(node_stats(local, &self.services)));
+        stats.insert(me.to_string(), Ok(self.services.stats.get(local, &self.services)));
         let nodes: serde_json::Map<String, serde_json::Value> = stats
             .iter()
             .map(|(id, s)| {
@@ -448,8 +497,13 @@ impl Admin {
                     let (a, b) = if a < b { (a, b) } else { (b, a) };
                     let entry = pairs.entry((a.clone(), b.clone())).or_insert((0, Some(0)));
                     entry.0 += 1;
+                    // Comparable only where both report the partition's root (a node's
+                    // roots may predate a layout change by up to ROOTS_EVERY_MS).
                     let agree = match (roots.get(a.as_str()), roots.get(b.as_str())) {
-                        (Some(ra), Some(rb)) => Some(ra.get(&(p as u32)) == rb.get(&(p as u32))),
+                        (Some(ra), Some(rb)) => match (ra.get(&(p as u32)), rb.get(&(p as u32))) {
+                            (Some(x), Some(y)) => Some(x == y),
+                            _ => None,
+                        },
                         _ => None,
                     };
                     entry.1 = match (entry.1, agree) {

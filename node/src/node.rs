@@ -163,6 +163,7 @@ impl Node {
                     bytes_per_sec: config.handoff_bytes_per_sec,
                 },
             )),
+            stats: Arc::default(),
         };
         let peer = Arc::new(PeerHandler::new(local.clone(), coordinator.clone(), services.clone()));
         let admin = Arc::new(Admin {

@@ -140,7 +140,7 @@ impl Handler for PeerHandler {
             Request::Gossip(r) => Answer::Gossip(self.gossip(r)?),
             Request::PromiseLayout(r) => Answer::PromiseLayout(services::layout::promise(&self.local, r)?),
             Request::FetchPartition(r) => Answer::FetchPartition(self.fetch_partition(r)?),
-            Request::Stats(_) => Answer::Stats(Box::new(crate::admin::node_stats(&self.local, &self.services))),
+            Request::Stats(_) => Answer::Stats(Box::new(self.services.stats.get(&self.local, &self.services))),
         })
     }
 

@@ -33,6 +33,8 @@ pub struct Services {
     pub handoff: Arc<handoff::Handoff>,
     pub tombstones: Arc<tombstones::Tombstones>,
     pub layout: Arc<layout::LayoutService>,
+    /// The node's live figures, shared by `/admin/overview` and the `Stats` verb.
+    pub stats: Arc<crate::admin::StatsCache>,
 }
 
 impl Services {

@@ -189,7 +189,8 @@ pub struct NodeStats {
     pub transfers: Vec<TransferStat>,
     /// The last anti-entropy exchange with each peer.
     pub antientropy: Vec<ExchangeStat>,
-    /// The first bytes of the Merkle root of each partition the node replicates.
+    /// The first bytes of the Merkle root of each partition the node replicates, read
+    /// at most every 10 s.
     pub roots: Vec<(u32, [u8; 8])>,
 }
 
