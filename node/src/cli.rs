@@ -541,6 +541,13 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                     .flatten()
                     .filter_map(Value::as_str)
                     .collect();
+                if nodes.is_empty() {
+                    println!(
+                        "{key}: partition {}, no replicas yet (the cluster's first layout is still forming)",
+                        v["partition"]
+                    );
+                    return Ok(());
+                }
                 println!(
                     "{key}: partition {}, replicas {}",
                     v["partition"],
@@ -569,6 +576,16 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A JSON value as text for a table cell ("-" when absent): `Value`'s own `Display`
+/// ignores widths.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn describe_members(v: &Value) -> String {
     let mut out = format!(
         "as seen by {}\n{:<16} {:<22} {:<8} {:>5} {:>9} {:>6}\n",
@@ -586,9 +603,9 @@ fn describe_members(v: &Value) -> String {
             m["id"].as_str().unwrap_or("?"),
             m["addr"].as_str().unwrap_or("-"),
             m["status"].as_str().unwrap_or("?"),
-            m["generation"],
+            cell(&m["generation"]),
             m["silent_ms"].as_f64().unwrap_or(0.0) / 1000.0,
-            m["tokens"],
+            cell(&m["tokens"]),
         ));
     }
     out
@@ -605,13 +622,13 @@ pub fn describe_status(v: &Value) -> String {
     let mut out = format!(
         "cluster seen by {} · N={} R={} W={} {} · {} partitions · layout v{} (reads v{}) {}\n\n",
         v["node"].as_str().unwrap_or("?"),
-        s["n"],
-        s["r"],
-        s["w"],
+        cell(&s["n"]),
+        cell(&s["r"]),
+        cell(&s["w"]),
         s["conflict"].as_str().unwrap_or("?"),
-        s["partitions"],
-        l["version"],
-        l["read_version"],
+        cell(&s["partitions"]),
+        cell(&l["version"]),
+        cell(&l["read_version"]),
         if l["settled"] == true {
             "settled".to_string()
         } else {
@@ -648,21 +665,21 @@ pub fn describe_status(v: &Value) -> String {
                 "{:<12} {:<8} {:>4} {:>8} {:>8} {:>9.1} {:>7} {:>7} {:>7.1} {:>6}\n",
                 id,
                 m["status"].as_str().unwrap_or("?"),
-                m["generation"],
+                cell(&m["generation"]),
                 pct(primary),
                 pct(replica),
                 n["rate"].as_f64().unwrap_or(0.0),
                 opt_ms(&n["p50_ms"]),
                 opt_ms(&n["p99_ms"]),
                 n["errors"].as_f64().unwrap_or(0.0),
-                n["hints_pending"],
+                cell(&n["hints_pending"]),
             ));
         } else {
             out.push_str(&format!(
                 "{:<12} {:<8} {:>4} {:>8} {:>8}   unreachable: {}\n",
                 id,
                 m["status"].as_str().unwrap_or("?"),
-                m["generation"],
+                cell(&m["generation"]),
                 pct(primary),
                 pct(replica),
                 n["error"].as_str().unwrap_or("no answer"),
@@ -678,7 +695,7 @@ pub fn describe_status(v: &Value) -> String {
             format!(
                 "{}/{}",
                 p["agree"].as_u64().map_or("?".into(), |x| x.to_string()),
-                p["shared"]
+                cell(&p["shared"])
             ),
             p["last_exchange_ms_ago"]
                 .as_f64()
@@ -700,7 +717,7 @@ pub fn describe_status(v: &Value) -> String {
         for t in moving.iter().take(20) {
             out.push_str(&format!(
                 "  partition {:>5} {} -> {} {} ({} keys)\n",
-                t["partition"],
+                cell(&t["partition"]),
                 t["from"].as_str().unwrap_or("?"),
                 t["to"].as_str().unwrap_or("?"),
                 t["state"].as_str().unwrap_or("?"),
