@@ -136,24 +136,32 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
     println!("ready. try:");
-    println!("  curl -i -X PUT --data-binary 'hello' http://{}/kv/greeting", addrs[0]);
-    println!("  curl -i http://{}/kv/greeting", addrs[addrs.len() - 1]);
-    println!("  curl -s http://{}/cluster/members", addrs[0]);
-    println!("Ctrl-C stops every node.");
+    println!(
+        "  dynakv put greeting hello            (the dynakv binary is in {})",
+        exe.parent().map_or_else(String::new, |d| d.display().to_string())
+    );
+    println!("  dynakv get greeting");
+    println!("  dynakv status");
+    println!("  http://{}/ui                 (the cluster in a browser)", addrs[0]);
+    println!("A node that stops (e.g. kill its pid) leaves the others running; Ctrl-C stops every node.");
 
-    let exited = tokio::select! {
-        _ = &mut shutdown => None,
-        exited = any_exit(&mut children) => Some(exited),
-    };
-    if let Some((id, status)) = &exited {
-        eprintln!("node {id} exited ({status}); stopping the others");
+    // Nodes that exit are reported; the rest serve on (a newcomer may stop one to see
+    // the cluster cope) until Ctrl-C or until none is left.
+    loop {
+        let exited = tokio::select! {
+            _ = &mut shutdown => break,
+            exited = any_exit(&mut children) => exited,
+        };
+        let (id, status) = exited;
+        children.retain(|(other, _)| *other != id);
+        eprintln!("node {id} exited ({status}); {} still running", children.len());
+        if children.is_empty() {
+            bail!("every node exited");
+        }
     }
     stop(&mut children).await;
     println!("all nodes stopped");
-    match exited {
-        Some((id, _)) => bail!("node {id} exited unexpectedly"),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// Copies a child's output to ours, each line tagged with the node id.
