@@ -203,23 +203,8 @@ pub(crate) async fn put_kv<S: KvService>(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = put_kv_inner(&*svc, uri, query, headers, body).await;
+    let result = write_kv(&*svc, uri, query, headers, Some(body)).await;
     finish(&*svc, KvOp::Put, started, result)
-}
-
-async fn put_kv_inner<S: KvService>(
-    svc: &S,
-    uri: Uri,
-    query: Option<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let key = key_from_uri(&uri, "/kv/")?;
-    let params = parse_quorum_params(query.as_deref(), svc.n(), &["w"])?;
-    let context = context_from_headers(&headers)?;
-    let value = read_value(&headers, body, svc.max_value_bytes(), svc.read_timeout()).await?;
-    let ctx = svc.write(key, Some(value), context, params.w).await?;
-    Ok((StatusCode::NO_CONTENT, [context_header(&ctx)]).into_response())
 }
 
 pub(crate) async fn delete_kv<S: KvService>(
@@ -229,20 +214,26 @@ pub(crate) async fn delete_kv<S: KvService>(
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
-    let result = delete_kv_inner(&*svc, uri, query, headers).await;
+    let result = write_kv(&*svc, uri, query, headers, None).await;
     finish(&*svc, KvOp::Delete, started, result)
 }
 
-async fn delete_kv_inner<S: KvService>(
+/// A put (the body is the value) or, without a body, a delete.
+async fn write_kv<S: KvService>(
     svc: &S,
     uri: Uri,
     query: Option<String>,
     headers: HeaderMap,
+    body: Option<Body>,
 ) -> Result<Response, ApiError> {
     let key = key_from_uri(&uri, "/kv/")?;
     let params = parse_quorum_params(query.as_deref(), svc.n(), &["w"])?;
     let context = context_from_headers(&headers)?;
-    let ctx = svc.write(key, None, context, params.w).await?;
+    let value = match body {
+        Some(body) => Some(read_value(&headers, body, svc.max_value_bytes(), svc.read_timeout()).await?),
+        None => None,
+    };
+    let ctx = svc.write(key, value, context, params.w).await?;
     Ok((StatusCode::NO_CONTENT, [context_header(&ctx)]).into_response())
 }
 
