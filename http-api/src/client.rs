@@ -52,23 +52,57 @@ struct SiblingsBody {
     siblings: Vec<String>,
 }
 
-/// Answers a finished `/kv` request and tells the service how it went.
-fn finish<S: KvService>(svc: &S, op: KvOp, started: Instant, result: Result<Response, ApiError>) -> Response {
-    let quorum_failed = matches!(result, Err(ApiError::Quorum { .. }));
-    let resp = result.unwrap_or_else(IntoResponse::into_response);
-    svc.observe(Observed {
-        op,
-        status: resp.status().as_u16(),
-        quorum_failed,
-        elapsed: started.elapsed(),
-    });
-    resp
+/// Tells the service how a `/kv` request went: once it is answered, or, when the
+/// client goes away first (the handler is dropped mid-way, typically while waiting for
+/// replicas), as abandoned with status 499, so the slowest requests are not the ones
+/// missing from the figures.
+struct Observer<S: KvService> {
+    svc: Arc<S>,
+    op: KvOp,
+    started: Instant,
+    answered: bool,
+}
+
+impl<S: KvService> Observer<S> {
+    fn start(svc: &Arc<S>, op: KvOp) -> Observer<S> {
+        Observer {
+            svc: svc.clone(),
+            op,
+            started: Instant::now(),
+            answered: false,
+        }
+    }
+
+    fn finish(mut self, result: Result<Response, ApiError>) -> Response {
+        let quorum_failed = matches!(result, Err(ApiError::Quorum { .. }));
+        let resp = result.unwrap_or_else(IntoResponse::into_response);
+        self.answered = true;
+        self.svc.observe(Observed {
+            op: self.op,
+            status: resp.status().as_u16(),
+            quorum_failed,
+            elapsed: self.started.elapsed(),
+        });
+        resp
+    }
+}
+
+impl<S: KvService> Drop for Observer<S> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.svc.observe(Observed {
+                op: self.op,
+                status: 499,
+                quorum_failed: false,
+                elapsed: self.started.elapsed(),
+            });
+        }
+    }
 }
 
 pub(crate) async fn get_kv<S: KvService>(State(svc): State<Arc<S>>, uri: Uri, RawQuery(query): RawQuery) -> Response {
-    let started = Instant::now();
-    let result = get_kv_inner(&*svc, uri, query).await;
-    finish(&*svc, KvOp::Get, started, result)
+    let observer = Observer::start(&svc, KvOp::Get);
+    observer.finish(get_kv_inner(&*svc, uri, query).await)
 }
 
 async fn get_kv_inner<S: KvService>(svc: &S, uri: Uri, query: Option<String>) -> Result<Response, ApiError> {
@@ -202,9 +236,8 @@ pub(crate) async fn put_kv<S: KvService>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
-    let result = write_kv(&*svc, uri, query, headers, Some(body)).await;
-    finish(&*svc, KvOp::Put, started, result)
+    let observer = Observer::start(&svc, KvOp::Put);
+    observer.finish(write_kv(&*svc, uri, query, headers, Some(body)).await)
 }
 
 pub(crate) async fn delete_kv<S: KvService>(
@@ -213,9 +246,8 @@ pub(crate) async fn delete_kv<S: KvService>(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let started = Instant::now();
-    let result = write_kv(&*svc, uri, query, headers, None).await;
-    finish(&*svc, KvOp::Delete, started, result)
+    let observer = Observer::start(&svc, KvOp::Delete);
+    observer.finish(write_kv(&*svc, uri, query, headers, None).await)
 }
 
 /// A put (the body is the value) or, without a body, a delete.

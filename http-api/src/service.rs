@@ -84,7 +84,8 @@ pub trait KvService: Send + Sync + 'static {
         w: Option<usize>,
     ) -> impl Future<Output = Result<Context, ApiError>> + Send;
 
-    /// Every `/kv` request once answered; by default not recorded.
+    /// Every `/kv` request once answered, or with status 499 when the client went away
+    /// before the answer; by default not recorded.
     fn observe(&self, _request: Observed) {}
 }
 

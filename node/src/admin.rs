@@ -327,10 +327,20 @@ const STATS_EVERY_MS: u64 = 1_000;
 /// run, reading them every second cost a tenth of YCSB A's throughput).
 const ROOTS_EVERY_MS: u64 = 10_000;
 
+/// How long counts that scan storage (pending hints, tombstones) are reused: a
+/// Prometheus per replica and every open web view would each rescan them otherwise.
+const SCANS_EVERY_MS: u64 = 5_000;
+
 /// The node's figures ([`node_stats`]), computed at most every [`STATS_EVERY_MS`], with
-/// roots at most every [`ROOTS_EVERY_MS`].
+/// roots at most every [`ROOTS_EVERY_MS`] and storage scans at most every
+/// [`SCANS_EVERY_MS`]. One caller computes while the others are served what was
+/// computed last, so two workers are not both busy rehashing at once.
 #[derive(Default)]
-pub struct StatsCache(parking_lot::Mutex<Cached>);
+pub struct StatsCache {
+    cached: parking_lot::RwLock<Cached>,
+    computing: parking_lot::Mutex<()>,
+    scans: parking_lot::Mutex<Option<(u64, Scans)>>,
+}
 
 /// The first bytes of each replicated partition's Merkle root.
 type Roots = Vec<(u32, [u8; 8])>;
@@ -341,27 +351,59 @@ struct Cached {
     roots: Option<(u64, Roots)>,
 }
 
+/// Counts read by scanning storage.
+#[derive(Clone, Debug, Default)]
+pub struct Scans {
+    pub hints: Option<crate::replica::HintSummary>,
+    pub tombstones: Option<u64>,
+}
+
 impl StatsCache {
     pub fn get(&self, local: &Local, services: &Services) -> NodeStats {
         let now = local.clock.monotonic_ms();
-        // Held while computing: callers at the same moment share one computation.
-        let mut cached = self.0.lock();
-        if let Some((at, stats)) = cached.stats.as_ref()
+        if let Some((at, stats)) = self.cached.read().stats.as_ref()
             && now.saturating_sub(*at) < STATS_EVERY_MS
         {
             return stats.clone();
         }
-        let roots = match cached.roots.as_ref() {
-            Some((at, roots)) if now.saturating_sub(*at) < ROOTS_EVERY_MS => roots.clone(),
-            _ => {
-                let roots = partition_roots(local);
-                cached.roots = Some((now, roots.clone()));
-                roots
+        let _computing = match self.computing.try_lock() {
+            Some(guard) => guard,
+            None => {
+                if let Some((_, stale)) = self.cached.read().stats.as_ref() {
+                    return stale.clone();
+                }
+                self.computing.lock()
             }
         };
-        let stats = node_stats(local, services, roots);
-        cached.stats = Some((now, stats.clone()));
+        let roots = match self.cached.read().roots.as_ref() {
+            Some((at, roots)) if now.saturating_sub(*at) < ROOTS_EVERY_MS => Some(roots.clone()),
+            _ => None,
+        };
+        let roots = roots.unwrap_or_else(|| {
+            let roots = partition_roots(local);
+            self.cached.write().roots = Some((now, roots.clone()));
+            roots
+        });
+        let stats = node_stats(local, services, roots, &self.scans(local).hints);
+        self.cached.write().stats = Some((now, stats.clone()));
         stats
+    }
+
+    /// Pending hints and tombstones, counted at most every [`SCANS_EVERY_MS`].
+    pub fn scans(&self, local: &Local) -> Scans {
+        let now = local.clock.monotonic_ms();
+        let mut scans = self.scans.lock();
+        if let Some((at, s)) = scans.as_ref()
+            && now.saturating_sub(*at) < SCANS_EVERY_MS
+        {
+            return s.clone();
+        }
+        let s = Scans {
+            hints: local.replicas.hint_summary().ok(),
+            tombstones: local.replicas.tombstone_count().ok(),
+        };
+        *scans = Some((now, s.clone()));
+        s
     }
 }
 
@@ -383,10 +425,14 @@ fn partition_roots(local: &Local) -> Roots {
 }
 
 /// This node's live figures (the `Stats` verb and its own part of `/admin/overview`).
-fn node_stats(local: &Local, services: &Services, roots: Roots) -> NodeStats {
+fn node_stats(
+    local: &Local,
+    services: &Services,
+    roots: Roots,
+    hints: &Option<crate::replica::HintSummary>,
+) -> NodeStats {
     let now = local.clock.monotonic_ms();
     let wall = local.clock.wall_ms();
-    let hints = local.replicas.hint_summary().ok();
     NodeStats {
         recent: local.metrics.recent(wall),
         hints_pending: hints.as_ref().map_or(0, |h| h.by_owner.values().sum()),
@@ -485,8 +531,10 @@ impl Admin {
                 (id.clone(), v)
             })
             .collect();
-        // Per pair of replicas: partitions shared, and how many have equal roots now.
-        let mut pairs: BTreeMap<(String, String), (u64, Option<u64>)> = BTreeMap::new();
+        // Per pair of replicas: partitions shared, how many of those both sides reported a
+        // root for (each side's roots are as of its last sample, at most ROOTS_EVERY_MS
+        // old), and how many of those were equal.
+        let mut pairs: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
         let roots: BTreeMap<&str, BTreeMap<u32, [u8; 8]>> = stats
             .iter()
             .filter_map(|(id, s)| Some((id.as_str(), s.as_ref().ok()?.roots.iter().copied().collect())))
@@ -495,21 +543,13 @@ impl Admin {
             for (i, a) in replicas.iter().enumerate() {
                 for b in &replicas[i + 1..] {
                     let (a, b) = if a < b { (a, b) } else { (b, a) };
-                    let entry = pairs.entry((a.clone(), b.clone())).or_insert((0, Some(0)));
+                    let entry = pairs.entry((a.clone(), b.clone())).or_default();
                     entry.0 += 1;
-                    // Comparable only where both report the partition's root (a node's
-                    // roots may predate a layout change by up to ROOTS_EVERY_MS).
-                    let agree = match (roots.get(a.as_str()), roots.get(b.as_str())) {
-                        (Some(ra), Some(rb)) => match (ra.get(&(p as u32)), rb.get(&(p as u32))) {
-                            (Some(x), Some(y)) => Some(x == y),
-                            _ => None,
-                        },
-                        _ => None,
-                    };
-                    entry.1 = match (entry.1, agree) {
-                        (Some(n), Some(same)) => Some(n + u64::from(same)),
-                        _ => None,
-                    };
+                    let root = |id: &str| roots.get(id).and_then(|r| r.get(&(p as u32)));
+                    if let (Some(x), Some(y)) = (root(a), root(b)) {
+                        entry.1 += 1;
+                        entry.2 += u64::from(x == y);
+                    }
                 }
             }
         }
@@ -518,7 +558,7 @@ impl Admin {
         };
         let pairs: Vec<serde_json::Value> = pairs
             .into_iter()
-            .map(|((a, b), (shared, agree))| {
+            .map(|((a, b), (shared, compared, agree))| {
                 // The more recent of the two sides' reports of their last exchange.
                 let last = [exchange(&a, &b), exchange(&b, &a)]
                     .into_iter()
@@ -526,7 +566,9 @@ impl Admin {
                     .filter(|e| e.last_exchange_ms_ago.is_some())
                     .min_by_key(|e| e.last_exchange_ms_ago);
                 json!({
-                    "a": a, "b": b, "shared": shared, "agree": agree,
+                    "a": a, "b": b, "shared": shared, "compared": compared,
+                    // Unknown when nothing could be compared (a side did not answer).
+                    "agree": (compared > 0).then_some(agree),
                     "last_exchange_ms_ago": last.and_then(|e| e.last_exchange_ms_ago),
                     "result": last.map(|e| e.result.clone()),
                 })
@@ -565,6 +607,14 @@ impl Admin {
         type L1 = [(&'static str, String); 1];
         type L2 = [(&'static str, String); 2];
         let local = &self.local;
+        // Node-to-node series follow the membership: a peer that left or moved goes.
+        let current: std::collections::HashSet<String> = local.cluster.with_membership(|m, now| {
+            m.members(now)
+                .filter(|v| v.status != dynakv_ring::Status::Left)
+                .map(|v| v.info.addr.clone())
+                .collect()
+        });
+        local.metrics.forget_peers_except(&current);
         let mut reg = Registry::default();
         local.metrics.register(&mut reg);
         let counter = |reg: &mut Registry, name: &str, help: &str, v: u64| {
@@ -595,7 +645,8 @@ impl Admin {
             .filter(|m| m.id != local.id().as_str() && m.status != "left")
             .map(|m| m.id)
             .collect();
-        if let Ok(h) = local.replicas.hint_summary() {
+        let scans = self.services.stats.scans(local);
+        if let Some(h) = &scans.hints {
             let pending = Family::<L1, Gauge>::default();
             for owner in &others {
                 let _ = pending.get_or_create(&[("owner", owner.clone())]);
@@ -679,7 +730,7 @@ impl Admin {
             last,
         );
         // Tombstones.
-        if let Ok(n) = local.replicas.tombstone_count() {
+        if let Some(n) = scans.tombstones {
             gauge(
                 &mut reg,
                 "dynakv_tombstones_pending",

@@ -35,8 +35,9 @@ use prometheus_client::registry::{Registry, Unit};
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The statuses a `/kv` request can end with, as label values.
-const STATUSES: [&str; 15] = [
-    "200", "204", "300", "400", "401", "403", "404", "405", "408", "409", "413", "500", "502", "503", "other",
+/// `499`: the client closed the connection before the answer (as nginx counts it).
+const STATUSES: [&str; 16] = [
+    "200", "204", "300", "400", "401", "403", "404", "405", "408", "409", "413", "499", "500", "502", "503", "other",
 ];
 
 fn status_index(status: u16) -> usize {
@@ -52,10 +53,11 @@ fn status_index(status: u16) -> usize {
         408 => 8,
         409 => 9,
         413 => 10,
-        500 => 11,
-        502 => 12,
-        503 => 13,
-        _ => 14,
+        499 => 11,
+        500 => 12,
+        502 => 13,
+        503 => 14,
+        _ => 15,
     }
 }
 
@@ -71,7 +73,12 @@ type Labels2 = [(&'static str, &'static str); 2];
 type Labels1 = [(&'static str, &'static str); 1];
 /// A peer's label and a static one (a pair of label sets).
 type PeerVerb = ([(&'static str, String); 1], Labels1);
+/// A peer's label and two static ones.
+type PeerVerbKind = ([(&'static str, String); 1], Labels2);
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// How a node-to-node call can fail (`crate::transport::RpcError::kind`).
+const FAILURE_KINDS: [&str; 5] = ["timeout", "connect", "transport", "remote", "protocol"];
 
 /// Latency buckets, in seconds: 100 µs doubling to 6.5 s.
 fn latency_histogram() -> Histogram {
@@ -96,7 +103,7 @@ pub struct Metrics {
     request_handles: [[std::sync::OnceLock<Histogram>; STATUSES.len()]; 3],
     quorum_failures: Family<Labels1, Counter>,
     rpc: HistogramFamily<PeerVerb>,
-    rpc_failures: Family<PeerVerb, Counter>,
+    rpc_failures: Family<PeerVerbKind, Counter>,
     /// Handles by peer address and verb, so a call finds its histogram without building
     /// a label set (an allocation).
     rpc_handles: RwLock<HashMap<String, HashMap<&'static str, Histogram>>>,
@@ -150,14 +157,15 @@ impl Metrics {
         if !self.enabled {
             return;
         }
-        let status = status_index(status);
-        self.request_handles[op_index(op)][status]
+        let index = status_index(status);
+        self.request_handles[op_index(op)][index]
             .get_or_init(|| {
                 self.requests
-                    .get_or_create_owned(&[("op", op.as_str()), ("status", STATUSES[status])])
+                    .get_or_create_owned(&[("op", op.as_str()), ("status", STATUSES[index])])
             })
             .observe(elapsed.as_secs_f64());
-        self.recent.record(now_ms / 1000, elapsed, status >= 500);
+        // A client that gave up (499) is not the server failing.
+        self.recent.record(now_ms / 1000, elapsed, (500..600).contains(&status));
     }
 
     /// A read or write that did not reach its quorum.
@@ -196,7 +204,7 @@ impl Metrics {
         }
         if let Some(kind) = failed {
             self.rpc_failures
-                .get_or_create(&([("peer", peer.to_string())], [("kind", kind)]))
+                .get_or_create(&([("peer", peer.to_string())], [("verb", verb), ("kind", kind)]))
                 .inc();
         }
         let seconds = elapsed.as_secs_f64();
@@ -208,18 +216,32 @@ impl Metrics {
             .rpc
             .get_or_create_owned(&([("peer", peer.to_string())], [("verb", verb)]));
         h.observe(seconds);
-        for kind in ["timeout", "connect", "transport", "remote", "protocol"] {
+        for kind in FAILURE_KINDS {
             let _ = self
                 .rpc_failures
-                .get_or_create(&([("peer", peer.to_string())], [("kind", kind)]));
+                .get_or_create(&([("peer", peer.to_string())], [("verb", verb), ("kind", kind)]));
         }
+        self.rpc_handles
+            .write()
+            .entry(peer.to_string())
+            .or_default()
+            .insert(verb, h);
+    }
+
+    /// Drops the series of peers not in `keep` (members that left or changed address),
+    /// so the label sets follow the membership instead of growing forever.
+    pub fn forget_peers_except(&self, keep: &std::collections::HashSet<String>) {
         let mut handles = self.rpc_handles.write();
-        // Peers come and go with the membership; a bounded cache (the family keeps
-        // counting either way).
-        if handles.len() > 1024 {
-            handles.clear();
+        let gone: Vec<String> = handles.keys().filter(|p| !keep.contains(*p)).cloned().collect();
+        for peer in gone {
+            for verb in handles.remove(&peer).into_iter().flat_map(|m| m.into_keys()) {
+                self.rpc.remove(&([("peer", peer.clone())], [("verb", verb)]));
+                for kind in FAILURE_KINDS {
+                    self.rpc_failures
+                        .remove(&([("peer", peer.clone())], [("verb", verb), ("kind", kind)]));
+                }
+            }
         }
-        handles.entry(peer.to_string()).or_default().insert(verb, h);
     }
 
     /// The last minute of client requests.
@@ -248,7 +270,7 @@ impl Metrics {
         );
         registry.register(
             "dynakv_rpc_failures",
-            "Node-to-node calls that failed, by peer and kind (timeout, connect, transport, remote, protocol)",
+            "Node-to-node calls that failed, by peer, verb and kind (timeout, connect, transport, remote, protocol)",
             self.rpc_failures.clone(),
         );
         registry.register(
@@ -436,7 +458,10 @@ pub struct ProcessFigures {
 }
 
 pub fn process_figures() -> ProcessFigures {
-    let page = 4096u64;
+    // SAFETY: sysconf only reads configuration values.
+    let (page, ticks_per_s) = unsafe { (libc::sysconf(libc::_SC_PAGESIZE), libc::sysconf(libc::_SC_CLK_TCK)) };
+    let page = if page > 0 { page as u64 } else { 4096 };
+    let ticks_per_s = if ticks_per_s > 0 { ticks_per_s as f64 } else { 100.0 };
     let resident_bytes = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
@@ -457,11 +482,11 @@ pub fn process_figures() -> ProcessFigures {
         .and_then(|s| s.rsplit_once(')'))
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    // utime and stime are fields 14 and 15 (1-based) of the whole line; 12 and 13 after
-    // the name; in clock ticks of 1/100 s on Linux.
+    // utime and stime are fields 14 and 15 (1-based) of the whole line, 12 and 13 after
+    // the name (indexes 11 and 12 here), in clock ticks; threads is field 20.
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
     let cpu_seconds = match (ticks(11), ticks(12)) {
-        (Some(u), Some(s)) => Some((u + s) as f64 / 100.0),
+        (Some(u), Some(s)) => Some((u + s) as f64 / ticks_per_s),
         _ => None,
     };
     let threads = ticks(17);
@@ -594,9 +619,21 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"dynakv_rpc_failures_total{peer="127.0.0.1:8002",kind="timeout"} 1"#),
+            text.contains(r#"dynakv_rpc_failures_total{peer="127.0.0.1:8002",verb="Merge",kind="timeout"} 1"#),
             "{text}"
         );
+        // A peer that is no longer a member loses its series.
+        m.forget_peers_except(&["127.0.0.1:8003".to_string()].into_iter().collect());
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        assert!(!encode_text(&reg).contains("127.0.0.1:8002"));
+        // Server errors count as errors in the last-minute view; a client giving up does not.
+        m.request(KvOp::Get, 503, Duration::from_millis(2), 1_000_000);
+        m.request(KvOp::Get, 499, Duration::from_millis(2), 1_000_000);
+        let recent = m.recent(1_001_000);
+        assert_eq!(recent.window_s, 1);
+        assert!((recent.errors - 1.0).abs() < 1e-9, "{recent:?}");
+        assert!((recent.rate - 3.0).abs() < 1e-9, "{recent:?}");
         let off = Metrics::new(false);
         off.request(KvOp::Put, 204, Duration::from_millis(2), 1_000_000);
         let mut reg = Registry::default();

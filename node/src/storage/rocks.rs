@@ -127,7 +127,7 @@ const PROPERTIES: [(&str, &str, &str); 10] = [
     ),
     (
         "rocksdb.actual-delayed-write-rate",
-        "delayed_write_rate_bytes",
+        "delayed_write_rate_bytes_per_second",
         "Write rate RocksDB throttles writes to (bytes/s); 0 when writes are not slowed down",
     ),
     (

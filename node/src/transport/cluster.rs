@@ -275,7 +275,6 @@ impl Refusals {
         }
     }
 
-    /// `{"accepted": n, "refused": {reason: n}}`.
     /// Refusals so far, by reason.
     pub fn counts(&self) -> Vec<(&'static str, u64)> {
         self.counts.lock().iter().map(|(k, v)| (*k, *v)).collect()
@@ -285,6 +284,7 @@ impl Refusals {
         self.accepted.load(Ordering::Relaxed)
     }
 
+    /// `{"accepted": n, "refused": {reason: n}}`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "accepted": self.accepted.load(Ordering::Relaxed),
