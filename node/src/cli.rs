@@ -7,7 +7,8 @@
 //! context would make two siblings).
 //!
 //! Exit codes: 0 done; 1 the cluster answered with an error; 2 bad usage; 3 the key has
-//! no value (`get`); 4 no node could be reached.
+//! no value (`get`); 4 no node could be reached (nothing was sent); 5 a node took a
+//! write but its answer was lost (it may have been applied: read before retrying).
 
 use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
@@ -29,17 +30,18 @@ pub struct Target {
     #[arg(
         long,
         env = "DYNAKV_ADDR",
-        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003",
+        global = true
     )]
     pub addr: String,
     /// An API token, when the cluster requires them.
-    #[arg(long, env = "DYNAKV_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "DYNAKV_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// Machine-readable output (JSON on stdout).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
     /// Give up on a node after this many milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, global = true)]
     pub timeout_ms: u64,
 }
 
@@ -121,6 +123,9 @@ impl ClientCmd {
 pub enum CliError {
     #[error("{0}")]
     Unreachable(String),
+    /// A write reached a node and no answer came back.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     #[error("{status} {code}: {message}")]
     Api { status: u16, code: String, message: String },
     #[error("{0}")]
@@ -138,6 +143,7 @@ impl CliError {
             CliError::Usage(_) => 2,
             CliError::NotFound(_) => 3,
             CliError::Unreachable(_) => 4,
+            CliError::OutcomeUnknown(_) => 5,
         }
     }
 }
@@ -245,8 +251,9 @@ impl Client {
                     continue;
                 }
                 Err(e) => {
-                    return Err(CliError::Unreachable(format!(
-                        "{addr} took the request but did not answer ({}); it may have been applied",
+                    return Err(CliError::OutcomeUnknown(format!(
+                        "{addr} took the request but did not answer ({}); it may have been applied: read \
+                         the key before retrying",
                         root_cause(&e)
                     )));
                 }
@@ -263,7 +270,13 @@ impl Client {
                     });
                 }
                 Err(e) if retry_sent => failures.push(format!("{addr}: {}", root_cause(&e))),
-                Err(e) => return Err(CliError::Other(e.into())),
+                Err(e) => {
+                    return Err(CliError::OutcomeUnknown(format!(
+                        "{addr} answered {status} but its answer broke off ({}); the request may have been \
+                         applied",
+                        root_cause(&e)
+                    )));
+                }
             }
         }
         Err(CliError::Unreachable(format!(
@@ -407,7 +420,17 @@ fn read_input(value: Option<String>, file: Option<std::path::PathBuf>) -> Result
         (None, None) if std::io::stdin().is_terminal() => Err(CliError::Usage(
             "no value: give it as an argument, with --file, or on standard input".into(),
         )),
-        (None, None) => read_stdin(),
+        (None, None) => {
+            // An empty input is far more often a mistake (a script with nothing piped in)
+            // than an empty value; `--file -` or '' say it is meant.
+            let v = read_stdin()?;
+            if v.is_empty() {
+                return Err(CliError::Usage(
+                    "standard input was empty: to write an empty value, give '' or --file -".into(),
+                ));
+            }
+            Ok(v)
+        }
     }
 }
 
