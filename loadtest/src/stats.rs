@@ -42,6 +42,9 @@ struct Inner {
 /// Shared by every worker; cheap to lock (two threads of workers).
 pub struct Recorder {
     start: Instant,
+    /// Wall-clock time of `start`, to line the per-second series up with the servers'
+    /// own logs (flushes, compactions).
+    started_unix_ms: u64,
     inner: Mutex<Inner>,
 }
 
@@ -56,6 +59,9 @@ impl Recorder {
     pub fn new() -> Recorder {
         Recorder {
             start: Instant::now(),
+            started_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             inner: Mutex::new(Inner {
                 ops: BTreeMap::new(),
                 seconds: Vec::new(),
@@ -168,6 +174,7 @@ impl Recorder {
                 errors: s.errors,
                 p50_us: s.hist.value_at_quantile(0.5),
                 p99_us: s.hist.value_at_quantile(0.99),
+                max_us: s.hist.max(),
             })
             .collect();
         let distribution = [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0]
@@ -178,6 +185,7 @@ impl Recorder {
             })
             .collect();
         Summary {
+            started_unix_ms: self.started_unix_ms,
             duration_s: secs,
             total: OpSummary {
                 count: all.len(),
@@ -243,6 +251,9 @@ pub struct Point {
     pub errors: u64,
     pub p50_us: u64,
     pub p99_us: u64,
+    /// The slowest request of the second.
+    #[serde(default)]
+    pub max_us: u64,
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -253,6 +264,9 @@ pub struct Percentile {
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Summary {
+    /// When the run started (unix ms); second 0 of `timeseries` begins then.
+    #[serde(default)]
+    pub started_unix_ms: u64,
     pub duration_s: f64,
     pub total: OpSummary,
     pub operations: BTreeMap<String, OpSummary>,
