@@ -863,6 +863,44 @@ impl Admin {
         for f in local.replicas.store().engine_figures() {
             gauge(&mut reg, &format!("dynakv_rocksdb_{}", f.name), f.help, f.value as i64);
         }
+        // The async runtime: how busy its workers are and what waits for them.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let rt = handle.metrics();
+            gauge(
+                &mut reg,
+                "tokio_workers",
+                "Async worker threads",
+                rt.num_workers() as i64,
+            );
+            gauge(
+                &mut reg,
+                "tokio_alive_tasks",
+                "Tasks alive on the async runtime",
+                rt.num_alive_tasks() as i64,
+            );
+            gauge(
+                &mut reg,
+                "tokio_global_queue_depth",
+                "Tasks waiting in the runtime's shared queue",
+                rt.global_queue_depth() as i64,
+            );
+            let busy = Family::<L1, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+            let parks = Family::<L1, Counter>::default();
+            for w in 0..rt.num_workers() {
+                busy.get_or_create(&[("worker", w.to_string())])
+                    .inc_by(rt.worker_total_busy_duration(w).as_secs_f64());
+                parks
+                    .get_or_create(&[("worker", w.to_string())])
+                    .inc_by(rt.worker_park_count(w));
+            }
+            reg.register_with_unit(
+                "tokio_worker_busy",
+                "Time each async worker spent running tasks",
+                Unit::Seconds,
+                busy,
+            );
+            reg.register("tokio_worker_parks", "Times each async worker went idle", parks);
+        }
         // The process.
         let p = crate::metrics::process_figures();
         if let Some(v) = p.resident_bytes {

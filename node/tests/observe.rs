@@ -101,6 +101,8 @@ async fn metrics_move_with_writes_reads_and_read_repairs() {
         "dynakv_rocksdb_pending_compaction_bytes",
         "process_resident_memory_bytes",
         "process_open_fds",
+        "tokio_worker_busy_seconds",
+        "tokio_global_queue_depth",
     ] {
         assert!(families(&after).contains(name), "{name} missing:\n{after}");
     }
