@@ -638,12 +638,12 @@ impl Admin {
         );
         // Hints.
         let wall = local.clock.wall_ms();
+        let members = self.members();
         // Other members, for series that exist (at 0) before their first event.
-        let others: Vec<String> = self
-            .members()
-            .into_iter()
+        let others: Vec<String> = members
+            .iter()
             .filter(|m| m.id != local.id().as_str() && m.status != "left")
-            .map(|m| m.id)
+            .map(|m| m.id.clone())
             .collect();
         let scans = self.services.stats.scans(local);
         if let Some(h) = &scans.hints {
@@ -748,7 +748,7 @@ impl Admin {
         // current one.
         let status = Family::<L2, Gauge>::default();
         let generation = Family::<L1, Gauge>::default();
-        for m in self.members() {
+        for m in &members {
             for s in ["alive", "suspect", "dead", "left"] {
                 status
                     .get_or_create(&[("member", m.id.clone()), ("status", s.into())])
@@ -768,7 +768,7 @@ impl Admin {
             "Each member's generation (it grows at every restart)",
             generation,
         );
-        let gossip_rounds = self.services.gossip.status()["rounds"].as_u64().unwrap_or(0);
+        let gossip_rounds = self.services.gossip.rounds();
         counter(
             &mut reg,
             "dynakv_gossip_rounds",
@@ -809,18 +809,18 @@ impl Admin {
             "This node's incoming partition transfers, by state",
             transfers,
         );
-        let layout = self.services.layout.status();
+        let (keys_fetched, bytes_fetched) = self.services.layout.fetched();
         counter(
             &mut reg,
             "dynakv_transfer_keys",
             "Keys fetched by partition transfers",
-            layout["keys_fetched"].as_u64().unwrap_or(0),
+            keys_fetched,
         );
         reg.register_with_unit(
             "dynakv_transfer",
             "Bytes fetched by partition transfers",
             Unit::Bytes,
-            ConstCounter::new(layout["bytes_fetched"].as_u64().unwrap_or(0)),
+            ConstCounter::new(bytes_fetched),
         );
         // The cluster port and the replica streams.
         let refused = Family::<L1, Counter>::default();

@@ -42,9 +42,14 @@ impl Gossip {
         }
     }
 
+    /// Rounds started so far.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
     pub fn status(&self) -> serde_json::Value {
         json!({
-            "rounds": self.rounds.load(Ordering::Relaxed),
+            "rounds": self.rounds(),
             "exchanges_ok": self.exchanges_ok.load(Ordering::Relaxed),
             "exchanges_failed": self.exchanges_failed.load(Ordering::Relaxed),
         })

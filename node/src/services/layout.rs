@@ -291,12 +291,20 @@ impl LayoutService {
         self.transfers.lock().values().cloned().collect()
     }
 
+    /// Keys and bytes partition transfers have fetched so far.
+    pub fn fetched(&self) -> (u64, u64) {
+        (
+            self.keys_fetched.load(Ordering::Relaxed),
+            self.bytes_fetched.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn status(&self) -> serde_json::Value {
         json!({
             "rounds": self.rounds.load(Ordering::Relaxed),
             "syncing": self.syncing.load(Ordering::Relaxed),
-            "keys_fetched": self.keys_fetched.load(Ordering::Relaxed),
-            "bytes_fetched": self.bytes_fetched.load(Ordering::Relaxed),
+            "keys_fetched": self.fetched().0,
+            "bytes_fetched": self.fetched().1,
             "partitions_synced": self.partitions_synced.load(Ordering::Relaxed),
             "keys_dropped": self.keys_dropped.load(Ordering::Relaxed),
             "auto_join_commits": self.commits.load(Ordering::Relaxed),
