@@ -76,6 +76,9 @@ pub struct NodeArgs {
     /// `overloaded` [default: 256].
     #[arg(long, env = "DYNAKV_MAX_REQUESTS_PER_CONNECTION")]
     pub max_requests_per_connection: Option<String>,
+    /// Threads that serve requests (the async runtime's workers) [default: one per core].
+    #[arg(long, env = "DYNAKV_WORKERS")]
+    pub workers: Option<String>,
     /// Where RocksDB and the node's identity live [default: ./data].
     #[arg(long, env = "DYNAKV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -132,6 +135,11 @@ pub struct NodeArgs {
     /// fsync the write-ahead log before acknowledging each write (survives power loss, slower) [default: false].
     #[arg(long, env = "DYNAKV_SYNC_WRITES")]
     pub sync_writes: Option<String>,
+    /// Replica writes on a thread of their own, committed in groups, instead of on the
+    /// request threads; isolates requests from RocksDB write stalls at the cost of a
+    /// thread hand-off per write [default: false].
+    #[arg(long, env = "DYNAKV_COMMIT_THREAD")]
+    pub commit_thread: Option<String>,
     /// Let the next live nodes on the ring stand in for dead or silent replicas, holding hints [default: true].
     #[arg(long, env = "DYNAKV_SLOPPY_QUORUM")]
     pub sloppy_quorum: Option<String>,
@@ -180,6 +188,7 @@ struct FileConfig {
     max_message_bytes: Option<u64>,
     max_connections: Option<u64>,
     max_requests_per_connection: Option<u64>,
+    workers: Option<u64>,
     data_dir: Option<PathBuf>,
     seeds: Option<Vec<String>>,
     n: Option<u64>,
@@ -197,6 +206,7 @@ struct FileConfig {
     partition_bits: Option<u64>,
     cluster_name: Option<String>,
     sync_writes: Option<bool>,
+    commit_thread: Option<bool>,
     sloppy_quorum: Option<bool>,
     metrics: Option<bool>,
     anti_entropy_interval_ms: Option<u64>,
@@ -230,6 +240,7 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub max_connections: usize,
     pub max_requests_per_connection: usize,
+    pub workers: usize,
     pub data_dir: PathBuf,
     pub seeds: Vec<String>,
     pub n: usize,
@@ -247,6 +258,7 @@ pub struct Config {
     pub partition_bits: u8,
     pub cluster_name: String,
     pub sync_writes: bool,
+    pub commit_thread: bool,
     pub sloppy_quorum: bool,
     pub metrics: bool,
     /// `None`: anti-entropy exchanges are off.
@@ -530,6 +542,7 @@ impl Config {
             return Err(invalid("cluster-name", &cluster_name, "must be 1 to 128 characters"));
         }
         let sync_writes: bool = pick("sync-writes", args.sync_writes, file.sync_writes, false)?;
+        let commit_thread: bool = pick("commit-thread", args.commit_thread, file.commit_thread, false)?;
         let sloppy_quorum: bool = pick("sloppy-quorum", args.sloppy_quorum, file.sloppy_quorum, true)?;
         let metrics: bool = pick("metrics", args.metrics, file.metrics, true)?;
         let aae_ms: u64 = pick(
@@ -679,6 +692,13 @@ impl Config {
             256,
         )?;
         in_range("max-requests-per-connection", max_requests_per_connection, 1, 65_536)?;
+        let workers: usize = pick(
+            "workers",
+            args.workers,
+            narrow("workers", file.workers)?,
+            default_workers(),
+        )?;
+        in_range("workers", workers, 1, 1024)?;
         Ok(Config {
             id,
             listen,
@@ -695,6 +715,7 @@ impl Config {
             max_message_bytes,
             max_connections,
             max_requests_per_connection,
+            workers,
             data_dir,
             seeds,
             n,
@@ -712,6 +733,7 @@ impl Config {
             partition_bits,
             cluster_name: cluster_name.trim().to_string(),
             sync_writes,
+            commit_thread,
             sloppy_quorum,
             metrics,
             anti_entropy_interval: (aae_ms > 0).then(|| Duration::from_millis(aae_ms)),
@@ -740,6 +762,12 @@ impl Config {
 /// of a key's N replicas enforces the sibling cap on its own copy, so while they cannot
 /// reach each other they can accept up to N times the cap between them (plus a few
 /// concurrent ones).
+/// Async workers when `workers` is not set: one per core. More workers than cores only
+/// add threads competing for the same cores (measured: see the README's Benchmarks).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 pub fn message_limit(max_value_bytes: usize, n: usize, max_siblings: usize) -> usize {
     max_value_bytes
         .saturating_mul(max_siblings.saturating_mul(n).saturating_add(16))

@@ -8,6 +8,7 @@
 //! - [`storage`]: the byte-level [`storage::Store`] trait, RocksDB and in-memory engines.
 //! - [`replica`]: this node's replica of the data (registers, per-key read-merge-write),
 //!   kept in step with its Merkle trees ([`forest`]) and tombstone index; hints.
+//!   [`commit`]: the write paths' merges on a thread of their own, in groups.
 //! - [`transfer`]: copying a whole partition from another replica, paced and resumable.
 //! - [`identity`]: node id, actor id, generation and clock records in the data directory.
 //! - [`cluster`]: membership state machine plus the layout history and its rings.
@@ -26,6 +27,7 @@ pub mod admin_cli;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
+pub mod commit;
 pub mod config;
 pub mod coordinator;
 pub mod dev;

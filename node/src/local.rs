@@ -17,6 +17,7 @@ use tracing::warn;
 
 use crate::clock::Clock;
 use crate::cluster::Cluster;
+use crate::commit::Committer;
 use crate::identity::{ClockCeiling, Identity};
 use crate::metrics::Metrics;
 use crate::replica::ReplicaStore;
@@ -67,13 +68,18 @@ pub struct Env {
     pub spawner: Arc<dyn Spawn>,
     /// Seeds every random choice the node makes (gossip targets, generated ids).
     pub seed: u64,
+    /// Replica writes on a commit thread of their own ([`Committer::thread`]) rather
+    /// than on the calling task's thread.
+    pub commit_thread: bool,
 }
 
 pub struct Local {
     pub identity: Identity,
     pub settings: Settings,
     pub cluster: Cluster,
-    pub replicas: ReplicaStore,
+    pub replicas: Arc<ReplicaStore>,
+    /// Where the write paths' merges go (see [`crate::commit`]).
+    pub commits: Committer,
     pub peers: Peers,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
@@ -92,15 +98,22 @@ impl Local {
         replicas: ReplicaStore,
         clock_ceiling: ClockCeiling,
         env: Env,
-    ) -> Local {
+    ) -> std::io::Result<Local> {
         let mut hlc = Hlc::new(MAX_CLOCK_DRIFT_MS);
         hlc.resume_after(clock_ceiling.recorded_ms());
         let metrics = Arc::new(Metrics::new(settings.metrics));
-        Local {
+        let replicas = Arc::new(replicas);
+        let commits = if env.commit_thread {
+            Committer::thread(replicas.clone())?
+        } else {
+            Committer::inline(replicas.clone())
+        };
+        Ok(Local {
             identity,
             settings,
             cluster,
             replicas,
+            commits,
             peers: Peers::new(env.transport, metrics.clone()),
             metrics,
             clock: env.clock,
@@ -108,7 +121,7 @@ impl Local {
             seed: env.seed,
             hlc: Mutex::new(hlc),
             clock_ceiling,
-        }
+        })
     }
 
     pub fn id(&self) -> &dynakv_ring::NodeId {

@@ -57,17 +57,23 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    // RocksDB calls block the thread they run on, and now and then one blocks for tens of
-    // milliseconds (a write that switches memtables while a flush runs). With one worker
-    // per core that stalls a whole worker's queue: at half of peak load p99.9 jumped to
-    // ~100 ms at every flush on 2 cores. Twice as many workers as cores keeps requests
-    // moving (p99.9 12 ms in the same run) and costs nothing measurable in throughput.
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .saturating_mul(2)
-        .max(4);
+    // A node's settings say how many workers to start, so they are read first.
+    let node_config = match &cli.cmd {
+        Cmd::Node(args) => match Config::load((**args).clone()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("dynakv: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let workers = node_config
+        .as_ref()
+        .map_or_else(dynakv_node::config::default_workers, |c| c.workers);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
+        .thread_name("dynakv-worker")
         .enable_all()
         .build()
     {
@@ -78,14 +84,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Node(args) => {
-            let config = match Config::load(*args) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("dynakv: {e}");
-                    return ExitCode::from(2);
-                }
-            };
+        Cmd::Node(_) => {
+            let config = node_config.expect("loaded above for the node command");
             let serve = async {
                 // The data directory is checked before the port is taken, so that a bad
                 // directory is reported as such whatever else is wrong.

@@ -53,6 +53,8 @@ pub enum StartError {
     },
     #[error("invalid setting {0}")]
     Security(String),
+    #[error("cannot start the storage commit thread: {0}")]
+    CommitThread(std::io::Error),
 }
 
 pub struct Node {
@@ -138,7 +140,8 @@ impl Node {
             metrics: config.metrics,
         };
         let replicas = ReplicaStore::open(store, config.partition_bits, env.clock.clone()).map_err(storage_error)?;
-        let local = Arc::new(Local::new(me, settings, cluster, replicas, ceiling, env));
+        let local =
+            Arc::new(Local::new(me, settings, cluster, replicas, ceiling, env).map_err(StartError::CommitThread)?);
         let coordinator = Arc::new(Coordinator::new(local.clone(), mint));
         let services = Services {
             gossip: Arc::new(Gossip::new(local.clone(), config.gossip_interval)),
@@ -229,6 +232,7 @@ mod tests {
             clock,
             spawner: Arc::new(TokioSpawn),
             seed: 1,
+            commit_thread: false,
         };
         Node::open(&config, store, env).await.unwrap()
     }

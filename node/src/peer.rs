@@ -48,25 +48,29 @@ impl PeerHandler {
         replicas.get_with_hints(key.as_str(), &owners).map_err(storage_error)
     }
 
-    fn merge(&self, req: message::Merge) -> Result<(), ApiError> {
+    async fn merge(&self, req: message::Merge) -> Result<(), ApiError> {
         let key = Key::new(req.key)?;
         self.local.observe(&req.register);
         self.local
-            .replicas
-            .merge(key.as_str(), &req.register)
-            .map_err(storage_error)?;
-        Ok(())
+            .commits
+            .merge(key.as_str(), req.register)
+            .await
+            .map_err(storage_error)
     }
 
-    fn merge_hint(&self, req: message::MergeHint) -> Result<(), ApiError> {
+    async fn merge_hint(&self, req: message::MergeHint) -> Result<(), ApiError> {
         let key = Key::new(req.key)?;
         self.local.observe(&req.register);
-        let replicas = &self.local.replicas;
         if req.owner == *self.local.id() {
             // Never hold a hint for ourselves: it is simply a write.
-            replicas.merge(key.as_str(), &req.register).map_err(storage_error)?;
+            self.local
+                .commits
+                .merge(key.as_str(), req.register)
+                .await
+                .map_err(storage_error)?;
         } else {
-            replicas
+            self.local
+                .replicas
                 .store_hint(&req.owner, key.as_str(), &req.register)
                 .map_err(storage_error)?;
         }
@@ -130,8 +134,8 @@ impl Handler for PeerHandler {
     async fn handle(&self, req: Request) -> Result<Answer, ApiError> {
         Ok(match req {
             Request::Get(r) => Answer::Get(self.get(r)?),
-            Request::Merge(r) => Answer::Merge(self.merge(r)?),
-            Request::MergeHint(r) => Answer::MergeHint(self.merge_hint(r)?),
+            Request::Merge(r) => Answer::Merge(self.merge(r).await?),
+            Request::MergeHint(r) => Answer::MergeHint(self.merge_hint(r).await?),
             Request::Coordinate(r) => Answer::Coordinate(self.coordinate(r).await?),
             Request::MergeBatch(r) => Answer::MergeBatch(self.merge_batch(r.items)?),
             Request::GetBatch(r) => Answer::GetBatch(self.get_batch(r)?),
@@ -167,8 +171,9 @@ impl Handler for PeerHandler {
         if !merges.is_empty() {
             let merged = self
                 .local
-                .replicas
+                .commits
                 .merge_many(merges)
+                .await
                 .map(Answer::Merge)
                 .map_err(storage_error);
             for slot in merge_slots {

@@ -98,6 +98,7 @@ pub async fn run(
         clock: Arc::new(SystemClock::new()),
         spawner: Arc::new(TokioSpawn),
         seed: rand::random(),
+        commit_thread: config.commit_thread,
     };
     let node = Arc::new(Node::open(&config, store, env).await?);
     dialer.set_id(node.local.id().to_string());

@@ -309,13 +309,23 @@ impl Coordinator {
         let timestamp = self.local.timestamp(after).map_err(storage_error)?;
         let register = Register::Lww(LwwRegister::new(timestamp, self.local.identity.actor, value));
         let (plan, placed) = self.local.cluster.plan_write(key.as_str());
-        if plan.holds_self() {
-            self.local
-                .replicas
-                .merge(key.as_str(), &register)
-                .map_err(storage_error)?;
-        }
-        self.replicate(key, register, (plan, placed), w, deadline).await?;
+        // Our copy is stored while the other replicas' are sent: the round counts it as
+        // acknowledged from the start, and the write is answered only once it is stored.
+        let ours = plan.holds_self().then(|| register.clone());
+        let store_ours = async {
+            match ours {
+                Some(register) => self
+                    .local
+                    .commits
+                    .merge(key.as_str(), register)
+                    .await
+                    .map_err(storage_error),
+                None => Ok(()),
+            }
+        };
+        let (stored, replicated) = tokio::join!(store_ours, self.replicate(key, register, (plan, placed), w, deadline));
+        stored?;
+        replicated?;
         Ok(Context::Lww(timestamp))
     }
 

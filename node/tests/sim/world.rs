@@ -398,6 +398,9 @@ impl World {
             clock: clock.clone(),
             spawner: Arc::new(GatedSpawn(gate.clone())),
             seed: self.0.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((i as u64) << 32 | incarnation),
+            // Merges on the simulated node's own tasks: a real thread would make the
+            // history depend on the OS scheduler.
+            commit_thread: false,
         };
         let node = Arc::new(Node::open(&config, store, env).await.expect("simulated node opens"));
         // A node's clock never goes back across a restart.
