@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use dynakv_loadtest::report::{Report, table};
 use dynakv_loadtest::runner::{RunConfig, load, run};
+use dynakv_loadtest::stats::Summary;
 use dynakv_loadtest::target::{Kind, TargetConfig};
 use dynakv_loadtest::workload::{Distribution, KeyChooser, Mix, ValueSize};
 use dynakv_loadtest::{bare, plot, staleness};
@@ -26,6 +27,10 @@ use dynakv_loadtest::{bare, plot, staleness};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Threads the tool runs its requests on [default: one per core]. On a machine it
+    /// shares with the store it measures, fewer leave more CPU to the store.
+    #[arg(long, global = true, env = "DYNAKV_LOADTEST_THREADS")]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -248,7 +253,9 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         pin: a.pin,
         progress: show,
     };
+    let cpu_before = dynakv_loadtest::stats::cpu_seconds();
     let (elapsed, recorder) = run(&target, keys, cfg).await?;
+    let tool_cpu = dynakv_loadtest::stats::cpu_seconds() - cpu_before;
     let label = a
         .label
         .clone()
@@ -271,7 +278,10 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         r: a.r,
         w: a.w,
         load_seconds,
-        summary: recorder.summary(elapsed),
+        summary: Summary {
+            tool_cpu_cores: Some(tool_cpu / elapsed.as_secs_f64().max(1e-9)),
+            ..recorder.summary(elapsed)
+        },
     };
     print!("{}", table(&report));
     if let Some(path) = &a.json {
@@ -328,7 +338,12 @@ async fn staleness_cmd(a: StalenessArgs) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.threads {
+        anyhow::ensure!(n >= 1, "--threads must be at least 1");
+        rt.worker_threads(n);
+    }
+    let rt = rt.thread_name("loadtest").enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
             Cmd::Run(a) => run_cmd(*a).await,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats::Summary;
 
 /// Everything a run produced, as written by `--json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     pub label: String,
     pub target: String,
@@ -91,6 +91,9 @@ pub fn table(report: &Report) -> String {
             ms(lag.p99),
             ms(lag.max)
         ));
+    }
+    if let Some(cores) = s.tool_cpu_cores {
+        out.push_str(&format!("tool: used {cores:.2} cores of CPU itself\n"));
     }
     out
 }

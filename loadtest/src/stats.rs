@@ -198,6 +198,7 @@ impl Recorder {
             timeseries,
             distribution,
             dispatch_lag_us: g.lag.as_ref().map(Latency::of),
+            tool_cpu_cores: None,
         }
     }
 }
@@ -208,7 +209,7 @@ impl Default for Recorder {
     }
 }
 
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Latency {
     pub p50: u64,
     pub p90: u64,
@@ -232,7 +233,7 @@ impl Latency {
     }
 }
 
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct OpSummary {
     /// Successful operations.
     pub count: u64,
@@ -244,7 +245,7 @@ pub struct OpSummary {
     pub errors_by_class: BTreeMap<String, u64>,
 }
 
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Point {
     pub second: u64,
     pub ops: u64,
@@ -262,7 +263,7 @@ pub struct Percentile {
     pub latency_us: u64,
 }
 
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Summary {
     /// When the run started (unix ms); second 0 of `timeseries` begins then.
     #[serde(default)]
@@ -277,6 +278,24 @@ pub struct Summary {
     /// it). Large values mean the tool, not the target, is the bottleneck.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatch_lag_us: Option<Latency>,
+    /// CPU the load tool itself used while the run lasted, in cores (CPU seconds per
+    /// second): on a machine it shares with the target, what it took from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_cpu_cores: Option<f64>,
+}
+
+/// CPU time this process has used so far (user and system), in seconds.
+pub fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return 0.0;
+        }
+        usage.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 #[cfg(test)]
