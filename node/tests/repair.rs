@@ -469,7 +469,11 @@ async fn random_restarts_under_load_lose_no_acknowledged_write() {
             victims.push((first + 1 + (next() % 3) as usize) % 4);
         }
         for &v in &victims {
-            if next() % 2 == 0 { c.kill9(v) } else { c.stop(v) }
+            if next() % 2 == 0 {
+                c.kill9(v)
+            } else {
+                let _ = c.stop(v);
+            }
         }
         tokio::time::sleep(Duration::from_millis(1200)).await;
         for &v in &victims {

@@ -307,16 +307,17 @@ impl TestCluster {
         }
     }
 
-    /// SIGTERM and wait for a clean exit.
-    pub fn stop(&mut self, i: usize) {
+    /// SIGTERM and wait for the node to exit; returns how it exited (`None` if it was not
+    /// running).
+    pub fn stop(&mut self, i: usize) -> Option<std::process::ExitStatus> {
         if let Some(mut c) = self.nodes[i].child.take() {
             unsafe {
                 libc::kill(c.id() as i32, libc::SIGTERM);
             }
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                if c.try_wait().unwrap().is_some() {
-                    return;
+                if let Some(status) = c.try_wait().unwrap() {
+                    return Some(status);
                 }
                 if Instant::now() > deadline {
                     c.kill().unwrap();
@@ -326,6 +327,7 @@ impl TestCluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        None
     }
 
     pub async fn restart(&mut self, i: usize) {
