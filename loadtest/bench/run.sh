@@ -72,7 +72,7 @@ rm -rf "$OUT"; mkdir -p "$OUT/plots"
 # When the measurements were taken, for the report (which can be regenerated later).
 date -u "+%Y-%m-%d %H:%M UTC" >"$OUT/run-date"
 
-for port in 17001 17002 17003 17011 17012 17013 12371 12372 12373 12381 12382 12383 16379 17100; do
+for port in 17001 17002 17003 17011 17012 17013 18001 18002 18003 18011 18012 18013 12371 12372 12373 12381 12382 12383 16379 17100; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use: stop whatever listens there first" >&2
     exit 1
@@ -81,8 +81,14 @@ done
 
 echo "== starting dynakv (3 nodes lww, 3 nodes mv), etcd (3 members), redis, bare HTTP"
 DK="127.0.0.1:17001,127.0.0.1:17002,127.0.0.1:17003"
+# Nodes find each other on their cluster ports (the client port + 1000), with a shared
+# secret.
+DK_SEEDS="127.0.0.1:18001,127.0.0.1:18002,127.0.0.1:18003"
+MV_SEEDS="127.0.0.1:18011,127.0.0.1:18012,127.0.0.1:18013"
+"$BIN/dynakv" certs secret --out "$work/cluster.secret" >/dev/null
 start_dk() { # i: starts lww node i (again, after a stop, on the same data)
-  "$BIN/dynakv" node --id "n$1" --listen "127.0.0.1:1700$1" --data-dir "$work/n$1" --seeds "$DK" \
+  "$BIN/dynakv" node --id "n$1" --listen "127.0.0.1:1700$1" --data-dir "$work/n$1" --seeds "$DK_SEEDS" \
+    --cluster-secret-file "$work/cluster.secret" \
     --conflict lww --workers "$WORKERS" >>"$work/n$1.log" 2>&1 &
   pids+=($!)
   dk_pid[$1]=$!
@@ -91,7 +97,8 @@ declare -A dk_pid
 for i in 1 2 3; do start_dk "$i"; done
 MV="127.0.0.1:17011,127.0.0.1:17012,127.0.0.1:17013"
 for i in 1 2 3; do
-  "$BIN/dynakv" node --id "m$i" --listen "127.0.0.1:1701$i" --data-dir "$work/m$i" --seeds "$MV" \
+  "$BIN/dynakv" node --id "m$i" --listen "127.0.0.1:1701$i" --data-dir "$work/m$i" --seeds "$MV_SEEDS" \
+    --cluster-secret-file "$work/cluster.secret" \
     --conflict mv --cluster-name dynakv-mv --workers "$WORKERS" >"$work/m$i.log" 2>&1 &
   pids+=($!)
 done
@@ -112,6 +119,17 @@ for i in 1 2 3; do
   wait_http "http://127.0.0.1:1700$i/health"; wait_http "http://127.0.0.1:1701$i/health"; wait_http "http://127.0.0.1:1237$i/health"
 done
 wait_http "http://127.0.0.1:17100/"
+# A new cluster takes its first layout once every member has staged itself.
+wait_layout() { # client port of a node
+  for _ in $(seq 1 120); do
+    layout=$(curl -fsS "http://127.0.0.1:$1/admin/layout" 2>/dev/null || true)
+    [ "$(printf '%s' "$layout" | grep -o '"state":"active"' | wc -l)" -ge 3 ] \
+      && printf '%s' "$layout" | grep -q '"settled":true' && return 0
+    sleep 0.5
+  done
+  echo "the cluster at port $1 did not settle its first layout" >&2; return 1
+}
+for port in 17001 17002 17003 17011 17012 17013; do wait_layout "$port"; done
 for _ in $(seq 1 50); do redis-cli -p 16379 ping >/dev/null 2>&1 && break; sleep 0.2; done
 sleep 2 # let gossip settle
 for p in "${pids[@]}"; do
@@ -166,7 +184,8 @@ for node in ("n1", "n2", "n3"):
                 continue
             if ev.get("event") in counts and t0 <= ev.get("time_micros", 0) <= t1:
                 counts[ev["event"]] += 1
-    parts.append(f"{node} {counts['flush_finished']} flushes and {counts['compaction_finished']} compactions")
+    f, c = counts["flush_finished"], counts["compaction_finished"]
+    parts.append(f"{node} {f} flush{'es' if f != 1 else ''} and {c} compaction{'s' if c != 1 else ''}")
 print("RocksDB finished " + ", ".join(parts) + ".")
 PY
 }
@@ -196,10 +215,9 @@ sleep 2
 before=$(ae_keys)
 open_run dynakv-a-open-antientropy "$half"
 after=$(ae_keys)
-{
-  echo "anti-entropy moved $((after - before)) keys between the nodes during the run (10,000 were missed;"
-  echo "reads repair some of them first). $(rocks_events dynakv-a-open-antientropy)"
-} >"$OUT/dynakv-a-open-antientropy.context"
+echo "anti-entropy pushed or pulled $((after - before)) keys during the run, summed over the nodes" \
+  "(10,000 were missed; reads repair some first, and writes during an exchange add differences)." \
+  "$(rocks_events dynakv-a-open-antientropy)" >"$OUT/dynakv-a-open-antientropy.context"
 cat "$OUT"/*.context
 
 echo "== staleness (mv cluster: each experiment overwrites with the context of its first write)"
