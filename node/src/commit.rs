@@ -87,8 +87,13 @@ impl Committer {
         }
     }
 
+    /// Merges one key's state (inline: the replica's single-key path, which takes one
+    /// lock stripe and skips the batch bookkeeping of [`ReplicaStore::merge_many`]).
     pub async fn merge(&self, key: &str, register: Register) -> Result<(), StorageError> {
-        self.merge_many(vec![(key.to_string(), register)]).await
+        match &self.0 {
+            Mode::Inline(replicas) => replicas.merge(key, &register).map(|_| ()),
+            Mode::Thread(..) => self.merge_many(vec![(key.to_string(), register)]).await,
+        }
     }
 }
 
