@@ -143,6 +143,12 @@ pub struct NodeArgs {
     /// Let the next live nodes on the ring stand in for dead or silent replicas, holding hints [default: true].
     #[arg(long, env = "DYNAKV_SLOPPY_QUORUM")]
     pub sloppy_quorum: Option<String>,
+    /// A read asks only R replicas (this node first when it holds the key) and the
+    /// others when one fails or after this many milliseconds without a quorum; 0 asks
+    /// every replica at once, so read repair checks them all, at the cost of one more
+    /// replica read per read [default: 5].
+    #[arg(long, env = "DYNAKV_READ_SPECULATE_MS")]
+    pub read_speculate_ms: Option<String>,
     /// Record request and replica-call metrics for GET /metrics and the web view; false leaves only the figures read at scrape time [default: true].
     #[arg(long, env = "DYNAKV_METRICS")]
     pub metrics: Option<String>,
@@ -208,6 +214,7 @@ struct FileConfig {
     sync_writes: Option<bool>,
     commit_thread: Option<bool>,
     sloppy_quorum: Option<bool>,
+    read_speculate_ms: Option<u64>,
     metrics: Option<bool>,
     anti_entropy_interval_ms: Option<u64>,
     anti_entropy_keys_per_sec: Option<u64>,
@@ -260,6 +267,7 @@ pub struct Config {
     pub sync_writes: bool,
     pub commit_thread: bool,
     pub sloppy_quorum: bool,
+    pub read_speculate: Duration,
     pub metrics: bool,
     /// `None`: anti-entropy exchanges are off.
     pub anti_entropy_interval: Option<Duration>,
@@ -544,6 +552,8 @@ impl Config {
         let sync_writes: bool = pick("sync-writes", args.sync_writes, file.sync_writes, false)?;
         let commit_thread: bool = pick("commit-thread", args.commit_thread, file.commit_thread, false)?;
         let sloppy_quorum: bool = pick("sloppy-quorum", args.sloppy_quorum, file.sloppy_quorum, true)?;
+        let read_speculate_ms: u64 = pick("read-speculate-ms", args.read_speculate_ms, file.read_speculate_ms, 5)?;
+        in_range("read-speculate-ms", read_speculate_ms, 0, 600_000)?;
         let metrics: bool = pick("metrics", args.metrics, file.metrics, true)?;
         let aae_ms: u64 = pick(
             "anti-entropy-interval-ms",
@@ -735,6 +745,7 @@ impl Config {
             sync_writes,
             commit_thread,
             sloppy_quorum,
+            read_speculate: Duration::from_millis(read_speculate_ms),
             metrics,
             anti_entropy_interval: (aae_ms > 0).then(|| Duration::from_millis(aae_ms)),
             anti_entropy_keys_per_sec: aae_rate,

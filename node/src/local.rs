@@ -42,6 +42,9 @@ pub struct Settings {
     pub max_siblings: usize,
     /// Let live fallbacks stand in for dead or silent replicas.
     pub sloppy_quorum: bool,
+    /// How long a read waits on the `r` replicas it asked before it asks the others
+    /// (zero: it asks every replica at once).
+    pub read_speculate: Duration,
     /// Record event metrics (`--metrics`).
     pub metrics: bool,
 }

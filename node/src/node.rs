@@ -137,6 +137,7 @@ impl Node {
             max_siblings: config.max_siblings,
             read_timeout: config.read_timeout,
             sloppy_quorum: config.sloppy_quorum,
+            read_speculate: config.read_speculate,
             metrics: config.metrics,
         };
         let replicas = ReplicaStore::open(store, config.partition_bits, env.clock.clone()).map_err(storage_error)?;

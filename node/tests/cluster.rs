@@ -570,3 +570,76 @@ async fn stopped_node_is_suspect_then_dead_and_alive_after_restart() {
     c.restart(2).await;
     c.wait_all_see_all_alive().await;
 }
+
+/// Replica reads node `i` has sent (`Get` calls to every peer, answered or not).
+async fn replica_reads_sent(c: &TestCluster, i: usize) -> f64 {
+    let r = c.http.get(c.url(i, "/metrics")).send().await.unwrap();
+    let text = r.text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("dynakv_rpc_duration_seconds_count{") && l.contains(r#"verb="Get""#))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Reads ask R replicas (the coordinator's own copy first) and the others only when one
+/// fails or is slow: at N = 3, R = 2 a read through a replica sends one replica read
+/// instead of two, and a replica that stops answering (SIGSTOP) costs a read the
+/// speculation delay rather than failing it. `--read-speculate-ms 0` asks all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_ask_r_replicas_and_the_others_only_when_one_is_slow() {
+    // (Requests time out after a second here.)
+    let args = ["--anti-entropy-interval-ms", "0"];
+    let c = TestCluster::start(3, &[&args[..], &["--read-speculate-ms", "300"]].concat()).await;
+    let keys: Vec<String> = (0..20).map(|k| format!("spec-{k}")).collect();
+    for k in &keys {
+        let r = c.put(0, k, k.as_bytes(), "?w=3", None).await;
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let before = replica_reads_sent(&c, 0).await;
+    for k in &keys {
+        let got = c.get(0, k, "?r=2").await;
+        assert_eq!((got.status, &got.body[..]), (200, k.as_bytes()), "{}", got.text());
+    }
+    let sent = replica_reads_sent(&c, 0).await - before;
+    // One each; a few more if a peer took over 300 ms on a busy machine.
+    assert!((20.0..=25.0).contains(&sent), "20 reads sent {sent} replica reads");
+
+    // A key whose preference list puts n3 before n2: n1 asks itself and n3 first.
+    let mut slow_first = None;
+    for k in &keys {
+        let pl = c.preflist(k).await;
+        let pos = |id: &str| pl.iter().position(|p| p == id).unwrap();
+        if pos(c.id(2)) < pos(c.id(1)) {
+            slow_first = Some(k.clone());
+            break;
+        }
+    }
+    let key = slow_first.expect("some key prefers n3 to n2");
+    c.pause(2);
+    let got = c.get(0, &key, "?r=2").await;
+    c.resume(2);
+    // Without speculation the read would wait on n3 until its deadline and fail (503).
+    assert_eq!((got.status, &got.body[..]), (200, key.as_bytes()), "{}", got.text());
+    drop(c);
+
+    let c = TestCluster::start(3, &[&args[..], &["--read-speculate-ms", "0"]].concat()).await;
+    for k in &keys {
+        let r = c.put(0, k, k.as_bytes(), "?w=3", None).await;
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let before = replica_reads_sent(&c, 0).await;
+    for k in &keys {
+        assert_eq!(c.get(0, k, "?r=2").await.status, 200);
+    }
+    // The third answer may come after the client's.
+    let all = c
+        .eventually(Duration::from_secs(5), || async {
+            replica_reads_sent(&c, 0).await - before == 40.0
+        })
+        .await;
+    assert!(
+        all,
+        "20 reads asking all sent {}",
+        replica_reads_sent(&c, 0).await - before
+    );
+}

@@ -28,6 +28,11 @@ pub trait Round {
     fn verdict(&self) -> Verdict;
     /// The patience deadline passed (see [`FanOut::start`]).
     fn lose_patience(&mut self) {}
+    /// The round is still undecided at its speculation time (see
+    /// [`FanOut::speculate_at`]): the extra requests it sends now.
+    fn speculate(&mut self) -> Vec<Self::Send> {
+        Vec::new()
+    }
 }
 
 /// How one request is answered: at once (this node's own copy), or later (a peer's).
@@ -46,6 +51,8 @@ pub struct FanOut<R: Round, F> {
     deadline: Instant,
     /// When the round is told to stop waiting for some answers it prefers.
     patience: Option<Instant>,
+    /// When an undecided round may send more requests.
+    speculate: Option<Instant>,
 }
 
 impl<R, F> FanOut<R, F>
@@ -61,6 +68,7 @@ where
             send,
             deadline,
             patience,
+            speculate: None,
         };
         for s in initial {
             f.launch(s);
@@ -75,6 +83,24 @@ where
         }
     }
 
+    /// Lets the round send more requests if it is still undecided at `at` (or has
+    /// nothing left in flight before then).
+    pub fn speculate_at(&mut self, at: Instant) {
+        self.speculate = Some(at.min(self.deadline));
+    }
+
+    fn speculate_now(&mut self) {
+        self.speculate = None;
+        for s in self.round.speculate() {
+            self.launch(s);
+        }
+    }
+
+    /// Nothing is in flight: [`FanOut::finish`] would return at once.
+    pub fn idle(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
     fn take(&mut self, s: R::Send, answer: R::Answer) {
         for next in self.round.absorb(&s, answer) {
             self.launch(next);
@@ -87,22 +113,30 @@ where
         // One timer each for the whole wait, not one per answer.
         let deadline = sleep_until(self.deadline);
         let patience = sleep_until(self.patience.unwrap_or(self.deadline));
-        tokio::pin!(deadline, patience);
+        let speculate = sleep_until(self.speculate.unwrap_or(self.deadline));
+        tokio::pin!(deadline, patience, speculate);
         loop {
             let verdict = self.round.verdict();
             if verdict != Verdict::Pending {
                 return verdict;
             }
+            // Nothing left to wait for: the extra requests go now rather than later.
+            if self.in_flight.is_empty() && self.speculate.is_some() {
+                self.speculate_now();
+                continue;
+            }
             let waiting_patience = self.patience.is_some();
             if self.in_flight.is_empty() && !waiting_patience {
                 return Verdict::Failed;
             }
+            let waiting_speculation = self.speculate.is_some();
             tokio::select! {
                 biased;
                 next = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     let (s, answer) = next.expect("not empty");
                     self.take(s, answer);
                 }
+                () = &mut speculate, if waiting_speculation => self.speculate_now(),
                 () = &mut patience, if waiting_patience => {
                     self.patience = None;
                     self.round.lose_patience();
@@ -237,6 +271,90 @@ mod tests {
         fn lose_patience(&mut self) {
             self.patience_lost = true;
         }
+    }
+
+    /// Met once `needed` sends answered; speculation sends `extra`.
+    struct Speculative {
+        answered: Vec<u32>,
+        needed: usize,
+        extra: Vec<u32>,
+    }
+
+    impl Round for Speculative {
+        type Send = u32;
+        type Answer = bool;
+        fn absorb(&mut self, send: &u32, _: bool) -> Vec<u32> {
+            self.answered.push(*send);
+            vec![]
+        }
+        fn verdict(&self) -> Verdict {
+            if self.answered.len() >= self.needed {
+                Verdict::Met
+            } else {
+                Verdict::Pending
+            }
+        }
+        fn speculate(&mut self) -> Vec<u32> {
+            std::mem::take(&mut self.extra)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn speculation_sends_more_at_its_time_or_once_nothing_is_in_flight() {
+        // 300 answers late; at 20 the extra send (10 ms) goes and answers first.
+        let start = Instant::now();
+        let round = Speculative {
+            answered: vec![],
+            needed: 1,
+            extra: vec![10],
+        };
+        let mut f = FanOut::start(
+            round,
+            vec![300],
+            send::<Speculative>,
+            start + Duration::from_secs(1),
+            None,
+        );
+        f.speculate_at(start + Duration::from_millis(20));
+        assert_eq!(f.decide().await, Verdict::Met);
+        assert_eq!(start.elapsed(), Duration::from_millis(30));
+        assert_eq!(f.round().answered, vec![10]);
+        // Needing two, with 4 answered and nothing else in flight: the extra goes then,
+        // long before the speculation time.
+        let start = Instant::now();
+        let round = Speculative {
+            answered: vec![],
+            needed: 2,
+            extra: vec![10],
+        };
+        let mut f = FanOut::start(
+            round,
+            vec![4],
+            send::<Speculative>,
+            start + Duration::from_secs(1),
+            None,
+        );
+        f.speculate_at(start + Duration::from_millis(500));
+        assert_eq!(f.decide().await, Verdict::Met);
+        assert_eq!(start.elapsed(), Duration::from_millis(14));
+        // Without a speculation time the extra never goes: the round fails once nothing
+        // is left in flight.
+        let start = Instant::now();
+        let round = Speculative {
+            answered: vec![],
+            needed: 2,
+            extra: vec![10],
+        };
+        let mut f = FanOut::start(
+            round,
+            vec![4],
+            send::<Speculative>,
+            start + Duration::from_secs(1),
+            None,
+        );
+        assert_eq!(f.decide().await, Verdict::Failed);
+        assert_eq!(start.elapsed(), Duration::from_millis(4));
+        assert!(f.idle());
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,10 +7,12 @@
 //! - [`fanout`]: the one async loop that drives either round.
 //! - [`quorum`]: counting successes against a quorum.
 //!
-//! Reads answer once `r` answers count, with the merge of what came back; the read
-//! then keeps listening, up to the request timeout, and sends the merged version to
-//! every replica that answered with something older or nothing (read repair), after the
-//! client has its answer.
+//! Reads ask `r` of the key's replicas (this node first when it holds the key) and the
+//! others only if one fails or no quorum came within `read_speculate` (all at once when
+//! that is zero). They answer once `r` answers count, with the merge of what came back;
+//! the read then keeps listening, up to the request timeout, and sends the merged
+//! version to every replica that answered with something older or nothing (read
+//! repair), after the client has its answer.
 //!
 //! Writes go to each of the N replicas and answer once `w` acknowledged. Sends still
 //! running when the quorum is decided carry on in the background until the request
@@ -44,7 +46,7 @@ use crate::storage::StorageError;
 use crate::transport::message;
 use fanout::{Answered, FanOut};
 use quorum::Verdict;
-use read::ReadRound;
+use read::{Ask, ReadRound};
 use write::{Delivery, WriteRound};
 
 /// Share of the remaining deadline given to a node we forward a write to, so its own
@@ -110,7 +112,9 @@ impl Coordinator {
         // waits for it.
         let (plan, _placed) = self.local.cluster.plan_read(key.as_str());
         let owners = plan.primary_ids();
-        let round = ReadRound::new(plan, r, self.local.settings.sloppy_quorum);
+        let mut round = ReadRound::new(plan, r, self.local.settings.sloppy_quorum);
+        let speculate = self.local.settings.read_speculate;
+        let initial = round.ask(if speculate.is_zero() { Ask::All } else { Ask::Quorum });
         let send = {
             let (local, key) = (self.local.clone(), key.as_str().to_string());
             move |round: &ReadRound, i: usize| -> Answered<Option<Option<Register>>> {
@@ -127,9 +131,12 @@ impl Coordinator {
                 }))
             }
         };
-        let initial = (0..round.targets().len()).collect();
-        let patience = Instant::now() + self.local.settings.request_timeout / 2;
+        let now = Instant::now();
+        let patience = now + self.local.settings.request_timeout / 2;
         let mut fanout = FanOut::start(round, initial, send, deadline, Some(patience.min(deadline)));
+        if !speculate.is_zero() {
+            fanout.speculate_at(now + speculate);
+        }
         match fanout.decide().await {
             Verdict::Met => {}
             _ => {
@@ -138,6 +145,10 @@ impl Coordinator {
             }
         }
         let merged = fanout.round().merged();
+        // Most reads are done here: every replica asked has answered and agreed.
+        if fanout.idle() && fanout.round().repairs().is_empty() {
+            return Ok(merged);
+        }
         let (local, stats, key) = (self.local.clone(), self.stats.clone(), key.as_str().to_string());
         self.local.spawn(async move {
             fanout.finish().await;

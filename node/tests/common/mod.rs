@@ -299,6 +299,23 @@ impl TestCluster {
         assert!(ok, "members did not all become alive; log of n1:\n{}", self.log(0));
     }
 
+    /// SIGSTOP: the node holds its connections but answers nothing until [`Self::resume`].
+    pub fn pause(&self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+    }
+
+    fn signal(&self, i: usize, signal: i32) {
+        let child = self.nodes[i].child.as_ref().expect("node is running");
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+    }
+
     /// SIGKILL, no chance to flush anything.
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {

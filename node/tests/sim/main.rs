@@ -407,12 +407,19 @@ fn run(scenario: Scenario, seed: u64, mutation: Mutation) -> Report {
     world::runtime().block_on(async move {
         let mut config = SimConfig {
             mutation,
+            // Reads that ask every replica at once, ask r and speculate soon (within
+            // the network's delays), or ask r and speculate late: a third of the seeds each.
+            read_speculate_ms: [0, 5, 40][(seed % 3) as usize],
             ..Default::default()
         };
         (scenario.config)(&mut config);
         let mode = config.mode;
+        let speculate_ms = config.read_speculate_ms;
         let world = World::start(seed, config).await;
         world.trace(format!("scenario {}: {}", scenario.name, scenario.what));
+        world.trace(format!(
+            "reads ask every replica after {speculate_ms} ms without a quorum"
+        ));
         let until = world.now_ms() + LOAD_MS;
         let faults = tokio::spawn((scenario.faults)(world.clone()));
         let history = match scenario.workload {
