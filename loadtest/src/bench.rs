@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::report::Report;
+use crate::stats::MachineCpu;
 
 fn load(dir: &Path, name: &str) -> anyhow::Result<Report> {
     let path = dir.join(format!("{name}.json"));
@@ -105,6 +106,49 @@ impl Tail {
 
     pub fn met(&self) -> bool {
         self.p99_met() && self.p999_met() && self.seconds_met()
+    }
+}
+
+/// How the machine's CPUs (every process) spent an open loop: over the whole run, and
+/// on average over its stalled seconds (p99 over [`TAIL_SECOND_P99_MS`]) and its calm
+/// ones. `None` for a report without the machine's counters.
+#[derive(Debug, PartialEq)]
+pub struct MachineDuring {
+    pub run: MachineCpu,
+    pub stalled: Option<MachineCpu>,
+    pub calm: Option<MachineCpu>,
+}
+
+impl MachineDuring {
+    pub fn of(r: &Report) -> Option<MachineDuring> {
+        let whole = r.summary.duration_s.floor() as u64;
+        let seconds = || {
+            r.summary
+                .timeseries
+                .iter()
+                .filter(|p| p.second < whole && p.ops > 0)
+                .filter_map(|p| Some((p.p99_us as f64 / 1000.0 > TAIL_SECOND_P99_MS, p.machine.as_ref()?)))
+        };
+        Some(MachineDuring {
+            run: r.summary.machine_cpu?,
+            stalled: MachineCpu::mean(seconds().filter(|(s, _)| *s).map(|(_, m)| m)),
+            calm: MachineCpu::mean(seconds().filter(|(s, _)| !*s).map(|(_, m)| m)),
+        })
+    }
+
+    /// "12 (3 / 15)": a share in percent over the run, then over the stalled and the
+    /// calm seconds ("-" where there were none).
+    pub fn cell(&self, share: impl Fn(&MachineCpu) -> f64) -> String {
+        let pct = |c: &Option<MachineCpu>| {
+            c.as_ref()
+                .map_or("-".to_string(), |c| format!("{:.0}", share(c) * 100.0))
+        };
+        format!(
+            "{:.0} ({} / {})",
+            share(&self.run) * 100.0,
+            pct(&self.stalled),
+            pct(&self.calm)
+        )
     }
 }
 
@@ -438,14 +482,19 @@ fn tail_section(md: &mut String, dir: &Path) -> anyhow::Result<()> {
         md,
         "Open loop, YCSB A, {} s per run, latency counted from when each request was due. Targets: p99 under \
          {TAIL_P99_MS} ms, p99.9 under {TAIL_P999_MS} ms, and no one-second window with a p99 over \
-         {TAIL_SECOND_P99_MS} ms. The per-second p99 of every run is plotted below (`tail-p99.svg`).\n",
+         {TAIL_SECOND_P99_MS} ms. The per-second p99 of every run is plotted below (`tail-p99.svg`). \
+         The machine's idle and steal time (all CPUs, every process, from `/proc/stat`) are given over the \
+         whole run, and in brackets averaged over its seconds with a p99 over {TAIL_SECOND_P99_MS} ms and \
+         over the others: a stall with idle CPU is not a want of CPU inside the machine, and steal is time \
+         the hypervisor gave to someone else.\n",
         runs[0].2.summary.duration_s.round()
     )?;
     writeln!(
         md,
-        "| run | requests/s | p99 ms | p99.9 ms | worst second's p99 ms | seconds over {TAIL_SECOND_P99_MS} ms | verdict |"
+        "| run | requests/s | p99 ms | p99.9 ms | worst second's p99 ms | seconds over {TAIL_SECOND_P99_MS} ms \
+         | idle % (stalled / calm s) | steal % (stalled / calm s) | verdict |"
     )?;
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---|")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|")?;
     let mut contexts = Vec::new();
     for (label, what, r) in &runs {
         let t = Tail::of(r);
@@ -458,15 +507,19 @@ fn tail_section(md: &mut String, dir: &Path) -> anyhow::Result<()> {
         .filter(|(ok, _)| !ok)
         .map(|(_, name)| name)
         .collect();
+        let machine = MachineDuring::of(r);
+        let cell = |share: fn(&MachineCpu) -> f64| machine.as_ref().map_or("-".to_string(), |m| m.cell(share));
         writeln!(
             md,
-            "| {what} | {:.0} | {:.2} | {:.2} | {:.1} | {} of {} | {} |",
+            "| {what} | {:.0} | {:.2} | {:.2} | {:.1} | {} of {} | {} | {} | {} |",
             r.rate.unwrap_or(0.0),
             t.p99_ms,
             t.p999_ms,
             t.worst_second_ms,
             t.seconds_over,
             t.seconds,
+            cell(|m| m.idle + m.iowait),
+            cell(|m| m.steal),
             if missed.is_empty() {
                 "met".to_string()
             } else {
@@ -544,6 +597,46 @@ mod tests {
         assert!(one_bad_second.p99_met() && one_bad_second.p999_met() && !one_bad_second.met());
         let slow = Tail::of(&open_run(5_000, 15_000, &[3_000]));
         assert!(!slow.p99_met() && !slow.p999_met() && slow.seconds_met());
+    }
+
+    #[test]
+    fn machine_time_is_split_between_stalled_and_calm_seconds() {
+        let share = |idle: f64, steal: f64| MachineCpu {
+            user: 1.0 - idle - steal,
+            idle,
+            steal,
+            ..MachineCpu::default()
+        };
+        let mut r = open_run(4_000, 12_000, &[3_000, 30_000, 25_000, 4_000]);
+        assert_eq!(MachineDuring::of(&r), None, "no counters, nothing to say");
+        r.summary.machine_cpu = Some(share(0.2, 0.1));
+        let per_second = [
+            share(0.4, 0.0),
+            share(0.0, 0.3),
+            share(0.1, 0.1),
+            share(0.2, 0.0),
+            share(0.9, 0.0),
+        ];
+        for (p, m) in r.summary.timeseries.iter_mut().zip(per_second) {
+            p.machine = Some(m);
+        }
+        let m = MachineDuring::of(&r).unwrap();
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        // Seconds 1 and 2 stalled; 0 and 3 were calm; the partial last second is left out.
+        let (stalled, calm) = (m.stalled.unwrap(), m.calm.unwrap());
+        assert!(near(stalled.idle, 0.05) && near(stalled.steal, 0.2), "{stalled:?}");
+        assert!(near(calm.idle, 0.3) && near(calm.steal, 0.0), "{calm:?}");
+        assert_eq!(m.cell(|c| c.idle), "20 (5 / 30)");
+        assert_eq!(m.cell(|c| c.steal), "10 (20 / 0)");
+        // A run with no stalled second says so.
+        let calm_run = Report {
+            summary: Summary {
+                machine_cpu: Some(share(0.5, 0.0)),
+                ..open_run(4_000, 12_000, &[3_000]).summary
+            },
+            ..Report::default()
+        };
+        assert_eq!(MachineDuring::of(&calm_run).unwrap().cell(|c| c.idle), "50 (- / -)");
     }
 
     #[test]

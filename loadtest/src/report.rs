@@ -95,5 +95,17 @@ pub fn table(report: &Report) -> String {
     if let Some(cores) = s.tool_cpu_cores {
         out.push_str(&format!("tool: used {cores:.2} cores of CPU itself\n"));
     }
+    if let Some(m) = &s.machine_cpu {
+        let pct = |x: f64| x * 100.0;
+        out.push_str(&format!(
+            "machine (every CPU, every process): user {:.0}%, system {:.0}%, irq {:.0}%, iowait {:.0}%, idle {:.0}%, steal {:.1}%\n",
+            pct(m.user),
+            pct(m.system),
+            pct(m.irq),
+            pct(m.iowait),
+            pct(m.idle),
+            pct(m.steal)
+        ));
+    }
     out
 }

@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::sync::Semaphore;
 
-use crate::stats::Recorder;
+use crate::stats::{MachineSampler, Recorder};
 use crate::target::{Client, TargetConfig};
 use crate::workload::{KeyChooser, Mix, Op, ValueSize, key};
 
@@ -112,6 +112,9 @@ pub async fn run(
         clients.push(client);
     }
     let recorder = Arc::new(Recorder::new());
+    // How busy the whole machine was, second by second: a tail on a shared machine may
+    // be the machine's, not the target's.
+    let sampler = MachineSampler::start(recorder.clone());
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         target: target.clone(),
@@ -189,6 +192,7 @@ pub async fn run(
         }
     }
     let elapsed = started.elapsed();
+    sampler.finish();
     shared.stop.store(true, Ordering::Relaxed);
     if let Some(p) = progress {
         p.abort();

@@ -37,6 +37,9 @@ struct Inner {
     window_errors: u64,
     /// Open loop: how late each request was started after it was due.
     lag: Option<Histogram<u64>>,
+    /// How the machine's CPUs spent each second, and the whole run, where known.
+    machine_seconds: Vec<Option<MachineCpu>>,
+    machine_run: Option<MachineCpu>,
 }
 
 /// Shared by every worker; cheap to lock (two threads of workers).
@@ -69,6 +72,8 @@ impl Recorder {
                 window_ops: 0,
                 window_errors: 0,
                 lag: None,
+                machine_seconds: Vec::new(),
+                machine_run: None,
             }),
         }
     }
@@ -118,6 +123,20 @@ impl Recorder {
             .lag
             .get_or_insert_with(histogram)
             .saturating_record(us);
+    }
+
+    /// How the machine's CPUs spent second `second` of the run.
+    pub fn record_machine_second(&self, second: usize, cpu: MachineCpu) {
+        let mut g = self.inner.lock();
+        if g.machine_seconds.len() <= second {
+            g.machine_seconds.resize(second + 1, None);
+        }
+        g.machine_seconds[second] = Some(cpu);
+    }
+
+    /// How the machine's CPUs spent the whole run.
+    pub fn record_machine_run(&self, cpu: MachineCpu) {
+        self.inner.lock().machine_run = Some(cpu);
     }
 
     pub fn take_window(&self) -> Window {
@@ -175,6 +194,7 @@ impl Recorder {
                 p50_us: s.hist.value_at_quantile(0.5),
                 p99_us: s.hist.value_at_quantile(0.99),
                 max_us: s.hist.max(),
+                machine: g.machine_seconds.get(i).copied().flatten(),
             })
             .collect();
         let distribution = [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0]
@@ -199,6 +219,7 @@ impl Recorder {
             distribution,
             dispatch_lag_us: g.lag.as_ref().map(Latency::of),
             tool_cpu_cores: None,
+            machine_cpu: g.machine_run,
         }
     }
 }
@@ -255,6 +276,9 @@ pub struct Point {
     /// The slowest request of the second.
     #[serde(default)]
     pub max_us: u64,
+    /// How the machine's CPUs (all of them, every process) spent the second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineCpu>,
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -282,6 +306,168 @@ pub struct Summary {
     /// second): on a machine it shares with the target, what it took from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_cpu_cores: Option<f64>,
+    /// How the machine's CPUs (all of them, every process) spent the run: whether the
+    /// target and the tool had the machine to themselves, or it had no time to spare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_cpu: Option<MachineCpu>,
+}
+
+/// How a machine's CPUs spent a span of time, as shares of it (each 0 to 1, together
+/// 1), from the kernel's counters for all CPUs together (`/proc/stat`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct MachineCpu {
+    /// Running processes (user and nice).
+    pub user: f64,
+    /// Running the kernel for processes.
+    pub system: f64,
+    /// Interrupts and softirqs (much of the network stack, loopback included).
+    pub irq: f64,
+    /// Idle, waiting for I/O.
+    pub iowait: f64,
+    /// Idle.
+    pub idle: f64,
+    /// Wanted to run while the hypervisor ran someone else: time the machine did not
+    /// have, whatever the processes on it did.
+    pub steal: f64,
+}
+
+impl MachineCpu {
+    /// The mean of several spans' shares (each span weighing the same), `None` for none.
+    pub fn mean<'a>(spans: impl IntoIterator<Item = &'a MachineCpu>) -> Option<MachineCpu> {
+        let mut n = 0.0;
+        let mut sum = MachineCpu::default();
+        for c in spans {
+            n += 1.0;
+            sum.user += c.user;
+            sum.system += c.system;
+            sum.irq += c.irq;
+            sum.iowait += c.iowait;
+            sum.idle += c.idle;
+            sum.steal += c.steal;
+        }
+        (n > 0.0).then(|| MachineCpu {
+            user: sum.user / n,
+            system: sum.system / n,
+            irq: sum.irq / n,
+            iowait: sum.iowait / n,
+            idle: sum.idle / n,
+            steal: sum.steal / n,
+        })
+    }
+}
+
+/// The kernel's cumulative CPU counters, in clock ticks: the `cpu` line of `/proc/stat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    user: u64,
+    nice: u64,
+    system: u64,
+    idle: u64,
+    iowait: u64,
+    irq: u64,
+    softirq: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    /// The counters in the text of `/proc/stat`, or `None` without a well-formed `cpu`
+    /// line. (Guest time is already counted in user time, so it is not read.)
+    pub fn parse(stat: &str) -> Option<CpuTimes> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let mut fields = line.split_whitespace().skip(1).map(|f| f.parse::<u64>());
+        let mut next = || fields.next().map_or(Some(0), |f| f.ok());
+        let (user, nice, system, idle) = (next()?, next()?, next()?, next()?);
+        let (iowait, irq, softirq, steal) = (next()?, next()?, next()?, next()?);
+        Some(CpuTimes {
+            user,
+            nice,
+            system,
+            idle,
+            iowait,
+            irq,
+            softirq,
+            steal,
+        })
+    }
+
+    /// This machine's counters now; `None` where there is no `/proc/stat`.
+    pub fn now() -> Option<CpuTimes> {
+        CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// How the CPUs spent the time from `earlier` to these counters; `None` if no tick
+    /// passed (or the counters went backwards).
+    pub fn since(&self, earlier: &CpuTimes) -> Option<MachineCpu> {
+        let d = |now: u64, then: u64| now.checked_sub(then);
+        let user = d(self.user + self.nice, earlier.user + earlier.nice)?;
+        let system = d(self.system, earlier.system)?;
+        let irq = d(self.irq + self.softirq, earlier.irq + earlier.softirq)?;
+        let iowait = d(self.iowait, earlier.iowait)?;
+        let idle = d(self.idle, earlier.idle)?;
+        let steal = d(self.steal, earlier.steal)?;
+        let total = (user + system + irq + iowait + idle + steal) as f64;
+        (total > 0.0).then(|| MachineCpu {
+            user: user as f64 / total,
+            system: system as f64 / total,
+            irq: irq as f64 / total,
+            iowait: iowait as f64 / total,
+            idle: idle as f64 / total,
+            steal: steal as f64 / total,
+        })
+    }
+}
+
+/// Samples the machine's CPU counters every second of a run (from the recorder's start)
+/// into `recorder`, and over the whole run when stopped. Does nothing where the
+/// counters cannot be read.
+pub struct MachineSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MachineSampler {
+    pub fn start(recorder: std::sync::Arc<Recorder>) -> MachineSampler {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = CpuTimes::now().map(|first| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut last = first;
+                for second in 0.. {
+                    let until = recorder.start + Duration::from_secs(second as u64 + 1);
+                    // Woken early by `stop`; spurious wake-ups just loop.
+                    while !stop.load(Ordering::Acquire) && Instant::now() < until {
+                        std::thread::park_timeout(until.saturating_duration_since(Instant::now()));
+                    }
+                    let Some(now) = CpuTimes::now() else { return };
+                    if stop.load(Ordering::Acquire) {
+                        if let Some(cpu) = now.since(&first) {
+                            recorder.record_machine_run(cpu);
+                        }
+                        return;
+                    }
+                    if let Some(cpu) = now.since(&last) {
+                        recorder.record_machine_second(second, cpu);
+                    }
+                    last = now;
+                }
+            })
+        });
+        MachineSampler { stop, thread }
+    }
+
+    /// Records the whole run's shares and ends the sampling (as dropping it does).
+    pub fn finish(self) {}
+}
+
+impl Drop for MachineSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
 }
 
 /// CPU time this process has used so far (user and system), in seconds.
@@ -301,6 +487,72 @@ pub fn cpu_seconds() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const STAT: &str = "cpu  100 5 40 800 10 1 4 20 0 0\ncpu0 50 2 20 400 5 0 2 10 0 0\nintr 1 2 3\n";
+
+    #[test]
+    fn reads_the_machine_counters_and_shares_a_span_between_them() {
+        let before = CpuTimes::parse(STAT).unwrap();
+        let after = CpuTimes::parse("cpu  160 5 60 900 10 1 9 40 0 0\n").unwrap();
+        // 60 user, 20 system, 5 softirq, 100 idle, 20 steal: 205 ticks.
+        let span = after.since(&before).unwrap();
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(
+            near(span.user, 60.0 / 205.0) && near(span.system, 20.0 / 205.0),
+            "{span:?}"
+        );
+        assert!(near(span.irq, 5.0 / 205.0) && near(span.iowait, 0.0), "{span:?}");
+        assert!(
+            near(span.idle, 100.0 / 205.0) && near(span.steal, 20.0 / 205.0),
+            "{span:?}"
+        );
+        // No tick passed, counters that went backwards, or no cpu line: nothing to say.
+        assert_eq!(before.since(&before), None);
+        assert_eq!(before.since(&after), None);
+        assert_eq!(CpuTimes::parse("cpu0 1 2 3 4\n"), None);
+        assert_eq!(CpuTimes::parse("cpu  1 x 3 4\n"), None);
+        // An old kernel without the later columns (iowait onwards) counts them as 0.
+        let old = CpuTimes::parse("cpu  1 2 3 4\n").unwrap();
+        assert_eq!(
+            CpuTimes::parse("cpu  2 2 3 5\n").unwrap().since(&old).unwrap().steal,
+            0.0
+        );
+    }
+
+    #[test]
+    fn the_mean_of_spans_weighs_each_the_same() {
+        let busy = MachineCpu {
+            user: 1.0,
+            ..MachineCpu::default()
+        };
+        let idle = MachineCpu {
+            idle: 0.5,
+            steal: 0.5,
+            ..MachineCpu::default()
+        };
+        let m = MachineCpu::mean([&busy, &idle, &idle, &busy]).unwrap();
+        assert_eq!((m.user, m.idle, m.steal), (0.5, 0.25, 0.25));
+        assert_eq!(MachineCpu::mean([]), None);
+    }
+
+    #[test]
+    fn machine_seconds_land_in_the_series() {
+        let r = Recorder::new();
+        r.record(Op::Read, Duration::from_millis(1), None);
+        let busy = MachineCpu {
+            user: 1.0,
+            ..MachineCpu::default()
+        };
+        r.record_machine_second(0, busy);
+        // A second with no request gets no point; one recorded out of order is kept.
+        r.record_machine_second(3, busy);
+        r.record_machine_run(busy);
+        let s = r.summary(Duration::from_secs(1));
+        assert_eq!(s.timeseries.len(), 1);
+        assert_eq!(s.timeseries[0].machine, Some(busy));
+        assert_eq!(s.machine_cpu, Some(busy));
+        assert_eq!(Recorder::new().summary(Duration::from_secs(1)).machine_cpu, None);
+    }
 
     #[test]
     fn summarises_latencies_errors_and_seconds() {

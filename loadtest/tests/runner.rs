@@ -90,6 +90,28 @@ async fn open_loop_keeps_to_the_rate() {
     );
 }
 
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_says_how_the_machine_spent_its_time_and_each_second() {
+    let addr = bare_server().await;
+    let keys = Arc::new(KeyChooser::new(Distribution::Uniform, 1000));
+    let cfg = RunConfig {
+        duration: Some(Duration::from_millis(1500)),
+        ..config(None)
+    };
+    let (elapsed, rec) = run(&target(addr), keys, cfg).await.unwrap();
+    let s = rec.summary(elapsed);
+    let whole = s.machine_cpu.expect("the whole run's machine time");
+    let sum = |m: &dynakv_loadtest::stats::MachineCpu| m.user + m.system + m.irq + m.iowait + m.idle + m.steal;
+    assert!((sum(&whole) - 1.0).abs() < 1e-9, "{whole:?}");
+    // A closed loop against a local server keeps this machine busy.
+    assert!(whole.user + whole.system + whole.irq > 0.1, "{whole:?}");
+    // The first whole second has its own figures; the partial last one may not.
+    let first = s.timeseries[0].machine.expect("second 0's machine time");
+    assert!((sum(&first) - 1.0).abs() < 1e-9, "{first:?}");
+    assert!(first.user + first.system + first.irq > 0.1, "{first:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_nodes_are_counted_as_errors_not_hangs() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
