@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`workload`]: YCSB mixes, key distributions (uniform, zipfian, latest), value sizes.
 //! - [`target`]: clients for dynakv, etcd (v3 JSON gateway), Redis and a bare HTTP server.
+//! - [`http1`]: the lean HTTP/1.1 connection those HTTP clients use.
 //! - [`runner`]: the load phase, closed-loop and open-loop run phases, live progress.
 //! - [`stats`]: HdrHistogram latencies per operation, errors by class, per-second series.
 //! - [`report`]: the end-of-run table and the JSON report.
@@ -14,6 +15,7 @@
 
 pub mod bare;
 pub mod bench;
+pub mod http1;
 pub mod plot;
 pub mod report;
 pub mod runner;

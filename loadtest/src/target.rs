@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpStream;
+
+use crate::http1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,12 +93,12 @@ pub fn tls_connector(ca: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsCo
 /// One worker's connection(s) to the target.
 pub enum Client {
     /// One HTTP/1.1 keep-alive connection per node, owned by this worker: no pool, no
-    /// locks, so the generator spends as little CPU as possible (it shares the machine
-    /// with the store under test).
+    /// locks, no connection task (see [`http1`]), so the generator spends as little CPU
+    /// as possible (it shares the machine with the store under test).
     Http {
         cfg: TargetConfig,
         /// Each connection with when it was last used.
-        conns: Vec<Option<(SendRequest<Full<Bytes>>, Instant)>>,
+        conns: Vec<Option<(http1::Conn, Instant)>>,
     },
     Redis {
         conn: redis::aio::MultiplexedConnection,
@@ -143,7 +141,7 @@ impl Client {
     pub async fn warm_up(&mut self) {
         if let Client::Http { cfg, .. } = self {
             for node in 0..cfg.nodes.len() {
-                let _ = self.http(node, Method::GET, "/health", Bytes::new(), None).await;
+                let _ = self.http(node, "GET", "/health", Bytes::new(), None).await;
             }
         }
     }
@@ -153,7 +151,7 @@ impl Client {
     async fn http(
         &mut self,
         node: usize,
-        method: Method,
+        method: &str,
         path: &str,
         body: Bytes,
         context: Option<&str>,
@@ -165,66 +163,50 @@ impl Client {
         let timeout = cfg.timeout;
         let addr = cfg.nodes[node].clone();
         let exchange = async {
-            let sender = match &mut conns[node] {
+            let conn = match &mut conns[node] {
                 // A server closes connections idle for its own timeout (dynakv: its read
                 // timeout, 10 s by default), and one that closes just as a request is
                 // sent fails that request. Connections idle for longer than this are
                 // replaced instead of reused. (Not much shorter: an open-loop run that
                 // stalls wakes hundreds of idle clients at once, and reconnecting them
                 // all overflows listen queues, costing a second per dropped SYN.)
-                Some((s, used)) if !s.is_closed() && used.elapsed() < MAX_IDLE => s,
+                Some((c, used)) if c.is_reusable() && used.elapsed() < MAX_IDLE => c,
                 slot => {
                     let stream = TcpStream::connect(&addr).await.map_err(|_| "connect".to_string())?;
                     let _ = stream.set_nodelay(true);
-                    let sender = match &cfg.tls {
+                    let io: Box<dyn http1::Io> = match &cfg.tls {
                         Some(tls) => {
                             let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
                             let name = rustls::pki_types::ServerName::try_from(host.to_string())
                                 .map_err(|_| "connect".to_string())?;
-                            let stream = tls.connect(name, stream).await.map_err(|_| "tls".to_string())?;
-                            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                                .await
-                                .map_err(|_| "connect".to_string())?;
-                            tokio::spawn(conn);
-                            sender
+                            Box::new(tls.connect(name, stream).await.map_err(|_| "tls".to_string())?)
                         }
-                        None => {
-                            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                                .await
-                                .map_err(|_| "connect".to_string())?;
-                            tokio::spawn(conn);
-                            sender
-                        }
+                        None => Box::new(stream),
                     };
-                    &mut slot.insert((sender, Instant::now())).0
+                    &mut slot.insert((http1::Conn::new(io), Instant::now())).0
                 }
             };
-            sender.ready().await.map_err(|_| "transport".to_string())?;
-            let mut req = Request::builder().method(method).uri(path).header("host", &addr);
+            let bearer;
+            let mut headers = Vec::with_capacity(3);
             if let Some(t) = &cfg.token {
-                req = req.header("authorization", format!("Bearer {t}"));
+                bearer = format!("Bearer {t}");
+                headers.push(("authorization", bearer.as_str()));
             }
             if let Some(c) = context {
-                req = req.header("x-dynakv-context", c);
+                headers.push(("x-dynakv-context", c));
             }
             if !body.is_empty() {
-                req = req.header("content-type", "application/octet-stream");
+                headers.push(("content-type", "application/octet-stream"));
             }
-            let req = req.body(Full::new(body)).map_err(|_| "bad request".to_string())?;
-            let resp = sender.send_request(req).await.map_err(|_| "transport".to_string())?;
-            let status = resp.status().as_u16();
-            let context = resp
-                .headers()
-                .get("x-dynakv-context")
-                .and_then(|v| v.to_str().ok())
-                .map(String::from);
-            let body = resp
-                .into_body()
-                .collect()
+            let reply = conn
+                .request(method, path, &addr, &headers, &body)
                 .await
-                .map_err(|_| "transport".to_string())?
-                .to_bytes();
-            Ok(HttpReply { status, context, body })
+                .map_err(|_| "transport".to_string())?;
+            Ok(HttpReply {
+                status: reply.status,
+                context: reply.context,
+                body: reply.body,
+            })
         };
         let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
@@ -260,7 +242,7 @@ impl Client {
         match self.kind() {
             Kind::Dynakv | Kind::Bare => {
                 let path = format!("/kv/{key}{}", self.quorum('r'));
-                let reply = match self.http(node, Method::GET, &path, Bytes::new(), None).await {
+                let reply = match self.http(node, "GET", &path, Bytes::new(), None).await {
                     Ok(r) => r,
                     Err(e) => return Outcome::error(e),
                 };
@@ -324,7 +306,7 @@ impl Client {
         match self.kind() {
             Kind::Dynakv | Kind::Bare => {
                 let path = format!("/kv/{key}{}", self.quorum('w'));
-                dynakv_ack(self.http(node, Method::PUT, &path, value, context).await)
+                dynakv_ack(self.http(node, "PUT", &path, value, context).await)
             }
             Kind::Etcd => {
                 let body = json!({ "key": STANDARD.encode(key), "value": STANDARD.encode(&value) });
@@ -348,7 +330,7 @@ impl Client {
         match self.kind() {
             Kind::Dynakv | Kind::Bare => {
                 let path = format!("/kv/{key}{}", self.quorum('w'));
-                dynakv_ack(self.http(node, Method::DELETE, &path, Bytes::new(), None).await)
+                dynakv_ack(self.http(node, "DELETE", &path, Bytes::new(), None).await)
             }
             Kind::Etcd => match self
                 .etcd(node, "deleterange", json!({ "key": STANDARD.encode(key) }))
@@ -371,13 +353,7 @@ impl Client {
     /// One call to etcd's v3 JSON gateway (`POST /v3/kv/{verb}`).
     async fn etcd(&mut self, node: usize, verb: &str, body: serde_json::Value) -> Result<serde_json::Value, String> {
         let reply = self
-            .http(
-                node,
-                Method::POST,
-                &format!("/v3/kv/{verb}"),
-                body.to_string().into(),
-                None,
-            )
+            .http(node, "POST", &format!("/v3/kv/{verb}"), body.to_string().into(), None)
             .await?;
         if reply.status != 200 {
             return Err(format!("{} etcd", reply.status));

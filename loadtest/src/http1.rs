@@ -1,0 +1,427 @@
+//! A lean HTTP/1.1 client connection for the load tool: the request is written and the
+//! answer read by the task that sends it, with no connection task to hand each request
+//! to and each answer back from (what a general client like hyper's does). On a machine
+//! the tool shares with the store it measures, those hand-offs and the wake-ups they
+//! cost are CPU taken from the store.
+//!
+//! Enough of HTTP/1.1 for the stores the tool drives: keep-alive, bodies framed by
+//! `Content-Length` or chunked, or ending with the connection; no pipelining, no
+//! upgrades, no trailers kept.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Headers an answer may carry (more is an error).
+const MAX_HEADERS: usize = 64;
+/// Largest head (status line and headers) read.
+const MAX_HEAD: usize = 64 << 10;
+/// Largest body read: the tool reads small values, this bounds a broken server.
+const MAX_BODY: usize = 64 << 20;
+
+/// A connection's byte stream: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Why an exchange failed. The connection is not to be used again after any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server closed the connection before answering in full")]
+    Closed,
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+    #[error("answer over the size limit")]
+    TooLarge,
+}
+
+/// A finished exchange.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// The `X-Dynakv-Context` header, where there was one.
+    pub context: Option<String>,
+    pub body: Bytes,
+}
+
+/// One keep-alive connection: one request at a time.
+pub struct Conn {
+    io: Box<dyn Io>,
+    /// Bytes read and not yet used.
+    buf: BytesMut,
+    /// The request being written (kept to reuse its allocation).
+    out: Vec<u8>,
+    /// False once the server said it will close, or an exchange failed.
+    reusable: bool,
+}
+
+/// How an answer's body ends.
+enum Framing {
+    None,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+impl Conn {
+    pub fn new(io: Box<dyn Io>) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::with_capacity(8 << 10),
+            out: Vec::with_capacity(512),
+            reusable: true,
+        }
+    }
+
+    /// Whether another request may be sent on this connection.
+    pub fn is_reusable(&self) -> bool {
+        self.reusable
+    }
+
+    /// Sends one request and reads its answer. `headers` are sent as given, after `Host`
+    /// and before `Content-Length`.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        host: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, Error> {
+        if !self.reusable {
+            return Err(Error::Closed);
+        }
+        // Not reusable until the whole answer has been read.
+        self.reusable = false;
+        self.out.clear();
+        for part in [method, " ", path, " HTTP/1.1\r\nhost: ", host, "\r\n"] {
+            self.out.extend_from_slice(part.as_bytes());
+        }
+        for (name, value) in headers {
+            for part in [*name, ": ", *value, "\r\n"] {
+                self.out.extend_from_slice(part.as_bytes());
+            }
+        }
+        if !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE") {
+            self.out
+                .extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+        }
+        self.out.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(body);
+        self.io.write_all(&self.out).await?;
+        loop {
+            let (status, context, framing, close) = self.read_head(method == "HEAD").await?;
+            // An interim answer (100 Continue and the like): the real one follows.
+            if (100..200).contains(&status) && status != 101 {
+                continue;
+            }
+            let body = self.read_body(framing).await?;
+            if !self.buf.is_empty() {
+                // Bytes beyond the answer: the framing was misread or the server is broken.
+                return Err(Error::Malformed("bytes after the answer".into()));
+            }
+            self.reusable = !close;
+            return Ok(Response { status, context, body });
+        }
+    }
+
+    /// Reads more bytes into the buffer; `Closed` at the end of the stream.
+    async fn fill(&mut self) -> Result<(), Error> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(8 << 10);
+        }
+        match self.io.read_buf(&mut self.buf).await? {
+            0 => Err(Error::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the status line and headers: status, context header, how the body is
+    /// framed, and whether the server will close the connection after it.
+    async fn read_head(&mut self, head_request: bool) -> Result<(u16, Option<String>, Framing, bool), Error> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&self.buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = resp.code.unwrap_or(0);
+                    let mut context = None;
+                    let mut length = None;
+                    let mut chunked = false;
+                    let mut close = resp.version == Some(0);
+                    for h in resp.headers.iter() {
+                        let value = std::str::from_utf8(h.value)
+                            .map_err(|_| Error::Malformed(format!("header {} is not text", h.name)))?
+                            .trim();
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            let n: usize = value
+                                .parse()
+                                .map_err(|_| Error::Malformed(format!("content-length {value:?}")))?;
+                            if length.is_some_and(|l| l != n) {
+                                return Err(Error::Malformed("two different content-lengths".into()));
+                            }
+                            length = Some(n);
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                            chunked = value
+                                .rsplit(',')
+                                .next()
+                                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+                        } else if h.name.eq_ignore_ascii_case("connection") {
+                            let mut tokens = value.split(',').map(str::trim);
+                            if tokens.clone().any(|t| t.eq_ignore_ascii_case("close")) {
+                                close = true;
+                            } else if tokens.any(|t| t.eq_ignore_ascii_case("keep-alive")) {
+                                close = false;
+                            }
+                        } else if h.name.eq_ignore_ascii_case("x-dynakv-context") {
+                            context = Some(value.to_string());
+                        }
+                    }
+                    let framing = if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
+                        Framing::None
+                    } else if chunked {
+                        Framing::Chunked
+                    } else if let Some(n) = length {
+                        if n > MAX_BODY {
+                            return Err(Error::TooLarge);
+                        }
+                        Framing::Length(n)
+                    } else {
+                        close = true;
+                        Framing::UntilClose
+                    };
+                    self.buf.advance(len);
+                    return Ok((status, context, framing, close));
+                }
+                Ok(httparse::Status::Partial) => {
+                    if self.buf.len() > MAX_HEAD {
+                        return Err(Error::TooLarge);
+                    }
+                    self.fill().await?;
+                }
+                Err(e) => return Err(Error::Malformed(e.to_string())),
+            }
+        }
+    }
+
+    async fn read_body(&mut self, framing: Framing) -> Result<Bytes, Error> {
+        match framing {
+            Framing::None => Ok(Bytes::new()),
+            Framing::Length(n) => {
+                while self.buf.len() < n {
+                    self.fill().await?;
+                }
+                Ok(self.buf.split_to(n).freeze())
+            }
+            Framing::UntilClose => {
+                loop {
+                    if self.buf.len() > MAX_BODY {
+                        return Err(Error::TooLarge);
+                    }
+                    match self.fill().await {
+                        Ok(()) => {}
+                        Err(Error::Closed) => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(self.buf.split().freeze())
+            }
+            Framing::Chunked => {
+                let mut body = BytesMut::new();
+                loop {
+                    let size = loop {
+                        match httparse::parse_chunk_size(&self.buf) {
+                            Ok(httparse::Status::Complete((len, size))) => {
+                                self.buf.advance(len);
+                                break usize::try_from(size).map_err(|_| Error::TooLarge)?;
+                            }
+                            Ok(httparse::Status::Partial) => {
+                                if self.buf.len() > MAX_HEAD {
+                                    return Err(Error::Malformed("a chunk size line too long".into()));
+                                }
+                                self.fill().await?;
+                            }
+                            Err(_) => return Err(Error::Malformed("a bad chunk size".into())),
+                        }
+                    };
+                    if size == 0 {
+                        // Trailers, if any, then the empty line that ends the body.
+                        loop {
+                            match find_line(&self.buf) {
+                                Some(0) => {
+                                    self.buf.advance(2);
+                                    return Ok(body.freeze());
+                                }
+                                Some(len) => self.buf.advance(len + 2),
+                                None => {
+                                    if self.buf.len() > MAX_HEAD {
+                                        return Err(Error::TooLarge);
+                                    }
+                                    self.fill().await?;
+                                }
+                            }
+                        }
+                    }
+                    if body.len() + size > MAX_BODY {
+                        return Err(Error::TooLarge);
+                    }
+                    while self.buf.len() < size + 2 {
+                        self.fill().await?;
+                    }
+                    body.extend_from_slice(&self.buf[..size]);
+                    if &self.buf[size..size + 2] != b"\r\n" {
+                        return Err(Error::Malformed("a chunk not ended by CRLF".into()));
+                    }
+                    self.buf.advance(size + 2);
+                }
+            }
+        }
+    }
+}
+
+/// The length of the first line in `buf` (without its CRLF), if a whole one is there.
+fn find_line(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A server that answers each request it reads with the next of `answers`, written
+    /// in pieces of `piece` bytes (to split heads, chunk sizes and bodies across reads),
+    /// and returns the requests it saw.
+    async fn server(answers: Vec<&'static str>, piece: usize) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            for answer in answers {
+                let mut req = Vec::new();
+                // Read a whole request: its head, then its content-length's worth.
+                loop {
+                    let mut b = [0u8; 1024];
+                    let n = s.read(&mut b).await.unwrap();
+                    if n == 0 {
+                        return seen;
+                    }
+                    req.extend_from_slice(&b[..n]);
+                    let text = String::from_utf8_lossy(&req).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |v| v.parse::<usize>().unwrap());
+                        if req.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                seen.push(String::from_utf8(req).unwrap());
+                for part in answer.as_bytes().chunks(piece) {
+                    s.write_all(part).await.unwrap();
+                    s.flush().await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }
+            seen
+        });
+        (addr, task)
+    }
+
+    async fn conn(addr: &str) -> Conn {
+        Conn::new(Box::new(TcpStream::connect(addr).await.unwrap()))
+    }
+
+    #[tokio::test]
+    async fn exchanges_requests_on_one_connection_whatever_the_framing() {
+        for piece in [1, 7, 4096] {
+            let (addr, server) = server(
+                vec![
+                    "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-dynakv-context: abc\r\n\r\nhello",
+                    "HTTP/1.1 204 No Content\r\nx-dynakv-context: def\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nfoo\r\n4;ext=1\r\nbarz\r\n0\r\nx-trailer: 1\r\n\r\n",
+                    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbye",
+                ],
+                piece,
+            )
+            .await;
+            let mut c = conn(&addr).await;
+            let r = c.request("GET", "/kv/a?r=2", "h", &[], b"").await.unwrap();
+            assert_eq!(
+                (r.status, r.context.as_deref(), &r.body[..]),
+                (200, Some("abc"), &b"hello"[..])
+            );
+            let r = c
+                .request("PUT", "/kv/a", "h", &[("x-dynakv-context", "abc")], b"value")
+                .await
+                .unwrap();
+            assert_eq!((r.status, r.context.as_deref(), r.body.len()), (204, Some("def"), 0));
+            let r = c.request("GET", "/chunked", "h", &[], b"").await.unwrap();
+            assert_eq!((r.status, &r.body[..]), (200, &b"foobarz"[..]));
+            let r = c.request("DELETE", "/kv/a", "h", &[], b"").await.unwrap();
+            assert_eq!((r.status, &r.body[..]), (404, &b"{}"[..]));
+            assert!(c.is_reusable());
+            let r = c.request("GET", "/last", "h", &[], b"").await.unwrap();
+            assert_eq!((r.status, &r.body[..]), (503, &b"bye"[..]));
+            assert!(!c.is_reusable(), "the server said it would close");
+            assert!(matches!(c.request("GET", "/", "h", &[], b"").await, Err(Error::Closed)));
+            let seen = server.await.unwrap();
+            assert_eq!(seen.len(), 5);
+            assert_eq!(seen[0], "GET /kv/a?r=2 HTTP/1.1\r\nhost: h\r\n\r\n");
+            assert_eq!(
+                seen[1],
+                "PUT /kv/a HTTP/1.1\r\nhost: h\r\nx-dynakv-context: abc\r\ncontent-length: 5\r\n\r\nvalue"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_without_a_length_ends_with_the_connection() {
+        let (addr, _server) = server(vec!["HTTP/1.0 200 OK\r\n\r\nall of it"], 3).await;
+        let mut c = conn(&addr).await;
+        let r = c.request("GET", "/", "h", &[], b"").await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"all of it"[..]));
+        assert!(!c.is_reusable());
+    }
+
+    #[tokio::test]
+    async fn broken_answers_are_errors_and_end_the_connection() {
+        for (answer, what) in [
+            ("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", "closed mid-body"),
+            ("HTTP/1.1 200 OK\r\ncontent-le", "closed mid-head"),
+            ("NOT HTTP AT ALL\r\n\r\n", "no status line"),
+            ("HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", "bad length"),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+                "two lengths",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+                "bad chunk size",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabcd\r\n0\r\n\r\n",
+                "chunk overrun",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nab",
+                "bytes after the answer",
+            ),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 99999999999\r\n\r\n", "too large"),
+        ] {
+            let (addr, server) = server(vec![answer], 4096).await;
+            let mut c = conn(&addr).await;
+            let r = tokio::time::timeout(std::time::Duration::from_secs(5), c.request("GET", "/", "h", &[], b""))
+                .await
+                .unwrap_or_else(|_| panic!("{what}: hung"));
+            assert!(r.is_err(), "{what}: {r:?}");
+            assert!(!c.is_reusable(), "{what}");
+            server.abort();
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The load tool's HTTP client against servers that check what it sends: over TLS with an
+//! API token, and across a server closing its keep-alive connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dynakv_loadtest::target::{Client, Kind, TargetConfig, tls_connector};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn target(addr: String, tls: Option<tokio_rustls::TlsConnector>, token: Option<&str>) -> TargetConfig {
+    TargetConfig {
+        kind: Kind::Dynakv,
+        nodes: vec![addr],
+        r: None,
+        w: Some(2),
+        timeout: Duration::from_secs(5),
+        tls,
+        token: token.map(String::from),
+    }
+}
+
+/// Reads one request (head and a content-length body) from `s`; `None` at the end.
+async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Option<String> {
+    let mut req = Vec::new();
+    loop {
+        let mut b = [0u8; 4096];
+        let n = s.read(&mut b).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        req.extend_from_slice(&b[..n]);
+        let text = String::from_utf8_lossy(&req).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.parse::<usize>().unwrap());
+            if req.len() >= end + 4 + len {
+                return Some(text);
+            }
+        }
+    }
+}
+
+/// Answers every request on `s` with `answer` until the client closes; returns the
+/// requests.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, answer: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    while let Some(req) = read_request(&mut s).await {
+        seen.push(req);
+        s.write_all(answer.as_bytes()).await.unwrap();
+    }
+    seen
+}
+
+#[tokio::test]
+async fn requests_go_over_tls_with_the_token_and_the_value() {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        serve(tls, "HTTP/1.1 204 No Content\r\nx-dynakv-context: ctx1\r\n\r\n").await
+    });
+    let cfg = target(addr, Some(tls_connector(&ca).unwrap()), Some("s3cret"));
+    let mut client = Client::connect(&cfg).await.unwrap();
+    let first = client.write(0, "user1", Bytes::from_static(b"hello"), None).await;
+    assert_eq!((first.error, first.context.as_deref()), (None, Some("ctx1")));
+    let second = client
+        .write(0, "user1", Bytes::from_static(b"again"), Some("ctx1"))
+        .await;
+    assert_eq!(second.error, None);
+    drop(client);
+    let seen = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.len(), 2, "both on one connection: {seen:?}");
+    assert!(seen[0].starts_with("PUT /kv/user1?w=2 HTTP/1.1\r\n"), "{}", seen[0]);
+    assert!(seen[0].contains("\r\nauthorization: Bearer s3cret\r\n"), "{}", seen[0]);
+    assert!(seen[0].ends_with("\r\n\r\nhello"), "{}", seen[0]);
+    assert!(seen[1].contains("\r\nx-dynakv-context: ctx1\r\n"), "{}", seen[1]);
+}
+
+#[tokio::test]
+async fn a_connection_the_server_closes_is_replaced_on_the_next_request() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let mut all = Vec::new();
+        // Each connection gets one answer that says it will close, then is closed.
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            all.extend(
+                serve(
+                    tcp,
+                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await,
+            );
+        }
+        all
+    });
+    let mut client = Client::connect(&target(addr, None, None)).await.unwrap();
+    for _ in 0..2 {
+        let r = client.read(0, "absent").await;
+        assert_eq!(
+            (r.error, r.values.len()),
+            (None, 0),
+            "404 is an absent key, not an error"
+        );
+    }
+    drop(client);
+    let seen = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter().all(|r| r.starts_with("GET /kv/absent HTTP/1.1\r\n")),
+        "{seen:?}"
+    );
+}
