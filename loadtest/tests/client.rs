@@ -1,13 +1,15 @@
-//! The load tool's HTTP client against servers that check what it sends: over TLS with an
-//! API token, and across a server closing its keep-alive connection.
+//! The load tool's HTTP client against servers that check what it sends and answer as
+//! told: each framing of an answer, split across reads anywhere; broken answers; TLS
+//! with an API token; a server closing its keep-alive connection.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use dynakv_loadtest::http1::{Conn, Error};
 use dynakv_loadtest::target::{Client, Kind, TargetConfig, tls_connector};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 fn target(addr: String, tls: Option<tokio_rustls::TlsConnector>, token: Option<&str>) -> TargetConfig {
     TargetConfig {
@@ -41,6 +43,124 @@ async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Option<String> {
                 return Some(text);
             }
         }
+    }
+}
+
+/// A server for one connection that answers each request it reads with the next of
+/// `answers`, written in pieces of `piece` bytes (to split heads, chunk sizes and bodies
+/// across reads), and returns the requests it saw.
+async fn server(answers: Vec<&'static str>, piece: usize) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        for answer in answers {
+            let Some(req) = read_request(&mut s).await else {
+                return seen;
+            };
+            seen.push(req);
+            for part in answer.as_bytes().chunks(piece) {
+                s.write_all(part).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        }
+        seen
+    });
+    (addr, task)
+}
+
+async fn conn(addr: &str) -> Conn {
+    Conn::new(Box::new(TcpStream::connect(addr).await.unwrap()))
+}
+
+#[tokio::test]
+async fn exchanges_requests_on_one_connection_whatever_the_framing() {
+    for piece in [1, 7, 4096] {
+        let (addr, server) = server(
+            vec![
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-dynakv-context: abc\r\n\r\nhello",
+                "HTTP/1.1 204 No Content\r\nx-dynakv-context: def\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nfoo\r\n4;ext=1\r\nbarz\r\n0\r\nx-trailer: 1\r\n\r\n",
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbye",
+            ],
+            piece,
+        )
+        .await;
+        let mut c = conn(&addr).await;
+        let r = c.request("GET", "/kv/a?r=2", "h", &[], b"").await.unwrap();
+        assert_eq!(
+            (r.status, r.context.as_deref(), &r.body[..]),
+            (200, Some("abc"), &b"hello"[..])
+        );
+        let r = c
+            .request("PUT", "/kv/a", "h", &[("x-dynakv-context", "abc")], b"value")
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.context.as_deref(), r.body.len()), (204, Some("def"), 0));
+        let r = c.request("GET", "/chunked", "h", &[], b"").await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"foobarz"[..]));
+        let r = c.request("DELETE", "/kv/a", "h", &[], b"").await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (404, &b"{}"[..]));
+        assert!(c.is_reusable());
+        let r = c.request("GET", "/last", "h", &[], b"").await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (503, &b"bye"[..]));
+        assert!(!c.is_reusable(), "the server said it would close");
+        assert!(matches!(c.request("GET", "/", "h", &[], b"").await, Err(Error::Closed)));
+        let seen = server.await.unwrap();
+        assert_eq!(seen.len(), 5);
+        assert_eq!(seen[0], "GET /kv/a?r=2 HTTP/1.1\r\nhost: h\r\n\r\n");
+        assert_eq!(
+            seen[1],
+            "PUT /kv/a HTTP/1.1\r\nhost: h\r\nx-dynakv-context: abc\r\ncontent-length: 5\r\n\r\nvalue"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_without_a_length_ends_with_the_connection() {
+    let (addr, _server) = server(vec!["HTTP/1.0 200 OK\r\n\r\nall of it"], 3).await;
+    let mut c = conn(&addr).await;
+    let r = c.request("GET", "/", "h", &[], b"").await.unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"all of it"[..]));
+    assert!(!c.is_reusable());
+}
+
+#[tokio::test]
+async fn broken_answers_are_errors_and_end_the_connection() {
+    for (answer, what) in [
+        ("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", "closed mid-body"),
+        ("HTTP/1.1 200 OK\r\ncontent-le", "closed mid-head"),
+        ("NOT HTTP AT ALL\r\n\r\n", "no status line"),
+        ("HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", "bad length"),
+        (
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+            "two lengths",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            "bad chunk size",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabcd\r\n0\r\n\r\n",
+            "chunk overrun",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nab",
+            "bytes after the answer",
+        ),
+        ("HTTP/1.1 200 OK\r\ncontent-length: 99999999999\r\n\r\n", "too large"),
+    ] {
+        let (addr, server) = server(vec![answer], 4096).await;
+        let mut c = conn(&addr).await;
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), c.request("GET", "/", "h", &[], b""))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: hung"));
+        assert!(r.is_err(), "{what}: {r:?}");
+        assert!(!c.is_reusable(), "{what}");
+        server.abort();
     }
 }
 
