@@ -9,6 +9,7 @@
 //! upgrades, no trailers kept.
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Headers an answer may carry (more is an error).
@@ -76,6 +77,24 @@ impl Conn {
     /// Whether another request may be sent on this connection.
     pub fn is_reusable(&self) -> bool {
         self.reusable
+    }
+
+    /// Whether the server has closed this idle connection (or sent something unasked),
+    /// seen without waiting: a read that would block means it is still open. Costs a
+    /// system call, so callers check only connections that sat idle for a while.
+    pub fn closed_while_idle(&mut self) -> bool {
+        if !self.reusable {
+            return true;
+        }
+        match self.io.read_buf(&mut self.buf).now_or_never() {
+            // Nothing to read: still open.
+            None => false,
+            // The end of the stream, bytes nobody asked for, or an error.
+            Some(_) => {
+                self.reusable = false;
+                true
+            }
+        }
     }
 
     /// Sends one request and reads its answer. `headers` are sent as given, after `Host`

@@ -59,6 +59,10 @@ impl Outcome {
 /// timeout.
 const MAX_IDLE: Duration = Duration::from_secs(5);
 
+/// A connection idle for longer than this is checked for having been closed before it
+/// is reused (busier ones are not: the check costs a system call).
+const IDLE_CHECK: Duration = Duration::from_millis(100);
+
 /// Settings shared by every worker of a run.
 #[derive(Clone)]
 pub struct TargetConfig {
@@ -163,14 +167,22 @@ impl Client {
         let timeout = cfg.timeout;
         let addr = cfg.nodes[node].clone();
         let exchange = async {
+            // A server closes connections idle for its own timeout (dynakv: its read
+            // timeout, 10 s by default), and one that closes just as a request is sent
+            // fails that request. Connections idle for longer than this are replaced
+            // instead of reused. (Not much shorter: an open-loop run that stalls wakes
+            // hundreds of idle clients at once, and reconnecting them all overflows
+            // listen queues, costing a second per dropped SYN.) One idle for a moment is
+            // checked first: a server that closed it (a restart, say) would otherwise
+            // fail the request sent on it.
+            if let Some((c, used)) = &mut conns[node] {
+                let idle = used.elapsed();
+                if !c.is_reusable() || idle >= MAX_IDLE || (idle > IDLE_CHECK && c.closed_while_idle()) {
+                    conns[node] = None;
+                }
+            }
             let conn = match &mut conns[node] {
-                // A server closes connections idle for its own timeout (dynakv: its read
-                // timeout, 10 s by default), and one that closes just as a request is
-                // sent fails that request. Connections idle for longer than this are
-                // replaced instead of reused. (Not much shorter: an open-loop run that
-                // stalls wakes hundreds of idle clients at once, and reconnecting them
-                // all overflows listen queues, costing a second per dropped SYN.)
-                Some((c, used)) if c.is_reusable() && used.elapsed() < MAX_IDLE => c,
+                Some((c, _)) => c,
                 slot => {
                     let stream = TcpStream::connect(&addr).await.map_err(|_| "connect".to_string())?;
                     let _ = stream.set_nodelay(true);

@@ -255,3 +255,33 @@ async fn a_connection_the_server_closes_is_replaced_on_the_next_request() {
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn an_idle_connection_the_server_dropped_is_replaced_before_it_fails_a_request() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let answer = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+    let server = tokio::spawn(async move {
+        // The first connection: one keep-alive answer, then closed without a word (a
+        // restart, an idle timeout).
+        let (mut first, _) = listener.accept().await.unwrap();
+        let seen = read_request(&mut first).await.unwrap();
+        first.write_all(answer.as_bytes()).await.unwrap();
+        drop(first);
+        let (second, _) = listener.accept().await.unwrap();
+        let mut all = vec![seen];
+        all.extend(serve(second, answer).await);
+        all
+    });
+    let mut client = Client::connect(&target(addr, None, None)).await.unwrap();
+    assert_eq!(client.read(0, "a").await.error, None);
+    // Idle long enough to be checked before reuse.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.read(0, "b").await.error, None, "sent on a fresh connection");
+    drop(client);
+    let seen = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
