@@ -12,7 +12,11 @@ use crate::report::Report;
 const W: f64 = 720.0;
 const H: f64 = 360.0;
 const LEFT: f64 = 70.0;
+/// Room right of the plot for the legend, at least; more for longer series names.
 const RIGHT: f64 = 150.0;
+/// Width of a legend character at the chart's 12 px sans-serif, roughly (wide enough
+/// for lower-case names and digits).
+const LEGEND_CHAR: f64 = 7.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 const COLORS: [&str; 8] = [
@@ -67,15 +71,19 @@ pub fn line_chart(
     let ystep = step(if y1 > 0.0 { y1 } else { 1.0 });
     let y1 = (y1 / ystep).ceil().max(1.0) * ystep;
     let pw = W - LEFT - RIGHT;
+    // The legend sits right of the plot: the chart widens rather than cut a long name.
+    let longest = series.iter().map(|(name, _)| name.chars().count()).max().unwrap_or(0);
+    let right = RIGHT.max(36.0 + LEGEND_CHAR * longest as f64 + 10.0);
+    let w = LEFT + pw + right;
     let ph = H - TOP - BOTTOM;
     let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
     let sy = |y: f64| TOP + ph - y / y1 * ph;
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{H}" font-family="sans-serif" font-size="12">"#
     );
-    let _ = write!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = write!(s, r#"<rect width="{w}" height="{H}" fill="white"/>"#);
     let _ = write!(
         s,
         r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
@@ -162,13 +170,13 @@ pub fn line_chart(
         let _ = write!(
             s,
             r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#,
-            W - RIGHT + 10.0,
-            W - RIGHT + 30.0
+            w - right + 10.0,
+            w - right + 30.0
         );
         let _ = write!(
             s,
             r#"<text x="{}" y="{}">{}</text>"#,
-            W - RIGHT + 36.0,
+            w - right + 36.0,
             ly + 4.0,
             escape(name)
         );
@@ -288,6 +296,24 @@ mod tests {
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
         assert_eq!(s.matches("<polyline").count(), 2);
         assert!(s.contains("T &lt;x&gt;"));
+        // A long series name widens the chart rather than run off its edge.
+        let width = |svg: &str| -> f64 {
+            let from = svg.find("width=\"").unwrap() + 7;
+            svg[from..from + svg[from..].find('"').unwrap()].parse().unwrap()
+        };
+        let long = line_chart(
+            "T",
+            "s",
+            "ms",
+            &[("dynakv-a-open-antientropy".into(), vec![(0.0, 1.0)])],
+            None,
+        );
+        assert_eq!(width(&s), W);
+        assert!(
+            width(&long) >= W - RIGHT + 36.0 + 25.0 * LEGEND_CHAR,
+            "{}",
+            width(&long)
+        );
         // Empty input still renders a frame rather than dividing by zero.
         let empty = line_chart("e", "x", "y", &[], None);
         assert!(!empty.contains("NaN") && !empty.contains("inf"));
