@@ -71,6 +71,14 @@ async fn server(answers: Vec<&'static str>, piece: usize) -> (String, tokio::tas
     (addr, task)
 }
 
+/// What a test server saw, once it has ended (it must, within seconds).
+async fn requests_seen(server: tokio::task::JoinHandle<Vec<String>>) -> Vec<String> {
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server ended")
+        .expect("the server did not panic")
+}
+
 async fn conn(addr: &str) -> Conn {
     Conn::new(Box::new(TcpStream::connect(addr).await.unwrap()))
 }
@@ -109,7 +117,7 @@ async fn exchanges_requests_on_one_connection_whatever_the_framing() {
         assert_eq!((r.status, &r.body[..]), (503, &b"bye"[..]));
         assert!(!c.is_reusable(), "the server said it would close");
         assert!(matches!(c.request("GET", "/", "h", &[], b"").await, Err(Error::Closed)));
-        let seen = server.await.unwrap();
+        let seen = requests_seen(server).await;
         assert_eq!(seen.len(), 5);
         assert_eq!(seen[0], "GET /kv/a?r=2 HTTP/1.1\r\nhost: h\r\n\r\n");
         assert_eq!(
@@ -205,10 +213,7 @@ async fn requests_go_over_tls_with_the_token_and_the_value() {
         .await;
     assert_eq!(second.error, None);
     drop(client);
-    let seen = tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .unwrap()
-        .unwrap();
+    let seen = requests_seen(server).await;
     assert_eq!(seen.len(), 2, "both on one connection: {seen:?}");
     assert!(seen[0].starts_with("PUT /kv/user1?w=2 HTTP/1.1\r\n"), "{}", seen[0]);
     assert!(seen[0].contains("\r\nauthorization: Bearer s3cret\r\n"), "{}", seen[0]);
@@ -245,10 +250,7 @@ async fn a_connection_the_server_closes_is_replaced_on_the_next_request() {
         );
     }
     drop(client);
-    let seen = tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .unwrap()
-        .unwrap();
+    let seen = requests_seen(server).await;
     assert_eq!(seen.len(), 2);
     assert!(
         seen.iter().all(|r| r.starts_with("GET /kv/absent HTTP/1.1\r\n")),
@@ -279,9 +281,6 @@ async fn an_idle_connection_the_server_dropped_is_replaced_before_it_fails_a_req
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(client.read(0, "b").await.error, None, "sent on a fresh connection");
     drop(client);
-    let seen = tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .unwrap()
-        .unwrap();
+    let seen = requests_seen(server).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
