@@ -318,8 +318,9 @@ pub struct Summary {
 /// Idle, iowait and steal are measured against the wall clock: the kernel counts idle
 /// time exactly (from when each CPU stopped and restarted its tick), but it counts busy
 /// time only by sampling a tick, which a tickless kernel misses when work comes in short
-/// bursts between idle spells (seen here: at 2,500 requests/s the ticks saw a third of
-/// the busy time that the processes' own exact CPU times add up to). So busy time is
+/// bursts between idle spells (seen here: at 2,500 requests/s the ticks saw from a fifth
+/// to all of the busy time that the processes' own exact CPU times add up to, varying
+/// from run to run). So busy time is
 /// what the wall clock leaves after idle, iowait and steal, split between user, system
 /// and irq in the proportions the ticks saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
