@@ -128,6 +128,8 @@ impl Conn {
         self.out.extend_from_slice(b"\r\n");
         self.out.extend_from_slice(body);
         self.io.write_all(&self.out).await?;
+        // TLS may hold the last record back until flushed (plain TCP does nothing here).
+        self.io.flush().await?;
         loop {
             let (status, context, framing, close) = self.read_head(method == "HEAD").await?;
             // An interim answer (100 Continue and the like): the real one follows.
@@ -139,7 +141,8 @@ impl Conn {
                 // Bytes beyond the answer: the framing was misread or the server is broken.
                 return Err(Error::Malformed("bytes after the answer".into()));
             }
-            self.reusable = !close;
+            // After 101 the bytes are another protocol's (the tool never asks for one).
+            self.reusable = !close && status != 101;
             return Ok(Response { status, context, body });
         }
     }
