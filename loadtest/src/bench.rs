@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::report::Report;
-use crate::stats::MachineCpu;
+use crate::stats::{MachineCpu, Point};
 
 fn load(dir: &Path, name: &str) -> anyhow::Result<Report> {
     let path = dir.join(format!("{name}.json"));
@@ -72,17 +72,20 @@ pub struct Tail {
     pub seconds: usize,
 }
 
+/// The seconds a run is judged by: whole ones with requests (the last, partial one holds
+/// few), each with its p99 in milliseconds.
+fn judged_seconds(r: &Report) -> impl Iterator<Item = (&Point, f64)> {
+    let whole = r.summary.duration_s.floor() as u64;
+    r.summary
+        .timeseries
+        .iter()
+        .filter(move |p| p.second < whole && p.ops > 0)
+        .map(|p| (p, p.p99_us as f64 / 1000.0))
+}
+
 impl Tail {
     pub fn of(r: &Report) -> Tail {
-        // Whole seconds only: the last, partial one holds few requests.
-        let whole = r.summary.duration_s.floor() as u64;
-        let seconds: Vec<f64> = r
-            .summary
-            .timeseries
-            .iter()
-            .filter(|p| p.second < whole && p.ops > 0)
-            .map(|p| p.p99_us as f64 / 1000.0)
-            .collect();
+        let seconds: Vec<f64> = judged_seconds(r).map(|(_, ms)| ms).collect();
         Tail {
             p99_ms: r.summary.total.latency_us.p99 as f64 / 1000.0,
             p999_ms: r.summary.total.latency_us.p999 as f64 / 1000.0,
@@ -121,14 +124,7 @@ pub struct MachineDuring {
 
 impl MachineDuring {
     pub fn of(r: &Report) -> Option<MachineDuring> {
-        let whole = r.summary.duration_s.floor() as u64;
-        let seconds = || {
-            r.summary
-                .timeseries
-                .iter()
-                .filter(|p| p.second < whole && p.ops > 0)
-                .filter_map(|p| Some((p.p99_us as f64 / 1000.0 > TAIL_SECOND_P99_MS, p.machine.as_ref()?)))
-        };
+        let seconds = || judged_seconds(r).filter_map(|(p, ms)| Some((ms > TAIL_SECOND_P99_MS, p.machine.as_ref()?)));
         Some(MachineDuring {
             run: r.summary.machine_cpu?,
             stalled: MachineCpu::mean(seconds().filter(|(s, _)| *s).map(|(_, m)| m)),

@@ -158,6 +158,15 @@ impl Conn {
         }
     }
 
+    /// Reads more bytes while the buffer, still short of what is wanted, holds at most
+    /// `limit`: a head, a chunk-size line or trailers that long is a broken server.
+    async fn fill_within(&mut self, limit: usize) -> Result<(), Error> {
+        if self.buf.len() > limit {
+            return Err(Error::TooLarge);
+        }
+        self.fill().await
+    }
+
     /// Reads the status line and headers: status, context header, how the body is
     /// framed, and whether the server will close the connection after it.
     async fn read_head(&mut self, head_request: bool) -> Result<(u16, Option<String>, Framing, bool), Error> {
@@ -215,12 +224,7 @@ impl Conn {
                     self.buf.advance(len);
                     return Ok((status, context, framing, close));
                 }
-                Ok(httparse::Status::Partial) => {
-                    if self.buf.len() > MAX_HEAD {
-                        return Err(Error::TooLarge);
-                    }
-                    self.fill().await?;
-                }
+                Ok(httparse::Status::Partial) => self.fill_within(MAX_HEAD).await?,
                 Err(e) => return Err(Error::Malformed(e.to_string())),
             }
         }
@@ -248,54 +252,57 @@ impl Conn {
                 }
                 Ok(self.buf.split().freeze())
             }
-            Framing::Chunked => {
-                let mut body = BytesMut::new();
-                loop {
-                    let size = loop {
-                        match httparse::parse_chunk_size(&self.buf) {
-                            Ok(httparse::Status::Complete((len, size))) => {
-                                self.buf.advance(len);
-                                break usize::try_from(size).map_err(|_| Error::TooLarge)?;
-                            }
-                            Ok(httparse::Status::Partial) => {
-                                if self.buf.len() > MAX_HEAD {
-                                    return Err(Error::Malformed("a chunk size line too long".into()));
-                                }
-                                self.fill().await?;
-                            }
-                            Err(_) => return Err(Error::Malformed("a bad chunk size".into())),
-                        }
-                    };
-                    if size == 0 {
-                        // Trailers, if any, then the empty line that ends the body.
-                        loop {
-                            match find_line(&self.buf) {
-                                Some(0) => {
-                                    self.buf.advance(2);
-                                    return Ok(body.freeze());
-                                }
-                                Some(len) => self.buf.advance(len + 2),
-                                None => {
-                                    if self.buf.len() > MAX_HEAD {
-                                        return Err(Error::TooLarge);
-                                    }
-                                    self.fill().await?;
-                                }
-                            }
-                        }
-                    }
-                    if body.len() + size > MAX_BODY {
-                        return Err(Error::TooLarge);
-                    }
-                    while self.buf.len() < size + 2 {
-                        self.fill().await?;
-                    }
-                    body.extend_from_slice(&self.buf[..size]);
-                    if &self.buf[size..size + 2] != b"\r\n" {
-                        return Err(Error::Malformed("a chunk not ended by CRLF".into()));
-                    }
-                    self.buf.advance(size + 2);
+            Framing::Chunked => self.read_chunked().await,
+        }
+    }
+
+    /// A chunked body: chunks until the empty one, then any trailers (not kept).
+    async fn read_chunked(&mut self) -> Result<Bytes, Error> {
+        let mut body = BytesMut::new();
+        loop {
+            let size = self.chunk_size().await?;
+            if size == 0 {
+                self.skip_trailers().await?;
+                return Ok(body.freeze());
+            }
+            if body.len() + size > MAX_BODY {
+                return Err(Error::TooLarge);
+            }
+            while self.buf.len() < size + 2 {
+                self.fill().await?;
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            if &self.buf[size..size + 2] != b"\r\n" {
+                return Err(Error::Malformed("a chunk not ended by CRLF".into()));
+            }
+            self.buf.advance(size + 2);
+        }
+    }
+
+    /// The next chunk-size line, read and consumed.
+    async fn chunk_size(&mut self) -> Result<usize, Error> {
+        loop {
+            match httparse::parse_chunk_size(&self.buf) {
+                Ok(httparse::Status::Complete((len, size))) => {
+                    self.buf.advance(len);
+                    return usize::try_from(size).map_err(|_| Error::TooLarge);
                 }
+                Ok(httparse::Status::Partial) => self.fill_within(MAX_HEAD).await?,
+                Err(_) => return Err(Error::Malformed("a bad chunk size".into())),
+            }
+        }
+    }
+
+    /// Trailer lines, if any, up to the empty line that ends a chunked body.
+    async fn skip_trailers(&mut self) -> Result<(), Error> {
+        loop {
+            match find_line(&self.buf) {
+                Some(0) => {
+                    self.buf.advance(2);
+                    return Ok(());
+                }
+                Some(len) => self.buf.advance(len + 2),
+                None => self.fill_within(MAX_HEAD).await?,
             }
         }
     }

@@ -2,6 +2,8 @@
 //! per-second time series.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -320,9 +322,8 @@ pub struct Summary {
 /// time only by sampling a tick, which a tickless kernel misses when work comes in short
 /// bursts between idle spells (seen here: at 2,500 requests/s the ticks saw from a fifth
 /// to all of the busy time that the processes' own exact CPU times add up to, varying
-/// from run to run). So busy time is
-/// what the wall clock leaves after idle, iowait and steal, split between user, system
-/// and irq in the proportions the ticks saw.
+/// from run to run). So busy time is what the wall clock leaves after idle, iowait and
+/// steal, split between user, system and irq in the proportions the ticks saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct MachineCpu {
     /// Running processes (user and nice).
@@ -475,14 +476,13 @@ fn ticks_per_second() -> f64 {
 /// into `recorder`, and over the whole run when stopped. Does nothing where the
 /// counters cannot be read.
 pub struct MachineSampler {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl MachineSampler {
-    pub fn start(recorder: std::sync::Arc<Recorder>) -> MachineSampler {
-        use std::sync::atomic::Ordering;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    pub fn start(recorder: Arc<Recorder>) -> MachineSampler {
+        let stop = Arc::new(AtomicBool::new(false));
         let thread = CpuTimes::now().map(|first| {
             let stop = stop.clone();
             let first_at = Instant::now();
@@ -519,7 +519,7 @@ impl MachineSampler {
 
 impl Drop for MachineSampler {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
             let _ = t.join();
@@ -621,7 +621,7 @@ mod tests {
             ..MachineCpu::default()
         };
         r.record_machine_second(0, busy);
-        // A second with no request gets no point; one recorded out of order is kept.
+        // A second with no request gets no point.
         r.record_machine_second(3, busy);
         r.record_machine_run(busy);
         let s = r.summary(Duration::from_secs(1));

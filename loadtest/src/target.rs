@@ -109,13 +109,6 @@ pub enum Client {
     },
 }
 
-/// A finished HTTP exchange.
-struct HttpReply {
-    status: u16,
-    context: Option<String>,
-    body: Bytes,
-}
-
 /// "503 quorum_failed" from a dynakv JSON error; "503" for anything else.
 fn error_class(status: u16, body: &[u8]) -> String {
     match serde_json::from_slice::<serde_json::Value>(body) {
@@ -159,7 +152,7 @@ impl Client {
         path: &str,
         body: Bytes,
         context: Option<&str>,
-    ) -> Result<HttpReply, String> {
+    ) -> Result<http1::Response, String> {
         let Client::Http { cfg, conns } = self else {
             unreachable!("http on a redis client")
         };
@@ -210,15 +203,9 @@ impl Client {
             if !body.is_empty() {
                 headers.push(("content-type", "application/octet-stream"));
             }
-            let reply = conn
-                .request(method, path, &addr, &headers, &body)
+            conn.request(method, path, &addr, &headers, &body)
                 .await
-                .map_err(|_| "transport".to_string())?;
-            Ok(HttpReply {
-                status: reply.status,
-                context: reply.context,
-                body: reply.body,
-            })
+                .map_err(|_| "transport".to_string())
         };
         let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
@@ -258,7 +245,7 @@ impl Client {
                     Ok(r) => r,
                     Err(e) => return Outcome::error(e),
                 };
-                let HttpReply { status, context, body } = reply;
+                let http1::Response { status, context, body } = reply;
                 match status {
                     200 => Outcome {
                         values: vec![body],
@@ -374,7 +361,7 @@ impl Client {
     }
 }
 
-fn dynakv_ack(reply: Result<HttpReply, String>) -> Outcome {
+fn dynakv_ack(reply: Result<http1::Response, String>) -> Outcome {
     match reply {
         Ok(r) if r.status == 204 => Outcome {
             context: r.context,
