@@ -87,7 +87,14 @@ fn exchange(a: &ReplicaStore, b: &ReplicaStore, shared: &[u32]) -> Cost {
         items.push((k.to_string(), a.get(k).unwrap().unwrap()));
     }
     for chunk in items.chunks(4096) {
-        sent += wire::encode(&MergeBatch { items: chunk.to_vec() }.wrap()).len();
+        sent += wire::encode(
+            &MergeBatch {
+                items: chunk.to_vec(),
+                layout: 1,
+            }
+            .wrap(),
+        )
+        .len();
         received += wire::encode(&Answer::MergeBatch(())).len();
         for (k, r) in chunk {
             b.merge(k, r).unwrap();

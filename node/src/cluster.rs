@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use dynakv_http_api::ApiError;
 use dynakv_ring::history::{LayoutHistory, Promise, Rings};
@@ -45,6 +45,9 @@ pub struct Plan {
     /// active layouts (those that differ from `primaries`). A write must reach W in each
     /// of them as well. Empty while the partition is settled.
     pub moving: Vec<Vec<Replica>>,
+    /// The version of the current layout the plan was made from: the writes sent by it
+    /// name it.
+    pub layout: u64,
 }
 
 impl Plan {
@@ -128,6 +131,24 @@ pub fn load_layout(store: &dyn Store) -> Result<LayoutHistory, StorageError> {
     }
 }
 
+/// Where this node keeps the newest layout version a write it received named.
+const SEEN_KEY: &[u8] = b"layout_seen";
+
+/// The newest layout version a write this node received named (0 on a fresh node).
+pub fn load_seen(store: &dyn Store) -> Result<u64, StorageError> {
+    match store.get(Space::Meta, SEEN_KEY)? {
+        None => Ok(0),
+        Some(bytes) => bytes
+            .as_slice()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| StorageError::Corrupt {
+                what: "the newest layout version seen".into(),
+                detail: format!("{} bytes, not 8", bytes.len()),
+            }),
+    }
+}
+
 pub struct Cluster {
     me: NodeId,
     id: ClusterId,
@@ -149,6 +170,11 @@ pub struct Cluster {
     heard: AtomicBool,
     /// The monotonic milliseconds the membership state machine runs on.
     clock: Arc<dyn Clock>,
+    /// The newest layout version named by a write this node received (stored under
+    /// `SEEN_KEY` before it grows); while it is ahead of our current layout, we drop
+    /// no partition ([`LayoutHistory::droppable`]).
+    seen: AtomicU64,
+    seen_lock: Mutex<()>,
 }
 
 /// Requests in flight, counted by the layout version they were placed with.
@@ -188,11 +214,12 @@ fn place<T>(counts: &InFlight, version_of: impl FnOnce() -> (u64, T)) -> (T, Pla
 }
 
 impl Cluster {
+    /// `seen` is what [`load_seen`] read.
     pub fn new(
         id: ClusterId,
         n: usize,
         membership: Membership,
-        history: LayoutHistory,
+        (history, seen): (LayoutHistory, u64),
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Cluster, RingError> {
@@ -209,6 +236,8 @@ impl Cluster {
             reads: Arc::new(Mutex::new(BTreeMap::new())),
             heard: AtomicBool::new(false),
             clock,
+            seen: AtomicU64::new(seen),
+            seen_lock: Mutex::new(()),
         })
     }
 
@@ -290,6 +319,7 @@ impl Cluster {
             primaries: sets.next().unwrap_or_default(),
             moving: sets.collect(),
             fallbacks,
+            layout: view.current().version,
         }
     }
 
@@ -606,6 +636,34 @@ impl Cluster {
         (self.plan_in(&view, key), placed)
     }
 
+    /// A write placed under layout `version` reached us: from now on (and after a
+    /// restart) we drop no partition until we know that layout. Stored before it
+    /// counts, so call it before storing the write.
+    pub fn saw_layout(&self, version: u64) -> Result<(), StorageError> {
+        if version <= self.seen.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.seen_lock.lock();
+        if version <= self.seen.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.store.put(Space::Meta, SEEN_KEY, &version.to_be_bytes())?;
+        self.seen.store(version, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The newest layout version a write we received named.
+    pub fn layout_seen(&self) -> u64 {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    /// The newest layout version we know exists: our current one, or a newer one a
+    /// write named. Copies we pass on (hints handed over, anti-entropy pushes, read
+    /// repairs) carry it.
+    pub fn newest_known(&self) -> u64 {
+        self.view().current().version.max(self.layout_seen())
+    }
+
     /// Whether this node may act on its layout: it has heard the layout from a peer
     /// since it started, or needs no one.
     pub fn heard(&self) -> bool {
@@ -643,7 +701,7 @@ mod tests {
             dead_after_ms: 6_000,
             gossip_interval_ms: 1_000,
         };
-        let history = load_layout(&*store).unwrap();
+        let history = (load_layout(&*store).unwrap(), load_seen(&*store).unwrap());
         let id = ClusterId {
             name: "c".into(),
             partition_bits: 4,
@@ -692,6 +750,22 @@ mod tests {
         assert_eq!(again.check_current().unwrap_err().code(), "unavailable");
         again.merge_layout(&LayoutHistory::new());
         assert!(again.check_current().is_ok());
+    }
+
+    #[test]
+    fn the_newest_layout_a_write_named_only_grows_and_survives_a_restart() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let a = node("a", store.clone());
+        assert_eq!(a.layout_seen(), 0);
+        a.saw_layout(5).unwrap();
+        a.saw_layout(3).unwrap();
+        assert_eq!(a.layout_seen(), 5);
+        assert_eq!(a.newest_known(), 5, "newer than the current layout (none yet)");
+        drop(a);
+        let again = node("a", store.clone());
+        assert_eq!(again.layout_seen(), 5);
+        store.put(Space::Meta, SEEN_KEY, b"bad").unwrap();
+        assert!(matches!(load_seen(&*store), Err(StorageError::Corrupt { .. })));
     }
 
     /// Right after the first layout is committed, a node still reads from the layout

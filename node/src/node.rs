@@ -113,6 +113,7 @@ impl Node {
             env.clock.monotonic_ms(),
         );
         let history = crate::cluster::load_layout(&*store).map_err(storage_error)?;
+        let seen = crate::cluster::load_seen(&*store).map_err(storage_error)?;
         let cluster = Cluster::new(
             ClusterId {
                 name: config.cluster_name.clone(),
@@ -122,7 +123,7 @@ impl Node {
             },
             config.n,
             membership,
-            history,
+            (history, seen),
             store.clone(),
             env.clock.clone(),
         )

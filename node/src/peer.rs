@@ -50,6 +50,7 @@ impl PeerHandler {
 
     async fn merge(&self, req: message::Merge) -> Result<(), ApiError> {
         let key = Key::new(req.key)?;
+        self.saw_layout(req.layout)?;
         self.local.observe(&req.register);
         self.local
             .commits
@@ -60,6 +61,7 @@ impl PeerHandler {
 
     async fn merge_hint(&self, req: message::MergeHint) -> Result<(), ApiError> {
         let key = Key::new(req.key)?;
+        self.saw_layout(req.layout)?;
         self.local.observe(&req.register);
         if req.owner == *self.local.id() {
             // Never hold a hint for ourselves: it is simply a write.
@@ -78,12 +80,19 @@ impl PeerHandler {
     }
 
     /// Checks every key and observes every timestamp before storing any.
-    fn merge_batch(&self, items: Vec<(String, Register)>) -> Result<(), ApiError> {
-        for (key, register) in &items {
+    fn merge_batch(&self, req: message::MergeBatch) -> Result<(), ApiError> {
+        for (key, register) in &req.items {
             Key::new(key.as_str())?;
             self.local.observe(register);
         }
-        self.local.replicas.merge_many(items).map_err(storage_error)
+        self.saw_layout(req.layout)?;
+        self.local.replicas.merge_many(req.items).map_err(storage_error)
+    }
+
+    /// A write placed under layout `version` is about to be stored here: until we know
+    /// that layout we drop no partition (we may be its replica there).
+    fn saw_layout(&self, version: u64) -> Result<(), ApiError> {
+        self.local.cluster.saw_layout(version).map_err(storage_error)
     }
 
     /// `read` of each of `keys`, in order; the first bad key or failure fails them all.
@@ -110,6 +119,7 @@ impl PeerHandler {
     }
 
     async fn coordinate(&self, req: message::Coordinate) -> Result<Context, ApiError> {
+        self.saw_layout(req.layout)?;
         self.coordinator.coordinate_forwarded(req).await
     }
 
@@ -137,7 +147,7 @@ impl Handler for PeerHandler {
             Request::Merge(r) => Answer::Merge(self.merge(r).await?),
             Request::MergeHint(r) => Answer::MergeHint(self.merge_hint(r).await?),
             Request::Coordinate(r) => Answer::Coordinate(self.coordinate(r).await?),
-            Request::MergeBatch(r) => Answer::MergeBatch(self.merge_batch(r.items)?),
+            Request::MergeBatch(r) => Answer::MergeBatch(self.merge_batch(r)?),
             Request::GetBatch(r) => Answer::GetBatch(self.get_batch(r)?),
             Request::Digests(r) => Answer::Digests(self.digests(r)?),
             Request::Compare(r) => Answer::Compare(self.compare(r)),
@@ -154,10 +164,12 @@ impl Handler for PeerHandler {
         let mut answers: Vec<Option<Result<Answer, ApiError>>> = Vec::with_capacity(reqs.len());
         let mut merges = Vec::new();
         let mut merge_slots = Vec::new();
+        let mut layout = 0;
         for req in reqs {
             match req {
                 Request::Merge(m) => match Key::new(m.key) {
                     Ok(key) => {
+                        layout = layout.max(m.layout);
                         self.local.observe(&m.register);
                         merges.push((key.into_string(), m.register));
                         merge_slots.push(answers.len());
@@ -169,13 +181,16 @@ impl Handler for PeerHandler {
             }
         }
         if !merges.is_empty() {
-            let merged = self
-                .local
-                .commits
-                .merge_many(merges)
-                .await
-                .map(Answer::Merge)
-                .map_err(storage_error);
+            let merged = match self.saw_layout(layout) {
+                Ok(()) => self
+                    .local
+                    .commits
+                    .merge_many(merges)
+                    .await
+                    .map(Answer::Merge)
+                    .map_err(storage_error),
+                Err(e) => Err(e),
+            };
             for slot in merge_slots {
                 answers[slot] = Some(merged.clone());
             }

@@ -520,8 +520,10 @@ impl ReplicaStore {
 
     /// Deletes every key of `partition` (one this node no longer replicates), in chunks
     /// under the keys' locks, keeping the Merkle tree and the tombstone index in step.
-    /// Returns how many keys went.
-    pub fn drop_partition(&self, partition: u32) -> Result<u64, PageError> {
+    /// Before each chunk, with its keys locked, `still` must say the drop still holds
+    /// (a write that could make the partition ours again checks in before it takes a
+    /// key's lock); when it does not, the drop stops there. Returns how many keys went.
+    pub fn drop_partition(&self, partition: u32, still: impl Fn() -> bool) -> Result<u64, PageError> {
         let (start, end) = self.partition_range(partition)?;
         let mut dropped = 0;
         loop {
@@ -539,6 +541,9 @@ impl ReplicaStore {
             stripes.sort_unstable();
             stripes.dedup();
             let _guards: Vec<_> = stripes.iter().map(|&i| self.locks[i].lock()).collect();
+            if !still() {
+                return Ok(dropped);
+            }
             let mut ops = Vec::with_capacity(2 * keys.len());
             let mut gone = Vec::with_capacity(keys.len());
             for skey in keys {

@@ -343,7 +343,12 @@ mod tests {
         let held = keys_of(&r, p);
         let dead_here = held.iter().filter(|(_, reg)| reg.is_tombstone()).count() as u64;
         assert!(dead_here > 0, "the partition holds tombstones too");
-        assert_eq!(r.drop_partition(p).unwrap(), held.len() as u64);
+        assert_eq!(
+            r.drop_partition(p, || false).unwrap(),
+            0,
+            "a drop called off drops nothing"
+        );
+        assert_eq!(r.drop_partition(p, || true).unwrap(), held.len() as u64);
         assert!(keys_of(&r, p).is_empty());
         assert_eq!(r.forest().root(p), empty, "its Merkle tree is empty");
         assert_eq!(
@@ -354,8 +359,11 @@ mod tests {
         for q in (0..1u32 << BITS).filter(|&q| q != p) {
             assert_eq!(r.forest().root(q), roots[q as usize], "partition {q} untouched");
         }
-        assert_eq!(r.drop_partition(p).unwrap(), 0, "dropping again finds nothing");
-        assert!(matches!(r.drop_partition(1 << BITS), Err(PageError::Partition(_))));
+        assert_eq!(r.drop_partition(p, || true).unwrap(), 0, "dropping again finds nothing");
+        assert!(matches!(
+            r.drop_partition(1 << BITS, || true),
+            Err(PageError::Partition(_))
+        ));
     }
 
     #[test]

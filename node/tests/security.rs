@@ -147,6 +147,7 @@ async fn a_replayed_handshake_gets_nothing_and_stores_nothing() {
         Merge {
             key: key.into(),
             register,
+            layout: 1,
         }
         .wrap()
     };

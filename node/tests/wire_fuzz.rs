@@ -74,6 +74,7 @@ fn valid_requests() -> Vec<Vec<u8>> {
         Merge {
             key: "m".into(),
             register: dynakv_crdt::Register::Mv(Default::default()),
+            layout: 3,
         }
         .wrap(),
     ];

@@ -19,7 +19,8 @@
 //!    synced ([`LayoutHistory::read_version`]).
 //!
 //! An old layout is retired once every tracked member reads from a newer one; only then
-//! may a member that no active layout names as a replica drop its copy of a partition
+//! may a member that no active layout names as a replica drop its copy of a partition,
+//! and only while it knows every layout a write it received was placed under
 //! ([`LayoutHistory::droppable`]). "Tracked" is decided by the caller: the members that
 //! could coordinate a request (live members, and every owner of the newest layout, so a
 //! dead owner holds the move up until it is removed).
@@ -396,13 +397,24 @@ impl LayoutHistory {
 
     /// Partitions of `held` that no active layout has `me` replicate: once the older
     /// layouts are retired, `me` may delete its copies.
+    ///
+    /// `newest_seen` is the newest layout version `me` has seen named by a write it
+    /// received (replica writes carry their coordinator's version). While it is newer
+    /// than our current layout, nothing is droppable: a coordinator that knows a layout
+    /// we have not heard of yet may have written to us as a replica of that layout, and
+    /// counted our copy towards its quorum there; only once we know that layout can we
+    /// tell a copy we gain from one we no longer need.
     pub fn droppable(
         &self,
         me: &NodeId,
         rings: &Rings,
         n: usize,
         held: impl IntoIterator<Item = Partition>,
+        newest_seen: u64,
     ) -> Vec<Partition> {
+        if newest_seen > self.current().version {
+            return Vec::new();
+        }
         held.into_iter()
             .filter(|&p| rings.all().all(|(_, r)| !r.partition_preference(p, n).contains(&me)))
             .collect()
@@ -647,14 +659,17 @@ mod tests {
         }
         assert!(!h.retire(&tracked));
         let all: Vec<Partition> = (0..1u32 << BITS).map(Partition).collect();
-        assert!(h.droppable(&id("a"), &rings, N, all.clone()).is_empty());
+        assert!(h.droppable(&id("a"), &rings, N, all.clone(), 0).is_empty());
         h.ack_sync(&id("d"));
         assert!(h.retire(&tracked));
         assert!(h.settled());
         let rings = Rings::of(&h, BITS).unwrap();
-        let dropped = h.droppable(&id("a"), &rings, N, all);
+        let dropped = h.droppable(&id("a"), &rings, N, all.clone(), 4);
         let lost_by_a = moving.iter().filter(|m| m.losing().contains(&&id("a"))).count();
         assert_eq!(dropped.len(), lost_by_a);
+        // a has had a write from a coordinator on version 5, which a has not heard of:
+        // it may replicate any partition there, so it keeps them all.
+        assert!(h.droppable(&id("a"), &rings, N, all, 5).is_empty());
         assert!(h.moving(BITS, N).is_empty());
     }
 

@@ -64,6 +64,8 @@ struct Member {
     writes: Vec<Write>,
     /// A fetch done for the layout of this version, not yet marked synced.
     fetched: Option<u64>,
+    /// The newest layout version named by a write delivered here.
+    seen: u64,
 }
 
 struct Model {
@@ -84,6 +86,9 @@ struct Bugs {
     /// A member that fetched for one layout marks itself synced for whatever layout is
     /// current when the fetch ends.
     sync_current: bool,
+    /// A member drops partitions by the layouts it knows, though it has had writes
+    /// from a newer one.
+    drop_behind: bool,
 }
 
 fn known() -> BTreeMap<NodeId, Known> {
@@ -216,6 +221,7 @@ impl Model {
                     store: BTreeMap::new(),
                     writes: Vec::new(),
                     fetched: None,
+                    seen: 0,
                 })
                 .collect(),
             acked: BTreeMap::new(),
@@ -288,11 +294,12 @@ impl Model {
                 };
                 let w = &mut self.members[at].writes[wi];
                 let target = w.pending.remove(pick % w.pending.len());
-                let (wid, p) = (w.id, w.partition);
+                let (wid, p, version) = (w.id, w.partition, w.version);
                 if !lose {
                     w.delivered.insert(target.clone());
                     let t = self.members.iter_mut().find(|m| m.id == target).unwrap();
                     t.store.entry(p).or_default().insert(wid);
+                    t.seen = t.seen.max(version);
                 }
                 let w = &mut self.members[at].writes[wi];
                 if w.open()
@@ -391,7 +398,8 @@ impl Model {
                 let me = &mut self.members[at];
                 let rings = Rings::of(&me.history, BITS).unwrap();
                 let held: Vec<Partition> = me.store.keys().copied().collect();
-                for p in me.history.droppable(&me.id, &rings, N, held) {
+                let seen = if self.bugs.drop_behind { 0 } else { me.seen };
+                for p in me.history.droppable(&me.id, &rings, N, held, seen) {
                     me.store.remove(&p);
                 }
             }
@@ -604,28 +612,30 @@ fn histories_commit_layouts_and_settle() {
     assert!(moved > 50, "{moved} of 200 histories ended with other owners");
 }
 
-/// A history a CI run found on 2026-12-03 (the proptest above, case d59f7af1, shrunk):
-/// a read misses an acknowledged write. **A known bug, not yet fixed**, so ignored here;
-/// `cargo test -p dynakv-ring --test layout_model -- --ignored` shows it.
+/// A history a CI run found on 2026-12-03 (the proptest above, case d59f7af1, shrunk),
+/// in which a read missed an acknowledged write before the fix.
 ///
 /// What happens: e knows layout v4 (d joins; partition 0 moves from a, c, b to a, c,
 /// d) and starts write 2 under it, delivered to d, while d itself still knows only the
-/// settled v3, in which it replicates nothing of partition 0. d then drops partition 0
-/// ([`LayoutHistory::droppable`] looks only at the layouts d knows), and with it write 2.
-/// The write is acknowledged once a and b have it too (a and b count for v3's set, a and
-/// d for v4's), and a read at v4 from c and d misses it. The node's drop sweep
-/// (`node/src/services/layout.rs`) has the same window: replica writes do not carry
-/// the coordinator's layout version, so a node behind on layouts cannot tell a copy it
-/// gains in a newer layout from one it no longer needs. A fix: replica writes carry the
-/// coordinator's layout version, and a member does not drop while it has seen writes
-/// from a layout newer than its own (or drops only what it held under an older layout
-/// that it knows was retired).
+/// settled v3, in which it replicates nothing of partition 0. Were d to drop partition 0
+/// by the layouts it knows, write 2 would go with it; the write is acknowledged once a
+/// and b have it too (a and b count for v3's set, a and d for v4's), after d fetched
+/// partition 0 for v4, and a read at v4 from c and d would miss it. The fix: a write
+/// names its coordinator's layout version, and a member that has had a write from a
+/// layout it does not know drops nothing ([`LayoutHistory::droppable`]).
 #[test]
-#[ignore = "known bug: a member behind on layouts drops copies written for a newer one"]
-fn found_2026_12_03_a_read_after_quiescing_misses_an_acknowledged_write() {
+fn found_2026_12_03_a_member_behind_on_layouts_keeps_what_a_newer_one_wrote() {
     let steps = found_2026_12_03();
     let model = run(&steps, Bugs::default());
     assert!(model.is_ok(), "{}", model.err().unwrap());
+    let drop_behind = Bugs {
+        drop_behind: true,
+        ..Bugs::default()
+    };
+    let e = run(&steps, drop_behind)
+        .err()
+        .expect("dropping by the known layouts loses the write");
+    assert!(e.contains("acknowledged write 2 missing"), "{e}");
 }
 
 fn found_2026_12_03() -> Vec<Step> {

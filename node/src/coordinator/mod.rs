@@ -170,6 +170,7 @@ impl Coordinator {
         deadline: Instant,
     ) -> Result<(), ApiError> {
         let sloppy = self.local.settings.sloppy_quorum;
+        let layout = plan.layout;
         let (round, initial) = WriteRound::new(plan, w, sloppy);
         let send = {
             let (local, stats, key) = (self.local.clone(), self.stats.clone(), key.as_str().to_string());
@@ -190,8 +191,11 @@ impl Coordinator {
                 Answered::Later(Box::pin(deliver(
                     local.clone(),
                     stats.clone(),
-                    key.clone(),
-                    register.clone(),
+                    Outgoing {
+                        key: key.clone(),
+                        register: register.clone(),
+                        layout,
+                    },
                     d,
                     deadline,
                     sloppy,
@@ -294,6 +298,7 @@ impl Coordinator {
                 context: write.context.clone().map(Context::Mv),
                 w: write.w,
                 timeout_ms: (remaining.as_millis() as f64 * FORWARD_DEADLINE_SHARE) as u64,
+                layout: self.local.cluster.newest_known(),
             };
             let outcome = self.local.peers.call(&target.addr, req, remaining).await;
             if let Err(e) = &outcome {
@@ -500,12 +505,19 @@ fn absorb_read(local: &Local, from: &NodeId, answer: Result<Option<Register>, St
     }
 }
 
+/// One copy of a write, as it is sent: the key, its state, and the layout version the
+/// write was placed under.
+struct Outgoing {
+    key: String,
+    register: Register,
+    layout: u64,
+}
+
 /// Delivers one slot's copy of a write to another node; whether it was acknowledged.
 async fn deliver(
     local: Arc<Local>,
     stats: Arc<Stats>,
-    key: String,
-    register: Register,
+    Outgoing { key, register, layout }: Outgoing,
     delivery: Delivery,
     deadline: Instant,
     sloppy: bool,
@@ -518,7 +530,7 @@ async fn deliver(
         Delivery::Replica { to, .. } => {
             // Leave time for a fallback if this replica turns out to be unresponsive.
             let attempt = if sloppy { remaining / 2 } else { remaining };
-            let req = message::Merge { key, register };
+            let req = message::Merge { key, register, layout };
             match local.peers.call(&to.addr, req, attempt).await {
                 Ok(()) => true,
                 Err(e) => {
@@ -533,6 +545,7 @@ async fn deliver(
                 key,
                 register,
                 owner: owner.id.clone(),
+                layout,
             };
             match local.peers.call(&to.addr, req, remaining).await {
                 Ok(()) => true,
@@ -560,6 +573,7 @@ async fn read_repair(local: &Local, stats: &Stats, key: &str, repairs: Vec<(crat
         let req = message::Merge {
             key: key.to_string(),
             register: merged,
+            layout: local.cluster.newest_known(),
         };
         if let Err(e) = local
             .peers

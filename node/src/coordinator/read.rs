@@ -249,6 +249,7 @@ mod tests {
             primaries: ["p1", "p2", "p3"].iter().map(|id| replica(id, status(id))).collect(),
             fallbacks: ["f1", "f2"].iter().map(|id| replica(id, Status::Alive)).collect(),
             moving: Vec::new(),
+            layout: 1,
         }
     }
 
@@ -386,6 +387,7 @@ mod tests {
             ],
             fallbacks: vec![replica("f1", Status::Alive)],
             moving: Vec::new(),
+            layout: 1,
         };
         let mut round = ReadRound::new(plan.clone(), 2, true);
         let names = |round: &ReadRound, sends: &[usize]| -> Vec<String> {

@@ -186,6 +186,7 @@ mod tests {
             primaries: replicas(primaries, dead),
             fallbacks: replicas(fallbacks, &[]),
             moving: Vec::new(),
+            layout: 1,
         }
     }
 

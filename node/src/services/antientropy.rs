@@ -252,7 +252,11 @@ impl AntiEntropy {
         }
         self.pace(items.len()).await;
         let n = items.len();
-        self.call(addr, message::MergeBatch { items }, report).await?;
+        let batch = message::MergeBatch {
+            items,
+            layout: self.local.cluster.newest_known(),
+        };
+        self.call(addr, batch, report).await?;
         report.pushed += n;
         Ok(())
     }

@@ -143,12 +143,11 @@ impl Handoff {
                 }
                 let items = hints.iter().map(|h| (h.key.clone(), h.register.clone())).collect();
                 let timeout = self.local.settings.request_timeout;
-                if let Err(e) = self
-                    .local
-                    .peers
-                    .call(&addr, message::MergeBatch { items }, timeout)
-                    .await
-                {
+                let batch = message::MergeBatch {
+                    items,
+                    layout: self.local.cluster.newest_known(),
+                };
+                if let Err(e) = self.local.peers.call(&addr, batch, timeout).await {
                     debug!(owner = %owner, error = %e, "hint delivery failed; will retry");
                     break;
                 }
@@ -196,6 +195,7 @@ impl Handoff {
                     let req = message::Merge {
                         key: h.key.clone(),
                         register: h.register.clone(),
+                        layout: self.local.cluster.newest_known(),
                     };
                     self.local.peers.call(&t.addr, req, timeout).await.is_ok()
                 };

@@ -307,6 +307,7 @@ impl LayoutService {
             "bytes_fetched": self.fetched().1,
             "partitions_synced": self.partitions_synced.load(Ordering::Relaxed),
             "keys_dropped": self.keys_dropped.load(Ordering::Relaxed),
+            "newest_layout_seen": self.local.cluster.layout_seen(),
             "auto_join_commits": self.commits.load(Ordering::Relaxed),
             "last_sync": self.last_sync.lock().clone(),
         })
@@ -611,13 +612,24 @@ impl LayoutService {
         let held = view.rings.current().partitions();
         let drop: BTreeSet<u32> = view
             .history
-            .droppable(me, &view.rings, n, held)
+            .droppable(me, &view.rings, n, held, cluster.layout_seen())
             .into_iter()
             .map(|p| p.0)
             .collect();
+        if drop.is_empty() && cluster.layout_seen() > current.version {
+            debug!(
+                seen = cluster.layout_seen(),
+                version = current.version,
+                "a write named a layout this node has not heard of; dropping nothing until it has"
+            );
+        }
+        // A write from a layout we have not heard of may land while we drop: it checks
+        // in (`Cluster::saw_layout`) before taking its key's lock, and we look again
+        // under the locks of each chunk.
+        let still = || cluster.layout_seen() <= current.version;
         let mut dropped = 0;
         for p in drop {
-            match self.local.replicas.drop_partition(p) {
+            match self.local.replicas.drop_partition(p, still) {
                 Ok(k) => dropped += k,
                 Err(e) => warn!(partition = p, error = %e, "dropping a partition failed"),
             }

@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on incompatible changes; a node rejects messages of another version.
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 
 /// A request whose answer has a type of its own.
 pub trait Call: Sized + Send + 'static {
@@ -129,10 +129,15 @@ pub struct Get {
     pub key: String,
 }
 
+/// Every verb that leaves data on the receiver names the sender's layout version: a
+/// receiver that has not heard of that layout yet may be one of its replicas, and must
+/// not drop the copy as a partition it no longer needs (see
+/// `dynakv_ring::history::LayoutHistory::droppable`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Merge {
     pub key: String,
     pub register: Register,
+    pub layout: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -140,6 +145,7 @@ pub struct MergeHint {
     pub key: String,
     pub register: Register,
     pub owner: NodeId,
+    pub layout: u64,
 }
 
 /// A client write forwarded to a replica, with what is left of the client's deadline.
@@ -151,11 +157,13 @@ pub struct Coordinate {
     pub context: Option<Context>,
     pub w: usize,
     pub timeout_ms: u64,
+    pub layout: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MergeBatch {
     pub items: Vec<(String, Register)>,
+    pub layout: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -337,6 +345,7 @@ mod tests {
         let req = Merge {
             key: "k".into(),
             register: Register::Lww(LwwRegister::new(Timestamp(5), Actor(1), Some(Bytes::from_static(b"v")))),
+            layout: 7,
         }
         .wrap();
         let bytes = encode(&req);

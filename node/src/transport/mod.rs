@@ -180,6 +180,7 @@ mod tests {
         let merge = Merge {
             key: "k".into(),
             register: dynakv_crdt::Register::Mv(Default::default()),
+            layout: 1,
         };
         match peers.call("a", merge, t).await {
             Err(RpcError::Protocol { asked, answered, .. }) => assert_eq!((asked, answered), ("Merge", "Get")),

@@ -419,6 +419,7 @@ mod tests {
         let merge = Merge {
             key: "k".into(),
             register: dynakv_crdt::Register::Mv(Default::default()),
+            layout: 1,
         };
         encode_request(&mut out, 6, &[Get { key: "a".into() }.wrap(), merge.wrap()]);
         encode_request(&mut out, 8, &[GetBatch { keys: vec![] }.wrap()]);

@@ -15,6 +15,7 @@
 //! replay). The same seed always gives the same history: [`deterministic`] checks it.
 
 mod gate;
+mod lagging;
 mod study;
 mod workload;
 mod world;

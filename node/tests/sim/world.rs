@@ -184,6 +184,8 @@ struct Net {
     rng: StdRng,
     /// Pairs of nodes that cannot reach each other (smaller index first).
     cuts: BTreeSet<(usize, usize)>,
+    /// `(node, verb)`: messages of that verb (requests and answers) never reach the node.
+    deaf: BTreeSet<(usize, &'static str)>,
     loss: f64,
     duplicate: f64,
     stats: NetStats,
@@ -241,6 +243,7 @@ impl World {
             net: Mutex::new(Net {
                 rng: StdRng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b00),
                 cuts: BTreeSet::new(),
+                deaf: BTreeSet::new(),
                 loss: config.loss,
                 duplicate: config.duplicate,
                 stats: NetStats::default(),
@@ -508,9 +511,18 @@ impl World {
         self.cut(&[i], &others);
     }
 
+    /// Messages of `verb` (requests to node `i` and answers to its requests) no longer
+    /// reach node `i`; what it sends still goes out.
+    pub fn deafen(&self, i: usize, verb: &'static str) {
+        self.trace(format!("DEAFEN n{} to {verb}", i + 1));
+        self.0.net.lock().deaf.insert((i, verb));
+    }
+
     pub fn heal_network(&self) {
         self.trace("HEAL network");
-        self.0.net.lock().cuts.clear();
+        let mut net = self.0.net.lock();
+        net.cuts.clear();
+        net.deaf.clear();
     }
 
     pub fn set_loss(&self, loss: f64, duplicate: f64) {
@@ -769,7 +781,7 @@ impl Inner {
     fn fate(&self, from: usize, to: usize, what: &'static str, answer: bool, bytes: usize) -> Fate {
         let (lo, hi) = self.config.delay_ms;
         let mut net = self.net.lock();
-        let cut = net.cuts.contains(&(from.min(to), from.max(to)));
+        let cut = net.cuts.contains(&(from.min(to), from.max(to))) || net.deaf.contains(&(to, what));
         let (loss, dup) = (net.loss, net.duplicate);
         let lost = cut || net.rng.random_bool(loss);
         let delay = Duration::from_millis(net.rng.random_range(lo..=hi));
