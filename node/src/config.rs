@@ -173,6 +173,9 @@ pub struct NodeArgs {
     /// Bytes per second this node fetches, over all its partition transfers; 0: no limit [default: 0].
     #[arg(long, env = "DYNAKV_HANDOFF_BYTES_PER_SEC")]
     pub handoff_bytes_per_sec: Option<String>,
+    /// How often a node with a settled layout looks again for partitions it no longer replicates, to delete its copies (at once after each layout change) [default: 30000].
+    #[arg(long, env = "DYNAKV_DROP_SWEEP_MS")]
+    pub drop_sweep_ms: Option<String>,
 }
 
 /// The same settings in a TOML file.
@@ -223,6 +226,7 @@ struct FileConfig {
     auto_join: Option<bool>,
     handoff_concurrency: Option<u64>,
     handoff_bytes_per_sec: Option<u64>,
+    drop_sweep_ms: Option<u64>,
 }
 
 /// Checked settings of a node.
@@ -277,6 +281,7 @@ pub struct Config {
     pub auto_join: bool,
     pub handoff_concurrency: usize,
     pub handoff_bytes_per_sec: u64,
+    pub drop_sweep: Duration,
 }
 
 /// The cluster secret's bytes; never printed.
@@ -607,6 +612,8 @@ impl Config {
             file.handoff_bytes_per_sec,
             0,
         )?;
+        let drop_sweep_ms: u64 = pick("drop-sweep-ms", args.drop_sweep_ms, file.drop_sweep_ms, 30_000)?;
+        in_range("drop-sweep-ms", drop_sweep_ms, 100, 86_400_000)?;
         let insecure: bool = pick("insecure", args.insecure, file.insecure, false)?;
         let secret_file = args.cluster_secret_file.or(file.cluster_secret_file);
         let cluster_secret = match &secret_file {
@@ -754,6 +761,7 @@ impl Config {
             auto_join,
             handoff_concurrency: handoff_concurrency as usize,
             handoff_bytes_per_sec,
+            drop_sweep: Duration::from_millis(drop_sweep_ms),
         })
     }
 

@@ -166,6 +166,7 @@ impl Node {
                     seeded: config.seeds.iter().any(|s| *s != config.cluster_advertise),
                     concurrency: config.handoff_concurrency,
                     bytes_per_sec: config.handoff_bytes_per_sec,
+                    drop_sweep: config.drop_sweep,
                 },
             )),
             stats: Arc::default(),

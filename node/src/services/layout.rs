@@ -40,10 +40,6 @@ use crate::transfer::{self, Pace, Progress};
 use crate::transport::RpcError;
 use crate::transport::message;
 
-/// How often a settled node looks for partition copies it no longer replicates (a write
-/// placed by a member that had not yet heard of a retirement can leave one behind).
-const DROP_SWEEP_MS: u64 = 30_000;
-
 /// Most layouts in use at once: a commit beyond waits until older ones retire (a write
 /// goes to a quorum in each).
 pub const MAX_ACTIVE_LAYOUTS: usize = 8;
@@ -245,6 +241,10 @@ pub struct LayoutSettings {
     pub concurrency: usize,
     /// Bytes per second over all fetches; 0: no limit.
     pub bytes_per_sec: u64,
+    /// How often a settled node looks again for partition copies it no longer
+    /// replicates (at once after each layout change; a write placed by a member that had
+    /// not yet heard of a retirement can leave one behind).
+    pub drop_sweep: Duration,
 }
 
 pub struct LayoutService {
@@ -602,7 +602,8 @@ impl LayoutService {
         let now = cluster.now_ms();
         {
             let mut swept = self.swept.lock();
-            if swept.is_some_and(|(v, at)| v == current.version && now < at + DROP_SWEEP_MS) {
+            let period = self.settings.drop_sweep.as_millis() as u64;
+            if swept.is_some_and(|(v, at)| v == current.version && now < at + period) {
                 return;
             }
             *swept = Some((current.version, now));

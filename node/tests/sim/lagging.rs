@@ -11,7 +11,7 @@ use dynakv_http_api::GetOutcome;
 use dynakv_ring::NodeId;
 use dynakv_ring::layout::Change;
 
-use crate::world::{self, SimConfig, World, encode_set};
+use crate::world::{self, Mutation, SimConfig, World, encode_set};
 
 /// Longer than the drop sweep's period (30 s): a sweep runs in between.
 const PAST_A_SWEEP: Duration = Duration::from_secs(35);
@@ -67,9 +67,23 @@ fn keys_where(
 /// drops what it never replicated.
 #[test]
 fn a_member_behind_on_layouts_keeps_what_a_newer_layout_wrote() {
+    assert_eq!(walk(Mutation::None), Ok(()));
+}
+
+/// The walk has teeth: when writes name no layout version, n3's sweep drops the copies
+/// it gains.
+#[test]
+fn writes_that_name_no_layout_let_a_member_behind_drop_what_it_gains() {
+    assert_eq!(walk(Mutation::ForgetLayout), Err("n3 dropped copies it gains"));
+}
+
+/// The walk above; `Err` if n3 drops a copy it gains while it is behind (every other
+/// departure from the expected course panics).
+fn walk(mutation: Mutation) -> Result<(), &'static str> {
     world::runtime().block_on(async {
         let config = SimConfig {
             mode: ConflictMode::Lww,
+            mutation,
             ..SimConfig::default()
         };
         let w = World::start(11, config).await;
@@ -115,7 +129,8 @@ fn a_member_behind_on_layouts_keeps_what_a_newer_layout_wrote() {
         assert!(delivered, "n3 did not get its copies");
         let node = w.node(lagging).unwrap();
         let cluster = &node.local.cluster;
-        assert_eq!(cluster.layout_seen(), new);
+        let named = if mutation == Mutation::ForgetLayout { 0 } else { new };
+        assert_eq!(cluster.layout_seen(), named);
 
         // A period later n3 still knows only the old layout, and has dropped nothing:
         // neither what it gains nor (until it knows what it gains) a copy it never
@@ -127,7 +142,9 @@ fn a_member_behind_on_layouts_keeps_what_a_newer_layout_wrote() {
         let gap = w
             .wait_until(PAST_A_SWEEP, |w| gained.iter().any(|k| !holds(w, lagging, k)))
             .await;
-        assert!(!gap, "n3 dropped copies it gains");
+        if gap {
+            return Err("n3 dropped copies it gains");
+        }
         assert_eq!(cluster.view().current().version, old, "n3 heard of the new layout");
         assert!(cluster.view().history.settled());
         assert!(holds(&w, lagging, &orphan));
@@ -150,5 +167,6 @@ fn a_member_behind_on_layouts_keeps_what_a_newer_layout_wrote() {
                 other => panic!("read of {k}: {other:?}"),
             }
         }
-    });
+        Ok(())
+    })
 }

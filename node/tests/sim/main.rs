@@ -318,6 +318,41 @@ const SCENARIOS: &[Scenario] = &[
         },
     },
     Scenario {
+        name: "lagging_member",
+        what: "a node hears no gossip for 1-4 s while two of five nodes leave under load, so it takes writes for partitions it gains before it knows the layout; 3% of messages lost; settled nodes look for copies to drop every 300 ms",
+        workload: Workload::Moving,
+        config: |c| {
+            layout_checks(c);
+            c.loss = 0.03;
+            c.drop_sweep_ms = 300;
+        },
+        faults: |w| {
+            Box::pin(async move {
+                sleep_ms(between(&w, 300, 1_500)).await;
+                let id = |i: usize| dynakv_ring::NodeId::new(format!("n{i}")).unwrap();
+                // One of the three that stay (each gains partitions) lags; another
+                // commits the change.
+                let lagging = between(&w, 0, 2) as usize;
+                let at = (lagging + between(&w, 1, 2) as usize) % 3;
+                w.deafen(lagging, "Gossip");
+                sleep_ms(between(&w, 0, 300)).await;
+                w.change_layout(at, vec![Change::Leave(id(4)), Change::Leave(id(5))])
+                    .await;
+                sleep_ms(between(&w, 1_000, 4_000)).await;
+                if let Some(n) = w.node(lagging) {
+                    let c = &n.local.cluster;
+                    w.trace(format!(
+                        "n{} knows layout v{}; writes it took named v{}",
+                        lagging + 1,
+                        c.view().current().version,
+                        c.layout_seen()
+                    ));
+                }
+                w.heal_network();
+            })
+        },
+    },
+    Scenario {
         name: "replace_under_load",
         what: "a dead node is replaced by a fresh one under load; partitions are rebuilt from the surviving replicas",
         workload: Workload::Moving,
@@ -400,6 +435,7 @@ fn mutation_name(m: Mutation) -> &'static str {
         Mutation::None => "none",
         Mutation::DropHints => "drop-hints",
         Mutation::ForgetClock => "forget-clock",
+        Mutation::ForgetLayout => "forget-layout",
     }
 }
 
@@ -621,6 +657,11 @@ fn leave_under_load() {
 }
 
 #[test]
+fn lagging_member() {
+    run_seeds("lagging_member", FIXED_SEEDS);
+}
+
+#[test]
 fn replace_under_load() {
     run_seeds("replace_under_load", FIXED_SEEDS);
 }
@@ -690,6 +731,7 @@ fn env_mutation() -> Mutation {
         Err(_) | Ok("none") => Mutation::None,
         Ok("drop-hints") => Mutation::DropHints,
         Ok("forget-clock") => Mutation::ForgetClock,
+        Ok("forget-layout") => Mutation::ForgetLayout,
         Ok(other) => panic!("unknown DYNAKV_SIM_MUTATION {other:?}"),
     }
 }

@@ -52,6 +52,10 @@ pub enum Mutation {
     /// The clock's recorded bound is never written: a restarted node forgets how far its
     /// clock got.
     ForgetClock,
+    /// Writes between nodes name no layout version (the network zeroes it): a node behind
+    /// on layouts cannot tell a copy it gains in a newer one from one it no longer needs.
+    /// Applied to the messages, not to storage.
+    ForgetLayout,
 }
 
 #[derive(Clone, Debug)]
@@ -87,6 +91,8 @@ pub struct SimConfig {
     pub spares: usize,
     /// Pace of partition transfers (0: none).
     pub handoff_bytes_per_sec: u64,
+    /// How often a settled node looks for partitions to drop.
+    pub drop_sweep_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -115,6 +121,7 @@ impl Default for SimConfig {
             auto_join: true,
             spares: 0,
             handoff_bytes_per_sec: 0,
+            drop_sweep_ms: 30_000,
         }
     }
 }
@@ -378,6 +385,7 @@ impl World {
             tombstone_grace_ms: s(c.tombstone_grace_ms),
             auto_join: Some((c.auto_join && i < c.nodes - c.spares).to_string()),
             handoff_bytes_per_sec: s(c.handoff_bytes_per_sec),
+            drop_sweep_ms: s(c.drop_sweep_ms),
             ..Default::default()
         })
         .expect("valid simulated node settings")
@@ -953,6 +961,11 @@ impl Transport for SimTransport {
                 });
             };
             let (tx, rx) = oneshot::channel();
+            let req = if world.config.mutation == Mutation::ForgetLayout {
+                forget_layout(req)
+            } else {
+                req
+            };
             world.send_request(from, to, message::encode(&req), tx);
             drop(world);
             // A message lost on the way looks like silence, not an error.
@@ -968,6 +981,18 @@ impl Transport for SimTransport {
             }
         })
     }
+}
+
+/// `req` with the layout version it names zeroed (the [`Mutation::ForgetLayout`] wire).
+fn forget_layout(mut req: Request) -> Request {
+    match &mut req {
+        Request::Merge(m) => m.layout = 0,
+        Request::MergeHint(m) => m.layout = 0,
+        Request::MergeBatch(m) => m.layout = 0,
+        Request::Coordinate(m) => m.layout = 0,
+        _ => {}
+    }
+    req
 }
 
 /// Sorted, deduplicated element sets, as the set workload stores them in values.
