@@ -85,6 +85,13 @@ async fn crash_one_while_moving(w: &World) {
     w.restart(i).await;
 }
 
+/// Node `at` (index) stages the leave of n4 and n5 and commits it.
+async fn n4_and_n5_leave(w: &World, at: usize) {
+    let id = |i: usize| dynakv_ring::NodeId::new(format!("n{i}")).unwrap();
+    w.change_layout(at, vec![Change::Leave(id(4)), Change::Leave(id(5))])
+        .await;
+}
+
 /// For the layout scenarios: strict quorums (a quorum read must then see every write
 /// acknowledged before it, which the cold-key reads check) and anti-entropy rare enough
 /// that it cannot cover for a transfer that lost data.
@@ -309,10 +316,8 @@ const SCENARIOS: &[Scenario] = &[
         faults: |w| {
             Box::pin(async move {
                 sleep_ms(between(&w, 300, 1_500)).await;
-                let id = |i: usize| dynakv_ring::NodeId::new(format!("n{i}")).unwrap();
                 let at = between(&w, 0, 2) as usize;
-                w.change_layout(at, vec![Change::Leave(id(4)), Change::Leave(id(5))])
-                    .await;
+                n4_and_n5_leave(&w, at).await;
                 crash_one_while_moving(&w).await;
             })
         },
@@ -329,15 +334,13 @@ const SCENARIOS: &[Scenario] = &[
         faults: |w| {
             Box::pin(async move {
                 sleep_ms(between(&w, 300, 1_500)).await;
-                let id = |i: usize| dynakv_ring::NodeId::new(format!("n{i}")).unwrap();
                 // One of the three that stay (each gains partitions) lags; another
                 // commits the change.
                 let lagging = between(&w, 0, 2) as usize;
                 let at = (lagging + between(&w, 1, 2) as usize) % 3;
                 w.deafen(lagging, "Gossip");
                 sleep_ms(between(&w, 0, 300)).await;
-                w.change_layout(at, vec![Change::Leave(id(4)), Change::Leave(id(5))])
-                    .await;
+                n4_and_n5_leave(&w, at).await;
                 sleep_ms(between(&w, 1_000, 4_000)).await;
                 if let Some(n) = w.node(lagging) {
                     let c = &n.local.cluster;
