@@ -49,10 +49,10 @@ async fn restarted_node_catches_up_through_anti_entropy_alone() {
     write_keys(&c, "missed", 500, &[0, 1], "?w=2").await;
     c.restart(2).await;
     c.wait_all_see_all_alive().await;
-    assert!(
-        held(&c, 2, "missed", 0..500).await < 500,
-        "n3 should have missed the writes"
-    );
+    // n3 was down for every write. Whether it still lacks them now is a race: an
+    // exchange can start the moment it is back (one CI run saw n2 push all 500 keys
+    // 20 ms after n3's restart), so the repair counts below, not a look at n3 here,
+    // show that anti-entropy brought them.
     // No client reads from here on: only anti-entropy can bring n3 up to date.
     let t = Instant::now();
     let caught_up = c
