@@ -214,12 +214,13 @@ fn place<T>(counts: &InFlight, version_of: impl FnOnce() -> (u64, T)) -> (T, Pla
 }
 
 impl Cluster {
-    /// `seen` is what [`load_seen`] read.
+    /// `history` and `seen` are what [`load_layout`] and [`load_seen`] read.
     pub fn new(
         id: ClusterId,
         n: usize,
         membership: Membership,
-        (history, seen): (LayoutHistory, u64),
+        history: LayoutHistory,
+        seen: u64,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Cluster, RingError> {
@@ -701,7 +702,8 @@ mod tests {
             dead_after_ms: 6_000,
             gossip_interval_ms: 1_000,
         };
-        let history = (load_layout(&*store).unwrap(), load_seen(&*store).unwrap());
+        let history = load_layout(&*store).unwrap();
+        let seen = load_seen(&*store).unwrap();
         let id = ClusterId {
             name: "c".into(),
             partition_bits: 4,
@@ -709,7 +711,16 @@ mod tests {
             conflict: ConflictMode::Lww,
         };
         let membership = Membership::new(me, Vec::new(), detector, 0);
-        Cluster::new(id, 3, membership, history, store, Arc::new(ManualClock::new(1_000))).unwrap()
+        Cluster::new(
+            id,
+            3,
+            membership,
+            history,
+            seen,
+            store,
+            Arc::new(ManualClock::new(1_000)),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -123,7 +123,8 @@ impl Node {
             },
             config.n,
             membership,
-            (history, seen),
+            history,
+            seen,
             store.clone(),
             env.clock.clone(),
         )

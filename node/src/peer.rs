@@ -181,16 +181,12 @@ impl Handler for PeerHandler {
             }
         }
         if !merges.is_empty() {
-            let merged = match self.saw_layout(layout) {
-                Ok(()) => self
-                    .local
-                    .commits
-                    .merge_many(merges)
-                    .await
-                    .map(Answer::Merge)
-                    .map_err(storage_error),
-                Err(e) => Err(e),
-            };
+            let merged = async {
+                self.saw_layout(layout)?;
+                self.local.commits.merge_many(merges).await.map_err(storage_error)
+            }
+            .await
+            .map(Answer::Merge);
             for slot in merge_slots {
                 answers[slot] = Some(merged.clone());
             }

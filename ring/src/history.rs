@@ -395,15 +395,19 @@ impl LayoutHistory {
         sets
     }
 
+    /// Whether every drop waits: `newest_seen` is the newest layout version `me` has seen
+    /// named by a write it received (replica writes carry their coordinator's version).
+    /// While it is newer than our current layout, nothing is droppable: a coordinator
+    /// that knows a layout we have not heard of yet may have written to us as a replica
+    /// of that layout, and counted our copy towards its quorum there; only once we know
+    /// that layout can we tell a copy we gain from one we no longer need.
+    pub fn drops_held_back(&self, newest_seen: u64) -> bool {
+        newest_seen > self.current().version
+    }
+
     /// Partitions of `held` that no active layout has `me` replicate: once the older
-    /// layouts are retired, `me` may delete its copies.
-    ///
-    /// `newest_seen` is the newest layout version `me` has seen named by a write it
-    /// received (replica writes carry their coordinator's version). While it is newer
-    /// than our current layout, nothing is droppable: a coordinator that knows a layout
-    /// we have not heard of yet may have written to us as a replica of that layout, and
-    /// counted our copy towards its quorum there; only once we know that layout can we
-    /// tell a copy we gain from one we no longer need.
+    /// layouts are retired, `me` may delete its copies (unless
+    /// [`drops_held_back`](Self::drops_held_back) by `newest_seen`).
     pub fn droppable(
         &self,
         me: &NodeId,
@@ -412,7 +416,7 @@ impl LayoutHistory {
         held: impl IntoIterator<Item = Partition>,
         newest_seen: u64,
     ) -> Vec<Partition> {
-        if newest_seen > self.current().version {
+        if self.drops_held_back(newest_seen) {
             return Vec::new();
         }
         held.into_iter()

@@ -611,23 +611,24 @@ impl LayoutService {
         let me = cluster.me();
         let n = self.local.settings.n;
         let held = view.rings.current().partitions();
-        let drop: BTreeSet<u32> = view
-            .history
-            .droppable(me, &view.rings, n, held, cluster.layout_seen())
-            .into_iter()
-            .map(|p| p.0)
-            .collect();
-        if drop.is_empty() && cluster.layout_seen() > current.version {
+        let seen = cluster.layout_seen();
+        if view.history.drops_held_back(seen) {
             debug!(
-                seen = cluster.layout_seen(),
+                seen,
                 version = current.version,
                 "a write named a layout this node has not heard of; dropping nothing until it has"
             );
         }
+        let drop: BTreeSet<u32> = view
+            .history
+            .droppable(me, &view.rings, n, held, seen)
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
         // A write from a layout we have not heard of may land while we drop: it checks
         // in (`Cluster::saw_layout`) before taking its key's lock, and we look again
         // under the locks of each chunk.
-        let still = || cluster.layout_seen() <= current.version;
+        let still = || !view.history.drops_held_back(cluster.layout_seen());
         let mut dropped = 0;
         for p in drop {
             match self.local.replicas.drop_partition(p, still) {
