@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use dynakv_node::config::{Config, NodeArgs};
 use dynakv_node::server::{self, Listeners};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 async fn listeners() -> Listeners {
+    let local = "127.0.0.1:0".parse().unwrap();
     Listeners {
-        client: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        cluster: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        client: server::listen(local).unwrap(),
+        cluster: server::listen(local).unwrap(),
     }
 }
 
