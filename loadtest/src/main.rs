@@ -53,6 +53,9 @@ enum Cmd {
         #[arg(long, default_value = "")]
         machine: String,
     },
+    /// Judge open-loop JSON reports against the tail targets, as the benchmark report
+    /// does (whole seconds only): one line each.
+    Tail { reports: Vec<PathBuf> },
     /// Draw the charts of one or more JSON reports together.
     Plot {
         #[arg(long)]
@@ -336,6 +339,17 @@ async fn staleness_cmd(a: StalenessArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads the load tool's JSON reports, naming the file that could not be read or parsed.
+fn load_reports(paths: &[PathBuf]) -> anyhow::Result<Vec<Report>> {
+    paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_slice::<Report>(&text).with_context(|| format!("parsing {}", p.display()))
+        })
+        .collect()
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -350,14 +364,28 @@ fn main() -> anyhow::Result<()> {
             Cmd::Staleness(a) => staleness_cmd(a).await,
             Cmd::Serve { listen } => bare::serve(listen).await,
             Cmd::BenchReport { dir, out, machine } => dynakv_loadtest::bench::write_report(&dir, &out, &machine),
-            Cmd::Plot { out, label, reports } => {
-                let mut loaded = Vec::new();
-                for p in &reports {
-                    let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-                    loaded.push(
-                        serde_json::from_slice::<Report>(&text).with_context(|| format!("parsing {}", p.display()))?,
+            Cmd::Tail { reports } => {
+                for (path, r) in reports.iter().zip(load_reports(&reports)?) {
+                    let t = dynakv_loadtest::bench::Tail::of(&r);
+                    let verdict = |met: bool| if met { "met" } else { "missed" };
+                    println!(
+                        "{}: p99 {:.2} ms, p99.9 {:.2} ms, worst second {:.1} ms, {} of {} seconds over {} ms: {}, {}, {}",
+                        path.display(),
+                        t.p99_ms,
+                        t.p999_ms,
+                        t.worst_second_ms,
+                        t.seconds_over,
+                        t.seconds,
+                        dynakv_loadtest::bench::TAIL_SECOND_P99_MS,
+                        verdict(t.p99_met()),
+                        verdict(t.p999_met()),
+                        verdict(t.seconds_met()),
                     );
                 }
+                Ok(())
+            }
+            Cmd::Plot { out, label, reports } => {
+                let loaded = load_reports(&reports)?;
                 let refs: Vec<&Report> = loaded.iter().collect();
                 for f in plot::write(&out, &label, &refs)? {
                     println!("wrote {}", f.display());
