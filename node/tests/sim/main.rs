@@ -654,6 +654,16 @@ fn join_receiver_crash() {
     run_seeds("join_receiver_crash", FIXED_SEEDS);
 }
 
+/// Seed 424242033 (found by a soak): a read through n3 was placed under layout v2
+/// (replicas n1, n3, n4) just after n3 moved its reads there, and the read checker took
+/// n4's answer for a stranger's because it had taken the replicas before the read was
+/// placed (v1's: n1, n2, n3). The read was right; the checker now takes the replicas the
+/// coordinator used.
+#[test]
+fn join_receiver_crash_seed_424242033() {
+    run_seeds("join_receiver_crash", [424_242_033]);
+}
+
 #[test]
 fn leave_under_load() {
     run_seeds("leave_under_load", FIXED_SEEDS);

@@ -31,8 +31,8 @@ pub struct ReadRecord {
     pub end_ms: u64,
     /// The read succeeded (found or not found).
     pub ok: bool,
-    /// The key's replicas as the coordinator placed it when the read started (the
-    /// layout can change during a history).
+    /// The key's replicas as the coordinator placed the read (the layout can change
+    /// during a history); `None` if the node never took the read.
     pub replicas: Option<Vec<usize>>,
 }
 
@@ -78,15 +78,9 @@ async fn think(world: &World, range: (u64, u64)) {
 /// context to write with; `None` (counted as a failed operation) if it failed.
 async fn read(world: &World, h: &Shared, node: usize, key: &str) -> Option<(BTreeSet<u64>, Option<Context>)> {
     let start_ms = world.now_ms();
-    let replicas = world.node(node).map(|n| {
-        n.local
-            .cluster
-            .replicas(key)
-            .iter()
-            .map(|r| r.id.as_str()[1..].parse::<usize>().expect("sim node ids are n<i>") - 1)
-            .collect()
-    });
-    let got = world.get(node, key).await;
+    let placed = world.get_placed(node, key).await;
+    let replicas = placed.as_ref().map(|(replicas, _)| replicas.clone());
+    let got = placed.map(|(_, got)| got);
     let ok = matches!(got, Some(Ok(_)));
     h.lock().reads.push(ReadRecord {
         node,
@@ -361,7 +355,6 @@ pub fn check_reads(world: &World, h: &History) -> (usize, Vec<String>) {
     let gets = world.gets();
     let mut checked = 0;
     let mut problems = Vec::new();
-    let mut replicas_of: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, read) in h.reads.iter().enumerate().filter(|(_, r)| r.ok) {
         // Another read of the key through the node that started during this one sends
         // replica reads this one's cannot be told apart from.
@@ -371,13 +364,8 @@ pub fn check_reads(world: &World, h: &History) -> (usize, Vec<String>) {
         if overlapping {
             continue;
         }
-        let replicas = match &read.replicas {
-            Some(r) => r.clone(),
-            None => replicas_of
-                .entry(read.key.clone())
-                .or_insert_with(|| world.replicas_of(&read.key))
-                .clone(),
-        };
+        // A read the node answered was placed there.
+        let Some(replicas) = &read.replicas else { continue };
         let mine: Vec<_> = gets
             .iter()
             .filter(|g| g.from == read.node && g.key == read.key && (read.start_ms..=read.end_ms).contains(&g.sent_ms))

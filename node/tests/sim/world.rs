@@ -658,15 +658,6 @@ impl World {
             .all(|v| v.history.settled() && v.read == v.current().version && v.current() == views[0].current())
     }
 
-    /// The key's replicas (indexes), as the ring places them.
-    pub fn replicas_of(&self, key: &str) -> Vec<usize> {
-        let ring = self.ring();
-        ring.preference_list(key.as_bytes(), self.0.config.n)
-            .into_iter()
-            .map(index_of)
-            .collect()
-    }
-
     /// For each partition, whether all of its replicas are up and report the same Merkle
     /// root.
     pub fn roots_agree(&self) -> bool {
@@ -706,20 +697,39 @@ impl World {
     }
 
     pub async fn get(&self, i: usize, key: &str) -> Option<Result<GetOutcome, ApiError>> {
-        self.get_with(i, key, None).await
+        self.get_with(i, key, None).await.map(|(_, got)| got)
     }
 
     pub async fn get_r(&self, i: usize, key: &str, r: usize) -> Option<Result<GetOutcome, ApiError>> {
-        self.get_with(i, key, Some(r)).await
+        self.get_with(i, key, Some(r)).await.map(|(_, got)| got)
     }
 
-    async fn get_with(&self, i: usize, key: &str, r: Option<usize>) -> Option<Result<GetOutcome, ApiError>> {
+    /// A client read through node `i`, with the key's replicas (indexes) as the
+    /// coordinator placed the read. They are read in the same poll as the coordinator
+    /// makes its plan (it plans before its first await), so a layout that moves reads
+    /// to a newer version meanwhile cannot make them differ. (Taken before the read is
+    /// handed to the node's task instead, they were the old layout's replicas now and
+    /// then, and the read checker took a new replica's answer for a missing one: seed
+    /// 424242033 of `join_receiver_crash`.)
+    pub async fn get_placed(&self, i: usize, key: &str) -> Option<(Vec<usize>, Result<GetOutcome, ApiError>)> {
+        self.get_with(i, key, None).await
+    }
+
+    async fn get_with(
+        &self,
+        i: usize,
+        key: &str,
+        r: Option<usize>,
+    ) -> Option<(Vec<usize>, Result<GetOutcome, ApiError>)> {
         let k = Key::new(key.to_string()).unwrap();
         let start = self.now_ms();
         let got = self
-            .client(i, move |n| Box::pin(async move { n.coordinator.get(k, r).await }))
+            .client(i, move |n| {
+                let replicas = n.local.cluster.replicas(k.as_str()).iter().map(|r| index_of(&r.id)).collect();
+                Box::pin(async move { (replicas, n.coordinator.get(k, r).await) })
+            })
             .await;
-        let shown = match &got {
+        let shown = match got.as_ref().map(|(_, g)| g) {
             None => "no answer".to_string(),
             Some(Ok(GetOutcome::Found { values, .. })) => {
                 format!("found {} value(s), {} elements", values.len(), union_of(values).len())
