@@ -22,8 +22,10 @@
 //! may a member that no active layout names as a replica drop its copy of a partition,
 //! and only while it knows every layout a write it received was placed under
 //! ([`LayoutHistory::droppable`]). "Tracked" is decided by the caller: the members that
-//! could coordinate a request (live members, and every owner of the newest layout, so a
-//! dead owner holds the move up until it is removed).
+//! could coordinate a request: live members, and every owner of an active layout whether
+//! alive or not ([`LayoutHistory::holders`]), but those an operator declared gone, so a
+//! dead owner (or a member that left and died before the move finished) holds the move
+//! up until it is removed.
 //!
 //! Everything here merges as a join-semilattice (idempotent, commutative, associative):
 //! layouts by version, trackers by maximum, the retirement watermark by maximum, staging
@@ -107,6 +109,26 @@ pub struct Gain {
     pub sources: Vec<NodeId>,
 }
 
+/// Whether a gained partition is fetched in full: in each replica set of an older layout
+/// that held it, enough members were fetched from that every acknowledged write (which
+/// reached `w` members of the set) is among them. Members declared `gone` (removed or
+/// replaced) cannot be fetched from: a write whose `w` copies include `g` gone members
+/// survives on `w - g` of the others, so of the set's `s` survivors `s - (w - g) + 1` are
+/// needed, and all of them once `g >= w` (what only gone members held is lost: the
+/// operator said so). Without gone members that is the usual `|set| - w + 1`.
+pub fn fetched_enough(sets: &[Vec<NodeId>], gone: &BTreeSet<NodeId>, fetched: &BTreeSet<NodeId>, w: usize) -> bool {
+    sets.iter().all(|set| {
+        let survivors: Vec<&NodeId> = set.iter().filter(|id| !gone.contains(*id)).collect();
+        if survivors.is_empty() {
+            return true;
+        }
+        let lost = set.len() - survivors.len();
+        let on_survivors = w.saturating_sub(lost).max(1);
+        let need = (survivors.len() + 1).saturating_sub(on_survivors).max(1);
+        survivors.iter().filter(|id| fetched.contains(**id)).count() >= need
+    })
+}
+
 /// The rings of a history's active layouts, built once per layout change.
 #[derive(Clone, Debug)]
 pub struct Rings {
@@ -180,7 +202,7 @@ impl LayoutHistory {
         self.refresh_staging();
         let mut trial = self.staging.clone();
         trial.stage(change.clone(), stamp.clone());
-        self.current().apply(&trial.changes(), known, n)?;
+        self.current().apply_with(&trial.changes(), known, n, &self.former())?;
         self.staging.stage(change, stamp);
         Ok(())
     }
@@ -197,7 +219,41 @@ impl LayoutHistory {
         } else {
             Vec::new()
         };
-        self.current().apply(&changes, known, n)
+        self.current().apply_with(&changes, known, n, &self.former())
+    }
+
+    /// Members that own partitions in an older active layout but not in the current one
+    /// (they left, or were removed or replaced, and the move is not over).
+    fn former(&self) -> BTreeSet<NodeId> {
+        let current = self.current();
+        self.versions
+            .iter()
+            .flat_map(|l| l.owners.keys())
+            .filter(|id| !current.owns(id))
+            .cloned()
+            .collect()
+    }
+
+    /// Members an operator declared gone in some active layout (removed or replaced).
+    pub fn gone(&self) -> BTreeSet<NodeId> {
+        self.versions.iter().flat_map(|l| l.gone.iter().cloned()).collect()
+    }
+
+    /// The members every layout change waits for, alive or not: the owners of every
+    /// active layout, but those an operator declared gone (removed or replaced). A
+    /// member that left still holds the move up until it has acked the layout without
+    /// it: cut off from the others, it may still be coordinating writes under the old
+    /// layout, and those must reach the new owners (through the old layout's fetches)
+    /// before the old owners drop their copies. A member that left and died for good
+    /// holds it up until it is removed (`Change::Remove` takes a member that left too).
+    pub fn holders(&self) -> BTreeSet<NodeId> {
+        let gone: BTreeSet<&NodeId> = self.versions.iter().flat_map(|l| l.gone.iter()).collect();
+        self.versions
+            .iter()
+            .flat_map(|l| l.owners.keys())
+            .filter(|id| !gone.contains(id))
+            .cloned()
+            .collect()
     }
 
     /// The plan from the current layout to the proposal.
@@ -534,6 +590,54 @@ mod tests {
             h.ack_sync(&id(m));
         }
         h.retire(&set(members));
+    }
+
+    #[test]
+    fn a_gain_is_complete_once_every_acknowledged_write_is_among_the_fetched() {
+        let abc = vec![id("a"), id("b"), id("c")];
+        // (sets, gone, fetched, w, complete)
+        type Case<'a> = (Vec<Vec<NodeId>>, &'a [&'a str], &'a [&'a str], usize, bool);
+        let cases: Vec<Case> = vec![
+            (vec![abc.clone()], &[], &["a", "b"], 2, true),
+            (vec![abc.clone()], &[], &["a"], 2, false),
+            (vec![abc.clone()], &[], &["a", "b"], 1, false),
+            (vec![abc.clone()], &[], &["a", "b", "c"], 1, true),
+            (vec![abc.clone()], &[], &["c"], 3, true),
+            // c declared gone: writes on two of three are on a or b, or on both.
+            (vec![abc.clone()], &["c"], &["a"], 2, false),
+            (vec![abc.clone()], &["c"], &["a", "b"], 2, true),
+            // w = 1 with c gone: what c alone held is lost; a and b both needed.
+            (vec![abc.clone()], &["c"], &["a", "b"], 1, true),
+            (vec![abc.clone()], &["c"], &["b"], 1, false),
+            // w = 3 with c gone: every write is on a and b; either will do.
+            (vec![abc.clone()], &["c"], &["b"], 3, true),
+            // Every set must be covered.
+            (
+                vec![abc.clone(), vec![id("d"), id("e"), id("f")]],
+                &[],
+                &["a", "b", "d"],
+                2,
+                false,
+            ),
+            (
+                vec![abc.clone(), vec![id("d"), id("e"), id("f")]],
+                &[],
+                &["a", "b", "d", "f"],
+                2,
+                true,
+            ),
+            // A set of gone members only has nothing left to fetch.
+            (vec![vec![id("c")]], &["c"], &[], 2, true),
+        ];
+        for (sets, gone, fetched, w, complete) in cases {
+            let gone = set(gone);
+            let fetched = set(fetched);
+            assert_eq!(
+                fetched_enough(&sets, &gone, &fetched, w),
+                complete,
+                "sets {sets:?}, gone {gone:?}, fetched {fetched:?}, w {w}"
+            );
+        }
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub struct Owner {
 pub struct Layout {
     pub version: u64,
     pub owners: BTreeMap<NodeId, Owner>,
+    /// Members the change that made this layout declared gone for good (removed or
+    /// replaced by an operator, as opposed to leaving): no layout change waits for their
+    /// acks any more (see `LayoutHistory::holders`). Missing from layouts stored before
+    /// it was recorded (none gone). Always written: the wire's encoding cannot skip it.
+    #[serde(default)]
+    pub gone: BTreeSet<NodeId>,
 }
 
 /// A content hash of a layout: two layouts with the same version and digest are the same.
@@ -84,6 +90,7 @@ impl Layout {
         Layout {
             version: 0,
             owners: BTreeMap::new(),
+            gone: BTreeSet::new(),
         }
     }
 
@@ -110,6 +117,16 @@ impl Layout {
             }
             h.update(&o.tokens.to_be_bytes());
         }
+        // Only when there are any: a layout without them keeps the digest it had before
+        // they were recorded.
+        if !self.gone.is_empty() {
+            h.update(b"gone");
+            h.update(&(self.gone.len() as u64).to_be_bytes());
+            for id in &self.gone {
+                h.update(&(id.as_str().len() as u64).to_be_bytes());
+                h.update(id.as_str().as_bytes());
+            }
+        }
         Digest(*h.finalize().as_bytes())
     }
 
@@ -118,10 +135,25 @@ impl Layout {
     /// result has version `self.version + 1`. Changes apply in the order given (staged
     /// ones in member order), each checked against the owners the previous left.
     pub fn apply(&self, changes: &[Change], known: &BTreeMap<NodeId, Known>, n: usize) -> Result<Layout, LayoutError> {
+        self.apply_with(changes, known, n, &BTreeSet::new())
+    }
+
+    /// [`Layout::apply`], where `former` are members that own nothing here but still own
+    /// partitions in an older layout in use (they left, and the move is not over): such
+    /// a member may be removed too, which only records it as gone (a member that left
+    /// and died before the move finished would otherwise hold it up for good).
+    pub fn apply_with(
+        &self,
+        changes: &[Change],
+        known: &BTreeMap<NodeId, Known>,
+        n: usize,
+        former: &BTreeSet<NodeId>,
+    ) -> Result<Layout, LayoutError> {
         if changes.is_empty() {
             return Err(LayoutError::NothingStaged);
         }
         let mut owners = self.owners.clone();
+        let mut gone = BTreeSet::new();
         let mut touched = BTreeSet::new();
         for change in changes {
             if let Change::Replace { old, new } = change
@@ -134,7 +166,20 @@ impl Layout {
                     return Err(LayoutError::TwoChanges(id.clone()));
                 }
             }
-            apply_one(&mut owners, change, known)?;
+            match change {
+                Change::Remove(id) if !owners.contains_key(id) && former.contains(id) => {
+                    if let Some(status @ (Status::Alive | Status::Suspect)) = status_of(known, id) {
+                        return Err(LayoutError::RemoveLive { id: id.clone(), status });
+                    }
+                }
+                _ => apply_one(&mut owners, change, known)?,
+            }
+            match change {
+                Change::Remove(id) | Change::Replace { old: id, .. } => {
+                    gone.insert(id.clone());
+                }
+                _ => {}
+            }
         }
         if owners.is_empty() {
             return Err(LayoutError::NoOwners);
@@ -148,6 +193,7 @@ impl Layout {
         Ok(Layout {
             version: self.version + 1,
             owners,
+            gone,
         })
     }
 }
@@ -572,6 +618,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            gone: BTreeSet::new(),
         }
     }
 
