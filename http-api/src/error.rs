@@ -62,6 +62,10 @@ pub enum ApiError {
     /// Our fault: storage failed or a bug. Logged with details; the client sees a summary.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The node's disk is full (or below its reserve): it takes no writes until space is
+    /// freed; reads go on.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// A refused cluster-layout change (`unknown_node`, `layout_conflict`, ...), with the
     /// status its code calls for.
     #[error("{message}")]
@@ -124,6 +128,7 @@ impl ApiError {
             ApiError::Forbidden("f".into()),
             ApiError::Overloaded("o".into()),
             ApiError::Internal("i".into()),
+            ApiError::InsufficientStorage("s".into()),
         ];
         // A new kind fails to compile here until it is listed above (or, like the two
         // below, documented where its codes are defined).
@@ -145,6 +150,7 @@ impl ApiError {
                 | ApiError::Forbidden(_)
                 | ApiError::Overloaded(_)
                 | ApiError::Internal(_)
+                | ApiError::InsufficientStorage(_)
                 | ApiError::Layout { .. }
                 | ApiError::Upstream { .. } => {}
             }
@@ -171,6 +177,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Internal(_) => "internal",
+            ApiError::InsufficientStorage(_) => "insufficient_storage",
             ApiError::Layout { code, .. } => code,
             ApiError::Upstream { code, .. } => code,
         }
@@ -192,6 +199,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Layout { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Upstream { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
         }

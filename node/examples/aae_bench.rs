@@ -29,7 +29,7 @@ fn register(actor: u64, value: &[u8]) -> Register {
 }
 
 fn open(dir: &std::path::Path) -> ReplicaStore {
-    let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir, false).unwrap());
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir, false, 0).unwrap());
     ReplicaStore::open(store, PARTITION_BITS, Arc::new(SystemClock::new())).unwrap()
 }
 

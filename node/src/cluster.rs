@@ -65,6 +65,31 @@ impl Plan {
     }
 }
 
+/// Why a node is sent a replica request: as one of the key's replicas, or as a
+/// fallback standing in for one (a hint, or a sloppy read of the hints it holds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serving {
+    Replica,
+    Fallback,
+}
+
+/// Whether a node takes a replica write, or answers a replica read, sent by a member
+/// that placed it under layout `named`, the node's own current layout being `current`.
+/// A node serves a key as a replica only if it replicates the key's partition in some
+/// active layout it knows (`replicates`), and as a fallback only if it owns partitions
+/// in some active layout (`owner`): a layout retired, its former replicas dropped or
+/// will drop their copies, and a write they took for it would be dropped with them (a
+/// member that left took writes that way after its leave had settled, in a container
+/// run); their "nothing" is not the key's state either. A request placed under a layout
+/// newer than the node knows is served: the node may be a replica there.
+pub fn may_serve(serving: Serving, replicates: bool, owner: bool, named: u64, current: u64) -> bool {
+    named > current
+        || match serving {
+            Serving::Replica => replicates,
+            Serving::Fallback => owner,
+        }
+}
+
 /// A ring member as the collector of tombstones needs to know it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberState {
@@ -81,6 +106,10 @@ pub struct LayoutView {
     pub rings: Rings,
     /// The version reads use ([`LayoutHistory::read_version`]).
     pub read: u64,
+    /// By partition: this node replicates it in some active layout.
+    replicated: Arc<Vec<bool>>,
+    /// This node owns partitions in some active layout.
+    owner: bool,
 }
 
 impl LayoutView {
@@ -88,18 +117,36 @@ impl LayoutView {
         history: LayoutHistory,
         partition_bits: u8,
         previous: Option<&LayoutView>,
+        me: &NodeId,
+        n: usize,
     ) -> Result<LayoutView, RingError> {
         // Tracker changes (acks, syncs) are the common case: keep the rings then.
         let same_layouts = previous.is_some_and(|p| p.history.versions() == history.versions());
-        let rings = match previous {
-            Some(p) if same_layouts => p.rings.clone(),
-            _ => Rings::of(&history, partition_bits)?,
+        let (rings, replicated) = match previous {
+            Some(p) if same_layouts => (p.rings.clone(), p.replicated.clone()),
+            _ => {
+                let rings = Rings::of(&history, partition_bits)?;
+                let replicated = rings
+                    .current()
+                    .partitions()
+                    .map(|p| rings.all().any(|(_, r)| r.partition_preference(p, n).contains(&me)))
+                    .collect();
+                (rings, Arc::new(replicated))
+            }
         };
         Ok(LayoutView {
             read: history.read_version(),
+            owner: history.versions().iter().any(|l| l.owns(me)),
             history,
             rings,
+            replicated,
         })
+    }
+
+    /// This node replicates `key`'s partition in some active layout.
+    pub fn replicates(&self, key: &str) -> bool {
+        let p = self.rings.current().partition_of_key(key.as_bytes());
+        self.replicated.get(p.0 as usize).copied().unwrap_or(false)
     }
 
     /// The ring reads use.
@@ -224,7 +271,7 @@ impl Cluster {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Cluster, RingError> {
-        let view = LayoutView::build(history.clone(), id.partition_bits, None)?;
+        let view = LayoutView::build(history.clone(), id.partition_bits, None, membership.me(), n)?;
         Ok(Cluster {
             me: membership.me().clone(),
             id,
@@ -451,7 +498,13 @@ impl Cluster {
             Err(e) => tracing::error!(error = %e, "encoding the cluster layout failed"),
         }
         let previous = self.view();
-        match LayoutView::build(history.clone(), self.id.partition_bits, Some(&previous)) {
+        match LayoutView::build(
+            history.clone(),
+            self.id.partition_bits,
+            Some(&previous),
+            &self.me,
+            self.n,
+        ) {
             Ok(view) => {
                 if view.current().version != previous.current().version || view.read != previous.read {
                     tracing::info!(
@@ -486,8 +539,12 @@ impl Cluster {
     }
 
     /// The members whose acks and syncs a layout change waits for: every live member
-    /// (any may coordinate) and every owner of the current layout (a dead owner holds a
-    /// change up until it is removed).
+    /// (any may coordinate) and every owner of an active layout, alive or not, but those
+    /// an operator declared gone ([`LayoutHistory::holders`]: a dead owner, or a member
+    /// that left and is cut off, holds a change up until it is back or removed).
+    /// (Tracking only the live ones let a layout retire while a member that left, cut off
+    /// from the others, still took writes under it: found in a container run, replayed in
+    /// the simulator's `leave_partitioned`.)
     pub fn tracked(&self) -> BTreeSet<NodeId> {
         let view = self.view();
         let now = self.now_ms();
@@ -497,7 +554,7 @@ impl Cluster {
             .filter(|v| matches!(v.status, Status::Alive | Status::Suspect))
             .map(|v| v.info.id.clone())
             .collect();
-        tracked.extend(view.current().owners.keys().cloned());
+        tracked.extend(view.history.holders());
         tracked
     }
 
@@ -653,6 +710,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// Refuses (as unavailable) a replica request for `key` placed under layout `named`
+    /// that this node must not serve ([`may_serve`]).
+    pub fn check_serves(&self, key: &str, serving: Serving, named: u64) -> Result<(), ApiError> {
+        let view = self.view();
+        let current = view.current().version;
+        if may_serve(serving, view.replicates(key), view.owner, named, current) {
+            return Ok(());
+        }
+        Err(ApiError::Unavailable(format!(
+            "{} is no {} of this key in any layout in use (it knows layout v{current}; the request was placed under \
+             v{named}): the sender's layout is out of date",
+            self.me,
+            match serving {
+                Serving::Replica => "replica",
+                Serving::Fallback => "fallback",
+            }
+        )))
+    }
+
     /// The newest layout version a write we received named.
     pub fn layout_seen(&self) -> u64 {
         self.seen.load(Ordering::SeqCst)
@@ -721,6 +797,34 @@ mod tests {
             Arc::new(ManualClock::new(1_000)),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_node_serves_as_replica_only_what_it_replicates_and_as_fallback_only_if_it_owns_anything() {
+        use Serving::*;
+        // (serving, replicates, owner, named, current, served)
+        let cases = [
+            (Replica, true, true, 5, 5, true),
+            (Replica, true, true, 3, 5, true),
+            (Replica, false, true, 5, 5, false),
+            (Replica, false, true, 4, 5, false),
+            // Placed under a layout the node has not heard of: it may be a replica there.
+            (Replica, false, false, 6, 5, true),
+            (Fallback, false, true, 5, 5, true),
+            (Fallback, true, true, 5, 5, true),
+            // A node that owns nothing (it left, or never joined) is no fallback either.
+            (Fallback, false, false, 5, 5, false),
+            (Fallback, false, false, 6, 5, true),
+            // A write that names no layout (from a member that knows none) is no newer.
+            (Replica, false, true, 0, 5, false),
+        ];
+        for (serving, replicates, owner, named, current, served) in cases {
+            assert_eq!(
+                may_serve(serving, replicates, owner, named, current),
+                served,
+                "{serving:?} replicates={replicates} owner={owner} named={named} current={current}"
+            );
+        }
     }
 
     #[test]

@@ -135,6 +135,10 @@ pub struct NodeArgs {
     /// fsync the write-ahead log before acknowledging each write (survives power loss, slower) [default: false].
     #[arg(long, env = "DYNAKV_SYNC_WRITES")]
     pub sync_writes: Option<String>,
+    /// Megabytes of the data directory's disk kept free: below them, writes of data and
+    /// hints are refused with 507 insufficient_storage (reads go on) until space is freed; 0: no reserve [default: 128].
+    #[arg(long, env = "DYNAKV_MIN_FREE_MB")]
+    pub min_free_mb: Option<String>,
     /// Replica writes on a thread of their own, committed in groups, instead of on the
     /// request threads; isolates requests from RocksDB write stalls at the cost of a
     /// thread hand-off per write [default: false].
@@ -215,6 +219,7 @@ struct FileConfig {
     partition_bits: Option<u64>,
     cluster_name: Option<String>,
     sync_writes: Option<bool>,
+    min_free_mb: Option<u64>,
     commit_thread: Option<bool>,
     sloppy_quorum: Option<bool>,
     read_speculate_ms: Option<u64>,
@@ -269,6 +274,8 @@ pub struct Config {
     pub partition_bits: u8,
     pub cluster_name: String,
     pub sync_writes: bool,
+    /// Bytes of the data directory's disk kept free.
+    pub min_free_bytes: u64,
     pub commit_thread: bool,
     pub sloppy_quorum: bool,
     pub read_speculate: Duration,
@@ -555,6 +562,8 @@ impl Config {
             return Err(invalid("cluster-name", &cluster_name, "must be 1 to 128 characters"));
         }
         let sync_writes: bool = pick("sync-writes", args.sync_writes, file.sync_writes, false)?;
+        let min_free_mb: u64 = pick("min-free-mb", args.min_free_mb, file.min_free_mb, 128)?;
+        in_range("min-free-mb", min_free_mb, 0, 1 << 30)?;
         let commit_thread: bool = pick("commit-thread", args.commit_thread, file.commit_thread, false)?;
         let sloppy_quorum: bool = pick("sloppy-quorum", args.sloppy_quorum, file.sloppy_quorum, true)?;
         let read_speculate_ms: u64 = pick("read-speculate-ms", args.read_speculate_ms, file.read_speculate_ms, 5)?;
@@ -750,6 +759,7 @@ impl Config {
             partition_bits,
             cluster_name: cluster_name.trim().to_string(),
             sync_writes,
+            min_free_bytes: min_free_mb << 20,
             commit_thread,
             sloppy_quorum,
             read_speculate: Duration::from_millis(read_speculate_ms),

@@ -1,5 +1,17 @@
 //! Who this node is, kept in the data directory: its id, its actor id (the name under
 //! which it mints versions) and its generation (bumped on every start).
+//!
+//! These records, and the ceilings below, are written synced (fsynced) whatever
+//! `--sync-writes` says: they are few and small, and a node that lost one in a crash of
+//! its machine could reuse a version name or a timestamp it had already handed out.
+//!
+//! The actor id survives a restart only after a clean stop, or when every write is
+//! synced. After a crash with unsynced writes, the node's newest versions may be gone
+//! from its disk while other replicas hold them: minting the next version of such a key
+//! under the same actor would reuse a dot those replicas hold with another value, and
+//! one of the two acknowledged writes would silently replace the other on merge. So the
+//! node mints under a fresh actor id from then on (as Riak's vnodes take a new epoch);
+//! the cost is one more entry in the version vectors of the keys it writes next.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +26,8 @@ use crate::storage::{Op, Space, StorageError, Store};
 const NODE_ID: &[u8] = b"node_id";
 const ACTOR: &[u8] = b"actor";
 const GENERATION: &[u8] = b"generation";
+/// Written at a clean stop (the generation that stopped), deleted at start.
+const CLEAN_STOP: &[u8] = b"clean_stop";
 const MINT_CEILING: &[u8] = b"mint_ceiling";
 /// Counters reserved at a time, so the ceiling is written once in a great while.
 const MINT_BLOCK: u64 = 1 << 20;
@@ -27,6 +41,8 @@ pub struct Identity {
     pub id: NodeId,
     pub actor: Actor,
     pub generation: u64,
+    /// The actor id is new at this start because the last stop was not clean.
+    pub actor_renewed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +65,13 @@ fn read_u64(store: &dyn Store, key: &[u8]) -> Result<Option<u64>, IdentityError>
 }
 
 /// Loads the identity stored in `store`, or creates one on first start (with `wanted` as
-/// the id, or a random one drawn from `rng`), and records a new generation.
+/// the id, or a random one drawn from `rng`), and records a new generation. The actor
+/// is new too unless the last stop was clean or `sync_writes` is on (see the module's
+/// documentation); `Identity::actor_renewed` says which.
 pub fn load_or_create(
     store: &dyn Store,
     wanted: Option<&NodeId>,
+    sync_writes: bool,
     rng: &mut impl Rng,
 ) -> Result<Identity, IdentityError> {
     let stored_id = store
@@ -75,17 +94,37 @@ pub fn load_or_create(
         (None, Some(given)) => given.clone(),
         (None, None) => NodeId::new(format!("n-{:08x}", rng.random::<u32>())).expect("valid generated id"),
     };
-    let actor = match read_u64(store, ACTOR)? {
-        Some(a) => Actor(a),
-        None => Actor(rng.random()),
+    let last = read_u64(store, GENERATION)?.unwrap_or(0);
+    let clean = read_u64(store, CLEAN_STOP)?.is_some_and(|g| g == last);
+    let (actor, actor_renewed) = match read_u64(store, ACTOR)? {
+        Some(a) if clean || sync_writes => (Actor(a), false),
+        Some(_) => (Actor(rng.random()), true),
+        None => (Actor(rng.random()), false),
     };
-    let generation = read_u64(store, GENERATION)?.unwrap_or(0) + 1;
-    store.write(vec![
+    let generation = last + 1;
+    store.write_synced(vec![
         Op::Put(Space::Meta, NODE_ID.to_vec(), id.as_str().as_bytes().to_vec()),
         Op::Put(Space::Meta, ACTOR.to_vec(), actor.0.to_be_bytes().to_vec()),
         Op::Put(Space::Meta, GENERATION.to_vec(), generation.to_be_bytes().to_vec()),
+        Op::Delete(Space::Meta, CLEAN_STOP.to_vec()),
     ])?;
-    Ok(Identity { id, actor, generation })
+    Ok(Identity {
+        id,
+        actor,
+        generation,
+        actor_renewed,
+    })
+}
+
+/// Records a clean stop of `generation`, once everything it wrote is synced: the next
+/// start keeps the actor id.
+pub fn record_clean_stop(store: &dyn Store, generation: u64) -> Result<(), StorageError> {
+    store.sync()?;
+    store.write_synced(vec![Op::Put(
+        Space::Meta,
+        CLEAN_STOP.to_vec(),
+        generation.to_be_bytes().to_vec(),
+    )])
 }
 
 /// A number recorded in the data directory ahead of use: once [`Ceiling::cover`] returns,
@@ -119,7 +158,11 @@ impl Ceiling {
     }
 
     fn record(&self, value: u64) -> Result<(), StorageError> {
-        self.store.put(Space::Meta, self.key, &value.to_be_bytes())?;
+        self.store.write_synced(vec![Op::Put(
+            Space::Meta,
+            self.key.to_vec(),
+            value.to_be_bytes().to_vec(),
+        )])?;
         self.recorded.store(value, Ordering::Release);
         Ok(())
     }
@@ -245,15 +288,42 @@ mod tests {
     fn identity_persists_and_generation_grows() {
         let s = MemoryStore::new();
         let n1 = NodeId::new("n1").unwrap();
-        let first = load_or_create(&s, Some(&n1), &mut rng()).unwrap();
+        let first = load_or_create(&s, Some(&n1), false, &mut rng()).unwrap();
         assert_eq!(first.generation, 1);
-        let second = load_or_create(&s, None, &mut rng()).unwrap();
+        record_clean_stop(&s, first.generation).unwrap();
+        let second = load_or_create(&s, None, false, &mut rng()).unwrap();
         assert_eq!(
             (second.id.clone(), second.actor, second.generation),
             (n1.clone(), first.actor, 2)
         );
-        let err = load_or_create(&s, Some(&NodeId::new("n2").unwrap()), &mut rng()).unwrap_err();
+        let err = load_or_create(&s, Some(&NodeId::new("n2").unwrap()), false, &mut rng()).unwrap_err();
         assert!(err.to_string().contains("belongs to node \"n1\""), "{err}");
+    }
+
+    #[test]
+    fn the_actor_is_kept_after_a_clean_stop_or_with_synced_writes_and_renewed_otherwise() {
+        let s = MemoryStore::new();
+        let mut rng = rng();
+        let first = load_or_create(&s, None, false, &mut rng).unwrap();
+        assert!(!first.actor_renewed, "a fresh directory has nothing to renew");
+        // A crash: no clean stop recorded.
+        let second = load_or_create(&s, None, false, &mut rng).unwrap();
+        assert!(second.actor_renewed);
+        assert_ne!(second.actor, first.actor);
+        // A clean stop of that generation keeps it.
+        record_clean_stop(&s, second.generation).unwrap();
+        let third = load_or_create(&s, None, false, &mut rng).unwrap();
+        assert_eq!((third.actor, third.actor_renewed), (second.actor, false));
+        // The marker is gone once read: a crash after it renews again...
+        let fourth = load_or_create(&s, None, false, &mut rng).unwrap();
+        assert!(fourth.actor_renewed);
+        // ...unless every write is synced, when a crash loses nothing acknowledged.
+        let fifth = load_or_create(&s, None, true, &mut rng).unwrap();
+        assert_eq!((fifth.actor, fifth.actor_renewed), (fourth.actor, false));
+        // A marker left by an older generation (a clean stop, then a crash) is no clean
+        // stop of the last one.
+        record_clean_stop(&s, fifth.generation - 1).unwrap();
+        assert!(load_or_create(&s, None, false, &mut rng).unwrap().actor_renewed);
     }
 
     #[test]
@@ -302,8 +372,8 @@ mod tests {
     #[test]
     fn fresh_directories_get_distinct_actors() {
         let mut rng = rng();
-        let a = load_or_create(&MemoryStore::new(), None, &mut rng).unwrap();
-        let b = load_or_create(&MemoryStore::new(), None, &mut rng).unwrap();
+        let a = load_or_create(&MemoryStore::new(), None, false, &mut rng).unwrap();
+        let b = load_or_create(&MemoryStore::new(), None, false, &mut rng).unwrap();
         assert_ne!(a.actor, b.actor);
         assert_ne!(a.id, b.id);
     }

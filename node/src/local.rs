@@ -198,4 +198,10 @@ impl Local {
         let hlc = self.hlc.lock();
         self.clock_ceiling.settle(hlc.last().physical_ms())
     }
+
+    /// At shutdown, last: everything written is synced and the stop recorded as clean,
+    /// so the next start keeps this node's actor id (see `identity`).
+    pub fn record_clean_stop(&self) -> Result<(), StorageError> {
+        crate::identity::record_clean_stop(&**self.replicas.store(), self.identity.generation)
+    }
 }

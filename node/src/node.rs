@@ -75,7 +75,14 @@ impl Node {
             source,
         };
         let mut rng = StdRng::seed_from_u64(env.seed);
-        let me = identity::load_or_create(&*store, config.id.as_ref(), &mut rng)?;
+        let me = identity::load_or_create(&*store, config.id.as_ref(), config.sync_writes, &mut rng)?;
+        if me.actor_renewed {
+            tracing::warn!(
+                generation = me.generation,
+                "the last stop was not clean and writes are not synced (--sync-writes): this node mints versions under \
+                 a new actor id, so that none it handed out before can be reused"
+            );
+        }
         let Ceilings { mint, clock: ceiling } = Ceilings::load(store.clone())?;
         // Timestamps issued before a quick restart may be ahead of the wall clock: wait a
         // moment for it to pass them rather than start the clock ahead of it.

@@ -9,6 +9,7 @@ use dynakv_antientropy::merkle::Hash;
 use dynakv_crdt::{Context, Register};
 use dynakv_http_api::{ApiError, Key};
 
+use crate::cluster::Serving;
 use crate::coordinator::{Coordinator, storage_error};
 use crate::local::Local;
 use crate::replica::{PageError, PartitionPage, ReplicaStore};
@@ -37,6 +38,12 @@ impl PeerHandler {
 
     fn get(&self, req: message::Get) -> Result<Option<Register>, ApiError> {
         let key = Key::new(req.key)?;
+        let serving = if req.fallback {
+            Serving::Fallback
+        } else {
+            Serving::Replica
+        };
+        self.local.cluster.check_serves(key.as_str(), serving, req.layout)?;
         let replicas = &self.local.replicas;
         // A fallback answers with the hints it holds for the key's replicas; only a
         // node holding hints needs to know who those are.
@@ -50,6 +57,9 @@ impl PeerHandler {
 
     async fn merge(&self, req: message::Merge) -> Result<(), ApiError> {
         let key = Key::new(req.key)?;
+        self.local
+            .cluster
+            .check_serves(key.as_str(), Serving::Replica, req.layout)?;
         self.saw_layout(req.layout)?;
         self.local.observe(&req.register);
         self.local
@@ -61,6 +71,12 @@ impl PeerHandler {
 
     async fn merge_hint(&self, req: message::MergeHint) -> Result<(), ApiError> {
         let key = Key::new(req.key)?;
+        let serving = if req.owner == *self.local.id() {
+            Serving::Replica
+        } else {
+            Serving::Fallback
+        };
+        self.local.cluster.check_serves(key.as_str(), serving, req.layout)?;
         self.saw_layout(req.layout)?;
         self.local.observe(&req.register);
         if req.owner == *self.local.id() {
@@ -79,14 +95,19 @@ impl PeerHandler {
         Ok(())
     }
 
-    /// Checks every key and observes every timestamp before storing any.
+    /// Checks every key and observes every timestamp before storing any. The batch is
+    /// synced before it is answered: its sender may then delete its own copy (a hint
+    /// handed over), and a crash of this machine must not lose what it took over.
     fn merge_batch(&self, req: message::MergeBatch) -> Result<(), ApiError> {
         for (key, register) in &req.items {
             Key::new(key.as_str())?;
+            self.local.cluster.check_serves(key, Serving::Replica, req.layout)?;
             self.local.observe(register);
         }
         self.saw_layout(req.layout)?;
-        self.local.replicas.merge_many(req.items).map_err(storage_error)
+        let replicas = &self.local.replicas;
+        replicas.merge_many(req.items).map_err(storage_error)?;
+        replicas.store().sync().map_err(storage_error)
     }
 
     /// A write placed under layout `version` is about to be stored here: until we know
@@ -119,6 +140,9 @@ impl PeerHandler {
     }
 
     async fn coordinate(&self, req: message::Coordinate) -> Result<Context, ApiError> {
+        self.local
+            .cluster
+            .check_serves(&req.key, Serving::Replica, req.layout)?;
         self.saw_layout(req.layout)?;
         self.coordinator.coordinate_forwarded(req).await
     }
@@ -167,7 +191,12 @@ impl Handler for PeerHandler {
         let mut layout = 0;
         for req in reqs {
             match req {
-                Request::Merge(m) => match Key::new(m.key) {
+                Request::Merge(m) => match Key::new(m.key).and_then(|key| {
+                    self.local
+                        .cluster
+                        .check_serves(key.as_str(), Serving::Replica, m.layout)
+                        .map(|()| key)
+                }) {
                     Ok(key) => {
                         layout = layout.max(m.layout);
                         self.local.observe(&m.register);

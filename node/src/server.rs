@@ -98,13 +98,14 @@ pub async fn run(
         None => None,
     };
     let db_path = config.data_dir.join("db");
-    let store: Arc<dyn Store> =
-        Arc::new(
-            RocksStore::open(&db_path, config.sync_writes).map_err(|source| StartError::Storage {
+    let store: Arc<dyn Store> = Arc::new(
+        RocksStore::open(&db_path, config.sync_writes, config.min_free_bytes).map_err(|source| {
+            StartError::Storage {
                 dir: config.data_dir.display().to_string(),
                 source,
-            })?,
-        );
+            }
+        })?,
+    );
     let identity = |id: String| Identity {
         cluster: config.cluster_name.clone(),
         id,
@@ -190,6 +191,9 @@ pub async fn run(
     let _ = services.await;
     if let Err(e) = node.local.settle_clock() {
         tracing::warn!(error = %e, "cannot record the clock's bound; the next start may wait up to a second");
+    }
+    if let Err(e) = node.local.record_clean_stop() {
+        tracing::warn!(error = %e, "cannot record a clean stop; the next start takes a new actor id");
     }
     info!("stopped");
     Ok(())

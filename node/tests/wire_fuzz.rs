@@ -66,7 +66,7 @@ const SLACK: usize = 2 << 20;
 
 fn valid_requests() -> Vec<Vec<u8>> {
     let reqs = vec![
-        Get { key: "k".into() }.wrap(),
+        Get::of("k").wrap(),
         GetBatch {
             keys: vec!["a".into(), "b".into()],
         }

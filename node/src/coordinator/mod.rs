@@ -61,8 +61,16 @@ pub struct Stats {
 }
 
 pub fn storage_error(e: StorageError) -> ApiError {
-    error!(error = %e, "storage failure");
-    ApiError::Internal(format!("storage failure on this node: {e}"))
+    match e {
+        // The store logs when the disk fills and when writes work again.
+        StorageError::NoSpace(detail) => {
+            ApiError::InsufficientStorage(format!("this node's disk is full; it takes no writes: {detail}"))
+        }
+        e => {
+            error!(error = %e, "storage failure");
+            ApiError::Internal(format!("storage failure on this node: {e}"))
+        }
+    }
 }
 
 /// A multi-value write: a new value (`None`: a delete) replacing what `context` covers,
@@ -112,21 +120,27 @@ impl Coordinator {
         // waits for it.
         let (plan, _placed) = self.local.cluster.plan_read(key.as_str());
         let owners = plan.primary_ids();
+        let layout = plan.layout;
         let mut round = ReadRound::new(plan, r, self.local.settings.sloppy_quorum);
         let speculate = self.local.settings.read_speculate;
         let initial = round.ask(if speculate.is_zero() { Ask::All } else { Ask::Quorum });
         let send = {
             let (local, key) = (self.local.clone(), key.as_str().to_string());
             move |round: &ReadRound, i: usize| -> Answered<Option<Option<Register>>> {
-                let target = &round.targets()[i].0;
+                let (target, role) = &round.targets()[i];
                 if target.is_self {
                     let answer = local.replicas.get_with_hints(&key, &owners).map_err(|e| e.to_string());
                     return Answered::Now(absorb_read(&local, &target.id, answer));
                 }
-                let (local, key, target) = (local.clone(), key.clone(), target.clone());
+                let req = message::Get {
+                    key: key.clone(),
+                    layout,
+                    fallback: *role == read::Role::Fallback,
+                };
+                let (local, target) = (local.clone(), target.clone());
                 Answered::Later(Box::pin(async move {
                     let remaining = deadline.saturating_duration_since(Instant::now());
-                    let answer = local.peers.call(&target.addr, message::Get { key }, remaining).await;
+                    let answer = local.peers.call(&target.addr, req, remaining).await;
                     absorb_read(&local, &target.id, answer.map_err(|e| e.to_string()))
                 }))
             }
@@ -141,7 +155,7 @@ impl Coordinator {
             Verdict::Met => {}
             _ => {
                 let round = fanout.round();
-                return Err(Self::quorum_error(QuorumOp::Read, round.required(), round.counted()));
+                return Err(Self::quorum_error(QuorumOp::Read, round.required(), round.succeeded()));
             }
         }
         let merged = fanout.round().merged();

@@ -1,8 +1,9 @@
 //! A quorum read as a pure state machine: where it goes, how answers count, when it is
 //! decided, and which replicas read repair must bring up to date.
 //!
-//! A read's targets are the key's live replicas and, under sloppy quorum, one live
-//! fallback for each replica this node believes dead. Which of them are asked:
+//! A read's targets are the key's replicas, those believed alive first, and, under
+//! sloppy quorum, one live fallback for each replica this node believes dead. Which of
+//! them are asked:
 //! - with [`Ask::Quorum`], only `r` of them at first: this node's own copy first when it
 //!   holds one, then replicas believed alive before suspected ones, in preference order.
 //!   A target that fails is replaced at once by the next one not yet asked, and the rest
@@ -10,22 +11,33 @@
 //!   without a quorum). With fewer than `r` live replicas every target is asked at once.
 //! - with [`Ask::All`], every target at once (read repair then checks every replica).
 //!
+//! A replica believed dead is still asked whenever the fallbacks are: the failure
+//! detector lags behind the network (after a partition heals, a member is judged dead
+//! for a second or more while its messages arrive again), and its answer is a replica's.
+//! Asking it costs a connection attempt, refused at once while the transport backs off
+//! from it.
+//!
 //! Asking `r` rather than all N keeps quorum intersection (any `r` replicas meet any `w`
 //! that took a write when `r + w > n`) and saves one replica read per client read at
 //! N = 3, R = 2; what it gives up is read repair of the replica not asked, which is left
 //! to anti-entropy and hinted handoff.
 //!
-//! A read is decided once `r` answers *count*:
+//! A read is decided once `r` answers *count* and at least one of them is a replica's:
 //! - a replica's answer counts at once;
-//! - a fallback's answer counts only once no live replica's answer is still awaited,
-//!   or once the read lost patience (half the request timeout by default).
+//! - a fallback's answer counts only if it holds something for the key, and only once
+//!   no live replica's answer is still awaited, or once the read lost patience (half the
+//!   request timeout by default).
 //!
 //! A fallback stands in for a replica it is not: it holds only the hints it took while
-//! that replica was down, so its "nothing" says nothing about the key. Counted at once,
-//! two fallbacks' "nothing" could complete `r = 2` before the one reachable replica
-//! holding every acknowledged write had answered, and the read would miss them all
-//! (found in the container tests; replayed in the simulator). Waiting for the live
-//! replicas first means a read never answers without what a reachable, responsive
+//! that replica was down, so its "nothing" says nothing about the key. Counted, two
+//! fallbacks' "nothing" could complete `r = 2` before the one reachable replica holding
+//! every acknowledged write had answered, and the read would miss them all (found in the
+//! container tests; replayed in the simulator); with every replica judged dead (just
+//! after a partition healed) they answered 404 for keys holding hundreds of acknowledged
+//! elements. So "not found" is said only on a replica's word, and a read that reaches no
+//! replica fails (503) rather than answer from fallbacks alone. What a fallback holds is
+//! merged into the answer, and counts once no live replica is awaited: waiting for the
+//! live replicas first means a read never answers without what a reachable, responsive
 //! replica of the key holds.
 
 use dynakv_crdt::Register;
@@ -76,14 +88,15 @@ impl ReadRound {
     /// A read needing `required` answers over `plan`'s live replicas and, if `sloppy`,
     /// one fallback per dead replica. Nobody is asked yet: see [`ReadRound::ask`].
     pub fn new(plan: Plan, required: usize, sloppy: bool) -> ReadRound {
-        let dead = plan.primaries.iter().filter(|r| r.is_dead()).count();
-        let mut primaries: Vec<Replica> = plan.primaries.into_iter().filter(|r| !r.is_dead()).collect();
+        let (dead, mut live): (Vec<Replica>, Vec<Replica>) = plan.primaries.into_iter().partition(Replica::is_dead);
         // Our own copy answers without a message; a suspected replica may not answer.
-        primaries.sort_by_key(|r| (!r.is_self, r.status != Status::Alive));
-        let mut targets: Vec<(Replica, Role)> = primaries.into_iter().map(|r| (r, Role::Primary)).collect();
+        live.sort_by_key(|r| (!r.is_self, r.status != Status::Alive));
+        let mut targets: Vec<(Replica, Role)> = live.into_iter().map(|r| (r, Role::Primary)).collect();
         if sloppy {
-            targets.extend(plan.fallbacks.into_iter().take(dead).map(|r| (r, Role::Fallback)));
+            targets.extend(plan.fallbacks.into_iter().take(dead.len()).map(|r| (r, Role::Fallback)));
         }
+        // Last: the replicas believed dead, asked with the fallbacks.
+        targets.extend(dead.into_iter().map(|r| (r, Role::Primary)));
         let states = vec![State::Unasked; targets.len()];
         ReadRound {
             required,
@@ -99,11 +112,15 @@ impl ReadRound {
     }
 
     /// The first sends: every target, or (`Ask::Quorum`) the first `required` of them
-    /// when at least that many live replicas are among them.
+    /// when at least that many replicas believed alive are among them.
     pub fn ask(&mut self, ask: Ask) -> Vec<usize> {
-        let primaries = self.targets.iter().filter(|(_, role)| *role == Role::Primary).count();
+        let live = self
+            .targets
+            .iter()
+            .filter(|(r, role)| *role == Role::Primary && !r.is_dead())
+            .count();
         let count = match ask {
-            Ask::Quorum if primaries >= self.required => self.required,
+            Ask::Quorum if live >= self.required => self.required,
             _ => self.targets.len(),
         };
         self.ask_next(count)
@@ -130,21 +147,45 @@ impl ReadRound {
         self.required
     }
 
-    fn replica_awaited(&self) -> bool {
+    /// A replica believed alive has been asked and has not answered yet.
+    fn live_replica_awaited(&self) -> bool {
         self.targets
             .iter()
             .zip(&self.states)
-            .any(|((_, role), s)| *role == Role::Primary && *s == State::Waiting)
+            .any(|((r, role), s)| *role == Role::Primary && !r.is_dead() && *s == State::Waiting)
     }
 
     fn counts(&self, i: usize) -> bool {
-        matches!(self.states[i], State::Answered(_))
-            && (self.targets[i].1 == Role::Primary || self.patience_lost || !self.replica_awaited())
+        match (&self.states[i], self.targets[i].1) {
+            (State::Answered(_), Role::Primary) => true,
+            // A fallback's "nothing" never counts; what it holds does, in its turn.
+            (State::Answered(Some(_)), Role::Fallback) => self.patience_lost || !self.live_replica_awaited(),
+            _ => false,
+        }
     }
 
     /// Answers that count towards the quorum now.
     pub fn counted(&self) -> usize {
         (0..self.targets.len()).filter(|&i| self.counts(i)).count()
+    }
+
+    /// Answers that count towards the quorum, as a failed read reports them: none
+    /// without a replica's.
+    pub fn succeeded(&self) -> usize {
+        if self.replicas_answered() == 0 {
+            0
+        } else {
+            self.counted()
+        }
+    }
+
+    /// Replicas (not fallbacks) that answered.
+    fn replicas_answered(&self) -> usize {
+        self.targets
+            .iter()
+            .zip(&self.states)
+            .filter(|((_, role), s)| *role == Role::Primary && matches!(s, State::Answered(_)))
+            .count()
     }
 
     /// The merge of every answer so far (`None`: nobody holds anything).
@@ -209,13 +250,26 @@ impl Round for ReadRound {
         self.ask_next(self.targets.len())
     }
 
+    /// Met once `required` answers count and a replica's is among them; failed once
+    /// that can no longer happen.
     fn verdict(&self) -> Verdict {
-        let counted = self.counted();
-        // Answers that do not count yet may still count later.
-        let possible = self.states.iter().filter(|s| !matches!(s, State::Failed)).count();
-        if counted >= self.required {
-            Verdict::Met
-        } else if possible < self.required {
+        if self.counted() >= self.required && self.replicas_answered() > 0 {
+            return Verdict::Met;
+        }
+        // What may still count: every target that has not failed, but fallbacks that
+        // answered "nothing".
+        let may_count = |(i, s): (usize, &State)| match s {
+            State::Failed => false,
+            State::Answered(None) => self.targets[i].1 == Role::Primary,
+            _ => true,
+        };
+        let possible = self.states.iter().enumerate().filter(|&x| may_count(x)).count();
+        let replicas_possible = self
+            .targets
+            .iter()
+            .zip(&self.states)
+            .any(|((_, role), s)| *role == Role::Primary && *s != State::Failed);
+        if possible < self.required || !replicas_possible {
             Verdict::Failed
         } else {
             Verdict::Pending
@@ -269,20 +323,42 @@ mod tests {
             .collect()
     }
 
+    fn index(round: &ReadRound, name: &str) -> usize {
+        round
+            .targets()
+            .iter()
+            .position(|(r, _)| r.id.as_str() == name)
+            .unwrap_or_else(|| panic!("{name} is no target"))
+    }
+
     #[test]
-    fn targets_are_the_live_replicas_and_one_fallback_per_dead_one() {
+    fn targets_are_the_live_replicas_a_fallback_per_dead_one_then_the_dead_replicas() {
         use Role::*;
         // (dead replicas, sloppy, targets)
         type Case<'a> = (&'a [&'a str], bool, &'a [(&'a str, Role)]);
         let cases: &[Case] = &[
             (&[], true, &[("p1", Primary), ("p2", Primary), ("p3", Primary)]),
-            (&["p2"], true, &[("p1", Primary), ("p3", Primary), ("f1", Fallback)]),
+            (
+                &["p2"],
+                true,
+                &[("p1", Primary), ("p3", Primary), ("f1", Fallback), ("p2", Primary)],
+            ),
             (
                 &["p1", "p3"],
                 true,
-                &[("p2", Primary), ("f1", Fallback), ("f2", Fallback)],
+                &[
+                    ("p2", Primary),
+                    ("f1", Fallback),
+                    ("f2", Fallback),
+                    ("p1", Primary),
+                    ("p3", Primary),
+                ],
             ),
-            (&["p1", "p3"], false, &[("p2", Primary)]),
+            (
+                &["p1", "p3"],
+                false,
+                &[("p2", Primary), ("p1", Primary), ("p3", Primary)],
+            ),
         ];
         for (dead, sloppy, expected) in cases {
             let round = ReadRound::new(plan(dead), 2, *sloppy);
@@ -291,62 +367,151 @@ mod tests {
         }
     }
 
-    /// Feeds `answers` (target index, answer) in order; returns the verdict after each.
-    fn run(round: &mut ReadRound, answers: &[(usize, Option<Option<Register>>)]) -> Vec<Verdict> {
-        answers
+    /// One event of a read: a target's answer, or the read losing patience.
+    #[derive(Clone, Copy)]
+    enum Ev {
+        /// The target holds nothing for the key.
+        Nothing(&'static str),
+        /// The target holds the acknowledged value.
+        Value(&'static str),
+        Fails(&'static str),
+        Patience,
+    }
+
+    /// The value every `Value` answer holds.
+    fn held() -> Register {
+        mv(1, "acked")
+    }
+
+    /// Feeds `events` to a round over `plan(dead)` that asked every target; returns the
+    /// verdict after each.
+    fn run(dead: &[&str], required: usize, events: &[Ev]) -> (ReadRound, Vec<Verdict>) {
+        let mut round = asked(dead, required);
+        let verdicts = events
             .iter()
-            .map(|(i, a)| {
-                round.absorb(i, a.clone());
+            .map(|ev| {
+                match *ev {
+                    Ev::Nothing(t) => drop(round.absorb(&index(&round, t), Some(None))),
+                    Ev::Value(t) => drop(round.absorb(&index(&round, t), Some(Some(held())))),
+                    Ev::Fails(t) => drop(round.absorb(&index(&round, t), None)),
+                    Ev::Patience => round.lose_patience(),
+                }
                 round.verdict()
             })
-            .collect()
+            .collect();
+        (round, verdicts)
     }
 
+    /// When a read is decided, and on what: the read round's whole decision, case by case.
     #[test]
-    fn fallbacks_nothing_does_not_count_while_a_live_replica_is_awaited() {
-        use Verdict::*;
-        // p1 and p3 dead: targets p2, f1, f2. The two fallbacks answer "nothing" first.
-        let held = mv(1, "acked");
-        let mut round = asked(&["p1", "p3"], 2);
-        let verdicts = run(
-            &mut round,
-            &[(1, Some(None)), (2, Some(None)), (0, Some(Some(held.clone())))],
-        );
-        assert_eq!(verdicts, vec![Pending, Pending, Met], "waits for p2");
-        assert_eq!(round.merged(), Some(held));
-        // If the live replica fails, the fallbacks' answers are all there is.
-        let mut round = asked(&["p1", "p3"], 2);
-        assert_eq!(run(&mut round, &[(1, Some(None)), (0, None)]), vec![Pending, Pending]);
-        assert_eq!(run(&mut round, &[(2, Some(None))]), vec![Met]);
-        assert_eq!(round.merged(), None);
-    }
-
-    #[test]
-    fn losing_patience_lets_fallbacks_count() {
-        let mut round = asked(&["p1", "p3"], 2);
-        run(&mut round, &[(1, Some(None)), (2, Some(None))]);
-        assert_eq!(round.verdict(), Verdict::Pending);
-        round.lose_patience();
-        assert_eq!(round.verdict(), Verdict::Met);
-        assert_eq!(round.counted(), 2);
-    }
-
-    #[test]
-    fn replicas_count_at_once_and_failures_decide_early() {
-        use Verdict::*;
-        let mut round = asked(&[], 2);
-        assert_eq!(run(&mut round, &[(2, Some(None)), (0, Some(None))]), vec![Pending, Met]);
-        let mut round = asked(&[], 2);
-        assert_eq!(run(&mut round, &[(0, None), (1, None)]), vec![Pending, Failed]);
-        // r = 3 with one replica dead: even counting its fallback, one failure ends it.
-        let mut round = asked(&["p3"], 3);
-        assert_eq!(run(&mut round, &[(2, Some(None)), (0, None)]), vec![Pending, Failed]);
-        // A repeated answer is ignored.
-        let mut round = asked(&[], 2);
-        assert_eq!(
-            run(&mut round, &[(0, Some(None)), (0, Some(None))]),
-            vec![Pending, Pending]
-        );
+    fn a_read_is_decided_by_r_answers_that_count_one_of_them_a_replicas() {
+        use Ev::*;
+        use Verdict::{Failed as F, Met as M, Pending as P};
+        // (what happens, dead replicas, r, events, verdict after each, merged value found)
+        type Case<'a> = (&'a str, &'a [&'a str], usize, &'a [Ev], &'a [Verdict], bool);
+        let cases: &[Case] = &[
+            (
+                "replicas count at once",
+                &[],
+                2,
+                &[Nothing("p3"), Value("p1")],
+                &[P, M],
+                true,
+            ),
+            (
+                "two replicas failing leave r = 2 out of reach",
+                &[],
+                2,
+                &[Fails("p1"), Fails("p2")],
+                &[P, F],
+                false,
+            ),
+            (
+                "every replica judged dead (a heal the detector has not seen yet): the fallbacks' \
+                 nothing is no 404",
+                &["p1", "p2", "p3"],
+                2,
+                &[Nothing("f1"), Nothing("f2"), Fails("p1"), Fails("p2")],
+                &[P, P, P, F],
+                false,
+            ),
+            (
+                "every replica judged dead, but the network is back: they answer",
+                &["p1", "p2", "p3"],
+                2,
+                &[Nothing("f1"), Nothing("f2"), Value("p2"), Nothing("p3")],
+                &[P, P, P, M],
+                true,
+            ),
+            (
+                "fallbacks holding hints, but no replica reached: no answer from fallbacks alone",
+                &["p1", "p2", "p3"],
+                2,
+                &[
+                    Value("f1"),
+                    Value("f2"),
+                    Patience,
+                    Fails("p1"),
+                    Fails("p2"),
+                    Fails("p3"),
+                ],
+                &[P, P, P, P, P, F],
+                true,
+            ),
+            (
+                "one live replica and two fallbacks with nothing: r = 2 is not met by them",
+                &["p1", "p3"],
+                2,
+                &[Nothing("f1"), Nothing("f2"), Value("p2"), Fails("p1"), Fails("p3")],
+                &[P, P, P, P, F],
+                true,
+            ),
+            (
+                "a fallback's hint counts once the live replica answered",
+                &["p1", "p3"],
+                2,
+                &[Value("f1"), Nothing("p2")],
+                &[P, M],
+                true,
+            ),
+            (
+                "a fallback's hint waits for a live replica still out, until patience is lost",
+                &["p3"],
+                2,
+                &[Value("f1"), Nothing("p2"), Patience],
+                &[P, P, M],
+                true,
+            ),
+            (
+                "r = 3 with a dead replica: its fallback's nothing cannot stand in for it",
+                &["p3"],
+                3,
+                &[Nothing("f1"), Nothing("p1"), Nothing("p2"), Fails("p3")],
+                &[P, P, P, F],
+                false,
+            ),
+            (
+                "r = 3 with a dead replica that answers after all",
+                &["p3"],
+                3,
+                &[Nothing("f1"), Nothing("p1"), Value("p3"), Nothing("p2")],
+                &[P, P, P, M],
+                true,
+            ),
+            (
+                "a repeated answer is counted once",
+                &[],
+                2,
+                &[Nothing("p1"), Nothing("p1")],
+                &[P, P],
+                false,
+            ),
+        ];
+        for (what, dead, r, events, expected, found) in cases {
+            let (round, verdicts) = run(dead, *r, events);
+            assert_eq!(verdicts, *expected, "{what}");
+            assert_eq!(round.merged().is_some(), *found, "{what}: merged");
+        }
     }
 
     #[test]
@@ -355,24 +520,29 @@ mod tests {
         let mut new = old.clone();
         new.merge(&mv(2, "new"));
         let mut round = asked(&["p3"], 2);
-        // p1 old, p2 new, f1 (for p3) nothing.
-        run(
-            &mut round,
-            &[
-                (0, Some(Some(old.clone()))),
-                (1, Some(Some(new.clone()))),
-                (2, Some(None)),
-            ],
-        );
+        // p1 old, p2 new, f1 (for p3) nothing, the dead p3 nothing.
+        for (t, a) in [
+            ("p1", Some(Some(old.clone()))),
+            ("p2", Some(Some(new.clone()))),
+            ("f1", Some(None)),
+            ("p3", Some(None)),
+        ] {
+            round.absorb(&index(&round, t), a);
+        }
         let repairs: Vec<(String, Register)> = round
             .repairs()
             .into_iter()
             .map(|(r, reg)| (r.id.to_string(), reg))
             .collect();
-        assert_eq!(repairs, vec![("p1".to_string(), new.clone())]);
+        assert_eq!(
+            repairs,
+            vec![("p1".to_string(), new.clone()), ("p3".to_string(), new.clone())]
+        );
         // A replica with nothing gets the value; one that failed gets nothing.
         let mut round = asked(&[], 2);
-        run(&mut round, &[(0, Some(None)), (1, Some(Some(new.clone()))), (2, None)]);
+        for (t, a) in [("p1", Some(None)), ("p2", Some(Some(new.clone()))), ("p3", None)] {
+            round.absorb(&index(&round, t), a);
+        }
         let repaired: Vec<String> = round.repairs().into_iter().map(|(r, _)| r.id.to_string()).collect();
         assert_eq!(repaired, vec!["p1"]);
     }
@@ -410,14 +580,17 @@ mod tests {
     #[test]
     fn a_failed_target_is_replaced_by_the_next_one_not_asked() {
         use Verdict::*;
-        // p2 dead: targets p1, p3, f1. The quorum read asks p1 and p3.
+        // p2 dead: targets p1, p3, f1, p2. The quorum read asks p1 and p3.
         let mut round = ReadRound::new(plan(&["p2"]), 2, true);
         assert_eq!(round.ask(Ask::Quorum), vec![0, 1]);
         assert_eq!(round.absorb(&0, Some(None)), Vec::<usize>::new());
         assert_eq!(round.absorb(&1, None), vec![2], "p3 failed: f1 is asked");
         assert_eq!(round.verdict(), Pending);
         assert_eq!(round.absorb(&2, Some(None)), Vec::<usize>::new());
-        assert_eq!(round.verdict(), Met, "f1 counts: no replica is awaited");
+        assert_eq!(round.verdict(), Pending, "f1's nothing does not count");
+        assert_eq!(round.speculate(), vec![3], "speculation asks the dead p2");
+        assert_eq!(round.absorb(&3, Some(None)), Vec::<usize>::new());
+        assert_eq!(round.verdict(), Met);
         // With nobody left to ask, a failure asks nobody and the read fails.
         let mut round = ReadRound::new(plan(&[]), 2, false);
         assert_eq!(round.ask(Ask::Quorum), vec![0, 1]);
@@ -428,12 +601,17 @@ mod tests {
 
     #[test]
     fn fewer_live_replicas_than_r_asks_every_target_at_once() {
-        // p1 and p3 dead: p2 alone cannot make r = 2, so p2, f1 and f2 are all asked.
+        // p1 and p3 dead: p2 alone cannot make r = 2, so p2, f1, f2 and the dead p1 and
+        // p3 are all asked.
         let mut round = ReadRound::new(plan(&["p1", "p3"]), 2, true);
-        assert_eq!(round.ask(Ask::Quorum), vec![0, 1, 2]);
-        // Without sloppy quorum only p2 is there to ask, and the read cannot succeed.
+        assert_eq!(round.ask(Ask::Quorum), vec![0, 1, 2, 3, 4]);
+        // Without sloppy quorum p2 and the dead replicas are asked; the read fails once
+        // the dead ones do.
         let mut round = ReadRound::new(plan(&["p1", "p3"]), 2, false);
-        assert_eq!(round.ask(Ask::Quorum), vec![0]);
+        assert_eq!(round.ask(Ask::Quorum), vec![0, 1, 2]);
+        assert_eq!(round.verdict(), Verdict::Pending);
+        round.absorb(&1, None);
+        round.absorb(&2, None);
         assert_eq!(round.verdict(), Verdict::Failed);
     }
 
@@ -442,7 +620,8 @@ mod tests {
         let new = mv(2, "new");
         let mut round = ReadRound::new(plan(&[]), 2, true);
         round.ask(Ask::Quorum);
-        run(&mut round, &[(0, Some(Some(new.clone()))), (1, Some(None))]);
+        round.absorb(&0, Some(Some(new.clone())));
+        round.absorb(&1, Some(None));
         let repaired: Vec<String> = round.repairs().into_iter().map(|(r, _)| r.id.to_string()).collect();
         assert_eq!(repaired, vec!["p2"], "p3 was not asked");
     }
@@ -454,7 +633,8 @@ mod tests {
         dead.write(Actor(1), &ctx, None);
         let tomb = Register::Mv(dead);
         let mut round = asked(&[], 2);
-        run(&mut round, &[(0, Some(None)), (1, Some(Some(tomb)))]);
+        round.absorb(&0, Some(None));
+        round.absorb(&1, Some(Some(tomb)));
         assert!(round.repairs().is_empty());
     }
 }

@@ -188,13 +188,13 @@ impl Handoff {
                 continue;
             }
             let mut all = true;
+            // Each copy is synced before the hint goes (a batch is synced by its receiver).
             for t in &targets {
                 let ok = if t.is_self {
-                    replicas.merge(&h.key, &h.register).is_ok()
+                    replicas.merge(&h.key, &h.register).is_ok() && replicas.store().sync().is_ok()
                 } else {
-                    let req = message::Merge {
-                        key: h.key.clone(),
-                        register: h.register.clone(),
+                    let req = message::MergeBatch {
+                        items: vec![(h.key.clone(), h.register.clone())],
                         layout: self.local.cluster.newest_known(),
                     };
                     self.local.peers.call(&t.addr, req, timeout).await.is_ok()

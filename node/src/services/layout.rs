@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dynakv_http_api::ApiError;
-use dynakv_ring::history::{Gain, LayoutHistory};
+use dynakv_ring::history::{Gain, LayoutHistory, fetched_enough};
 use dynakv_ring::layout::{Change, Known, Layout, LayoutError};
 use dynakv_ring::{NodeId, Status};
 use futures::StreamExt;
@@ -141,7 +141,12 @@ pub fn auto_join_step(
 }
 
 /// Commits the staged changes as version `asked` (current + 1): a majority of the
-/// current owners must promise it first (none are asked while there are no owners).
+/// current owners must promise it first. The cluster's first layout, which has no
+/// current owners, needs a majority of its own owners: two members that each think they
+/// found the cluster (one had not yet heard of another) cannot both install a first
+/// layout. (Before, both could, with different owners; the merge kept one, and a member
+/// left out of it had already recorded that it owned partitions, so it never joined
+/// again: found by swarm testing, leave_under_load seed 50047.)
 pub async fn commit(local: &Local, asked: u64) -> Result<Layout, ApiError> {
     let cluster = &local.cluster;
     let view = cluster.view();
@@ -159,7 +164,12 @@ pub async fn commit(local: &Local, asked: u64) -> Result<Layout, ApiError> {
     }
     let next = cluster.proposal().map_err(layout_error)?;
     let digest = next.digest();
-    let owners: Vec<NodeId> = view.current().owners.keys().cloned().collect();
+    let voters = if view.current().owners.is_empty() {
+        &next.owners
+    } else {
+        &view.current().owners
+    };
+    let owners: Vec<NodeId> = voters.keys().cloned().collect();
     if !owners.is_empty() {
         let timeout = local.settings.request_timeout;
         let asks = owners.iter().map(|id| async move {
@@ -190,7 +200,7 @@ pub async fn commit(local: &Local, asked: u64) -> Result<Layout, ApiError> {
                 return Err(layout_error(LayoutError::Conflict { current, asked }));
             }
             return Err(ApiError::Unavailable(format!(
-                "only {promised} of the {} current owners promised layout version {asked}; a majority must \
+                "only {promised} of the {} owners asked promised layout version {asked}; a majority must \
                  (are they up?)",
                 owners.len()
             )));
@@ -434,7 +444,18 @@ impl LayoutService {
             .buffer_unordered(self.settings.concurrency)
             .fold(0usize, |n, ok| async move { n + ok as usize })
             .await;
-        if ok == total {
+        // What was fetched must survive a crash of this machine before the mark says
+        // this node holds it: the old owners drop their copies once every owner synced.
+        let durable = ok == total && {
+            match self.local.replicas.store().sync() {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(error = %e, "syncing the partitions fetched failed; will retry");
+                    false
+                }
+            }
+        };
+        if durable {
             self.local.cluster.mark_synced(version);
             self.clear_progress(version);
             if total > 0 {
@@ -465,21 +486,20 @@ impl LayoutService {
     }
 
     /// Fetches one gained partition from its live sources, one after the other, until,
-    /// in each replica set that had it, at least |set| - W + 1 members were fetched from
-    /// in full: any W of a set, which every acknowledged write reached, meet those. (A
-    /// source that is down is skipped; with too many down the partition waits.)
+    /// in each replica set that had it, enough members were fetched from in full that
+    /// every acknowledged write is among them ([`fetched_enough`]: |set| - W + 1, fewer
+    /// members an operator declared gone). A source that is down is skipped; with too
+    /// many down the partition waits.
     async fn fetch_gain(&self, version: u64, gain: Gain, sets: Vec<Vec<NodeId>>) -> bool {
         let p = gain.partition.0;
         let w = self.local.settings.w;
-        let complete = |fetched: &BTreeSet<NodeId>| {
-            sets.iter().all(|set| {
-                let need = (set.len() + 1).saturating_sub(w).max(1);
-                set.is_empty() || set.iter().filter(|id| fetched.contains(*id)).count() >= need
-            })
-        };
+        let gone = self.local.cluster.view().history.gone();
+        let complete = |fetched: &BTreeSet<NodeId>| fetched_enough(&sets, &gone, fetched, w);
         let mut fetched: BTreeSet<NodeId> = BTreeSet::new();
         for source in &gain.sources {
-            let state = if complete(&fetched) {
+            let state = if gone.contains(source) {
+                "skipped"
+            } else if complete(&fetched) {
                 // Enough sources already: any W of each set meet those fetched.
                 "not_needed"
             } else {

@@ -51,6 +51,9 @@ pub enum StorageError {
     Locked(String),
     #[error("storage engine error: {0}")]
     Engine(String),
+    /// The disk is full: writes fail until space is freed (reads still work).
+    #[error("no space left for writes: {0}")]
+    NoSpace(String),
     #[error("stored record for {what} is corrupt: {detail}")]
     Corrupt { what: String, detail: String },
 }
@@ -60,13 +63,28 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// Entries of a scan, in key order.
 pub type Scan<'a> = Box<dyn Iterator<Item = Result<KeyValue, StorageError>> + 'a>;
 
-/// A storage engine. Implementations must be safe to call from many threads at once;
-/// a returned `Ok` from [`Store::write`] means the batch survives a crash of the process.
+/// A storage engine. Implementations must be safe to call from many threads at once.
+///
+/// Durability: a returned `Ok` from [`Store::write`] means the batch survives a crash of
+/// the process; it survives a crash of the machine (power loss, kernel panic) only once
+/// synced, by [`Store::write_synced`] or [`Store::sync`] (or always, on an engine opened
+/// to sync every write). Batches become durable in the order they were written: a
+/// machine crash loses a suffix of the unsynced ones, never one from the middle.
 pub trait Store: Send + Sync + 'static {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 
     /// Applies all ops atomically, in order.
     fn write(&self, ops: Vec<Op>) -> Result<(), StorageError>;
+
+    /// Makes every batch written so far survive a machine crash.
+    fn sync(&self) -> Result<(), StorageError>;
+
+    /// [`Store::write`], then durable against a machine crash (with every batch written
+    /// before it).
+    fn write_synced(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        self.write(ops)?;
+        self.sync()
+    }
 
     /// Entries with `from <= key < to` (or to the end when `to` is `None`), in key order.
     fn scan<'a>(&'a self, space: Space, from: &[u8], to: Option<&[u8]>) -> Scan<'a>;

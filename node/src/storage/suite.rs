@@ -4,7 +4,7 @@ use super::*;
 
 fn engines() -> Vec<(&'static str, Box<dyn Store>, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
-    let rocks = RocksStore::open(dir.path(), false).unwrap();
+    let rocks = RocksStore::open(dir.path(), false, 0).unwrap();
     vec![
         ("memory", Box::new(MemoryStore::new()), None),
         ("rocksdb", Box::new(rocks), Some(dir)),
@@ -106,13 +106,13 @@ fn scans_are_ordered_and_bounded() {
 fn rocksdb_data_survives_reopen_and_the_directory_is_locked_while_open() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let s = RocksStore::open(dir.path(), false).unwrap();
+        let s = RocksStore::open(dir.path(), false, 0).unwrap();
         s.put(Space::Data, b"k", b"v").unwrap();
         assert!(matches!(
-            RocksStore::open(dir.path(), false),
+            RocksStore::open(dir.path(), false, 0),
             Err(StorageError::Locked(_))
         ));
     }
-    let s = RocksStore::open(dir.path(), true).unwrap();
+    let s = RocksStore::open(dir.path(), true, 0).unwrap();
     assert_eq!(s.get(Space::Data, b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }

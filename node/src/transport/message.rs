@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on incompatible changes; a node rejects messages of another version.
-pub const WIRE_VERSION: u8 = 5;
+pub const WIRE_VERSION: u8 = 6;
 
 /// A request whose answer has a type of its own.
 pub trait Call: Sized + Send + 'static {
@@ -124,9 +124,25 @@ verbs! {
     Stats => Box<NodeStats>,
 }
 
+/// A replica read. It names the layout the reader placed it under, and whether it asks
+/// the receiver as one of the key's replicas or as a fallback: a node answers only what
+/// it may (`crate::cluster::may_serve`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Get {
     pub key: String,
+    pub layout: u64,
+    pub fallback: bool,
+}
+
+impl Get {
+    /// A read of `key` as one of its replicas, naming no layout (tests).
+    pub fn of(key: impl Into<String>) -> Get {
+        Get {
+            key: key.into(),
+            layout: 0,
+            fallback: false,
+        }
+    }
 }
 
 /// Every verb that leaves data on the receiver names the sender's layout version: a
@@ -160,6 +176,8 @@ pub struct Coordinate {
     pub layout: u64,
 }
 
+/// States for many keys, merged as one storage write and synced before the answer
+/// (whoever sent them may then delete its own copies: hints handed over).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MergeBatch {
     pub items: Vec<(String, Register)>,
@@ -369,12 +387,12 @@ mod tests {
             Merge::unwrap(Answer::MergeHint(())).is_err(),
             "same payload, other verb"
         );
-        assert_eq!(Get { key: "k".into() }.wrap().verb(), Get::VERB);
+        assert_eq!(Get::of("k").wrap().verb(), Get::VERB);
     }
 
     #[test]
     fn only_small_verbs_travel_on_the_stream_and_gossip_has_its_route() {
-        let get = Get { key: "k".into() }.wrap();
+        let get = Get::of("k").wrap();
         let batch = GetBatch { keys: vec![] }.wrap();
         let gossip = Gossip {
             cluster: ClusterId {

@@ -174,8 +174,8 @@ mod tests {
     async fn a_mismatched_answer_is_a_protocol_error_naming_both_verbs() {
         let peers = Peers::new(Arc::new(AlwaysGet), Arc::new(Metrics::new(true)));
         let t = Duration::from_secs(1);
-        assert_eq!(peers.call("a", Get { key: "k".into() }, t).await.unwrap(), None);
-        let (_, traffic) = peers.call_measured("a", Get { key: "k".into() }, t).await.unwrap();
+        assert_eq!(peers.call("a", Get::of("k"), t).await.unwrap(), None);
+        let (_, traffic) = peers.call_measured("a", Get::of("k"), t).await.unwrap();
         assert_eq!(traffic, Traffic { sent: 3, received: 4 });
         let merge = Merge {
             key: "k".into(),

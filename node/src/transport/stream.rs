@@ -375,7 +375,7 @@ mod tests {
     }
 
     fn gets(n: usize) -> Vec<Request> {
-        (0..n).map(|k| Get { key: format!("k{k}") }.wrap()).collect()
+        (0..n).map(|k| Get::of(format!("k{k}")).wrap()).collect()
     }
 
     #[test]
@@ -421,7 +421,7 @@ mod tests {
             register: dynakv_crdt::Register::Mv(Default::default()),
             layout: 1,
         };
-        encode_request(&mut out, 6, &[Get { key: "a".into() }.wrap(), merge.wrap()]);
+        encode_request(&mut out, 6, &[Get::of("a").wrap(), merge.wrap()]);
         encode_request(&mut out, 8, &[GetBatch { keys: vec![] }.wrap()]);
         encode_request(&mut out, 9, &gets(1));
         w.write_all(&out).await.unwrap();

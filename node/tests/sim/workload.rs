@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
-use crate::world::{Elements, World, encode_set, union_of};
+use crate::world::{Elements, Placed, World, encode_set, union_of};
 
 /// One client read, for the read checker.
 #[derive(Clone, Debug)]
@@ -31,9 +31,14 @@ pub struct ReadRecord {
     pub end_ms: u64,
     /// The read succeeded (found or not found).
     pub ok: bool,
+    /// It succeeded and found nothing (no value, no tombstone context).
+    pub not_found: bool,
+    /// The elements it found (set workloads), if it succeeded.
+    pub found: Option<BTreeSet<u64>>,
     /// The key's replicas as the coordinator placed the read (the layout can change
-    /// during a history); `None` if the node never took the read.
-    pub replicas: Option<Vec<usize>>,
+    /// during a history), and those it judged dead; `None` if the node never took the
+    /// read.
+    pub replicas: Option<Placed>,
 }
 
 /// A read of a cold key: what it found.
@@ -51,6 +56,8 @@ pub struct History {
     pub cold_acked: BTreeMap<String, (u64, u64)>,
     pub cold_reads: Vec<ColdRead>,
     pub acked: Elements,
+    /// When each acknowledged element's write was acknowledged, by key.
+    pub acked_at: BTreeMap<String, Vec<(u64, u64)>>,
     pub maybe: Elements,
     pub reads: Vec<ReadRecord>,
     pub ops: u64,
@@ -79,15 +86,23 @@ async fn think(world: &World, range: (u64, u64)) {
 async fn read(world: &World, h: &Shared, node: usize, key: &str) -> Option<(BTreeSet<u64>, Option<Context>)> {
     let start_ms = world.now_ms();
     let placed = world.get_placed(node, key).await;
-    let replicas = placed.as_ref().map(|(replicas, _)| replicas.clone());
+    let replicas = placed.as_ref().map(|(p, _)| p.clone());
     let got = placed.map(|(_, got)| got);
     let ok = matches!(got, Some(Ok(_)));
+    let not_found = matches!(got, Some(Ok(GetOutcome::NotFound { context: None })));
+    let found = match &got {
+        Some(Ok(GetOutcome::Found { values, .. })) => Some(union_of(values)),
+        Some(Ok(GetOutcome::NotFound { .. })) => Some(BTreeSet::new()),
+        _ => None,
+    };
     h.lock().reads.push(ReadRecord {
         node,
         key: key.to_string(),
         start_ms,
         end_ms: world.now_ms(),
         ok,
+        not_found,
+        found,
         replicas,
     });
     match got {
@@ -136,6 +151,8 @@ pub async fn set_clients(world: &World, clients: usize, key_count: usize, own_ke
                 let mut h = h.lock();
                 match written {
                     Some(Ok(ctx)) => {
+                        let now = world.now_ms();
+                        h.acked_at.entry(key.clone()).or_default().push((element, now));
                         h.acked.entry(key).or_default().insert(element);
                         if let Context::Lww(ts) = ctx {
                             let incarnation = world.incarnation(y);
@@ -192,7 +209,9 @@ pub async fn fresh_clients(world: &World, clients: usize, until_ms: u64) -> Shar
     h
 }
 
-/// Runs `writers` writers and `deleters` deleters over `key_count` keys until `until_ms`.
+/// Runs `writers` writers and `deleters` deleters over `key_count` keys until `until_ms`;
+/// the writers stop 1.5 s earlier, so most keys end deleted and their tombstones can be
+/// collected.
 pub async fn delete_clients(world: &World, writers: usize, deleters: usize, key_count: usize, until_ms: u64) -> Shared {
     let h: Shared = Arc::default();
     let keys = Arc::new(keys(key_count));
@@ -200,6 +219,11 @@ pub async fn delete_clients(world: &World, writers: usize, deleters: usize, key_
     for c in 0..writers + deleters {
         let (world, h, keys) = (world.clone(), h.clone(), keys.clone());
         let deleter = c >= writers;
+        let until_ms = if deleter {
+            until_ms
+        } else {
+            until_ms.saturating_sub(1_500)
+        };
         tasks.push(tokio::spawn(async move {
             let mut seq = 0u64;
             while world.now_ms() < until_ms {
@@ -343,12 +367,20 @@ pub fn check_lww_stamps(h: &History) -> Vec<String> {
     problems
 }
 
-/// A read must not complete on fallbacks' answers while a live replica it asked answers
-/// within the read's patience (half the request timeout): every successful read that
-/// had fewer than `r` replica answers when it completed is checked for a replica answer
-/// that arrived after it completed but in time. A read during which another read of
-/// the same key started through the same node is skipped (their replica reads cannot be
-/// told apart).
+/// Two checks of every successful read, from the replica reads the network carried:
+/// - "not found" is said only on a replica's word: a read that found nothing had an
+///   answer from one of the key's replicas (its coordinator's own copy counts when it is
+///   one) by the time it completed; fallbacks' "nothing" is no answer about the key;
+/// - a read does not complete on fallbacks' answers while a live replica it asked
+///   answers within the read's patience (half the request timeout): every read that had
+///   fewer than `r` replica answers when it completed is checked for an answer from a
+///   replica it did not judge dead that arrived after it completed but in time. (The
+///   replicas it judged dead are asked too, in case the network is back, but not waited
+///   for: a read would otherwise wait out its patience whenever a replica is down.)
+///
+/// A read during which another read of the same key started through the same node is
+/// skipped by the second check (their replica reads cannot be told apart; the first
+/// check can only be fooled into passing by them).
 pub fn check_reads(world: &World, h: &History) -> (usize, Vec<String>) {
     let config = &world.0.config;
     let patience = config.request_timeout_ms / 2;
@@ -356,16 +388,10 @@ pub fn check_reads(world: &World, h: &History) -> (usize, Vec<String>) {
     let mut checked = 0;
     let mut problems = Vec::new();
     for (i, read) in h.reads.iter().enumerate().filter(|(_, r)| r.ok) {
-        // Another read of the key through the node that started during this one sends
-        // replica reads this one's cannot be told apart from.
-        let overlapping = h.reads.iter().enumerate().any(|(j, o)| {
-            j != i && o.node == read.node && o.key == read.key && (read.start_ms..=read.end_ms).contains(&o.start_ms)
-        });
-        if overlapping {
-            continue;
-        }
         // A read the node answered was placed there.
-        let Some(replicas) = &read.replicas else { continue };
+        let Some(Placed { replicas, judged_dead }) = &read.replicas else {
+            continue;
+        };
         let mine: Vec<_> = gets
             .iter()
             .filter(|g| g.from == read.node && g.key == read.key && (read.start_ms..=read.end_ms).contains(&g.sent_ms))
@@ -377,12 +403,30 @@ pub fn check_reads(world: &World, h: &History) -> (usize, Vec<String>) {
         for g in &mine {
             match g.answered_ms {
                 Some(t) if t <= read.end_ms => before += 1,
-                Some(t) if t <= read.start_ms + patience => late_in_time.push((g.to, t)),
+                Some(t) if t <= read.start_ms + patience && !judged_dead.contains(&g.to) => {
+                    late_in_time.push((g.to, t))
+                }
                 _ => {}
             }
         }
         checked += 1;
-        if before < config.r && !late_in_time.is_empty() {
+        if read.not_found && before == 0 {
+            problems.push(format!(
+                "read of {} through n{} at {} ms answered \"not found\" at {} ms without an answer from any \
+                 of its replicas ({})",
+                read.key,
+                read.node + 1,
+                read.start_ms,
+                read.end_ms,
+                crate::world::names(replicas)
+            ));
+        }
+        // Another read of the key through the node that started during this one sends
+        // replica reads this one's cannot be told apart from.
+        let overlapping = h.reads.iter().enumerate().any(|(j, o)| {
+            j != i && o.node == read.node && o.key == read.key && (read.start_ms..=read.end_ms).contains(&o.start_ms)
+        });
+        if !overlapping && before < config.r && !late_in_time.is_empty() {
             problems.push(format!(
                 "read of {} through n{} at {} ms answered at {} ms with {before} replica answers \
                  (r = {}); replica answers arriving in time after that: {}",
@@ -456,6 +500,24 @@ pub async fn cold_clients(world: &World, keys: usize, readers: usize, until_ms: 
     h
 }
 
+/// Reads `key` through each of `nodes` in turn, one every `every_ms`, until `until_ms`,
+/// into the world's probe history: a fault schedule looking at one moment closely.
+pub async fn probe_reads(world: &World, nodes: &[usize], key: &str, every_ms: u64, until_ms: u64) {
+    let h = world.probes();
+    let mut turn = 0;
+    while world.now_ms() < until_ms {
+        let node = nodes[turn % nodes.len()];
+        turn += 1;
+        h.lock().ops += 1;
+        let world = world.clone();
+        let (h, key) = (h.clone(), key.to_string());
+        // Not awaited one by one: a read that waits for its quorum must not hold up the
+        // next probe.
+        tokio::spawn(async move { read(&world, &h, node, &key).await });
+        tokio::time::sleep(Duration::from_millis(every_ms)).await;
+    }
+}
+
 /// Adds `other`'s records to `into`.
 pub fn absorb(into: &Shared, other: &Shared) {
     let o = std::mem::take(&mut *other.lock());
@@ -466,11 +528,45 @@ pub fn absorb(into: &Shared, other: &Shared) {
     for (k, v) in o.maybe {
         h.maybe.entry(k).or_default().extend(v);
     }
+    for (k, v) in o.acked_at {
+        h.acked_at.entry(k).or_default().extend(v);
+    }
     h.reads.extend(o.reads);
     h.ops += o.ops;
     h.failed_ops += o.failed_ops;
     h.cold_acked.extend(o.cold_acked);
     h.cold_reads.extend(o.cold_reads);
+}
+
+/// Under strict quorums (R + W > N, no fallbacks) and multi-value registers, a read sees
+/// every element whose write was acknowledged before it started: that write reached W
+/// replicas, any R meet them, and a later version of the key either includes the element
+/// (its writer read it) or is a sibling of it. Checks every successful read of a set
+/// key; returns how many it checked.
+pub fn check_strict_reads(h: &History) -> (usize, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for r in &h.reads {
+        let (Some(found), Some(acked)) = (&r.found, h.acked_at.get(&r.key)) else {
+            continue;
+        };
+        checked += 1;
+        let missed: Vec<(u64, u64)> = acked
+            .iter()
+            .filter(|(e, at)| *at < r.start_ms && !found.contains(e))
+            .copied()
+            .collect();
+        if let Some((e, at)) = missed.first() {
+            problems.push(format!(
+                "read of {} through n{} at {} ms missed {} acknowledged element(s), e.g. {e:x} (acknowledged at {at} ms)",
+                r.key,
+                r.node + 1,
+                r.start_ms,
+                missed.len()
+            ));
+        }
+    }
+    (checked, problems)
 }
 
 /// Every successful read of a cold key that started after the key's write was

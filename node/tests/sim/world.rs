@@ -15,7 +15,7 @@ use dynakv_node::clock::SkewedClock;
 use dynakv_node::config::{Config, NodeArgs};
 use dynakv_node::local::Env;
 use dynakv_node::node::Node;
-use dynakv_node::storage::{MemoryStore, Op, Scan, Space, StorageError, Store};
+use dynakv_node::storage::Store;
 use dynakv_node::transport::message::{self, Answer, Request, WireError};
 use dynakv_node::transport::{Handler, Reply, RpcError, Traffic, Transport};
 use dynakv_ring::Ring;
@@ -26,6 +26,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use crate::disk::{DiskStats, Fault, SimDisk};
 use crate::gate::{Gate, GatedSpawn};
 
 /// The runtime one history runs on: one thread, time paused (it jumps to the next timer
@@ -56,6 +57,10 @@ pub enum Mutation {
     /// on layouts cannot tell a copy it gains in a newer one from one it no longer needs.
     /// Applied to the messages, not to storage.
     ForgetLayout,
+    /// Every restart looks like one after a clean stop (the simulator records one on the
+    /// disk before the node opens it): a node back from a machine crash keeps minting
+    /// versions under its old actor id, after its newest ones were lost from its disk.
+    PretendCleanStop,
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +98,67 @@ pub struct SimConfig {
     pub handoff_bytes_per_sec: u64,
     /// How often a settled node looks for partitions to drop.
     pub drop_sweep_ms: u64,
+    /// The kernel's writeback: each node's disk syncs every so often, an interval drawn
+    /// per node up to this (see `disk`).
+    pub sync_ms: u64,
+    /// Most concurrent values a key may hold (mv mode).
+    pub max_siblings: usize,
+}
+
+impl SimConfig {
+    /// Swarm testing: the settings one seed draws (every seed its own cluster), before
+    /// its scenario adjusts them. R + W > N always (the checkers rely on it).
+    pub fn swarm(seed: u64) -> SimConfig {
+        let mut r = StdRng::seed_from_u64(seed ^ 0x7377_6172_6d00);
+        let n = if r.random_bool(0.25) { 2 } else { 3 };
+        let (read, write) = loop {
+            let (a, b) = (r.random_range(1..=n), r.random_range(1..=n));
+            if a + b > n {
+                break (a, b);
+            }
+        };
+        SimConfig {
+            n,
+            r: read,
+            w: write,
+            request_timeout_ms: r.random_range(500..=2_000),
+            gossip_ms: r.random_range(50..=250),
+            anti_entropy_ms: r.random_range(300..=3_000),
+            handoff_ms: r.random_range(100..=500),
+            // Reads that ask every replica at once, ask r and speculate soon (within
+            // the network's delays), or ask r and speculate late.
+            read_speculate_ms: [0, 5, 40][r.random_range(0..3)],
+            partition_bits: r.random_range(4..=8),
+            tokens: r.random_range(8..=32),
+            delay_ms: (1, r.random_range(5..=20)),
+            sync_ms: r.random_range(200..=2_000),
+            max_siblings: [4, 8, 100][r.random_range(0..3)],
+            ..SimConfig::default()
+        }
+    }
+
+    /// One line for the trace and failure reports.
+    pub fn summary(&self) -> String {
+        format!(
+            "n={} r={} w={} sloppy={} mode={} timeout={}ms gossip={}ms anti-entropy={}ms handoff={}ms \
+             speculate={}ms partition-bits={} tokens={} delay={:?}ms sync<={}ms max-siblings={}",
+            self.n,
+            self.r,
+            self.w,
+            self.sloppy,
+            self.mode,
+            self.request_timeout_ms,
+            self.gossip_ms,
+            self.anti_entropy_ms,
+            self.handoff_ms,
+            self.read_speculate_ms,
+            self.partition_bits,
+            self.tokens,
+            self.delay_ms,
+            self.sync_ms,
+            self.max_siblings
+        )
+    }
 }
 
 impl Default for SimConfig {
@@ -122,41 +188,14 @@ impl Default for SimConfig {
             spares: 0,
             handoff_bytes_per_sec: 0,
             drop_sweep_ms: 30_000,
+            sync_ms: 1_000,
+            max_siblings: 100,
         }
     }
 }
 
-/// A node's storage as the simulator keeps it across crashes (a process crash loses
-/// memory, not what was written), with the mutation applied.
-struct SimStore {
-    inner: MemoryStore,
-    mutation: Mutation,
-}
-
-impl Store for SimStore {
-    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.get(space, key)
-    }
-
-    fn write(&self, ops: Vec<Op>) -> Result<(), StorageError> {
-        let ops = ops
-            .into_iter()
-            .filter(|op| match (self.mutation, op) {
-                (Mutation::DropHints, Op::Put(Space::Hints, _, _)) => false,
-                (Mutation::ForgetClock, Op::Put(Space::Meta, k, _)) => k.as_slice() != b"clock_ceiling",
-                _ => true,
-            })
-            .collect();
-        self.inner.write(ops)
-    }
-
-    fn scan<'a>(&'a self, space: Space, from: &[u8], to: Option<&[u8]>) -> Scan<'a> {
-        self.inner.scan(space, from, to)
-    }
-}
-
 pub struct NodeSlot {
-    store: Arc<SimStore>,
+    pub disk: Arc<SimDisk>,
     pub clock: Arc<SkewedClock>,
     pub gate: Arc<Gate>,
     pub node: Option<Arc<Node>>,
@@ -216,6 +255,9 @@ pub struct Inner {
     clock_at_crash: Mutex<BTreeMap<usize, dynakv_crdt::Timestamp>>,
     /// Nodes taken out for good (replaced): healing does not restart them.
     retired: Mutex<BTreeSet<usize>>,
+    /// Reads a fault schedule makes itself (probes at a chosen moment), checked with the
+    /// clients' reads.
+    probes: crate::workload::Shared,
 }
 
 /// One simulated cluster. Cheap to clone.
@@ -233,10 +275,7 @@ impl World {
         let slots = (0..config.nodes)
             .map(|_| {
                 Mutex::new(NodeSlot {
-                    store: Arc::new(SimStore {
-                        inner: MemoryStore::new(),
-                        mutation: config.mutation,
-                    }),
+                    disk: Arc::new(SimDisk::new(config.mutation)),
                     clock: Arc::new(SkewedClock::new(WALL_ORIGIN_MS, 0)),
                     gate: Arc::new(Gate::default()),
                     node: None,
@@ -265,7 +304,22 @@ impl World {
             violations: Mutex::new(Vec::new()),
             clock_at_crash: Mutex::new(BTreeMap::new()),
             retired: Mutex::new(BTreeSet::new()),
+            probes: Default::default(),
         }));
+        // The kernel writes each disk back on its own schedule, whatever the node does.
+        for i in 0..world.nodes() {
+            let every = world.random(|r| {
+                r.random_range(world.0.config.sync_ms / 5..=world.0.config.sync_ms)
+                    .max(1)
+            });
+            let disk = world.0.slots[i].lock().disk.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(every)).await;
+                    let _ = disk.sync();
+                }
+            });
+        }
         let boot = world.0.config.boot.unwrap_or(world.0.config.nodes);
         for i in 0..boot {
             // Nodes start at different moments, as real ones do: their gossip rounds are
@@ -274,7 +328,8 @@ impl World {
             tokio::time::sleep(Duration::from_millis(offset / boot as u64 + 1)).await;
             world.boot(i).await;
         }
-        let limit = Duration::from_millis(world.0.config.gossip_ms * 100);
+        // Two founders racing for the first layout may wait out a promise (10 s).
+        let limit = Duration::from_millis((world.0.config.gossip_ms * 100).max(30_000));
         let formed = world.wait_until(limit, |w| w.all_see_all_alive()).await;
         assert!(formed, "seed {seed}: the cluster did not form");
         if world.0.config.auto_join {
@@ -318,6 +373,11 @@ impl World {
 
     pub fn violations(&self) -> Vec<String> {
         self.0.violations.lock().clone()
+    }
+
+    /// The history of the reads the fault schedule made.
+    pub fn probes(&self) -> crate::workload::Shared {
+        self.0.probes.clone()
     }
 
     pub fn trace_lines(&self) -> Vec<String> {
@@ -386,6 +446,7 @@ impl World {
             auto_join: Some((c.auto_join && i < c.nodes - c.spares).to_string()),
             handoff_bytes_per_sec: s(c.handoff_bytes_per_sec),
             drop_sweep_ms: s(c.drop_sweep_ms),
+            max_siblings: s(c.max_siblings as u64),
             ..Default::default()
         })
         .expect("valid simulated node settings")
@@ -399,12 +460,23 @@ impl World {
             assert!(slot.node.is_none(), "node {i} is running");
             slot.incarnation += 1;
             (
-                slot.store.clone(),
+                slot.disk.clone(),
                 slot.clock.clone(),
                 slot.gate.clone(),
                 slot.incarnation,
             )
         };
+        if self.0.config.mutation == Mutation::PretendCleanStop
+            && let Ok(Some(generation)) = store.get(dynakv_node::storage::Space::Meta, b"generation")
+        {
+            store
+                .write_synced(vec![dynakv_node::storage::Op::Put(
+                    dynakv_node::storage::Space::Meta,
+                    b"clean_stop".to_vec(),
+                    generation,
+                )])
+                .expect("the simulated disk takes the record");
+        }
         let env = Env {
             transport: Arc::new(SimTransport {
                 world: Arc::downgrade(&self.0),
@@ -454,6 +526,36 @@ impl World {
             self.trace(format!("CRASH n{} (clock at {reading})", i + 1));
         }
         node
+    }
+
+    /// Crashes node `i`'s machine: its process dies and its disk keeps only what was
+    /// synced (and a prefix of the rest).
+    pub fn machine_crash(&self, i: usize) {
+        self.crash(i);
+        let disk = self.0.slots[i].lock().disk.clone();
+        let (kept, lost) = self.random(|r| disk.machine_crash(r));
+        self.trace(format!(
+            "MACHINE CRASH n{}: {kept} unsynced batches reached the disk, {lost} lost",
+            i + 1
+        ));
+    }
+
+    /// Injects a storage fault into node `i`'s disk.
+    pub fn fail_storage(&self, i: usize, fault: Fault) {
+        self.trace(format!("STORAGE FAULT n{}: {fault:?}", i + 1));
+        self.0.slots[i].lock().disk.inject(fault);
+    }
+
+    /// Every node's disk figures, summed.
+    pub fn disk_stats(&self) -> DiskStats {
+        let mut total = DiskStats::default();
+        for slot in &self.0.slots {
+            let d = slot.lock().disk.stats();
+            total.syncs += d.syncs;
+            total.batches_lost += d.batches_lost;
+            total.injected_errors += d.injected_errors;
+        }
+        total
     }
 
     /// Stages `changes` through node `i` and commits them as the next layout version
@@ -545,10 +647,14 @@ impl World {
         self.0.slots[i].lock().clock.set_skew(skew_ms);
     }
 
-    /// Ends every fault: the network heals, paused nodes resume, crashed ones restart.
+    /// Ends every fault: the network heals, storage faults end, paused nodes resume,
+    /// crashed ones restart.
     pub async fn heal_all(&self) {
         self.heal_network();
         self.set_loss(0.0, 0.0);
+        for slot in &self.0.slots {
+            slot.lock().disk.clear_faults();
+        }
         for i in 0..self.nodes() {
             if self.is_paused(i) {
                 self.resume(i);
@@ -711,22 +817,25 @@ impl World {
     /// handed to the node's task instead, they were the old layout's replicas now and
     /// then, and the read checker took a new replica's answer for a missing one: seed
     /// 424242033 of `join_receiver_crash`.)
-    pub async fn get_placed(&self, i: usize, key: &str) -> Option<(Vec<usize>, Result<GetOutcome, ApiError>)> {
+    pub async fn get_placed(&self, i: usize, key: &str) -> Option<(Placed, Result<GetOutcome, ApiError>)> {
         self.get_with(i, key, None).await
     }
 
-    async fn get_with(
-        &self,
-        i: usize,
-        key: &str,
-        r: Option<usize>,
-    ) -> Option<(Vec<usize>, Result<GetOutcome, ApiError>)> {
+    async fn get_with(&self, i: usize, key: &str, r: Option<usize>) -> Option<(Placed, Result<GetOutcome, ApiError>)> {
         let k = Key::new(key.to_string()).unwrap();
         let start = self.now_ms();
         let got = self
             .client(i, move |n| {
-                let replicas = n.local.cluster.replicas(k.as_str()).iter().map(|r| index_of(&r.id)).collect();
-                Box::pin(async move { (replicas, n.coordinator.get(k, r).await) })
+                let replicas = n.local.cluster.replicas(k.as_str());
+                let placed = Placed {
+                    replicas: replicas.iter().map(|r| index_of(&r.id)).collect(),
+                    judged_dead: replicas
+                        .iter()
+                        .filter(|r| r.is_dead())
+                        .map(|r| index_of(&r.id))
+                        .collect(),
+                };
+                Box::pin(async move { (placed, n.coordinator.get(k, r).await) })
             })
             .await;
         let shown = match got.as_ref().map(|(_, g)| g) {
@@ -767,6 +876,14 @@ impl World {
         self.trace(format!("n{} {what} (from {start} ms): {shown}", i + 1));
         got
     }
+}
+
+/// A read's replicas (indexes) as its coordinator placed it, and those of them it judged
+/// dead then.
+#[derive(Clone, Debug, Default)]
+pub struct Placed {
+    pub replicas: Vec<usize>,
+    pub judged_dead: Vec<usize>,
 }
 
 /// The index of node `nK`.
