@@ -593,6 +593,75 @@ mod tests {
     }
 
     #[test]
+    fn a_member_that_left_holds_the_move_until_it_acks_or_is_removed_and_a_removed_one_does_not() {
+        let mut h = abc();
+        let k = known(&["a", "b", "c", "d"]);
+        h.stage(Change::Join(id("d")), stamp(10, "a"), &k, N).unwrap();
+        h.commit(4, &k, N).unwrap();
+        settle(&mut h, &["a", "b", "c", "d"]);
+        // c leaves; while the move is on, c holds it whether alive or not.
+        h.stage(Change::Leave(id("c")), stamp(11, "a"), &k, N).unwrap();
+        h.commit(5, &k, N).unwrap();
+        assert_eq!(h.holders(), set(&["a", "b", "c", "d"]));
+        // The others ack, sync and read v5; c, cut off, does not: v4 stays.
+        for m in ["a", "b", "d"] {
+            h.ack(&id(m), 5);
+            h.mark_synced(&id(m), 5);
+        }
+        for m in ["a", "b", "d"] {
+            h.ack_sync(&id(m));
+        }
+        h.retire(&h.holders());
+        assert_eq!(h.versions().len(), 2, "v4 retires only once c read v5");
+        // c died for good: the operator removes it, which only records it gone.
+        let dead = {
+            let mut k = k.clone();
+            k.get_mut(&id("c")).unwrap().status = Status::Dead;
+            k
+        };
+        h.stage(Change::Remove(id("c")), stamp(12, "a"), &dead, N).unwrap();
+        let v6 = h.commit(6, &dead, N).unwrap();
+        assert_eq!(v6.owners, h.versions()[1].owners, "no partition moves");
+        assert_eq!(v6.gone, set(&["c"]));
+        assert_eq!(h.holders(), set(&["a", "b", "d"]));
+        settle(&mut h, &["a", "b", "d"]);
+        assert!(h.settled());
+        // A member that left and is alive cannot be removed: it can ack.
+        let alive_c = known(&["a", "b", "c"]);
+        let mut h3 = abc();
+        h3.stage(Change::Join(id("d")), stamp(10, "a"), &k, N).unwrap();
+        h3.commit(4, &k, N).unwrap();
+        h3.stage(Change::Leave(id("c")), stamp(11, "a"), &k, N).unwrap();
+        h3.commit(5, &k, N).unwrap();
+        assert!(matches!(
+            h3.stage(Change::Remove(id("c")), stamp(12, "a"), &alive_c, N),
+            Err(LayoutError::RemoveLive { .. })
+        ));
+    }
+
+    #[test]
+    fn a_replaced_member_is_gone_and_holds_nothing_up() {
+        let mut h = abc();
+        let k = known(&["a", "b", "c", "d"]);
+        let mut dead_c = k.clone();
+        dead_c.get_mut(&id("c")).unwrap().status = Status::Dead;
+        h.stage(
+            Change::Replace {
+                old: id("c"),
+                new: id("d"),
+            },
+            stamp(10, "a"),
+            &dead_c,
+            N,
+        )
+        .unwrap();
+        let v4 = h.commit(4, &dead_c, N).unwrap();
+        assert_eq!(v4.gone, set(&["c"]));
+        assert_eq!(h.holders(), set(&["a", "b", "d"]));
+        assert_eq!(h.gone(), set(&["c"]));
+    }
+
+    #[test]
     fn a_gain_is_complete_once_every_acknowledged_write_is_among_the_fetched() {
         let abc = vec![id("a"), id("b"), id("c")];
         // (sets, gone, fetched, w, complete)

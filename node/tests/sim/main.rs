@@ -416,39 +416,59 @@ fn leavers_cut_off(w: World) -> BoxFuture<'static, ()> {
     })
 }
 
-/// Four of five nodes boot. One of them is down for 1.5-3 s while clients write (its
-/// partitions' writes go to the other two replicas), comes back behind (anti-entropy is
-/// rare here), and at once another of them goes down while the fifth node joins: the
-/// newcomer must fetch each partition it gains from enough sources to cover every
-/// acknowledged write, and the replica that came back behind is not enough on its own.
-/// The node that went down comes back after 1-3 s.
+/// Four of five nodes boot. One of them goes down, 40 fresh keys are written (each to
+/// the other two of its replicas when it is one), and it comes back without them
+/// (anti-entropy is rare here). The fifth node joins; once every node has acked the new
+/// layout another of the four goes down, as the newcomer fetches what it gains (paced):
+/// the replica that came back behind is not enough on its own, and the one that is down
+/// cannot be fetched from. The fresh keys are read through random nodes from then on; the
+/// node that went down comes back after 1-3 s.
 fn behind_then_join(w: World) -> BoxFuture<'static, ()> {
     Box::pin(async move {
         sleep_ms(between(&w, 500, 1_500)).await;
         let behind = between(&w, 0, 3) as usize;
         let down = (behind + between(&w, 1, 3) as usize) % 4;
         drop(w.crash(behind));
-        sleep_ms(between(&w, 1_500, 3_000)).await;
+        let keys: Vec<String> = (0..40).map(|i| format!("outage-{i}")).collect();
+        let acked = workload::probe_writes(&w, &keys).await;
         w.restart(behind).await;
-        drop(w.crash(down));
         w.add(4).await;
+        let acked_by_all = w
+            .wait_until(Duration::from_secs(5), |w| {
+                w.node(4).is_some_and(|n| {
+                    let c = &n.local.cluster;
+                    let view = c.view();
+                    view.current().owns(c.me()) && view.history.all_acked(&c.tracked())
+                })
+            })
+            .await;
+        w.trace(format!("every node acked n5's join: {acked_by_all}"));
+        drop(w.crash(down));
+        let until = w.now_ms() + 5_000;
+        let reads = tokio::spawn({
+            let w = w.clone();
+            async move { workload::probe_reads_of(&w, &acked, 10, until).await }
+        });
         sleep_ms(between(&w, 1_000, 3_000)).await;
         w.restart(down).await;
+        reads.await.expect("probe reads");
     })
 }
 
-/// After 1-3 s three nodes are each cut off from every other for 3-6 s: writes through
-/// them are acknowledged by fallbacks' hints alone. For 3 s after the network heals,
-/// every 0.2-0.5 s one node's storage refuses every write for 0.3-0.8 s, so hint
-/// deliveries fail now and then and must be tried again, not given up.
+/// After 1-3 s three nodes are each cut off from every other for 3-6 s: writes of keys
+/// whose replicas are all three are acknowledged by the other two nodes' hints alone.
+/// As the network heals, the three refuse every write for 1-2 s (as full disks would), so
+/// the first deliveries of those hints fail and must be tried again, not given up.
 fn hints_meet_failing_disks(w: World) -> BoxFuture<'static, ()> {
     Box::pin(async move {
-        isolate_three(w.clone()).await;
-        let until = w.now_ms() + 3_000;
-        while w.now_ms() < until {
-            sleep_ms(between(&w, 200, 500)).await;
-            let i = between(&w, 0, w.nodes() as u64 - 1) as usize;
-            let ends = tokio::time::Instant::now() + Duration::from_millis(between(&w, 300, 800));
+        sleep_ms(between(&w, 1_000, 3_000)).await;
+        let three: Vec<usize> = shuffled(&w)[..3].to_vec();
+        for &i in &three {
+            w.isolate(i);
+        }
+        sleep_ms(between(&w, 3_000, 6_000)).await;
+        let ends = tokio::time::Instant::now() + Duration::from_millis(between(&w, 1_000, 2_000));
+        for &i in &three {
             w.fail_storage(
                 i,
                 disk::Fault {
@@ -458,6 +478,7 @@ fn hints_meet_failing_disks(w: World) -> BoxFuture<'static, ()> {
                 },
             );
         }
+        w.heal_network();
     })
 }
 
@@ -772,6 +793,7 @@ const SCENARIOS: &[Scenario] = &[
         config: |c| {
             layout_checks(c);
             c.boot = Some(4);
+            c.handoff_bytes_per_sec = 8_000;
             // Two of three replicas take each write: the one behind alone is not enough.
             (c.n, c.r, c.w) = (3, c.r.max(2), 2);
         },
@@ -785,7 +807,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "hint_delivery_errors",
-        what: "writes of fresh keys acknowledged by hints alone while three nodes are cut off; after the heal, disks refuse writes now and then as the hints are delivered",
+        what: "writes of fresh keys acknowledged by hints alone while three nodes are cut off; as the network heals their disks refuse writes for 1-2 s, so hint deliveries fail at first",
         workload: Workload::Fresh,
         config: no_change,
         faults: hints_meet_failing_disks,

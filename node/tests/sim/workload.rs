@@ -518,6 +518,50 @@ pub async fn probe_reads(world: &World, nodes: &[usize], key: &str, every_ms: u6
     }
 }
 
+/// Writes each of `keys` once (a fresh write, one element) through a random node that is
+/// up, into the world's probe history: writes a fault schedule places at one moment.
+/// Returns the keys acknowledged.
+pub async fn probe_writes(world: &World, keys: &[String]) -> Vec<String> {
+    let h = world.probes();
+    let mut acked = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let up: Vec<usize> = (0..world.nodes()).filter(|&n| world.is_up(n)).collect();
+        let x = world.random(|r| *up.choose(r).expect("a node is up"));
+        let element = (2000u64 << 32) | i as u64;
+        h.lock().ops += 1;
+        let written = world
+            .put(x, key, Some(encode_set(&BTreeSet::from([element]))), None)
+            .await;
+        let mut h = h.lock();
+        match written {
+            Some(Ok(_)) => {
+                let now = world.now_ms();
+                h.acked.entry(key.clone()).or_default().insert(element);
+                h.acked_at.entry(key.clone()).or_default().push((element, now));
+                acked.push(key.clone());
+            }
+            _ => {
+                h.failed_ops += 1;
+                h.maybe.entry(key.clone()).or_default().insert(element);
+            }
+        }
+    }
+    acked
+}
+
+/// Reads random ones of `keys` through random nodes, one every `every_ms`, until
+/// `until_ms`, into the world's probe history.
+pub async fn probe_reads_of(world: &World, keys: &[String], every_ms: u64, until_ms: u64) {
+    let h = world.probes();
+    while world.now_ms() < until_ms && !keys.is_empty() {
+        let (node, key) = world.random(|r| (r.random_range(0..world.nodes()), keys.choose(r).unwrap().clone()));
+        h.lock().ops += 1;
+        let (world, h) = (world.clone(), h.clone());
+        tokio::spawn(async move { read(&world, &h, node, &key).await });
+        tokio::time::sleep(Duration::from_millis(every_ms)).await;
+    }
+}
+
 /// Adds `other`'s records to `into`.
 pub fn absorb(into: &Shared, other: &Shared) {
     let o = std::mem::take(&mut *other.lock());
