@@ -464,6 +464,17 @@ impl Cluster {
         self.membership.lock().merge(&valid, now)
     }
 
+    /// `id` answered one of our requests: alive now ([`Membership::heard_from`]).
+    pub fn heard_from(&self, id: &NodeId) -> Vec<Event> {
+        let now = self.now_ms();
+        let mut m = self.membership.lock();
+        // Nothing to do in the common case: it is alive already.
+        if m.status(id) == Some(Status::Alive) {
+            return Vec::new();
+        }
+        m.heard_from(id, now)
+    }
+
     pub fn gossip_table(&self) -> Vec<GossipEntry> {
         let now = self.now_ms();
         self.membership.lock().gossip(now)

@@ -230,6 +230,18 @@ impl Membership {
         self.my_entry().info.oldest_hint_ms = oldest_hint_ms;
     }
 
+    /// `id` answered a request of ours just now: it is alive, whatever its heartbeat
+    /// last said (a member judged dead while the network was cut is seen at its first
+    /// answer after a heal, not a gossip round later). Its version does not change, so
+    /// nothing here spreads but through the age we relay for it.
+    pub fn heard_from(&mut self, id: &NodeId, now_ms: u64) -> Vec<Event> {
+        match self.entries.get_mut(id) {
+            Some(e) if *id != self.me && !e.info.left => e.advanced_at_ms = e.advanced_at_ms.max(now_ms),
+            _ => return Vec::new(),
+        }
+        self.refresh(now_ms)
+    }
+
     /// Marks ourselves as leaving; the flag spreads with the next gossip.
     pub fn leave(&mut self) {
         let me = self.my_entry();
@@ -507,6 +519,40 @@ mod tests {
             );
             self.down.retain(|d| *d != addr);
         }
+    }
+
+    #[test]
+    fn an_answer_from_a_member_judged_dead_makes_it_alive_at_once() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let det = DetectorConfig {
+            suspect_after_ms: 300,
+            dead_after_ms: 600,
+            gossip_interval_ms: 100,
+        };
+        let mut a = Membership::new(info("a", 1), vec![], det, 0);
+        let b = info("b", 1);
+        a.merge(
+            &[GossipEntry {
+                info: b.clone(),
+                age_ms: 0,
+            }],
+            0,
+        );
+        a.tick(700, &mut rng);
+        assert_eq!(a.status(&b.id), Some(Status::Dead));
+        let events = a.heard_from(&b.id, 800);
+        assert_eq!(a.status(&b.id), Some(Status::Alive));
+        assert!(events.contains(&Event::StatusChanged {
+            id: b.id.clone(),
+            from: Status::Dead,
+            to: Status::Alive
+        }));
+        // Silent again for as long: dead again.
+        a.tick(1_400, &mut rng);
+        assert_eq!(a.status(&b.id), Some(Status::Dead));
+        // Unknown members and ourselves are left alone.
+        assert!(a.heard_from(&NodeId::new("z").unwrap(), 1_500).is_empty());
+        assert!(a.heard_from(&NodeId::new("a").unwrap(), 1_500).is_empty());
     }
 
     #[test]

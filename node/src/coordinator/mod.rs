@@ -507,6 +507,8 @@ impl KvService for Coordinator {
 fn absorb_read(local: &Local, from: &NodeId, answer: Result<Option<Register>, String>) -> Option<Option<Register>> {
     match answer {
         Ok(state) => {
+            // A replica judged dead that answers is alive again (reads ask those too).
+            crate::services::gossip::on_events(local, &local.cluster.heard_from(from));
             if let Some(reg) = &state {
                 local.observe(reg);
             }
