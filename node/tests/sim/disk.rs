@@ -86,6 +86,11 @@ impl SimDisk {
         self.state.lock().stats
     }
 
+    /// Batches written since the last sync.
+    pub fn unsynced(&self) -> usize {
+        self.state.lock().unsynced.len()
+    }
+
     pub fn inject(&self, fault: Fault) {
         self.state.lock().faults.push(fault);
     }

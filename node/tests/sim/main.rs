@@ -287,6 +287,9 @@ async fn machine_crashes(w: World) {
         let i = (0..w.nodes())
             .find(|i| pick.as_str() == format!("n{}", i + 1))
             .expect("a simulated node");
+        // A crash right after a sync loses nothing: wait (a little) for a write.
+        let disk = w.0.slots[i].lock().disk.clone();
+        w.wait_until(Duration::from_secs(1), |_| disk.unsynced() > 0).await;
         let other = (between(&w, 0, 1) == 1).then(|| (i + between(&w, 1, w.nodes() as u64 - 1) as usize) % w.nodes());
         if let Some(j) = other {
             drop(w.crash(j));
