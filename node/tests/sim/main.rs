@@ -269,32 +269,37 @@ fn cut_pair_then_probe(w: World) -> BoxFuture<'static, ()> {
     })
 }
 
-/// Until two seconds before the load ends: every 2.6-4 s the machine of a replica of a
-/// random shared key crashes (its unsynced writes are lost) and comes back after 0.2-1.5 s. Half the time
-/// another node's process crashed 0.1-0.5 s before (losing nothing, but missing the
-/// writes the machine then loses) and comes back with it: the two replicas a restarted
-/// node reads first then may both lack its newest versions. Disks sync every 0.2-1 s;
+/// Until two seconds before the load ends: every 2.6-4 s the machine of a random node
+/// that wrote since its disk last synced crashes (its unsynced writes are lost) and
+/// comes back after 0.2-1.5 s. Half the time another node's process crashed 0.1-0.5 s
+/// before (losing nothing, but missing the writes the machine then loses) and comes
+/// back with it: the two replicas a restarted node reads first then may both lack its
+/// newest versions. Disks sync every 0.2-1 s;
 /// two machine crashes are further apart than a sync interval plus a request's timeout,
 /// so no write can be lost by two of the replicas that acknowledged it.
 async fn machine_crashes(w: World) {
     while w.now_ms() < LOAD_MS - 2_000 {
         sleep_ms(between(&w, 2_600, 4_000)).await;
-        // A replica of one of the shared keys (a node may hold none of them).
-        let key = format!("key-{}", between(&w, 0, 5));
-        let ring = w.ring();
-        let replicas = ring.preference_list(key.as_bytes(), w.0.config.n);
-        let pick = replicas[between(&w, 0, replicas.len() as u64 - 1) as usize];
-        let i = (0..w.nodes())
-            .find(|i| pick.as_str() == format!("n{}", i + 1))
-            .expect("a simulated node");
-        // A crash right after a sync loses nothing: wait (a little) for a write.
-        let disk = w.0.slots[i].lock().disk.clone();
-        w.wait_until(Duration::from_secs(1), |_| disk.unsynced() > 0).await;
-        let other = (between(&w, 0, 1) == 1).then(|| (i + between(&w, 1, w.nodes() as u64 - 1) as usize) % w.nodes());
+        let other = (between(&w, 0, 1) == 1).then(|| between(&w, 0, w.nodes() as u64 - 1) as usize);
         if let Some(j) = other {
             drop(w.crash(j));
             sleep_ms(between(&w, 100, 500)).await;
         }
+        // A node that wrote since its disk last synced (a crash right after a sync loses
+        // nothing), waiting up to a second for one.
+        let wrote = |w: &World| -> Vec<usize> {
+            (0..w.nodes())
+                .filter(|&i| Some(i) != other && w.is_up(i) && w.0.slots[i].lock().disk.unsynced() > 0)
+                .collect()
+        };
+        w.wait_until(Duration::from_secs(1), |w| !wrote(w).is_empty()).await;
+        let candidates = wrote(&w);
+        let Some(&i) = candidates.get(between(&w, 0, candidates.len().max(1) as u64 - 1) as usize) else {
+            if let Some(j) = other {
+                w.restart(j).await;
+            }
+            continue;
+        };
         w.machine_crash(i);
         sleep_ms(between(&w, 200, 1_500)).await;
         w.restart(i).await;
