@@ -202,9 +202,9 @@ impl AdminService for Admin {
                 "tokens": tokens,
                 "state": state,
                 "status": status,
-                "acked": history.trackers.ack.get(id).copied().unwrap_or(0),
-                "synced": history.trackers.sync.get(id).copied().unwrap_or(0),
-                "reads": history.trackers.sync_ack.get(id).copied().unwrap_or(0),
+                "acked": history.acked(id),
+                "synced": history.synced(id),
+                "reads": history.reads(id),
             }));
         }
         let staged: Vec<serde_json::Value> = if history.staging.base == current.version {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use dynakv_http_api::ApiError;
-use dynakv_ring::history::{LayoutHistory, Promise, Rings};
+use dynakv_ring::history::{LayoutHistory, Mark, Promise, Rings};
 use dynakv_ring::layout::{Change, Digest, Known, Layout, LayoutError, Plan as LayoutPlan, Stamp};
 use dynakv_ring::ring::MAX_TOKENS;
 use dynakv_ring::{Event, GossipEntry, MemberInfo, Membership, NodeId, Partition, Ring, RingError, Status, Tick};
@@ -171,11 +171,38 @@ const LAYOUT_KEY: &[u8] = b"layout";
 pub fn load_layout(store: &dyn Store) -> Result<LayoutHistory, StorageError> {
     match store.get(Space::Meta, LAYOUT_KEY)? {
         None => Ok(LayoutHistory::new()),
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+        Some(bytes) => parse_layout(&bytes).map_err(|e| StorageError::Corrupt {
             what: "the cluster layout".into(),
             detail: e.to_string(),
         }),
     }
+}
+
+/// A stored layout history, also as builds before 2026-12-07 stored it: their trackers
+/// hold bare versions, read here as marks without a digest (a member then counts as one
+/// version behind until it marks again, which it does at its next round).
+fn parse_layout(bytes: &[u8]) -> Result<LayoutHistory, serde_json::Error> {
+    let first = match serde_json::from_slice(bytes) {
+        Ok(h) => return Ok(h),
+        Err(e) => e,
+    };
+    let mut v: serde_json::Value = serde_json::from_slice(bytes)?;
+    let none = serde_json::to_value(Mark::NONE.digest).expect("a digest encodes");
+    let mut legacy = false;
+    if let Some(trackers) = v.get_mut("trackers").and_then(|t| t.as_object_mut()) {
+        for map in trackers.values_mut().filter_map(|m| m.as_object_mut()) {
+            for mark in map.values_mut() {
+                if let Some(version) = mark.as_u64() {
+                    *mark = serde_json::json!({ "version": version, "digest": none });
+                    legacy = true;
+                }
+            }
+        }
+    }
+    if !legacy {
+        return Err(first);
+    }
+    serde_json::from_value(v)
 }
 
 /// Where this node keeps the newest layout version a write it received named.
@@ -876,6 +903,32 @@ mod tests {
         assert_eq!(again.check_current().unwrap_err().code(), "unavailable");
         again.merge_layout(&LayoutHistory::new());
         assert!(again.check_current().is_ok());
+    }
+
+    #[test]
+    fn a_layout_stored_with_bare_tracker_versions_still_loads() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let a = node("a", store.clone());
+        a.stage(Change::Join(NodeId::new("a").unwrap())).unwrap();
+        a.install(a.proposal().unwrap()).unwrap();
+        a.ack_layout(1);
+        let stored = store.get(Space::Meta, LAYOUT_KEY).unwrap().unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(v["trackers"]["ack"]["a"]["version"], 1, "{v}");
+        // As an older build wrote it.
+        v["trackers"]["ack"]["a"] = serde_json::json!(1);
+        store
+            .put(Space::Meta, LAYOUT_KEY, &serde_json::to_vec(&v).unwrap())
+            .unwrap();
+        let loaded = load_layout(&*store).unwrap();
+        assert_eq!(loaded.current().version, 1);
+        assert_eq!(
+            loaded.acked(&NodeId::new("a").unwrap()),
+            0,
+            "a bare version is a mark without digest"
+        );
+        store.put(Space::Meta, LAYOUT_KEY, b"{\"nonsense\": 1}").unwrap();
+        assert!(matches!(load_layout(&*store), Err(StorageError::Corrupt { .. })));
     }
 
     #[test]

@@ -46,15 +46,34 @@ use crate::ring::{Partition, Ring, RingError};
 /// changes for long.
 pub const PROMISE_TTL_MS: u64 = 10_000;
 
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Trackers {
-    pub ack: BTreeMap<NodeId, u64>,
-    pub sync: BTreeMap<NodeId, u64>,
-    pub sync_ack: BTreeMap<NodeId, u64>,
+/// How far a member has come, as a tracker keeps it: a layout version and the digest of
+/// the layout it had under that version. Two different layouts committed as one version
+/// (which the commit protocol prevents, but a merge still resolves: the larger digest
+/// wins) are told apart: a member that acked the losing one has not acked the winner.
+/// Marks order by version, then digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Mark {
+    pub version: u64,
+    pub digest: Digest,
 }
 
-fn raise(map: &mut BTreeMap<NodeId, u64>, id: &NodeId, to: u64) -> bool {
-    let v = map.entry(id.clone()).or_insert(0);
+impl Mark {
+    /// Nothing reached yet.
+    pub const NONE: Mark = Mark {
+        version: 0,
+        digest: Digest([0; 32]),
+    };
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Trackers {
+    pub ack: BTreeMap<NodeId, Mark>,
+    pub sync: BTreeMap<NodeId, Mark>,
+    pub sync_ack: BTreeMap<NodeId, Mark>,
+}
+
+fn raise(map: &mut BTreeMap<NodeId, Mark>, id: &NodeId, to: Mark) -> bool {
+    let v = map.entry(id.clone()).or_insert(Mark::NONE);
     if *v < to {
         *v = to;
         true
@@ -63,14 +82,14 @@ fn raise(map: &mut BTreeMap<NodeId, u64>, id: &NodeId, to: u64) -> bool {
     }
 }
 
-fn merge_max(into: &mut BTreeMap<NodeId, u64>, from: &BTreeMap<NodeId, u64>) {
+fn merge_max(into: &mut BTreeMap<NodeId, Mark>, from: &BTreeMap<NodeId, Mark>) {
     for (id, &v) in from {
         raise(into, id, v);
     }
 }
 
-fn get(map: &BTreeMap<NodeId, u64>, id: &NodeId) -> u64 {
-    map.get(id).copied().unwrap_or(0)
+fn get(map: &BTreeMap<NodeId, Mark>, id: &NodeId) -> Mark {
+    map.get(id).copied().unwrap_or(Mark::NONE)
 }
 
 /// What the cluster gossips about its layouts.
@@ -342,14 +361,54 @@ impl LayoutHistory {
     /// looked): a newer layout installed meanwhile is not acked by accident.
     pub fn ack(&mut self, me: &NodeId, version: u64) -> bool {
         let v = version.min(self.current().version);
-        raise(&mut self.trackers.ack, me, v)
+        let mark = self.mark(v);
+        raise(&mut self.trackers.ack, me, mark)
+    }
+
+    /// The mark of layout version `v` as this history has it (no digest if it has no
+    /// such layout: a retired one).
+    fn mark(&self, v: u64) -> Mark {
+        Mark {
+            version: v,
+            digest: self
+                .versions
+                .iter()
+                .find(|l| l.version == v)
+                .map_or(Mark::NONE.digest, Layout::digest),
+        }
+    }
+
+    /// The version `id` has reached in `map`: its mark's version, or the one before when
+    /// it marked another layout than ours under that version (one that lost, or that we
+    /// have not merged yet if its digest is the larger: then it counts).
+    fn reached(&self, map: &BTreeMap<NodeId, Mark>, id: &NodeId) -> u64 {
+        let m = get(map, id);
+        match self.versions.iter().find(|l| l.version == m.version) {
+            Some(l) if m.digest < l.digest() => m.version.saturating_sub(1),
+            _ => m.version,
+        }
+    }
+
+    /// The newest layout `id` has acked (it coordinates writes by it).
+    pub fn acked(&self, id: &NodeId) -> u64 {
+        self.reached(&self.trackers.ack, id)
+    }
+
+    /// The newest layout whose partitions `id` holds.
+    pub fn synced(&self, id: &NodeId) -> u64 {
+        self.reached(&self.trackers.sync, id)
+    }
+
+    /// The layout `id` reads from.
+    pub fn reads(&self, id: &NodeId) -> u64 {
+        self.reached(&self.trackers.sync_ack, id)
     }
 
     /// Every tracked member has acked the current layout: the members that gain
     /// partitions in it may fetch them.
     pub fn all_acked(&self, tracked: &BTreeSet<NodeId>) -> bool {
         let v = self.current().version;
-        tracked.iter().all(|id| get(&self.trackers.ack, id) >= v)
+        tracked.iter().all(|id| self.acked(id) >= v)
     }
 
     /// The partitions `me` must fetch: those it replicates in some active layout but not
@@ -393,7 +452,8 @@ impl LayoutHistory {
     /// never goes past the version the gains were computed for.
     pub fn mark_synced(&mut self, me: &NodeId, version: u64) -> bool {
         let v = version.min(self.current().version);
-        raise(&mut self.trackers.sync, me, v)
+        let mark = self.mark(v);
+        raise(&mut self.trackers.sync, me, mark)
     }
 
     /// The layout reads use: the newest active one whose owners have all synced it.
@@ -401,25 +461,21 @@ impl LayoutHistory {
         self.versions
             .iter()
             .rev()
-            .find(|l| l.owners.keys().all(|o| get(&self.trackers.sync, o) >= l.version))
+            .find(|l| l.owners.keys().all(|o| self.synced(o) >= l.version))
             .unwrap_or(&self.versions[0])
             .version
     }
 
     /// `me` reads from [`read_version`](Self::read_version); it says so.
     pub fn ack_sync(&mut self, me: &NodeId) -> bool {
-        let v = self.read_version();
-        raise(&mut self.trackers.sync_ack, me, v)
+        let mark = self.mark(self.read_version());
+        raise(&mut self.trackers.sync_ack, me, mark)
     }
 
     /// Retires the layouts older than the one every tracked member reads from. Returns
     /// whether any was retired.
     pub fn retire(&mut self, tracked: &BTreeSet<NodeId>) -> bool {
-        let floor = tracked
-            .iter()
-            .map(|id| get(&self.trackers.sync_ack, id))
-            .min()
-            .unwrap_or(0);
+        let floor = tracked.iter().map(|id| self.reads(id)).min().unwrap_or(0);
         if floor > self.retired {
             self.retired = floor;
         }
@@ -662,6 +718,40 @@ mod tests {
     }
 
     #[test]
+    fn an_ack_of_a_layout_that_lost_a_conflict_is_no_ack_of_the_winner() {
+        let k = known(&["a", "b", "c", "d", "e"]);
+        let base = abc();
+        // Two version-4 layouts: d joins in one, e in the other.
+        let (mut with_d, mut with_e) = (base.clone(), base.clone());
+        with_d.stage(Change::Join(id("d")), stamp(10, "a"), &k, N).unwrap();
+        with_d.commit(4, &k, N).unwrap();
+        with_e.stage(Change::Join(id("e")), stamp(10, "b"), &k, N).unwrap();
+        with_e.commit(4, &k, N).unwrap();
+        let (mut loser, winner) = if with_d.current().digest() < with_e.current().digest() {
+            (with_d, with_e)
+        } else {
+            (with_e, with_d)
+        };
+        // a acked the one that loses; then the winner arrives.
+        loser.ack(&id("a"), 4);
+        assert_eq!(loser.acked(&id("a")), 4);
+        let mut merged = loser.clone();
+        let conflicts = merged.merge(&winner).conflicts;
+        assert_eq!(conflicts, vec![4]);
+        assert_eq!(merged.current(), winner.current());
+        assert_eq!(merged.acked(&id("a")), 3, "a acked another layout 4");
+        assert!(!merged.all_acked(&set(&["a"])));
+        merged.ack(&id("a"), 4);
+        assert_eq!(merged.acked(&id("a")), 4);
+        assert!(merged.all_acked(&set(&["a"])));
+        // A member whose view has the loser counts an ack of the winner (which it will
+        // adopt) as an ack of version 4.
+        let mut behind = loser.clone();
+        behind.trackers.ack.insert(id("b"), merged.trackers.ack[&id("a")]);
+        assert_eq!(behind.acked(&id("b")), 4);
+    }
+
+    #[test]
     fn a_gain_is_complete_once_every_acknowledged_write_is_among_the_fetched() {
         let abc = vec![id("a"), id("b"), id("c")];
         // (sets, gone, fetched, w, complete)
@@ -864,12 +954,12 @@ mod tests {
             h.mark_synced(&id(m), 5);
         }
         h.mark_synced(&id("d"), 4);
-        assert_eq!(h.trackers.sync[&id("d")], 4);
+        assert_eq!(h.synced(&id("d")), 4);
         assert_eq!(h.read_version(), 4, "reads stay where d's fetch vouches for");
         // A mark or an ack never runs ahead of the current layout either.
         h.mark_synced(&id("d"), 9);
         h.ack(&id("d"), 9);
-        assert_eq!((h.trackers.sync[&id("d")], h.trackers.ack[&id("d")]), (5, 5));
+        assert_eq!((h.synced(&id("d")), h.acked(&id("d"))), (5, 5));
         assert_eq!(h.read_version(), 5);
     }
 

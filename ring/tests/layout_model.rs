@@ -336,7 +336,7 @@ impl Model {
                 let me = &self.members[at];
                 let who = me.id.clone();
                 let v = me.history.current().version;
-                if me.history.trackers.ack.get(&who).copied().unwrap_or(0) < v {
+                if me.history.acked(&who) < v {
                     return;
                 }
                 let rings = Rings::of(&me.history, BITS).unwrap();

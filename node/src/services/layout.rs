@@ -353,13 +353,13 @@ impl LayoutService {
         let view = cluster.view();
         let history = &view.history;
         let current = history.current().version;
-        let acked = history.trackers.ack.get(&me).copied().unwrap_or(0);
+        let acked = history.acked(&me);
         if acked < current {
             cluster.ack_layout(current);
         }
         let view = cluster.view();
         let history = &view.history;
-        let synced = history.trackers.sync.get(&me).copied().unwrap_or(0);
+        let synced = history.synced(&me);
         if synced < current && history.all_acked(&cluster.tracked()) && !self.syncing.swap(true, Ordering::SeqCst) {
             let n = self.local.settings.n;
             let gains = history

@@ -426,11 +426,12 @@ fn leavers_cut_off(w: World) -> BoxFuture<'static, ()> {
 
 /// Four of five nodes boot. One of them goes down, 40 fresh keys are written (each to
 /// the other two of its replicas when it is one), and it comes back without them
-/// (anti-entropy is rare here). The fifth node joins; once every node has acked the new
-/// layout another of the four goes down, as the newcomer fetches what it gains (paced):
-/// the replica that came back behind is not enough on its own, and the one that is down
-/// cannot be fetched from. The fresh keys are read through random nodes from then on; the
-/// node that went down comes back after 1-3 s.
+/// (anti-entropy is rare here). The fifth node joins and stops (as under SIGSTOP) as soon
+/// as it owns partitions; once another of the four has acked the new layout, that one
+/// goes down too, and the newcomer goes on once the others judge it dead: it then
+/// fetches what it gains while a source is down for all it knows, and the replica that
+/// came back behind is not enough on its own. The fresh keys are read through random
+/// nodes from then on; the node that went down comes back after 1-3 s.
 fn behind_then_join(w: World) -> BoxFuture<'static, ()> {
     Box::pin(async move {
         sleep_ms(between(&w, 500, 1_500)).await;
@@ -441,17 +442,34 @@ fn behind_then_join(w: World) -> BoxFuture<'static, ()> {
         let acked = workload::probe_writes(&w, &keys).await;
         w.restart(behind).await;
         w.add(4).await;
-        let acked_by_all = w
+        let joined = w
+            .wait_until(Duration::from_secs(10), |w| {
+                w.node(4)
+                    .is_some_and(|n| n.local.cluster.view().current().owns(n.local.cluster.me()))
+            })
+            .await;
+        w.pause(4);
+        let acked_by_down = w
             .wait_until(Duration::from_secs(5), |w| {
-                w.node(4).is_some_and(|n| {
-                    let c = &n.local.cluster;
-                    let view = c.view();
-                    view.current().owns(c.me()) && view.history.all_acked(&c.tracked())
+                w.node(down).is_some_and(|n| {
+                    let view = n.local.cluster.view();
+                    view.current().owns(&dynakv_ring::NodeId::new("n5").unwrap())
+                        && view.history.acked(n.local.cluster.me()) >= view.current().version
                 })
             })
             .await;
-        w.trace(format!("every node acked n5's join: {acked_by_all}"));
+        w.trace(format!("n5 joined: {joined}; n{} acked it: {acked_by_down}", down + 1));
         drop(w.crash(down));
+        let others: Vec<usize> = (0..4).filter(|&i| i != down).collect();
+        let dead = w
+            .wait_until(Duration::from_secs(10), |w| {
+                others
+                    .iter()
+                    .all(|&i| w.status_seen_by(i, down) == Some(dynakv_ring::Status::Dead))
+            })
+            .await;
+        w.trace(format!("n{} seen dead: {dead}", down + 1));
+        w.resume(4);
         let until = w.now_ms() + 5_000;
         let reads = tokio::spawn({
             let w = w.clone();
