@@ -244,11 +244,15 @@ impl LayoutHistory {
     /// Members that own partitions in an older active layout but not in the current one
     /// (they left, or were removed or replaced, and the move is not over).
     fn former(&self) -> BTreeSet<NodeId> {
-        let current = self.current();
+        self.owners_but(|id| self.current().owns(id))
+    }
+
+    /// The owners of every active layout, but those `skip` says.
+    fn owners_but(&self, skip: impl Fn(&NodeId) -> bool) -> BTreeSet<NodeId> {
         self.versions
             .iter()
             .flat_map(|l| l.owners.keys())
-            .filter(|id| !current.owns(id))
+            .filter(|id| !skip(id))
             .cloned()
             .collect()
     }
@@ -266,13 +270,8 @@ impl LayoutHistory {
     /// before the old owners drop their copies. A member that left and died for good
     /// holds it up until it is removed (`Change::Remove` takes a member that left too).
     pub fn holders(&self) -> BTreeSet<NodeId> {
-        let gone: BTreeSet<&NodeId> = self.versions.iter().flat_map(|l| l.gone.iter()).collect();
-        self.versions
-            .iter()
-            .flat_map(|l| l.owners.keys())
-            .filter(|id| !gone.contains(id))
-            .cloned()
-            .collect()
+        let gone = self.gone();
+        self.owners_but(|id| gone.contains(id))
     }
 
     /// The plan from the current layout to the proposal.

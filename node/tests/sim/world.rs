@@ -559,17 +559,36 @@ impl World {
     }
 
     /// Stages `changes` through node `i` and commits them as the next layout version
-    /// (the promise round can lose messages: a few tries). Returns the version made.
+    /// ([`World::commit_layout`]). Returns the version made.
     pub async fn change_layout(&self, i: usize, changes: Vec<dynakv_ring::layout::Change>) -> Option<u64> {
         self.trace(format!("LAYOUT CHANGE through n{}: {changes:?}", i + 1));
+        self.stage_changes(i, changes).await?;
+        self.commit_layout(i).await
+    }
+
+    /// Stages `changes` through node `i`; `None` if it refused them or did not answer.
+    pub async fn stage_changes(&self, i: usize, changes: Vec<dynakv_ring::layout::Change>) -> Option<()> {
+        let got = self
+            .client(i, move |n| {
+                Box::pin(async move {
+                    for c in changes {
+                        n.local.cluster.stage(c).map_err(|e| e.to_string())?;
+                    }
+                    Ok::<(), String>(())
+                })
+            })
+            .await;
+        self.trace(format!("  staged: {got:?}"));
+        got?.ok()
+    }
+
+    /// Commits what is staged through node `i` as the next layout version (the promise
+    /// round can lose messages: a few tries). Returns the version made.
+    pub async fn commit_layout(&self, i: usize) -> Option<u64> {
         for _ in 0..5 {
-            let changes = changes.clone();
             let got = self
                 .client(i, move |n| {
                     Box::pin(async move {
-                        for c in changes {
-                            n.local.cluster.stage(c).map_err(|e| e.to_string())?;
-                        }
                         let v = n.local.cluster.view().current().version + 1;
                         dynakv_node::services::layout::commit(&n.local, v)
                             .await
