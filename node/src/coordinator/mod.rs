@@ -581,6 +581,16 @@ async fn read_repair(local: &Local, stats: &Stats, key: &str, repairs: Vec<(crat
         stats.read_repairs.fetch_add(1, Ordering::Relaxed);
         debug!(key, replica = %replica.id, "read repair");
         if replica.is_self {
+            // The read was placed a while ago (its repairs wait for late answers): if the
+            // layout it used has retired since, our copy is no replica's any more, and
+            // one stored now would outlive the sweep that dropped the partition.
+            if local
+                .cluster
+                .check_serves(key, crate::cluster::Serving::Replica, local.cluster.newest_known())
+                .is_err()
+            {
+                continue;
+            }
             if let Err(e) = local.replicas.merge(key, &merged) {
                 warn!(key, error = %e, "read repair of our own replica failed");
             }
