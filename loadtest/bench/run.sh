@@ -21,7 +21,7 @@ cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-30s}
 OPEN_DURATION=${OPEN_DURATION:-60s}
 # Three nodes share this machine's cores: one request thread each (measured cheaper per
-# request than one per core each; see the README's Benchmarks).
+# request than one per core each; see docs/benchmarks/2026-11-26-to-12-04-tail-targets.md).
 WORKERS=${WORKERS:-1}
 RECORDS=${RECORDS:-100000}
 CONCURRENCY=${CONCURRENCY:-64}

@@ -11,7 +11,7 @@
 //! [`Committer::inline`] merges on the calling thread: the simulator uses it, so that a
 //! simulated history does not depend on when a real thread gets to run, and so does a
 //! node unless `--commit-thread` is set (on a 2-core machine the hand-off cost more CPU
-//! per request than the isolation saved; see the README's Benchmarks).
+//! per request than the isolation saved; see docs/benchmarks/2026-11-26-to-12-04-tail-targets.md).
 //!
 //! The paths that go through it: merges sent by other nodes (one at a time or batched),
 //! a hint addressed to this node, and a last-writer-wins coordinator's own copy. A

@@ -792,7 +792,7 @@ impl Config {
 /// reach each other they can accept up to N times the cap between them (plus a few
 /// concurrent ones).
 /// Async workers when `workers` is not set: one per core. More workers than cores only
-/// add threads competing for the same cores (measured: see the README's Benchmarks).
+/// add threads competing for the same cores (measured: see docs/benchmarks/2026-11-26-to-12-04-tail-targets.md).
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
