@@ -275,14 +275,14 @@ fn no_params(query: Option<&str>) -> Result<(), ApiError> {
     parse_quorum_params(query, 0, &[]).map(|_| ())
 }
 
-pub(crate) async fn empty_key() -> ApiError {
-    ApiError::BadKey("the key is empty".into())
-}
-
 #[derive(Serialize)]
 struct MembersBody {
     node: String,
     members: Vec<MemberJson>,
+}
+
+pub(crate) async fn empty_key() -> ApiError {
+    ApiError::BadKey("the key is empty".into())
 }
 
 pub(crate) async fn members<S: AdminService>(
@@ -375,11 +375,11 @@ pub(crate) async fn metrics<S: AdminService>(
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response())
 }
 
-pub(crate) async fn openapi(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub(crate) async fn openapi(RawQuery(query): RawQuery, description: Arc<str>) -> Result<Response, ApiError> {
     no_params(query.as_deref())?;
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        crate::OPENAPI,
+        description.to_string(),
     )
         .into_response())
 }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, any, get, post};
+use axum::routing::{MethodRouter, get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use client::CONTEXT_HEADER;
@@ -38,10 +38,11 @@ pub use service::{AdminService, GetOutcome, KvOp, KvService, MemberJson, Observe
 pub struct Route {
     /// The path as the router matches it (`{*key}`: the rest of the path).
     pub path: &'static str,
-    /// The same in OpenAPI's template syntax (`{key}`); `None` for aliases the
-    /// description does not list (`/kv/`).
+    /// The same in OpenAPI's template syntax (`{key}`); `None` for the paths of the
+    /// empty key (`/kv`, `/kv/`), which the description does not list: every request to
+    /// them is refused (400 `bad_key`, or 405 for a method `/kv/{key}` does not serve).
     pub openapi: Option<&'static str>,
-    /// Methods served; any other gets 405. Empty: every method (the answer is an error).
+    /// Methods served; any other gets 405 with an `Allow` header naming these.
     pub methods: &'static [&'static str],
 }
 
@@ -57,11 +58,15 @@ const fn route(path: &'static str, openapi: &'static str, methods: &'static [&'s
 /// description is checked against it, and tests try every method on every route.
 pub const ROUTES: &[Route] = &[
     route("/kv/{*key}", "/kv/{key}", &["GET", "PUT", "DELETE"]),
-    route("/kv", "/kv", &[]),
+    Route {
+        path: "/kv",
+        openapi: None,
+        methods: &["GET", "PUT", "DELETE"],
+    },
     Route {
         path: "/kv/",
         openapi: None,
-        methods: &[],
+        methods: &["GET", "PUT", "DELETE"],
     },
     route("/cluster/members", "/cluster/members", &["GET"]),
     route("/cluster/preflist/{*key}", "/cluster/preflist/{key}", &["GET"]),
@@ -79,8 +84,32 @@ pub const ROUTES: &[Route] = &[
     route("/health", "/health", &["GET"]),
 ];
 
-/// The OpenAPI 3.1 description of every route, served at `/openapi.json`.
+/// The OpenAPI 3.1 description of every route, as kept in the repository. A node serves
+/// it at `/openapi.json` with its own N as the bound of `r` and `w` ([`openapi_for`]).
 pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The description a node with replication factor `n` serves: [`OPENAPI`] with
+/// `maximum: n` on the `r` and `w` query parameters, so that every request the
+/// description allows is one the node accepts.
+pub fn openapi_for(n: usize) -> String {
+    fn bound(v: &mut serde_json::Value, n: usize) {
+        match v {
+            serde_json::Value::Object(o) => {
+                let quorum = o.get("in").and_then(|i| i.as_str()) == Some("query")
+                    && matches!(o.get("name").and_then(|i| i.as_str()), Some("r" | "w"));
+                if quorum && let Some(schema) = o.get_mut("schema").and_then(|s| s.as_object_mut()) {
+                    schema.insert("maximum".into(), n.into());
+                }
+                o.values_mut().for_each(|v| bound(v, n));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|v| bound(v, n)),
+            _ => {}
+        }
+    }
+    let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+    bound(&mut doc, n);
+    serde_json::to_string_pretty(&doc).expect("JSON serialises")
+}
 
 /// The web view, served at `/ui`.
 pub const UI: &str = include_str!("ui/index.html");
@@ -90,7 +119,7 @@ fn kv_route<K: KvService>(path: &str) -> MethodRouter<Arc<K>> {
         "/kv/{*key}" => get(client::get_kv::<K>)
             .put(client::put_kv::<K>)
             .delete(client::delete_kv::<K>),
-        "/kv" | "/kv/" => any(client::empty_key),
+        "/kv" | "/kv/" => get(client::empty_key).put(client::empty_key).delete(client::empty_key),
         _ => unreachable!("{path} is not a /kv route"),
     }
 }
@@ -108,7 +137,7 @@ fn admin_route<A: AdminService>(path: &str) -> MethodRouter<Arc<A>> {
         "/admin/layout/revert" => post(client::admin_layout_revert::<A>),
         "/admin/layout/commit" => post(client::admin_layout_commit::<A>),
         "/metrics" => get(client::metrics::<A>),
-        "/openapi.json" => get(client::openapi),
+        "/openapi.json" => unreachable!("served with the node's N: see router"),
         "/ui" => get(client::ui),
         "/health" => get(client::health::<A>),
         _ => unreachable!("{path} has no handler: add it here"),
@@ -121,9 +150,13 @@ fn admin_route<A: AdminService>(path: &str) -> MethodRouter<Arc<A>> {
 /// right scope required on every route but `/health`, `/ui` and `/openapi.json`.
 pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, tokens: Option<Arc<auth::Tokens>>) -> Router {
     let read_timeout = kv.read_timeout();
+    let description: Arc<str> = openapi_for(kv.n()).into();
     let (mut kv_routes, mut admin_routes) = (Router::new(), Router::new());
     for r in ROUTES {
-        if r.path.starts_with("/kv") {
+        if r.path == "/openapi.json" {
+            let description = description.clone();
+            admin_routes = admin_routes.route(r.path, get(move |query| client::openapi(query, description.clone())));
+        } else if r.path.starts_with("/kv") {
             kv_routes = kv_routes.route(r.path, kv_route::<K>(r.path));
         } else {
             admin_routes = admin_routes.route(r.path, admin_route::<A>(r.path));
@@ -180,4 +213,58 @@ fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
         .unwrap_or("unknown panic");
     tracing::error!(panic = detail, "handler panicked");
     ApiError::Internal("the request handler crashed; this is a bug".into()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn walk<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+        out.push(v);
+        match v {
+            Value::Object(o) => o.values().for_each(|v| walk(v, out)),
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_served_description_bounds_r_and_w_by_the_nodes_n() {
+        let doc: Value = serde_json::from_str(&openapi_for(5)).unwrap();
+        let mut all = Vec::new();
+        walk(&doc, &mut all);
+        let quorums: Vec<&Value> = all
+            .into_iter()
+            .filter(|v| v["in"] == "query" && (v["name"] == "r" || v["name"] == "w"))
+            .collect();
+        assert!(quorums.len() >= 3, "r on GET, w on PUT and DELETE");
+        for q in quorums {
+            assert_eq!(q["schema"]["maximum"], 5, "{q}");
+            assert_eq!(q["schema"]["minimum"], 1, "{q}");
+        }
+        let repo: Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_ne!(repo, doc, "the repository's copy has no bound");
+    }
+
+    #[test]
+    fn every_context_example_in_the_description_decodes() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut all = Vec::new();
+        walk(&doc, &mut all);
+        let contexts: Vec<&Value> = all
+            .into_iter()
+            .filter(|v| v["format"] == "dynakv-context" || v["name"] == "X-Dynakv-Context")
+            .collect();
+        assert!(contexts.len() >= 2, "the write and the delete take a context");
+        for c in contexts {
+            let schema = if c["schema"].is_object() { &c["schema"] } else { c };
+            let example = schema["example"].as_str().unwrap_or_else(|| panic!("no example: {c}"));
+            let ctx = params::decode_context(example).unwrap_or_else(|e| panic!("{example}: {e:?}"));
+            assert!(
+                matches!(ctx, dynakv_crdt::Context::Mv(_)),
+                "the example is a multi-value context"
+            );
+        }
+    }
 }

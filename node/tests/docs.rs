@@ -80,11 +80,7 @@ fn anchors(text: &str) -> BTreeSet<String> {
             .map(|c| if c == ' ' { '-' } else { c })
             .collect();
         let n = seen.entry(slug.clone()).or_insert(0);
-        out.insert(if *n == 0 {
-            slug.clone()
-        } else {
-            format!("{slug}-{n}")
-        });
+        out.insert(if *n == 0 { slug.clone() } else { format!("{slug}-{n}") });
         *n += 1;
     }
     out
@@ -119,8 +115,7 @@ fn every_relative_link_resolves() {
         let text = std::fs::read_to_string(file).expect("a Markdown file reads");
         for line in prose_lines(&text) {
             for target in link_targets(&line) {
-                if target.is_empty() || target.contains("://") || target.starts_with("mailto:")
-                {
+                if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
                     continue;
                 }
                 checked += 1;
@@ -172,20 +167,12 @@ fn readme_is_short_and_opens_with_the_two_commands() {
     let text = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
     let lines = text.lines().count();
     assert!(lines <= 250, "README.md has {lines} lines; keep it at most 250");
-    let first_block: Vec<&str> = text
-        .split("```")
-        .nth(1)
-        .expect("a code block")
-        .lines()
-        .collect();
+    let first_block: Vec<&str> = text.split("```").nth(1).expect("a code block").lines().collect();
     assert!(
         first_block.iter().any(|l| l.starts_with("scripts/dev"))
             && first_block.iter().any(|l| l.starts_with("scripts/test")),
         "the README's first code block must start a cluster and run the tests: {first_block:?}"
     );
     let ci = std::fs::read_to_string(repo_root().join(".ci/run")).expect(".ci/run");
-    assert!(
-        ci.contains("scripts/test"),
-        "CI must run the README's test command"
-    );
+    assert!(ci.contains("scripts/test"), "CI must run the README's test command");
 }
