@@ -325,7 +325,7 @@ impl Change {
     }
 }
 
-/// Why a layout change was refused. Each has a stable code and an HTTP status.
+/// Why a layout change was refused. Each has a stable code and a [`Refusal`] kind.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
     #[error("no member {0} is known to this node (is it started, and does it gossip with the cluster?)")]
@@ -429,17 +429,27 @@ impl LayoutError {
         }
     }
 
-    /// 409 when the request is fine but the cluster's state forbids it now; 400 when the
-    /// request itself is wrong.
-    pub fn http_status(&self) -> u16 {
+    /// Whether the change itself is wrong, or the cluster's state forbids it now.
+    pub fn refusal(&self) -> Refusal {
         match self {
             LayoutError::LeaveDead(_)
             | LayoutError::RemoveLive { .. }
             | LayoutError::NotAlive { .. }
-            | LayoutError::Conflict { .. } => 409,
-            _ => 400,
+            | LayoutError::Conflict { .. } => Refusal::State,
+            _ => Refusal::Change,
         }
     }
+}
+
+/// The two kinds of refused layout change (the HTTP edge answers them 400 and 409).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The change is wrong as given (it names no member, a member that owns nothing,
+    /// leaves too few owners, ...): staging it again will not help.
+    Change,
+    /// The change is fine but the cluster's state forbids it now (a member is dead or
+    /// alive when it should not be; another commit took the version).
+    State,
 }
 
 /// When a change was staged, and by whom: the later stamp wins.
@@ -772,11 +782,11 @@ mod tests {
 
     #[test]
     fn errors_carry_the_status_the_api_answers_with() {
-        assert_eq!(LayoutError::LeaveDead(id("a")).http_status(), 409);
-        assert_eq!(LayoutError::Conflict { current: 1, asked: 1 }.http_status(), 409);
+        assert_eq!(LayoutError::LeaveDead(id("a")).refusal(), Refusal::State);
+        assert_eq!(LayoutError::Conflict { current: 1, asked: 1 }.refusal(), Refusal::State);
         assert_eq!(LayoutError::Conflict { current: 1, asked: 1 }.code(), "layout_conflict");
-        assert_eq!(LayoutError::UnknownNode(id("a")).http_status(), 400);
-        assert_eq!(LayoutError::BelowN { owners: 1, n: 3 }.http_status(), 400);
+        assert_eq!(LayoutError::UnknownNode(id("a")).refusal(), Refusal::Change);
+        assert_eq!(LayoutError::BelowN { owners: 1, n: 3 }.refusal(), Refusal::Change);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use dynakv_http_api::ApiError;
 use dynakv_ring::history::{Gain, LayoutHistory, fetched_enough};
-use dynakv_ring::layout::{Change, Known, Layout, LayoutError};
+use dynakv_ring::layout::{Change, Known, Layout, LayoutError, Refusal};
 use dynakv_ring::{NodeId, Status};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -59,7 +59,7 @@ pub const BAD_CHANGE: &str = "bad_change";
 pub fn layout_codes() -> Vec<(&'static str, u16)> {
     let mut codes: Vec<(&'static str, u16)> = LayoutError::examples()
         .iter()
-        .map(|e| (e.code(), e.http_status()))
+        .map(|e| (e.code(), layout_status(e)))
         .collect();
     codes.push((LAYOUT_BUSY, 409));
     codes.push((BAD_CHANGE, 400));
@@ -68,9 +68,18 @@ pub fn layout_codes() -> Vec<(&'static str, u16)> {
     codes
 }
 
+/// The HTTP status of a refused change: 400 when the change is wrong, 409 when the
+/// cluster's state forbids it now.
+fn layout_status(e: &LayoutError) -> u16 {
+    match e.refusal() {
+        Refusal::Change => 400,
+        Refusal::State => 409,
+    }
+}
+
 pub fn layout_error(e: LayoutError) -> ApiError {
     ApiError::Layout {
-        status: e.http_status(),
+        status: layout_status(&e),
         code: e.code(),
         message: e.to_string(),
     }
