@@ -17,7 +17,17 @@ use rand::Rng;
 
 use crate::clock::Clock;
 use crate::storage::{Space, StorageError, Store};
-use crate::transport::message::ClusterId;
+
+/// What members of one cluster must agree on; gossip from a node that differs is
+/// refused, so a misconfigured node cannot join and disagree about placement.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterId {
+    pub name: String,
+    pub partition_bits: u8,
+    /// Replication factor: replicas of a partition must agree on who they are.
+    pub n: u32,
+    pub conflict: dynakv_crdt::ConflictMode,
+}
 
 /// One replica of a key as a request sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -803,15 +803,39 @@ pub fn message_limit(max_value_bytes: usize, n: usize, max_siblings: usize) -> u
         .clamp(256 << 20, u32::MAX as usize)
 }
 
+/// Who this node lets in on its cluster port, and how it connects out, as the settings
+/// say; the transport makes its handshake policy of it.
+#[derive(Clone, Debug)]
+pub enum ClusterAccess {
+    /// Only peers that prove the secret.
+    Strict(Secret),
+    /// Peers that prove the secret, and peers that have none.
+    Transitional(Secret),
+    /// No secret, `--insecure`: any peer of the cluster.
+    Insecure,
+    /// No secret and not `--insecure`: nobody.
+    Closed,
+}
+
+impl ClusterAccess {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClusterAccess::Strict(_) => "strict",
+            ClusterAccess::Transitional(_) => "transitional",
+            ClusterAccess::Insecure => "insecure",
+            ClusterAccess::Closed => "closed",
+        }
+    }
+}
+
 impl Config {
     /// Who this node lets in on its cluster port, and how it connects out.
-    pub fn policy(&self) -> crate::transport::handshake::Policy {
-        use crate::transport::handshake::{Key, Policy};
+    pub fn cluster_access(&self) -> ClusterAccess {
         match (&self.cluster_secret, self.cluster_auth) {
-            (Some(s), ClusterAuth::Strict) => Policy::Strict(Key::from_secret(&s.0)),
-            (Some(s), ClusterAuth::Transitional) => Policy::Transitional(Key::from_secret(&s.0)),
-            (None, _) if self.insecure => Policy::Insecure,
-            (None, _) => Policy::Closed,
+            (Some(s), ClusterAuth::Strict) => ClusterAccess::Strict(s.clone()),
+            (Some(s), ClusterAuth::Transitional) => ClusterAccess::Transitional(s.clone()),
+            (None, _) if self.insecure => ClusterAccess::Insecure,
+            (None, _) => ClusterAccess::Closed,
         }
     }
 }
@@ -851,7 +875,7 @@ mod tests {
         assert_eq!(c.cluster_listen.to_string(), "127.0.0.1:8001");
         assert_eq!(c.cluster_advertise, "127.0.0.1:8001");
         // No secret, not --insecure, no seeds: a cluster of one whose cluster port lets nobody in.
-        assert_eq!(c.policy().name(), "closed");
+        assert_eq!(c.cluster_access().name(), "closed");
         assert_eq!(c.max_message_bytes, (1 << 20) * (100 * 3 + 16));
     }
 
@@ -890,7 +914,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.cluster_secret.as_ref().unwrap().0, b"sixteen-bytes-or-more");
-        assert_eq!(c.policy().name(), "strict");
+        assert_eq!(c.cluster_access().name(), "strict");
         assert!(!format!("{c:?}").contains("sixteen"), "the secret leaks into Debug");
         let c = Config::load(NodeArgs {
             cluster_secret_file: Some(path),
@@ -898,14 +922,14 @@ mod tests {
             ..args()
         })
         .unwrap();
-        assert_eq!(c.policy().name(), "transitional");
+        assert_eq!(c.cluster_access().name(), "transitional");
         let c = Config::load(NodeArgs {
             insecure: Some("true".into()),
             seeds: Some("10.0.0.2:8001".into()),
             ..args()
         })
         .unwrap();
-        assert_eq!(c.policy().name(), "insecure");
+        assert_eq!(c.cluster_access().name(), "insecure");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::admin::Admin;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterId};
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::identity::{self, Ceilings};
@@ -28,7 +28,6 @@ use crate::services::layout::{LayoutService, LayoutSettings};
 use crate::services::tombstones::Tombstones;
 use crate::services::{self, Services};
 use crate::storage::{StorageError, Store};
-use crate::transport::message::ClusterId;
 
 /// Longest wait at start for the wall clock to catch up with recorded timestamps (the
 /// clock's recording block, plus a margin).

@@ -109,7 +109,7 @@ pub async fn run(
     let identity = |id: String| Identity {
         cluster: config.cluster_name.clone(),
         id,
-        policy: config.policy(),
+        policy: crate::transport::handshake::Policy::from(&config.cluster_access()),
         tls: cluster_tls.clone(),
         max_frame: config.max_message_bytes,
     };
@@ -131,7 +131,7 @@ pub async fn run(
         advertise = %config.advertise,
         cluster_listen = %listeners.cluster.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         cluster_advertise = %config.cluster_advertise,
-        cluster_auth = config.policy().name(),
+        cluster_auth = config.cluster_access().name(),
         cluster_tls = cluster_tls.is_some(),
         client_tls = client_tls.is_some(),
         tokens = tokens.is_some(),

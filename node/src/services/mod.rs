@@ -15,6 +15,7 @@ pub mod antientropy;
 pub mod gossip;
 pub mod handoff;
 pub mod layout;
+pub mod stats;
 pub mod tombstones;
 
 use std::sync::Arc;
@@ -34,7 +35,7 @@ pub struct Services {
     pub tombstones: Arc<tombstones::Tombstones>,
     pub layout: Arc<layout::LayoutService>,
     /// The node's live figures, shared by `/admin/overview` and the `Stats` verb.
-    pub stats: Arc<crate::admin::StatsCache>,
+    pub stats: Arc<stats::StatsCache>,
 }
 
 impl Services {

@@ -64,6 +64,18 @@ impl std::fmt::Debug for Policy {
     }
 }
 
+impl From<&crate::config::ClusterAccess> for Policy {
+    fn from(access: &crate::config::ClusterAccess) -> Policy {
+        use crate::config::ClusterAccess;
+        match access {
+            ClusterAccess::Strict(s) => Policy::Strict(Key::from_secret(&s.0)),
+            ClusterAccess::Transitional(s) => Policy::Transitional(Key::from_secret(&s.0)),
+            ClusterAccess::Insecure => Policy::Insecure,
+            ClusterAccess::Closed => Policy::Closed,
+        }
+    }
+}
+
 impl Policy {
     pub fn name(&self) -> &'static str {
         match self {

@@ -22,7 +22,7 @@
 
 use bytes::Bytes;
 use dynakv_antientropy::{CompareResponse, Hash};
-use dynakv_crdt::{ConflictMode, Context, Register};
+use dynakv_crdt::{Context, Register};
 use dynakv_http_api::ApiError;
 use dynakv_ring::history::LayoutHistory;
 use dynakv_ring::layout::Digest;
@@ -324,16 +324,8 @@ impl From<WireError> for ApiError {
     }
 }
 
-/// What members of one cluster must agree on; gossip from a node that differs is
-/// refused, so a misconfigured node cannot join and disagree about placement.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterId {
-    pub name: String,
-    pub partition_bits: u8,
-    /// Replication factor: replicas of a partition must agree on who they are.
-    pub n: u32,
-    pub conflict: ConflictMode,
-}
+/// What members of one cluster must agree on (defined with the cluster view).
+pub use crate::cluster::ClusterId;
 
 pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Vec<u8> {
     let mut out = vec![WIRE_VERSION];
@@ -356,7 +348,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dynakv_crdt::{Actor, LwwRegister, Timestamp};
+    use dynakv_crdt::{Actor, ConflictMode, LwwRegister, Timestamp};
 
     #[test]
     fn round_trip_and_version_check() {
