@@ -4,7 +4,7 @@
 //! - [`error`]: [`ApiError`], its stable codes and the single mapping to HTTP statuses.
 //! - [`params`]: keys, `r`/`w` query parameters and context tokens, parsed and checked.
 //! - [`service`]: the trait a node implements for this layer ([`KvService`]).
-//! - `client`: the axum handlers.
+//! - `handlers`: the axum handlers of every route.
 //!
 //! - [`auth`]: optional API tokens and the scope each route needs.
 //!
@@ -13,8 +13,8 @@
 //! has a port of its own (the node's transport) and never reaches this router.
 
 pub mod auth;
-mod client;
 pub mod error;
+mod handlers;
 mod idle_body;
 pub mod params;
 pub mod service;
@@ -28,8 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use client::CONTEXT_HEADER;
 pub use error::{ApiError, ErrorBody, QuorumOp};
+pub use handlers::CONTEXT_HEADER;
 pub use params::{Key, MAX_KEY_BYTES};
 pub use service::{AdminService, GetOutcome, KvOp, KvService, MemberJson, Observed};
 
@@ -116,30 +116,32 @@ pub const UI: &str = include_str!("ui/index.html");
 
 fn kv_route<K: KvService>(path: &str) -> MethodRouter<Arc<K>> {
     match path {
-        "/kv/{*key}" => get(client::get_kv::<K>)
-            .put(client::put_kv::<K>)
-            .delete(client::delete_kv::<K>),
-        "/kv" | "/kv/" => get(client::empty_key).put(client::empty_key).delete(client::empty_key),
+        "/kv/{*key}" => get(handlers::get_kv::<K>)
+            .put(handlers::put_kv::<K>)
+            .delete(handlers::delete_kv::<K>),
+        "/kv" | "/kv/" => get(handlers::empty_key)
+            .put(handlers::empty_key)
+            .delete(handlers::empty_key),
         _ => unreachable!("{path} is not a /kv route"),
     }
 }
 
 fn admin_route<A: AdminService>(path: &str) -> MethodRouter<Arc<A>> {
     match path {
-        "/cluster/members" => get(client::members::<A>),
-        "/cluster/preflist/{*key}" => get(client::preflist::<A>),
-        "/admin/replica/{*key}" => get(client::admin_replica::<A>),
-        "/admin/antientropy" => get(client::admin_antientropy::<A>),
-        "/admin/overview" => get(client::admin_overview::<A>),
-        "/admin/layout" => get(client::admin_layout::<A>),
-        "/admin/layout/plan" => get(client::admin_layout_plan::<A>),
-        "/admin/layout/stage" => post(client::admin_layout_stage::<A>),
-        "/admin/layout/revert" => post(client::admin_layout_revert::<A>),
-        "/admin/layout/commit" => post(client::admin_layout_commit::<A>),
-        "/metrics" => get(client::metrics::<A>),
+        "/cluster/members" => get(handlers::members::<A>),
+        "/cluster/preflist/{*key}" => get(handlers::preflist::<A>),
+        "/admin/replica/{*key}" => get(handlers::admin_replica::<A>),
+        "/admin/antientropy" => get(handlers::admin_antientropy::<A>),
+        "/admin/overview" => get(handlers::admin_overview::<A>),
+        "/admin/layout" => get(handlers::admin_layout::<A>),
+        "/admin/layout/plan" => get(handlers::admin_layout_plan::<A>),
+        "/admin/layout/stage" => post(handlers::admin_layout_stage::<A>),
+        "/admin/layout/revert" => post(handlers::admin_layout_revert::<A>),
+        "/admin/layout/commit" => post(handlers::admin_layout_commit::<A>),
+        "/metrics" => get(handlers::metrics::<A>),
         "/openapi.json" => unreachable!("served with the node's N: see router"),
-        "/ui" => get(client::ui),
-        "/health" => get(client::health::<A>),
+        "/ui" => get(handlers::ui),
+        "/health" => get(handlers::health::<A>),
         _ => unreachable!("{path} has no handler: add it here"),
     }
 }
@@ -155,7 +157,7 @@ pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, tokens: 
     for r in ROUTES {
         if r.path == "/openapi.json" {
             let description = description.clone();
-            admin_routes = admin_routes.route(r.path, get(move |query| client::openapi(query, description.clone())));
+            admin_routes = admin_routes.route(r.path, get(move |query| handlers::openapi(query, description.clone())));
         } else if r.path.starts_with("/kv") {
             kv_routes = kv_routes.route(r.path, kv_route::<K>(r.path));
         } else {

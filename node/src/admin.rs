@@ -26,7 +26,7 @@ pub struct Admin {
     pub coordinator: Arc<Coordinator>,
     pub services: Services,
     /// Connections accepted and refused on the cluster port.
-    pub refusals: Arc<crate::transport::cluster::Refusals>,
+    pub refusals: Arc<crate::transport::port::Refusals>,
 }
 
 fn hex(h: &[u8]) -> String {

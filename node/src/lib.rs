@@ -8,7 +8,7 @@
 //! - [`storage`]: the byte-level [`storage::Store`] trait, RocksDB and in-memory engines.
 //! - [`replica`]: this node's replica of the data (registers, per-key read-merge-write),
 //!   kept in step with its Merkle trees ([`forest`]) and tombstone index; hints.
-//!   [`commit`]: the write paths' merges on a thread of their own, in groups.
+//!   [`replica_writer`]: the write paths' merges on a thread of their own, in groups.
 //! - [`transfer`]: copying a whole partition from another replica, paced and resumable.
 //! - [`identity`]: node id, actor id, generation and clock records in the data directory.
 //! - [`cluster`]: membership state machine plus the layout history and its rings.
@@ -27,7 +27,6 @@ pub mod admin_cli;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
-pub mod commit;
 pub mod config;
 pub mod coordinator;
 pub mod dev;
@@ -39,6 +38,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod replica;
+pub mod replica_writer;
 pub mod server;
 pub mod services;
 pub mod storage;

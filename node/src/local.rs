@@ -17,10 +17,10 @@ use tracing::warn;
 
 use crate::clock::Clock;
 use crate::cluster::Cluster;
-use crate::commit::Committer;
 use crate::identity::{ClockCeiling, Identity};
 use crate::metrics::Metrics;
 use crate::replica::ReplicaStore;
+use crate::replica_writer::ReplicaWriter;
 use crate::storage::StorageError;
 use crate::transport::{Peers, Transport};
 
@@ -71,7 +71,7 @@ pub struct Env {
     pub spawner: Arc<dyn Spawn>,
     /// Seeds every random choice the node makes (gossip targets, generated ids).
     pub seed: u64,
-    /// Replica writes on a commit thread of their own ([`Committer::thread`]) rather
+    /// Replica writes on a commit thread of their own ([`ReplicaWriter::thread`]) rather
     /// than on the calling task's thread.
     pub commit_thread: bool,
 }
@@ -81,8 +81,8 @@ pub struct Local {
     pub settings: Settings,
     pub cluster: Cluster,
     pub replicas: Arc<ReplicaStore>,
-    /// Where the write paths' merges go (see [`crate::commit`]).
-    pub commits: Committer,
+    /// Where the write paths' merges go (see [`crate::replica_writer`]).
+    pub commits: ReplicaWriter,
     pub peers: Peers,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
@@ -107,9 +107,9 @@ impl Local {
         let metrics = Arc::new(Metrics::new(settings.metrics));
         let replicas = Arc::new(replicas);
         let commits = if env.commit_thread {
-            Committer::thread(replicas.clone())?
+            ReplicaWriter::thread(replicas.clone())?
         } else {
-            Committer::inline(replicas.clone())
+            ReplicaWriter::inline(replicas.clone())
         };
         Ok(Local {
             identity,

@@ -15,8 +15,8 @@ use crate::node::Node;
 pub use crate::node::StartError;
 use crate::storage::{RocksStore, Store};
 use crate::tls::{ClusterTls, Material};
-use crate::transport::cluster::{Dialer, Identity};
 use crate::transport::net::NetTransport;
+use crate::transport::port::{Dialer, Identity};
 use crate::transport::stream::Streams;
 
 /// Peers' connections served at once on the cluster port (a link and a few pooled
@@ -154,7 +154,7 @@ pub async fn run(
     };
     let streams = Streams::default();
     let (cluster_stop_tx, mut cluster_stop) = tokio::sync::watch::channel(false);
-    let cluster_port = tokio::spawn(crate::transport::cluster::serve(
+    let cluster_port = tokio::spawn(crate::transport::port::serve(
         listeners.cluster,
         node.peer.clone(),
         identity(local.id().to_string()),

@@ -16,7 +16,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "node state",
         &[
-            "forest", "replica", "commit", "identity", "cluster", "transfer", "testing",
+            "forest",
+            "replica",
+            "replica_writer",
+            "identity",
+            "cluster",
+            "transfer",
+            "testing",
         ],
     ),
     ("transport", &["transport"]),

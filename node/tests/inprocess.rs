@@ -109,8 +109,8 @@ async fn nodes_served_on_bound_listeners_replicate_and_stop_cleanly() {
 /// A peer of the cluster named `dynakv` as this test process: `secret` `None` for one
 /// without a secret.
 fn peer(secret: Option<&str>, id: &str) -> dynakv_node::transport::Peers {
-    use dynakv_node::transport::cluster::{Dialer, Identity};
     use dynakv_node::transport::handshake::{Key, Policy};
+    use dynakv_node::transport::port::{Dialer, Identity};
     let policy = match secret {
         Some(s) => Policy::Strict(Key::from_secret(s.as_bytes())),
         None => Policy::Insecure,

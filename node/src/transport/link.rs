@@ -16,8 +16,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::cluster::{Conn, ConnRead, Dialer};
 use super::message::Request;
+use super::port::{Conn, ConnRead, Dialer};
 use super::stream::{encode_request, read_answer};
 use super::{Reply, RpcError, Traffic};
 

@@ -8,14 +8,14 @@
 //! - [`Handler`]: the receiving side; the node's [`crate::peer::PeerHandler`]
 //!   implements it, whatever carried the request.
 //! - [`Peers`]: the typed front end callers use (`peers.call(addr, Get { .. })`).
-//! - [`cluster`], [`handshake`], [`stream`], [`link`], [`net`]: the real wire: the
+//! - [`port`], [`handshake`], [`stream`], [`link`], [`net`]: the real wire: the
 //!   cluster port and who may use it, the frames, and the client sides.
 
-pub mod cluster;
 pub mod handshake;
 pub mod link;
 pub mod message;
 pub mod net;
+pub mod port;
 pub mod stream;
 
 use std::future::Future;

@@ -11,9 +11,9 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::io::{AsyncWriteExt, BufReader};
 
-use super::cluster::{Conn, Dialer};
 use super::link::Links;
 use super::message::Request;
+use super::port::{Conn, Dialer};
 use super::stream::{FrameError, encode_request, read_answer};
 use super::{Reply, RpcError, Traffic, Transport};
 

@@ -1,5 +1,5 @@
 //! The frames nodes exchange on the cluster port (after TLS and the handshake, see
-//! [`super::cluster`]), and the serving side; [`super::link`] and [`super::net`] are the
+//! [`super::port`]), and the serving side; [`super::link`] and [`super::net`] are the
 //! client sides.
 //!
 //! - request: `u32` length of what follows, `u64` frame id, then the requests as

@@ -353,15 +353,15 @@ async fn storage_faults(w: World) {
 fn leavers_cut_off(w: World) -> BoxFuture<'static, ()> {
     Box::pin(async move {
         sleep_ms(between(&w, 300, 1_500)).await;
-        let committer = between(&w, 0, 2) as usize;
+        let replica_writer = between(&w, 0, 2) as usize;
         let id = |i: usize| dynakv_ring::NodeId::new(format!("n{i}")).unwrap();
         let changes = vec![Change::Leave(id(4)), Change::Leave(id(5))];
-        w.trace(format!("LAYOUT CHANGE through n{}: {changes:?}", committer + 1));
-        if w.stage_changes(committer, changes).await.is_none() {
+        w.trace(format!("LAYOUT CHANGE through n{}: {changes:?}", replica_writer + 1));
+        if w.stage_changes(replica_writer, changes).await.is_none() {
             return;
         }
         w.cut(&[3, 4], &[0, 1, 2]);
-        let version = w.commit_layout(committer).await;
+        let version = w.commit_layout(replica_writer).await;
         sleep_ms(between(&w, 2_000, 5_000)).await;
         w.heal_network();
         let Some(version) = version else { return };

@@ -3,12 +3,12 @@
 //! A RocksDB write blocks the thread that makes it, now and then for tens of
 //! milliseconds (a memtable switch while a flush runs, a write slowdown). On an async
 //! worker that stalls every task queued behind it: reads, answers to other nodes,
-//! gossip. [`Committer::thread`] runs the merges on a thread of their own instead: the
+//! gossip. [`ReplicaWriter::thread`] runs the merges on a thread of their own instead: the
 //! async side awaits a completion, and the writes that arrive while one is being
 //! committed go to storage together, as one batch and one write-ahead-log append
 //! (group commit).
 //!
-//! [`Committer::inline`] merges on the calling thread: the simulator uses it, so that a
+//! [`ReplicaWriter::inline`] merges on the calling thread: the simulator uses it, so that a
 //! simulated history does not depend on when a real thread gets to run, and so does a
 //! node unless `--commit-thread` is set (on a 2-core machine the hand-off cost more CPU
 //! per request than the isolation saved; see docs/benchmarks/2026-11-26-to-12-04-tail-targets.md).
@@ -36,7 +36,7 @@ struct Job {
     done: oneshot::Sender<Result<(), StorageError>>,
 }
 
-pub struct Committer(Mode);
+pub struct ReplicaWriter(Mode);
 
 enum Mode {
     Inline(Arc<ReplicaStore>),
@@ -44,14 +44,14 @@ enum Mode {
     Thread(Option<mpsc::Sender<Job>>, Option<std::thread::JoinHandle<()>>),
 }
 
-impl Committer {
+impl ReplicaWriter {
     /// Merges on the calling thread.
-    pub fn inline(replicas: Arc<ReplicaStore>) -> Committer {
-        Committer(Mode::Inline(replicas))
+    pub fn inline(replicas: Arc<ReplicaStore>) -> ReplicaWriter {
+        ReplicaWriter(Mode::Inline(replicas))
     }
 
-    /// A commit thread for `replicas`; it ends when the committer is dropped.
-    pub fn thread(replicas: Arc<ReplicaStore>) -> std::io::Result<Committer> {
+    /// A commit thread for `replicas`; it ends when the replica_writer is dropped.
+    pub fn thread(replicas: Arc<ReplicaStore>) -> std::io::Result<ReplicaWriter> {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("dynakv-commit".into())
@@ -67,7 +67,7 @@ impl Committer {
                     commit(&replicas, jobs);
                 }
             })?;
-        Ok(Committer(Mode::Thread(Some(tx), Some(thread))))
+        Ok(ReplicaWriter(Mode::Thread(Some(tx), Some(thread))))
     }
 
     /// Merges `items` into this node's replica (as [`ReplicaStore::merge_many`]).
@@ -97,7 +97,7 @@ impl Committer {
     }
 }
 
-impl Drop for Committer {
+impl Drop for ReplicaWriter {
     /// Waits for the commit thread to finish what it was given and let go of the
     /// replica: the storage engine must be closed before the process exits (RocksDB
     /// aborts when its background threads outlive the process's static state).
@@ -152,7 +152,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn thread_commits_every_merge_from_many_tasks() {
         let (_, r) = replicas();
-        let c = Arc::new(Committer::thread(r.clone()).unwrap());
+        let c = Arc::new(ReplicaWriter::thread(r.clone()).unwrap());
         let mut tasks = Vec::new();
         for i in 0..200u64 {
             let c = c.clone();
@@ -202,7 +202,7 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_committer_lets_go_of_the_replica() {
         let (_, r) = replicas();
-        let c = Committer::thread(r.clone()).unwrap();
+        let c = ReplicaWriter::thread(r.clone()).unwrap();
         c.merge("k", mv(1, "x")).await.unwrap();
         assert_eq!(Arc::strong_count(&r), 2);
         drop(c);
@@ -213,7 +213,7 @@ mod tests {
     #[tokio::test]
     async fn inline_merges_on_the_caller() {
         let (_, r) = replicas();
-        let c = Committer::inline(r.clone());
+        let c = ReplicaWriter::inline(r.clone());
         c.merge("k", mv(1, "x")).await.unwrap();
         c.merge_many(vec![("k".into(), mv(2, "y")), ("j".into(), mv(2, "z"))])
             .await
