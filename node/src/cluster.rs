@@ -175,7 +175,7 @@ struct LayoutState {
 }
 
 /// Where this node keeps the cluster's layout history.
-const LAYOUT_KEY: &[u8] = b"layout";
+const LAYOUT_KEY: &[u8] = crate::storage::meta::LAYOUT;
 
 /// Loads the layout history this node last knew (a new one on a fresh node).
 pub fn load_layout(store: &dyn Store) -> Result<LayoutHistory, StorageError> {
@@ -216,7 +216,7 @@ fn parse_layout(bytes: &[u8]) -> Result<LayoutHistory, serde_json::Error> {
 }
 
 /// Where this node keeps the newest layout version a write it received named.
-const SEEN_KEY: &[u8] = b"layout_seen";
+const SEEN_KEY: &[u8] = crate::storage::meta::LAYOUT_SEEN;
 
 /// The newest layout version a write this node received named (0 on a fresh node).
 pub fn load_seen(store: &dyn Store) -> Result<u64, StorageError> {

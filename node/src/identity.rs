@@ -21,17 +21,11 @@ use dynakv_ring::NodeId;
 use parking_lot::Mutex;
 use rand::Rng;
 
+use crate::storage::meta::{ACTOR, CLEAN_STOP, CLOCK_CEILING, GENERATION, MINT_CEILING, NODE_ID};
 use crate::storage::{Op, Space, StorageError, Store};
 
-const NODE_ID: &[u8] = b"node_id";
-const ACTOR: &[u8] = b"actor";
-const GENERATION: &[u8] = b"generation";
-/// Written at a clean stop (the generation that stopped), deleted at start.
-const CLEAN_STOP: &[u8] = b"clean_stop";
-const MINT_CEILING: &[u8] = b"mint_ceiling";
 /// Counters reserved at a time, so the ceiling is written once in a great while.
 const MINT_BLOCK: u64 = 1 << 20;
-const CLOCK_CEILING: &[u8] = b"clock_ceiling";
 /// Milliseconds of timestamps recorded at a time: about two small writes a second under
 /// steady load, and after a quick restart the clock runs at most this far ahead.
 const CLOCK_BLOCK_MS: u64 = 1000;

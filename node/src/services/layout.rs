@@ -45,9 +45,9 @@ use crate::transport::message;
 pub const MAX_ACTIVE_LAYOUTS: usize = 8;
 
 /// Where transfer progress is kept, so a transfer resumes after a restart.
-const PROGRESS_PREFIX: &[u8] = b"transfer/";
+const PROGRESS_PREFIX: &[u8] = crate::storage::meta::TRANSFER_PROGRESS_PREFIX;
 /// Set once this node has owned partitions: it never auto-joins again.
-const JOINED_KEY: &[u8] = b"layout-joined";
+const JOINED_KEY: &[u8] = crate::storage::meta::LAYOUT_JOINED;
 
 /// A commit refused while too many layouts are active.
 pub const LAYOUT_BUSY: &str = "layout_busy";

@@ -5,6 +5,7 @@
 //! every engine.
 
 mod memory;
+pub mod meta;
 mod rocks;
 #[cfg(test)]
 mod suite;

@@ -467,12 +467,15 @@ impl World {
             )
         };
         if self.0.config.mutation == Mutation::PretendCleanStop
-            && let Ok(Some(generation)) = store.get(dynakv_node::storage::Space::Meta, b"generation")
+            && let Ok(Some(generation)) = store.get(
+                dynakv_node::storage::Space::Meta,
+                dynakv_node::storage::meta::GENERATION,
+            )
         {
             store
                 .write_synced(vec![dynakv_node::storage::Op::Put(
                     dynakv_node::storage::Space::Meta,
-                    b"clean_stop".to_vec(),
+                    dynakv_node::storage::meta::CLEAN_STOP.to_vec(),
                     generation,
                 )])
                 .expect("the simulated disk takes the record");
