@@ -9,6 +9,10 @@
 //! Exit codes: 0 done; 1 the cluster answered with an error; 2 bad usage; 3 the key has
 //! no value (`get`); 4 no node could be reached (nothing was sent); 5 a node took a
 //! write but its answer was lost (it may have been applied: read before retrying).
+//!
+//! Why this file is long: six commands, each with text and JSON output and its exit
+//! codes, decode the admin API's JSON by hand; a typed admin client would take that
+//! decoding out (ARCHITECTURE.md).
 
 use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;

@@ -1,6 +1,10 @@
 //! This node's view of the cluster: the membership state machine (who is alive) and the
 //! layout history (who owns what, `dynakv_ring::history`) with the rings of its active
 //! layouts, shared by request handlers and the background services.
+//!
+//! Why this file is long: membership, the layout history, its persistence and the checks
+//! every replica request takes (`may_serve`, `check_serves`) share one state under one
+//! lock order, and change together.
 
 use std::sync::Arc;
 

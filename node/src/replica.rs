@@ -9,6 +9,9 @@
 //! - `tombstones`: same key → wall-clock ms at which this node first stored the tombstone.
 //! - `hints`: `owner length (1) ‖ owner ‖ position ‖ key` → format byte ‖ created ms (8) ‖
 //!   postcard([`Register`]). One owner's hints are one contiguous range.
+//!
+//! Why this file is long: every path that stores a version is here, so that none can
+//! change a register without its Merkle tree and tombstone index.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -214,3 +214,32 @@ fn every_module_has_a_layer_and_the_parser_reads_grouped_imports() {
         ["admin", "clock", "local"].iter().map(|s| s.to_string()).collect()
     );
 }
+
+/// Lines of a source file before its tests.
+fn code_lines(text: &str) -> usize {
+    text.lines().take_while(|l| !l.starts_with("#[cfg(test)]")).count()
+}
+
+#[test]
+fn long_files_say_why_at_the_top() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    source_files(&src, &mut files);
+    let mut unexplained = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("a source file reads");
+        let lines = code_lines(&text);
+        let head: String = text.lines().take(40).collect::<Vec<_>>().join("\n");
+        if lines > 600 && !head.contains("Why this file is long") {
+            unexplained.push(format!(
+                "{} ({lines} lines)",
+                file.strip_prefix(&src).unwrap().display()
+            ));
+        }
+    }
+    assert!(
+        unexplained.is_empty(),
+        "files over 600 lines of code with no 'Why this file is long' at the top: {unexplained:?}"
+    );
+    assert_eq!(code_lines("a\nb\n#[cfg(test)]\nmod tests {}\n"), 2);
+}

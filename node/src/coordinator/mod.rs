@@ -21,6 +21,9 @@
 //! Multi-value writes must be coordinated by a replica of the key, because minting the
 //! new version's dot needs the actor's earlier dots for that key (see `dynakv_crdt::mv`).
 //! A node that is not a replica forwards the write to the first live one.
+//!
+//! Why this file is long: the async side of both rounds (placement, forwarding, read
+//! repair, hints) lives here around the pure rounds in `read.rs` and `write.rs`.
 
 pub mod fanout;
 pub mod forward;

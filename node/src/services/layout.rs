@@ -16,6 +16,10 @@
 //! Commits (an operator's or an auto-join's) go through [`commit`]: a majority of the
 //! current owners must promise the version before it is installed, so of two racing
 //! commits at most one wins; the other gets `layout_conflict`.
+//!
+//! Why this file is long: the steps of a round (join, ack, sync, read, retire, drop) are
+//! one state machine over the same layout history and transfer progress; split across
+//! files, its order would be harder to follow.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

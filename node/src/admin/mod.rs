@@ -1,0 +1,320 @@
+//! What an operator sees of a node: its members, a key's replicas, its own copy of a key,
+//! and the state of repair (`/admin/antientropy`); layout changes; the overview
+//! ([`overview`]) and `/metrics` ([`prometheus`]).
+
+mod overview;
+mod prometheus;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use dynakv_crdt::Register;
+use dynakv_http_api::{AdminService, ApiError, Key, MemberJson};
+use dynakv_ring::NodeId;
+use dynakv_ring::layout::Change;
+use serde_json::json;
+
+use crate::coordinator::{Coordinator, storage_error};
+use crate::local::Local;
+use crate::services::Services;
+use crate::services::layout::{commit, layout_error};
+
+/// The parts whose state the admin views show.
+pub struct Admin {
+    pub local: Arc<Local>,
+    pub coordinator: Arc<Coordinator>,
+    pub services: Services,
+    /// Connections accepted and refused on the cluster port.
+    pub refusals: Arc<crate::transport::port::Refusals>,
+}
+
+fn hex(h: &[u8]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl AdminService for Admin {
+    fn node_id(&self) -> &str {
+        self.local.id().as_str()
+    }
+
+    fn read_timeout(&self) -> std::time::Duration {
+        self.local.settings.read_timeout
+    }
+
+    /// `GET /cluster/members`.
+    fn members(&self) -> Vec<MemberJson> {
+        self.local.cluster.with_membership(|m, now| {
+            m.members(now)
+                .map(|v| MemberJson {
+                    id: v.info.id.to_string(),
+                    addr: v.info.api.clone(),
+                    cluster_addr: v.info.addr.clone(),
+                    status: v.status.as_str(),
+                    generation: v.info.generation,
+                    heartbeat: v.info.heartbeat,
+                    silent_ms: v.silent_ms,
+                    tokens: v.info.tokens,
+                })
+                .collect()
+        })
+    }
+
+    /// `GET /cluster/preflist/{key}`: the key's partition and replicas in order.
+    fn preference_list(&self, key: &Key) -> (u32, Vec<String>) {
+        let view = self.local.cluster.view();
+        let ring = view.read_ring();
+        let partition = ring.partition_of_key(key.as_bytes());
+        let nodes = ring
+            .partition_preference(partition, self.local.settings.n)
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect();
+        (partition.0, nodes)
+    }
+
+    /// `GET /admin/replica/{key}`.
+    fn local_replica(&self, key: &Key) -> Result<Option<Register>, ApiError> {
+        self.local.replicas.get(key.as_str()).map_err(storage_error)
+    }
+
+    /// `GET /admin/antientropy`.
+    fn antientropy_status(&self) -> serde_json::Value {
+        let local = &self.local;
+        let view = local.cluster.view();
+        let ring = view.read_ring();
+        let n = local.settings.n;
+        let me = local.id();
+        let forest = local.replicas.forest();
+        let peers = self.services.antientropy.reports();
+        let now = local.clock.monotonic_ms();
+        let ago = |t: Option<u64>| t.map(|t| now.saturating_sub(t));
+        let partitions: Vec<serde_json::Value> = ring
+            .partitions()
+            .filter_map(|p| {
+                let replicas = ring.partition_preference(p, n);
+                let holds = forest.key_count(p.0) > 0;
+                if !replicas.contains(&me) && !holds {
+                    return None;
+                }
+                let per_peer: serde_json::Map<String, serde_json::Value> = replicas
+                    .iter()
+                    .filter(|id| **id != me)
+                    .filter_map(|id| {
+                        let r = peers.get(*id)?;
+                        Some((
+                            id.to_string(),
+                            json!({
+                                "last_exchange_ms_ago": ago(r.finished_at_ms),
+                                "result": r.result,
+                                "repaired": r.repaired_by_partition.get(&p.0).copied().unwrap_or(0),
+                            }),
+                        ))
+                    })
+                    .collect();
+                Some(json!({
+                    "partition": p.0,
+                    "replicas": replicas.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+                    "replica_here": replicas.contains(&me),
+                    "root": hex(&forest.root(p.0)),
+                    "keys": forest.key_count(p.0),
+                    "peers": per_peer,
+                }))
+            })
+            .collect();
+        let peer_list: Vec<serde_json::Value> = peers
+            .iter()
+            .map(|(id, r)| {
+                json!({
+                    "peer": id.to_string(),
+                    "last_exchange_ms_ago": ago(r.finished_at_ms),
+                    "result": r.result,
+                    "shared_partitions": r.shared_partitions,
+                    "rounds": r.rounds,
+                    "differences": r.differences,
+                    "keys_pushed": r.pushed,
+                    "keys_pulled": r.pulled,
+                    "bytes_sent": r.bytes_sent,
+                    "bytes_received": r.bytes_received,
+                    "duration_ms": r.duration_ms,
+                    "exchanges": r.exchanges,
+                    "keys_repaired_total": r.total_repaired,
+                })
+            })
+            .collect();
+        let hints = local.replicas.hint_summary().ok();
+        let stats = self.coordinator.stats();
+        use std::sync::atomic::Ordering::Relaxed;
+        json!({
+            "node": me.to_string(),
+            "interval_ms": self.services.antientropy.interval().map(|d| d.as_millis() as u64),
+            "read_repairs": stats.read_repairs.load(Relaxed),
+            "hints": {
+                "pending": hints.as_ref().map(|h| h.by_owner.values().sum::<u64>()),
+                "by_owner": hints.as_ref().map(|h| h.by_owner.clone()),
+                "oldest_ms": hints.as_ref().and_then(|h| h.oldest_ms),
+                "hinted_writes": stats.hinted_writes.load(Relaxed),
+                "delivered": self.services.handoff.delivered(),
+                "discarded_stale": self.services.handoff.discarded(),
+            },
+            "tombstones": {
+                "pending": local.replicas.tombstone_count().ok(),
+                "collected": self.services.tombstones.collected(),
+            },
+            "peers": peer_list,
+            "partitions": partitions,
+            "transfers": self.services.layout.transfers(),
+            "cluster_port": self.refusals.to_json(),
+        })
+    }
+
+    /// `GET /admin/layout`.
+    fn layout(&self) -> serde_json::Value {
+        let cluster = &self.local.cluster;
+        let view = cluster.view();
+        let history = &view.history;
+        let current = view.current();
+        let oldest = &history.versions()[0];
+        let mut members = Vec::new();
+        let owners: BTreeSet<&NodeId> = history.versions().iter().flat_map(|l| l.owners.keys()).collect();
+        for id in owners {
+            let state = if !current.owns(id) {
+                "leaving"
+            } else if history.versions().iter().all(|l| l.owns(id)) && oldest.owners[id].seat == current.owners[id].seat
+            {
+                "active"
+            } else {
+                "joining"
+            };
+            let tokens = current
+                .owners
+                .get(id)
+                .or_else(|| oldest.owners.get(id))
+                .map(|o| o.tokens);
+            let (addr, cluster_addr, status) = cluster
+                .member_info(id)
+                .map(|(i, s)| (Some(i.api), Some(i.addr), Some(s.as_str())))
+                .unwrap_or((None, None, None));
+            members.push(json!({
+                "id": id.to_string(),
+                "addr": addr,
+                "cluster_addr": cluster_addr,
+                "tokens": tokens,
+                "state": state,
+                "status": status,
+                "acked": history.acked(id),
+                "synced": history.synced(id),
+                "reads": history.reads(id),
+            }));
+        }
+        let staged: Vec<serde_json::Value> = if history.staging.base == current.version {
+            history
+                .staging
+                .entries
+                .values()
+                .map(|e| json!({"change": e.change, "by": e.stamp.by.to_string(), "at_ms": e.stamp.at_ms}))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        json!({
+            "node": cluster.me().to_string(),
+            "version": current.version,
+            "read_version": view.read,
+            "active_versions": history.versions().iter().map(|l| l.version).collect::<Vec<_>>(),
+            "members": members,
+            "staged": staged,
+            "transfers": self.services.layout.transfers(),
+            "moving_partitions": history.moving(cluster.id().partition_bits, self.local.settings.n).len(),
+            "settled": history.settled(),
+            "service": self.services.layout.status(),
+        })
+    }
+
+    /// `GET /admin/layout/plan`.
+    fn layout_plan(&self) -> Result<serde_json::Value, ApiError> {
+        let cluster = &self.local.cluster;
+        let next = cluster.proposal().map_err(layout_error)?;
+        let plan = cluster.layout_plan().map_err(layout_error)?;
+        // Keys to move, estimated from this node's copies: a partition it holds counts
+        // what it holds; one it does not counts the average of those it does.
+        let forest = self.local.replicas.forest();
+        let held: Vec<u64> = (0..forest.partition_count())
+            .map(|p| forest.key_count(p))
+            .filter(|&k| k > 0)
+            .collect();
+        let average = if held.is_empty() {
+            0
+        } else {
+            held.iter().sum::<u64>() / held.len() as u64
+        };
+        let mut copies = 0u64;
+        let mut keys = 0u64;
+        for m in &plan.moves {
+            let gaining = m.gaining().len() as u64;
+            let here = forest.key_count(m.partition.0);
+            copies += gaining;
+            keys += gaining * if here > 0 { here } else { average };
+        }
+        let partitions: serde_json::Map<String, serde_json::Value> = plan
+            .partitions
+            .iter()
+            .map(|(id, (before, after))| (id.to_string(), json!({"before": before, "after": after})))
+            .collect();
+        Ok(json!({
+            "version": next.version,
+            "owners": next.owners.keys().map(|id| id.to_string()).collect::<Vec<_>>(),
+            "moves": plan.moves.len(),
+            "partition_copies_to_send": copies,
+            "keys_to_move_estimate": keys,
+            "partitions": partitions,
+            "changes": plan.moves,
+        }))
+    }
+
+    /// `POST /admin/layout/stage`.
+    fn layout_stage(&self, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+        let change: Change = serde_json::from_slice(body).map_err(|e| ApiError::Layout {
+            status: 400,
+            code: crate::services::layout::BAD_CHANGE,
+            message: format!(
+                "the body must be one change: {{\"join\":ID}}, {{\"leave\":ID}}, {{\"remove\":ID}}, \
+                     {{\"replace\":{{\"old\":ID,\"new\":ID}}}} or {{\"capacity\":{{\"id\":ID,\"tokens\":N}}}} ({e})"
+            ),
+        })?;
+        self.local.cluster.stage(change).map_err(layout_error)?;
+        Ok(self.layout())
+    }
+
+    /// `POST /admin/layout/revert`.
+    fn layout_revert(&self) -> serde_json::Value {
+        self.local.cluster.revert();
+        self.layout()
+    }
+
+    /// `POST /admin/layout/commit`.
+    fn layout_commit(&self, body: &[u8]) -> impl Future<Output = Result<serde_json::Value, ApiError>> + Send {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Commit {
+            version: u64,
+        }
+        let asked: Result<Commit, ApiError> = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadParameter(format!(
+                "the body must be {{\"version\": V}}, V being the current layout version + 1 ({e})"
+            ))
+        });
+        async move {
+            let next = commit(&self.local, asked?.version).await?;
+            Ok(json!({"version": next.version, "layout": self.layout()}))
+        }
+    }
+
+    fn metrics(&self) -> (&'static str, String) {
+        (crate::metrics::CONTENT_TYPE, self.render_metrics())
+    }
+
+    fn overview(&self) -> impl Future<Output = serde_json::Value> + Send {
+        self.gather_overview()
+    }
+}
