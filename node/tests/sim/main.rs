@@ -1147,21 +1147,6 @@ fn fail(name: &str, seed: u64, mutation: Mutation, report: &Report) -> ! {
 /// Seeds each scenario runs under `cargo test`.
 const FIXED_SEEDS: std::ops::Range<u64> = 0..4;
 
-#[test]
-fn minority_partition() {
-    run_seeds("minority_partition", FIXED_SEEDS);
-}
-
-#[test]
-fn majority_partition() {
-    run_seeds("majority_partition", FIXED_SEEDS);
-}
-
-#[test]
-fn majority_partition_lww() {
-    run_seeds("majority_partition_lww", FIXED_SEEDS);
-}
-
 /// Runs a last-writer-wins scenario and reports (does not assert) what it lost.
 fn lww_loss(name: &str) {
     let reports = run_seeds(name, FIXED_SEEDS);
@@ -1169,59 +1154,40 @@ fn lww_loss(name: &str) {
     println!("{name}: {lost} of {acked} acknowledged elements lost (last writer wins)");
 }
 
-#[test]
-fn minority_partition_lww() {
-    lww_loss("minority_partition_lww");
+/// One test per scenario over [`FIXED_SEEDS`], generated from the names: `checked`
+/// scenarios fail on any problem; `reported` ones (last-writer-wins with shared keys)
+/// also print what last writer wins overwrote. `every_scenario_has_a_fixed_seed_test`
+/// keeps this list and [`SCENARIOS`] the same.
+macro_rules! scenario_tests {
+    (checked: [$($checked:ident),* $(,)?], reported: [$($reported:ident),* $(,)?] $(,)?) => {
+        $(
+            #[test]
+            fn $checked() {
+                run_seeds(stringify!($checked), FIXED_SEEDS);
+            }
+        )*
+        $(
+            #[test]
+            fn $reported() {
+                lww_loss(stringify!($reported));
+            }
+        )*
+        const TESTED_SCENARIOS: &[&str] = &[$(stringify!($checked),)* $(stringify!($reported),)*];
+    };
+}
+
+scenario_tests! {
+    checked: [minority_partition, majority_partition, majority_partition_lww, pair_rejoins, machine_crash, storage_errors, crash_restart, pause_coordinator, message_loss, chaos, join_under_load, join_receiver_crash, leave_under_load, lagging_member, leave_partitioned, join_after_outage, hint_delivery_errors, replace_under_load, delete_race],
+    reported: [minority_partition_lww, clock_skew_lww],
 }
 
 #[test]
-fn pair_rejoins() {
-    run_seeds("pair_rejoins", FIXED_SEEDS);
-}
-
-#[test]
-fn machine_crash() {
-    run_seeds("machine_crash", FIXED_SEEDS);
-}
-
-#[test]
-fn storage_errors() {
-    run_seeds("storage_errors", FIXED_SEEDS);
-}
-
-#[test]
-fn crash_restart() {
-    run_seeds("crash_restart", FIXED_SEEDS);
-}
-
-#[test]
-fn pause_coordinator() {
-    run_seeds("pause_coordinator", FIXED_SEEDS);
-}
-
-#[test]
-fn message_loss() {
-    run_seeds("message_loss", FIXED_SEEDS);
-}
-
-#[test]
-fn clock_skew_lww() {
-    lww_loss("clock_skew_lww");
-}
-
-#[test]
-fn chaos() {
-    run_seeds("chaos", FIXED_SEEDS);
-}
-
-#[test]
-fn join_under_load() {
-    run_seeds("join_under_load", FIXED_SEEDS);
-}
-
-#[test]
-fn join_receiver_crash() {
-    run_seeds("join_receiver_crash", FIXED_SEEDS);
+fn every_scenario_has_a_fixed_seed_test() {
+    let mut tested: Vec<&str> = TESTED_SCENARIOS.to_vec();
+    let mut declared: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+    tested.sort_unstable();
+    declared.sort_unstable();
+    assert_eq!(tested, declared);
 }
 
 /// Seed 424242033 (found by a soak): a read through n3 was placed under layout v2
@@ -1242,21 +1208,6 @@ fn leave_under_load_seed_50047() {
     run_seeds("leave_under_load", [50_047]);
 }
 
-#[test]
-fn leave_under_load() {
-    run_seeds("leave_under_load", FIXED_SEEDS);
-}
-
-#[test]
-fn lagging_member() {
-    run_seeds("lagging_member", FIXED_SEEDS);
-}
-
-#[test]
-fn leave_partitioned() {
-    run_seeds("leave_partitioned", FIXED_SEEDS);
-}
-
 /// Seed 2000382 (found by a soak): a read n4 placed under the old layout just before its
 /// leave settled repaired n4's own copy after the sweep had dropped the partition, and
 /// the copy stayed. A read repair of our own copy now takes the same check as a replica
@@ -1264,27 +1215,6 @@ fn leave_partitioned() {
 #[test]
 fn leave_partitioned_seed_2000382() {
     run_seeds("leave_partitioned", [2_000_382]);
-}
-
-#[test]
-fn join_after_outage() {
-    run_seeds("join_after_outage", FIXED_SEEDS);
-}
-
-#[test]
-fn hint_delivery_errors() {
-    run_seeds("hint_delivery_errors", FIXED_SEEDS);
-}
-
-#[test]
-fn replace_under_load() {
-    run_seeds("replace_under_load", FIXED_SEEDS);
-}
-
-#[test]
-fn delete_race() {
-    // Its floors ask every history for acknowledged deletes and collected tombstones.
-    run_seeds("delete_race", FIXED_SEEDS);
 }
 
 /// The same seed twice gives the same history, event for event.
