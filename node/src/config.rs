@@ -859,6 +859,76 @@ fn check_host_port(s: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// The rows of the configuration reference (docs/reference/configuration.md): the
+    /// flags, environment variables and TOML keys each names (`--n` `--r` `--w` is three
+    /// settings; `DYNAKV_N` `_R` `_W` abbreviates the same prefix).
+    fn documented_settings() -> Vec<(String, String, String)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/reference/configuration.md");
+        let text = std::fs::read_to_string(&path).expect("the configuration reference");
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| l.starts_with("| `--")) {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let ticks =
+                |cell: &str| -> Vec<String> { cell.split('`').skip(1).step_by(2).map(str::to_string).collect() };
+            let flags = ticks(cells[0].trim_start_matches("| "));
+            let mut envs = ticks(cells[1]);
+            for i in 1..envs.len() {
+                if envs[i].starts_with('_') {
+                    let prefix = envs[0].rsplit_once('_').expect("DYNAKV_X").0.to_string();
+                    envs[i] = format!("{prefix}{}", envs[i]);
+                }
+            }
+            let keys = ticks(cells[2]);
+            assert!(
+                flags.len() == envs.len() && envs.len() == keys.len(),
+                "a row names as many flags, variables and keys: {line}"
+            );
+            for ((f, e), k) in flags.into_iter().zip(envs).zip(keys) {
+                out.push((f, e, k));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_configuration_reference_lists_every_flag_with_its_variable_and_key() {
+        use clap::CommandFactory;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: NodeArgs,
+        }
+        let documented = documented_settings();
+        assert!(documented.len() > 30, "only {} rows read", documented.len());
+        let cmd = Cli::command();
+        let mut flags = std::collections::BTreeMap::new();
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["config", "help"].contains(&long) {
+                continue;
+            }
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            flags.insert(format!("--{long}"), env);
+        }
+        let in_docs: std::collections::BTreeSet<&String> = documented.iter().map(|(f, _, _)| f).collect();
+        let in_code: std::collections::BTreeSet<&String> = flags.keys().collect();
+        assert_eq!(in_docs, in_code, "flags of `dynakv node` against the reference's rows");
+        for (flag, env, key) in &documented {
+            assert_eq!(
+                flags[flag].as_deref(),
+                Some(env.as_str()),
+                "{flag}: environment variable"
+            );
+            // The TOML loader knows the key (a wrong type is another error).
+            if let Err(e) = toml::from_str::<FileConfig>(&format!("{key} = 0")) {
+                assert!(!e.to_string().contains("unknown field"), "{flag}: TOML key {key}: {e}");
+            }
+        }
+        // The check sees a key the loader does not know.
+        let e = toml::from_str::<FileConfig>("no_such_setting = 0").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
     fn args() -> NodeArgs {
         NodeArgs::default()
     }
