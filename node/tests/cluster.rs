@@ -1,4 +1,7 @@
-//! Issue 2's checks against real `dynakv node` processes on loopback.
+//! Quorum reads and writes against real `dynakv node` processes on loopback: replication,
+//! deletes, quorum failures, siblings and contexts, the sibling cap, stalled requests,
+//! last-writer-wins, bad input, crashes and restarts, failure detection, and how many
+//! replicas a read asks.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Fault tests across containers (issue 4): the compose cluster, killed, partitioned,
+//! Fault tests across containers: the compose cluster, killed, partitioned,
 //! paused and restarted the way it fails in production.
 //!
 //! Ignored by default: they need a Docker engine with Compose and the image built by

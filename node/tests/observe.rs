@@ -1,4 +1,4 @@
-//! Issue 13's checks against real node processes: `/metrics` moves with what the
+//! Observing and operating real node processes: `/metrics` moves with what the
 //! cluster does, the OpenAPI description matches every route and every answer of the
 //! real server, the Grafana dashboard only names metrics that exist, and the `dynakv`
 //! command line works as a newcomer would use it.

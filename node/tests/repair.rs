@@ -1,4 +1,4 @@
-//! Issue 3's checks: replicas converge through anti-entropy, read repair and hinted
+//! Replicas converge through anti-entropy, read repair and hinted
 //! handoff, and deletes stay deleted, against real `dynakv node` processes.
 
 mod common;
