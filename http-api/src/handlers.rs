@@ -375,11 +375,11 @@ pub(crate) async fn metrics<S: AdminService>(
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response())
 }
 
-pub(crate) async fn openapi(RawQuery(query): RawQuery, description: Arc<str>) -> Result<Response, ApiError> {
+pub(crate) async fn openapi(RawQuery(query): RawQuery, description: axum::body::Bytes) -> Result<Response, ApiError> {
     no_params(query.as_deref())?;
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        description.to_string(),
+        description,
     )
         .into_response())
 }

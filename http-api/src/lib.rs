@@ -152,7 +152,7 @@ fn admin_route<A: AdminService>(path: &str) -> MethodRouter<Arc<A>> {
 /// right scope required on every route but `/health`, `/ui` and `/openapi.json`.
 pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, tokens: Option<Arc<auth::Tokens>>) -> Router {
     let read_timeout = kv.read_timeout();
-    let description: Arc<str> = openapi_for(kv.n()).into();
+    let description = axum::body::Bytes::from(openapi_for(kv.n()));
     let (mut kv_routes, mut admin_routes) = (Router::new(), Router::new());
     for r in ROUTES {
         if r.path == "/openapi.json" {

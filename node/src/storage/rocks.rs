@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -73,6 +74,9 @@ pub struct RocksStore {
     /// Free bytes to keep on the disk (see the module's documentation).
     reserve: u64,
     space: Mutex<SpaceState>,
+    /// Whether writes are failing for lack of space (`SpaceState::failing_since` is set),
+    /// so a write that succeeds while none fail takes no lock afterwards.
+    failing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -197,6 +201,7 @@ impl RocksStore {
             synced_opts,
             reserve: reserve_bytes,
             space: Mutex::new(SpaceState::default()),
+            failing: AtomicBool::new(false),
         })
     }
 
@@ -256,19 +261,22 @@ impl RocksStore {
 
     /// Keeps track of writes failing for lack of space, and reopens a stuck engine.
     fn after_write(&self, result: &Result<(), StorageError>) {
+        let no_space = matches!(result, Err(StorageError::NoSpace(_)));
+        if !no_space && !self.failing.load(Ordering::Acquire) {
+            return;
+        }
         let now = Instant::now();
         let mut state = self.space.lock();
-        match result {
-            Err(StorageError::NoSpace(_)) => {}
-            _ => {
-                if state.failing_since.take().is_some() {
-                    info!("storage writes work again");
-                }
-                state.back_since = None;
-                return;
+        if !no_space {
+            if state.failing_since.take().is_some() {
+                self.failing.store(false, Ordering::Release);
+                info!("storage writes work again");
             }
+            state.back_since = None;
+            return;
         }
         let failing_since = *state.failing_since.get_or_insert_with(|| {
+            self.failing.store(true, Ordering::Release);
             warn!("the disk is full: writes fail until space is freed; reads go on");
             now
         });
