@@ -14,10 +14,11 @@ use dynakv_crdt::{Context, Register};
 use http_body_util::BodyExt;
 use serde::Serialize;
 
+use crate::admin::{Members, Preflist, Replica};
 use crate::error::ApiError;
 use crate::idle_body::BodyStalled;
 use crate::params::{Key, decode_context, encode_context, parse_quorum_params};
-use crate::service::{AdminService, GetOutcome, KvOp, KvService, MemberJson, Observed};
+use crate::service::{AdminService, GetOutcome, KvOp, KvService, Observed};
 use std::time::Instant;
 
 /// Request and response header carrying the causal context token.
@@ -275,12 +276,6 @@ fn no_params(query: Option<&str>) -> Result<(), ApiError> {
     parse_quorum_params(query, 0, &[]).map(|_| ())
 }
 
-#[derive(Serialize)]
-struct MembersBody {
-    node: String,
-    members: Vec<MemberJson>,
-}
-
 pub(crate) async fn empty_key() -> ApiError {
     ApiError::BadKey("the key is empty".into())
 }
@@ -290,18 +285,11 @@ pub(crate) async fn members<S: AdminService>(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     no_params(query.as_deref())?;
-    Ok(Json(MembersBody {
+    Ok(Json(Members {
         node: svc.node_id().to_string(),
         members: svc.members(),
     })
     .into_response())
-}
-
-#[derive(Serialize)]
-struct PreflistBody {
-    key: String,
-    partition: u32,
-    nodes: Vec<String>,
 }
 
 pub(crate) async fn preflist<S: AdminService>(
@@ -312,20 +300,12 @@ pub(crate) async fn preflist<S: AdminService>(
     let key = key_from_uri(&uri, "/cluster/preflist/")?;
     no_params(query.as_deref())?;
     let (partition, nodes) = svc.preference_list(&key);
-    Ok(Json(PreflistBody {
+    Ok(Json(Preflist {
         key: key.into_string(),
         partition,
         nodes,
     })
     .into_response())
-}
-
-#[derive(Serialize)]
-struct ReplicaBody {
-    mode: String,
-    values: Vec<String>,
-    tombstone: bool,
-    context: String,
 }
 
 pub(crate) async fn admin_replica<S: AdminService>(
@@ -341,8 +321,8 @@ pub(crate) async fn admin_replica<S: AdminService>(
     }
 }
 
-fn replica_body(reg: &Register) -> ReplicaBody {
-    ReplicaBody {
+fn replica_body(reg: &Register) -> Replica {
+    Replica {
         mode: reg.mode().to_string(),
         values: reg.values().iter().map(|v| STANDARD.encode(v)).collect(),
         tombstone: reg.is_tombstone(),

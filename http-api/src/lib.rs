@@ -12,6 +12,7 @@
 //! methods and panics, so no request ever gets a non-JSON error. Node-to-node traffic
 //! has a port of its own (the node's transport) and never reaches this router.
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 mod handlers;
@@ -31,7 +32,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use error::{ApiError, ErrorBody, QuorumOp};
 pub use handlers::CONTEXT_HEADER;
 pub use params::{Key, MAX_KEY_BYTES};
-pub use service::{AdminService, GetOutcome, KvOp, KvService, MemberJson, Observed};
+pub use service::{AdminService, GetOutcome, KvOp, KvService, Observed};
 
 /// One route of the client port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

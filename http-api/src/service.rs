@@ -6,8 +6,8 @@ use std::future::Future;
 
 use bytes::Bytes;
 use dynakv_crdt::{Context, Register};
-use serde::Serialize;
 
+use crate::admin::{AntiEntropy, Committed, Layout, LayoutPlan, Member, Overview};
 use crate::error::ApiError;
 use crate::params::Key;
 
@@ -19,22 +19,6 @@ pub enum GetOutcome {
     /// No live value. The context is there when a tombstone was found, so a client can
     /// write after the delete.
     NotFound { context: Option<Context> },
-}
-
-/// A member as the serving node sees it (`GET /cluster/members`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MemberJson {
-    pub id: String,
-    /// Where clients reach it.
-    pub addr: String,
-    /// Where other nodes reach it.
-    pub cluster_addr: String,
-    pub status: &'static str,
-    pub generation: u64,
-    pub heartbeat: u64,
-    /// Milliseconds since this node last heard the member's heartbeat advance.
-    pub silent_ms: u64,
-    pub tokens: u32,
 }
 
 /// A client operation on `/kv`.
@@ -94,25 +78,25 @@ pub trait AdminService: Send + Sync + 'static {
     fn node_id(&self) -> &str;
     /// Longest pause allowed between two parts of a request body.
     fn read_timeout(&self) -> std::time::Duration;
-    fn members(&self) -> Vec<MemberJson>;
+    fn members(&self) -> Vec<Member>;
     /// The key's partition and its replicas in preference order.
     fn preference_list(&self, key: &Key) -> (u32, Vec<String>);
     /// What this node itself stores for the key.
     fn local_replica(&self, key: &Key) -> Result<Option<Register>, ApiError>;
     /// Anti-entropy, hint and tombstone state, for `GET /admin/antientropy`.
-    fn antientropy_status(&self) -> serde_json::Value;
+    fn antientropy_status(&self) -> AntiEntropy;
     /// `GET /admin/layout`: the cluster layout, what is staged and what is moving.
-    fn layout(&self) -> serde_json::Value;
+    fn layout(&self) -> Layout;
     /// `GET /admin/layout/plan`: what committing the staged changes would move.
-    fn layout_plan(&self) -> Result<serde_json::Value, ApiError>;
+    fn layout_plan(&self) -> Result<LayoutPlan, ApiError>;
     /// `POST /admin/layout/stage`: stages one change (its JSON is the body).
-    fn layout_stage(&self, body: &[u8]) -> Result<serde_json::Value, ApiError>;
+    fn layout_stage(&self, body: &[u8]) -> Result<Layout, ApiError>;
     /// `POST /admin/layout/revert`: drops the staged changes.
-    fn layout_revert(&self) -> serde_json::Value;
+    fn layout_revert(&self) -> Layout;
     /// `POST /admin/layout/commit` with `{"version": V}`.
-    fn layout_commit(&self, body: &[u8]) -> impl Future<Output = Result<serde_json::Value, ApiError>> + Send;
+    fn layout_commit(&self, body: &[u8]) -> impl Future<Output = Result<Committed, ApiError>> + Send;
     /// `GET /metrics`: the content type and the text.
     fn metrics(&self) -> (&'static str, String);
     /// `GET /admin/overview`: what the web view shows, gathered from every member.
-    fn overview(&self) -> impl Future<Output = serde_json::Value> + Send;
+    fn overview(&self) -> impl Future<Output = Overview> + Send;
 }

@@ -14,9 +14,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use dynakv_antientropy::{Driver, KeyDiff};
 use dynakv_crdt::{Actor, CausalContext, MvRegister, Register};
-use dynakv_node::clock::SystemClock;
-use dynakv_node::replica::{LocalView, ReplicaStore, user_key};
-use dynakv_node::storage::{RocksStore, Store};
+use dynakv_node::env::clock::SystemClock;
+use dynakv_node::env::storage::{RocksStore, Store};
+use dynakv_node::state::replica::{LocalView, ReplicaStore, user_key};
 use dynakv_node::transport::message::{self as wire, Answer, Call, GetBatch, MergeBatch};
 use dynakv_ring::NodeId;
 

@@ -15,13 +15,13 @@ use rand::rngs::StdRng;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::clock::Clock;
-use crate::cluster::Cluster;
-use crate::identity::{ClockCeiling, Identity};
-use crate::metrics::Metrics;
-use crate::replica::ReplicaStore;
-use crate::replica_writer::ReplicaWriter;
-use crate::storage::StorageError;
+use crate::env::clock::Clock;
+use crate::env::metrics::Metrics;
+use crate::env::storage::StorageError;
+use crate::state::cluster::Cluster;
+use crate::state::identity::{ClockCeiling, Identity};
+use crate::state::replica::ReplicaStore;
+use crate::state::replica_writer::ReplicaWriter;
 use crate::transport::{Peers, Transport};
 
 /// Remote timestamps further ahead of our wall clock than this are not adopted by the HLC.
@@ -81,7 +81,7 @@ pub struct Local {
     pub settings: Settings,
     pub cluster: Cluster,
     pub replicas: Arc<ReplicaStore>,
-    /// Where the write paths' merges go (see [`crate::replica_writer`]).
+    /// Where the write paths' merges go (see [`crate::state::replica_writer`]).
     pub commits: ReplicaWriter,
     pub peers: Peers,
     pub clock: Arc<dyn Clock>,
@@ -202,6 +202,6 @@ impl Local {
     /// At shutdown, last: everything written is synced and the stop recorded as clean,
     /// so the next start keeps this node's actor id (see `identity`).
     pub fn record_clean_stop(&self) -> Result<(), StorageError> {
-        crate::identity::record_clean_stop(&**self.replicas.store(), self.identity.generation)
+        crate::state::identity::record_clean_stop(&**self.replicas.store(), self.identity.generation)
     }
 }

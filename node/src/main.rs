@@ -9,8 +9,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dynakv_node::cli::dev::DevArgs;
 use dynakv_node::config::{Config, NodeArgs};
-use dynakv_node::dev::DevArgs;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -31,14 +31,14 @@ enum Cmd {
     /// Start a local cluster of nodes on loopback; Ctrl-C stops them all.
     Dev(DevArgs),
     /// Cluster layout: stage, plan, commit and follow membership changes.
-    Admin(dynakv_node::admin_cli::AdminArgs),
+    Admin(dynakv_node::cli::admin::AdminArgs),
     /// Make the cluster CA, node and client certificates, and cluster secrets.
     Certs {
         #[command(subcommand)]
-        cmd: dynakv_node::tls::CertsCommand,
+        cmd: dynakv_node::env::tls::CertsCommand,
     },
     #[command(flatten)]
-    Client(dynakv_node::cli::ClientCmd),
+    Client(dynakv_node::cli::client::ClientCmd),
     /// Exit 0 if the node at --addr answers GET /health with 200 (for container health checks).
     Health {
         /// host:port of the node.
@@ -90,8 +90,8 @@ fn main() -> ExitCode {
                 // The data directory is checked before the port is taken, so that a bad
                 // directory is reported as such whatever else is wrong.
                 config.check_data_dir()?;
-                let listeners = dynakv_node::server::bind(&config).await?;
-                dynakv_node::server::run(config, listeners, dynakv_node::shutdown_signal()).await
+                let listeners = dynakv_node::serve::server::bind(&config).await?;
+                dynakv_node::serve::server::run(config, listeners, dynakv_node::env::shutdown_signal()).await
             };
             match runtime.block_on(serve) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Certs { cmd } => match dynakv_node::tls::run_certs(cmd) {
+        Cmd::Certs { cmd } => match dynakv_node::env::tls::run_certs(cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("dynakv: {e:#}");
@@ -128,21 +128,21 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Admin(args) => match runtime.block_on(dynakv_node::admin_cli::run(args)) {
+        Cmd::Admin(args) => match runtime.block_on(dynakv_node::cli::admin::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("dynakv: {e:#}");
                 ExitCode::FAILURE
             }
         },
-        Cmd::Client(cmd) => match runtime.block_on(dynakv_node::cli::run(cmd)) {
+        Cmd::Client(cmd) => match runtime.block_on(dynakv_node::cli::client::run(cmd)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("dynakv: {e}");
                 ExitCode::from(e.exit_code())
             }
         },
-        Cmd::Dev(args) => match runtime.block_on(dynakv_node::dev::run(args)) {
+        Cmd::Dev(args) => match runtime.block_on(dynakv_node::cli::dev::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("dynakv: {e:#}");

@@ -6,42 +6,36 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// Lowest first: (layer, its top-level modules).
-const LAYERS: &[(&str, &[&str])] = &[
-    (
-        "environment",
-        &["clock", "storage", "tls", "metrics", "shutdown_signal"],
-    ),
-    ("settings", &["config"]),
-    (
-        "node state",
-        &[
-            "forest",
-            "replica",
-            "replica_writer",
-            "identity",
-            "cluster",
-            "transfer",
-            "testing",
-        ],
-    ),
-    ("transport", &["transport"]),
-    ("shared context", &["local"]),
-    ("roles", &["coordinator", "peer", "services"]),
-    ("operator surface", &["admin"]),
-    ("serving", &["node", "server", "http_server"]),
-    ("command line", &["cli", "admin_cli", "dev", "main", "lib"]),
+/// Lowest first: (layer, its folder or module under `node/src`). The folder tree is the
+/// architecture: every entry of `node/src` is one layer, except `main.rs` and `lib.rs`.
+const LAYERS: &[(&str, &str)] = &[
+    ("environment", "env"),
+    ("settings", "config"),
+    ("node state", "state"),
+    ("transport", "transport"),
+    ("shared context", "local"),
+    ("roles", "roles"),
+    ("operator surface", "admin"),
+    ("serving", "serve"),
+    ("command line", "cli"),
+    ("the crate's roots", "main"),
+    ("the crate's roots", "lib"),
 ];
+
+/// Layer folders whose files are modules in their own right (`state/replica.rs` is the
+/// module `state::replica`): circles are looked for between these too.
+const GROUPS: &[&str] = &["env", "state", "roles", "serve", "cli"];
 
 /// Upward imports that exist today, as (importing module, imported module). Remove an
 /// entry when its import goes; add none.
 const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[];
 
 fn layer_of(module: &str) -> usize {
+    let top = module.split("::").next().unwrap_or(module);
     LAYERS
         .iter()
-        .position(|(_, modules)| modules.contains(&module))
-        .unwrap_or_else(|| panic!("module `{module}` is in no layer: add it to LAYERS and ARCHITECTURE.md"))
+        .position(|(_, folder)| *folder == top)
+        .unwrap_or_else(|| panic!("`{top}` is in no layer: add it to LAYERS and ARCHITECTURE.md"))
 }
 
 fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -55,17 +49,49 @@ fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file belongs to: `coordinator/read.rs` → `coordinator`.
+/// The module a file belongs to: `roles/coordinator/read.rs` → `roles::coordinator`,
+/// `transport/port.rs` → `transport`, `config.rs` → `config`.
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).expect("a file under node/src");
-    let first = rel.components().next().expect("a path").as_os_str().to_string_lossy();
-    first.trim_end_matches(".rs").to_string()
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().trim_end_matches(".rs").to_string())
+        .collect();
+    match parts.as_slice() {
+        [group, sub, ..] if GROUPS.contains(&group.as_str()) && sub != "mod" => {
+            format!("{group}::{sub}")
+        }
+        [first, ..] => first.clone(),
+        [] => unreachable!("a file has a name"),
+    }
 }
 
-/// The top-level modules a source text names with `crate::`, in code (comments are
-/// skipped), including grouped imports: `use crate::{a, b::c}`.
+/// The module a `crate::` path names, by the same rule as [`module_of`].
+fn module_named(path: &str) -> String {
+    let mut segments = path.split("::").map(|s| {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect::<String>()
+    });
+    let first = segments.next().unwrap_or_default();
+    match segments.next() {
+        Some(sub) if GROUPS.contains(&first.as_str()) && !sub.is_empty() => {
+            format!("{first}::{sub}")
+        }
+        _ => first,
+    }
+}
+
+/// The modules a source text names with `crate::`, in code (comments are skipped),
+/// including grouped imports: `use crate::{a, b::c}`.
 fn imported_modules(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
+    let path_of = |s: &str| -> String {
+        s.trim()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+            .collect()
+    };
     for line in text.lines() {
         let code = line.split("//").next().unwrap_or("");
         let mut rest = code;
@@ -74,17 +100,13 @@ fn imported_modules(text: &str) -> BTreeSet<String> {
             if let Some(group) = rest.strip_prefix('{') {
                 let inner = group.split('}').next().unwrap_or("");
                 for item in inner.split(',') {
-                    let name: String = item
-                        .trim()
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect();
+                    let name = module_named(&path_of(item));
                     if !name.is_empty() {
                         out.insert(name);
                     }
                 }
             } else {
-                let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                let name = module_named(&path_of(rest));
                 if !name.is_empty() {
                     out.insert(name);
                 }
@@ -154,8 +176,8 @@ fn no_import_circle_between_modules() {
     assert_eq!(find_circle(&edges), None, "an import circle");
     // The check sees one when there is one.
     let mut with_circle = edges.clone();
-    with_circle.insert(("clock".into(), "admin".into()));
-    with_circle.insert(("admin".into(), "clock".into()));
+    with_circle.insert(("env::clock".into(), "admin".into()));
+    with_circle.insert(("admin".into(), "env::clock".into()));
     assert!(find_circle(&with_circle).is_some());
 }
 
@@ -169,7 +191,6 @@ fn upward_imports() -> BTreeSet<(String, String)> {
         let module = module_of(&src, &file);
         let text = std::fs::read_to_string(&file).expect("a source file reads");
         for imported in imported_modules(&text) {
-            // Items of lib.rs itself (`crate::shutdown_signal`) are in LAYERS by name.
             if imported != module && layer_of(&imported) > layer_of(&module) {
                 upward.insert((module.clone(), imported));
             }
@@ -207,12 +228,55 @@ fn every_module_has_a_layer_and_the_parser_reads_grouped_imports() {
     for file in &files {
         layer_of(&module_of(&src, file));
     }
-    let found =
-        imported_modules("use crate::{admin::X, local};\n// crate::peer in a comment\nlet x = crate::clock::now();");
+    let found = imported_modules(
+        "use crate::{admin::X, local};\n// crate::roles::peer in a comment\nlet x = crate::env::clock::now();\nuse crate::state::replica::{A, B};",
+    );
     assert_eq!(
         found,
-        ["admin", "clock", "local"].iter().map(|s| s.to_string()).collect()
+        ["admin", "env::clock", "local", "state::replica"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     );
+    assert_eq!(
+        module_of(&src, &src.join("roles/coordinator/read.rs")),
+        "roles::coordinator"
+    );
+    assert_eq!(module_of(&src, &src.join("roles/mod.rs")), "roles");
+    assert_eq!(module_of(&src, &src.join("transport/port.rs")), "transport");
+}
+
+/// The folder tree, LAYERS and ARCHITECTURE.md's layer table agree: every layer's folder
+/// or file exists, every entry of `node/src` is a layer, and the table names each layer
+/// with its folder in the same order.
+#[test]
+fn the_tree_and_architecture_md_agree_with_the_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for entry in std::fs::read_dir(&src).expect("node/src reads") {
+        let name = entry.expect("an entry").file_name().to_string_lossy().to_string();
+        layer_of(name.trim_end_matches(".rs"));
+    }
+    for (_, folder) in LAYERS {
+        assert!(
+            src.join(folder).is_dir() || src.join(format!("{folder}.rs")).is_file(),
+            "layer folder or file `{folder}` is missing from node/src"
+        );
+    }
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../ARCHITECTURE.md"))
+        .expect("ARCHITECTURE.md reads");
+    let mut at = 0;
+    for (number, (layer, folder)) in LAYERS.iter().filter(|(_, f)| *f != "main" && *f != "lib").enumerate() {
+        let shown = if src.join(folder).is_dir() {
+            format!("`{folder}/`")
+        } else {
+            format!("`{folder}.rs`")
+        };
+        let row = format!("| {number} | {layer} | {shown} |");
+        let found = doc[at..]
+            .find(&row)
+            .unwrap_or_else(|| panic!("ARCHITECTURE.md's layer table has no row starting `{row}` (in this order)"));
+        at += found + row.len();
+    }
 }
 
 /// Lines of a source file before its tests.

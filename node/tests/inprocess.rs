@@ -1,108 +1,25 @@
-//! Nodes served inside the test process by `server::run`, each on listeners the test
-//! bound itself to port 0: the ports are known before the node starts, with no window in
-//! which another process could take them.
+//! Nodes served inside the test process by `server::run` (the harness's in-process
+//! mode: the same flags, ports bound before the node starts, and helpers as for
+//! processes): they replicate, stop cleanly, and serve the cluster port only to peers
+//! that prove the secret.
+
+mod common;
 
 use std::time::Duration;
 
-use dynakv_node::config::{Config, NodeArgs};
-use dynakv_node::server::{self, Listeners};
-use tokio::sync::watch;
-
-async fn listeners() -> Listeners {
-    let local = "127.0.0.1:0".parse().unwrap();
-    Listeners {
-        client: server::listen(local).unwrap(),
-        cluster: server::listen(local).unwrap(),
-    }
-}
-
-fn addrs_of(l: &Listeners) -> (String, String) {
-    (
-        l.client.local_addr().unwrap().to_string(),
-        l.cluster.local_addr().unwrap().to_string(),
-    )
-}
-
-fn secret_file(dir: &std::path::Path, secret: &str) -> String {
-    let path = dir.join(format!("secret-{secret}"));
-    std::fs::write(&path, secret).unwrap();
-    path.display().to_string()
-}
+use common::{SECRET, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_served_on_bound_listeners_replicate_and_stop_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut all = Vec::new();
-    for _ in 0..3 {
-        all.push(listeners().await);
-    }
-    let (addrs, cluster_addrs): (Vec<String>, Vec<String>) = all.iter().map(addrs_of).unzip();
-    let secret = secret_file(dir.path(), "in-process-secret-0123456789");
-    let (stop, stopped) = watch::channel(false);
-    let mut nodes = Vec::new();
-    for (i, listener) in all.into_iter().enumerate() {
-        let config = Config::load(NodeArgs {
-            id: Some(format!("n{}", i + 1)),
-            listen: Some(addrs[i].clone()),
-            cluster_listen: Some(cluster_addrs[i].clone()),
-            cluster_secret_file: Some(secret.clone().into()),
-            data_dir: Some(dir.path().join(format!("n{}", i + 1))),
-            seeds: Some(cluster_addrs.join(",")),
-            gossip_interval_ms: Some("100".into()),
-            request_timeout_ms: Some("1000".into()),
-            ..Default::default()
-        })
-        .unwrap();
-        let mut stopped = stopped.clone();
-        nodes.push(tokio::spawn(server::run(config, listener, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        })));
-    }
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let all_alive = async {
-        loop {
-            let mut alive = 0;
-            for a in &addrs {
-                if let Ok(r) = http.get(format!("http://{a}/cluster/members")).send().await
-                    && let Ok(body) = r.bytes().await
-                    && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
-                {
-                    alive += v["members"]
-                        .as_array()
-                        .map_or(0, |m| m.iter().filter(|m| m["status"] == "alive").count());
-                }
-            }
-            if alive == 9 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), all_alive)
-        .await
-        .expect("every node sees every node alive");
-    wait_layout(&http, &addrs).await;
-    let put = http
-        .put(format!("http://{}/kv/greeting", addrs[0]))
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 204);
-    let got = http
-        .get(format!("http://{}/kv/greeting", addrs[2]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(got.text().await.unwrap(), "hello");
-    stop.send(true).unwrap();
-    for node in nodes {
-        tokio::time::timeout(Duration::from_secs(15), node)
-            .await
-            .expect("the node stops")
-            .unwrap()
-            .expect("the node ran without error");
+async fn nodes_served_in_the_test_process_replicate_and_stop_cleanly() {
+    let mut c = TestCluster::start_in_process(3, &[]).await;
+    assert_eq!(c.put(0, "greeting", b"hello", "", None).await.status, 204);
+    let got = c.get(2, "greeting", "").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, b"hello");
+    for i in 0..3 {
+        let stopped = c.stop(i).expect("the node was running");
+        assert!(stopped.success(), "node {i}: {stopped:?}");
+        assert!(!c.is_running(i));
     }
 }
 
@@ -124,7 +41,7 @@ fn peer(secret: Option<&str>, id: &str) -> dynakv_node::transport::Peers {
     });
     dynakv_node::transport::Peers::new(
         std::sync::Arc::new(dynakv_node::transport::net::NetTransport::new(dialer)),
-        std::sync::Arc::new(dynakv_node::metrics::Metrics::new(true)),
+        std::sync::Arc::new(dynakv_node::env::metrics::Metrics::new(true)),
     )
 }
 
@@ -140,29 +57,10 @@ async fn a_node_pages_out_a_partition_only_to_a_peer_with_the_secret() {
     use dynakv_ring::hash::key_position;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let dir = tempfile::tempdir().unwrap();
-    let listener = listeners().await;
-    let (addr, cluster_addr) = addrs_of(&listener);
-    let secret = "solo-secret-0123456789";
-    let config = Config::load(NodeArgs {
-        id: Some("solo".into()),
-        listen: Some(addr.clone()),
-        cluster_listen: Some(cluster_addr.clone()),
-        cluster_secret_file: Some(secret_file(dir.path(), secret).into()),
-        data_dir: Some(dir.path().join("solo")),
-        n: Some("1".into()),
-        r: Some("1".into()),
-        w: Some("1".into()),
-        partition_bits: Some("4".into()),
-        ..Default::default()
-    })
-    .unwrap();
-    let (stop, mut stopped) = watch::channel(false);
-    let node = tokio::spawn(server::run(config, listener, async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    }));
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    wait_layout(&http, std::slice::from_ref(&addr)).await;
+    let mut c = TestCluster::start_in_process(1, &["--n", "1", "--r", "1", "--w", "1", "--partition-bits", "4"]).await;
+    let (addr, cluster_addr) = (c.nodes[0].addr.clone(), c.nodes[0].cluster_addr.clone());
+    let secret = SECRET;
+    let http = c.http.clone();
     let mut written = Vec::new();
     for i in 0..400 {
         let key = format!("key-{i}");
@@ -277,37 +175,5 @@ async fn a_node_pages_out_a_partition_only_to_a_peer_with_the_secret() {
         let resp = http.post(format!("http://{addr}{path}")).send().await.unwrap();
         assert_eq!(resp.status(), 404, "{path}");
     }
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(15), node)
-        .await
-        .expect("the node stops")
-        .unwrap()
-        .expect("the node ran without error");
-}
-
-/// Waits until every node at `addrs` has all of them in a settled layout (they join on
-/// their own).
-async fn wait_layout(http: &reqwest::Client, addrs: &[String]) {
-    let formed = async {
-        loop {
-            let mut ready = 0;
-            for a in addrs {
-                if let Ok(r) = http.get(format!("http://{a}/admin/layout")).send().await
-                    && let Ok(body) = r.bytes().await
-                    && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
-                    && v["settled"] == true
-                    && v["members"].as_array().is_some_and(|m| m.len() == addrs.len())
-                {
-                    ready += 1;
-                }
-            }
-            if ready == addrs.len() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), formed)
-        .await
-        .expect("the nodes form a settled layout");
+    assert!(c.stop(0).expect("running").success(), "the node stops cleanly");
 }

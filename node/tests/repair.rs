@@ -70,14 +70,8 @@ async fn restarted_node_catches_up_through_anti_entropy_alone() {
         t.elapsed()
     );
     // The exchange that finished the job records its counts when it completes.
-    let repairs_total = |v: serde_json::Value| -> u64 {
-        v["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["keys_repaired_total"].as_u64().unwrap())
-            .sum()
-    };
+    let repairs_total =
+        |v: dynakv_http_api::admin::AntiEntropy| -> u64 { v.peers.iter().map(|p| p.keys_repaired_total).sum() };
     let counted = c
         .eventually(Duration::from_secs(5), || async {
             repairs_total(c.antientropy(2).await.unwrap())
@@ -88,11 +82,11 @@ async fn restarted_node_catches_up_through_anti_entropy_alone() {
         .await;
     assert!(
         counted,
-        "repairs not counted: {:#}",
-        c.antientropy(2).await.unwrap()["peers"]
+        "repairs not counted: {:?}",
+        c.antientropy(2).await.unwrap().peers
     );
     let v = c.antientropy(2).await.unwrap();
-    assert_eq!(v["read_repairs"], 0, "nothing was read");
+    assert_eq!(v.read_repairs, 0, "nothing was read");
     let agree = c
         .eventually(Duration::from_secs(10), || async { c.roots_agree().await.0 })
         .await;
@@ -128,7 +122,7 @@ async fn read_with_r3_repairs_the_lagging_replica() {
     );
     let mut repairs = 0;
     for i in 0..3 {
-        repairs += c.antientropy(i).await.unwrap()["read_repairs"].as_u64().unwrap();
+        repairs += c.antientropy(i).await.unwrap().read_repairs;
     }
     assert!(repairs >= 30, "read repairs counted: {repairs}");
 }
@@ -345,9 +339,7 @@ async fn deleted_key_stays_deleted(path: RepairPath) {
     );
     let mut collected = 0;
     for i in 0..nodes {
-        collected += c.antientropy(i).await.unwrap()["tombstones"]["collected"]
-            .as_u64()
-            .unwrap();
+        collected += c.antientropy(i).await.unwrap().tombstones.collected;
     }
     assert_eq!(collected, 3, "one tombstone collected on each replica");
     // Later, nothing has come back and other keys are untouched.

@@ -28,7 +28,7 @@ async fn put_ok(c: &TestCluster, at: usize, key: &str, value: &str) {
 async fn refused(c: &TestCluster, i: usize) -> Value {
     c.antientropy(i)
         .await
-        .map(|v| v["cluster_port"]["refused"].clone())
+        .map(|v| serde_json::to_value(v.cluster_port.refused).unwrap())
         .unwrap_or_default()
 }
 
@@ -374,8 +374,8 @@ async fn rolling_from_insecure_to_authenticated_loses_no_acknowledged_write() {
     // Every connection is authenticated and over TLS now: nothing was refused since the
     // last restarts, and the nodes accepted connections.
     for i in 0..3 {
-        let port = c.antientropy(i).await.unwrap()["cluster_port"].clone();
-        assert!(port["accepted"].as_u64() >= Some(2), "{port}");
+        let port = c.antientropy(i).await.unwrap().cluster_port;
+        assert!(port.accepted >= 2, "{port:?}");
     }
     // All strict now: an insecure node is refused.
     let x = c.add_node(&["--insecure"]).await;
@@ -553,7 +553,7 @@ async fn the_client_port_serves_tls_with_the_node_certificate() {
     .await;
     let client_cert = (certs.join("client.app.crt"), certs.join("client.app.key"));
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-        dynakv_node::tls::client_config(&certs.join("ca.crt"), Some((&client_cert.0, &client_cert.1))).unwrap(),
+        dynakv_node::env::tls::client_config(&certs.join("ca.crt"), Some((&client_cert.0, &client_cert.1))).unwrap(),
     ));
     let request = |path: &str, method: &str, body: &str| {
         format!(
@@ -600,7 +600,7 @@ async fn the_client_port_serves_tls_with_the_node_certificate() {
     assert!(!String::from_utf8_lossy(&answer).contains("secret value"));
     // A client without a certificate gets no answer.
     let anonymous = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-        dynakv_node::tls::client_config(&certs.join("ca.crt"), None).unwrap(),
+        dynakv_node::env::tls::client_config(&certs.join("ca.crt"), None).unwrap(),
     ));
     let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -620,7 +620,7 @@ async fn the_client_port_serves_tls_with_the_node_certificate() {
     let other = tempfile::tempdir().unwrap();
     make_certs(&["ca", "--dir"], other.path());
     let stranger = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-        dynakv_node::tls::client_config(&other.path().join("ca.crt"), None).unwrap(),
+        dynakv_node::env::tls::client_config(&other.path().join("ca.crt"), None).unwrap(),
     ));
     let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();

@@ -91,7 +91,7 @@ impl Status {
 /// A heartbeat reaches every member only after a number of gossip rounds that grows
 /// with the logarithm of the cluster's size (each member talks to one other per round),
 /// so the silence a live member shows is longer in a larger cluster. Measured in the
-/// simulator (`node/tests/sim/study.rs`), the share of views in which a live member had
+/// simulator (`sim/tests/sim/study.rs`), the share of views in which a live member had
 /// been silent for 3 rounds or more was 0 with 4 members, 0.09% with 6, 1.3% with 11, 13%
 /// with 31 and 43% with 101: with fixed timeouts of 3 and 6 rounds, 6 members made 246
 /// false suspicions an hour without any message loss and 101 members 14 million (every

@@ -10,15 +10,18 @@ use std::future::Future;
 use std::sync::Arc;
 
 use dynakv_crdt::Register;
-use dynakv_http_api::{AdminService, ApiError, Key, MemberJson};
+use dynakv_http_api::admin::{
+    AntiEntropy, Committed, Hints, Layout, LayoutMember, LayoutPlan, Member, Overview, PartitionPeer, PartitionRepair,
+    PeerExchange, Shares, Staged, Tombstones,
+};
+use dynakv_http_api::{AdminService, ApiError, Key};
 use dynakv_ring::NodeId;
 use dynakv_ring::layout::Change;
-use serde_json::json;
 
-use crate::coordinator::{Coordinator, storage_error};
 use crate::local::Local;
-use crate::services::Services;
-use crate::services::layout::{commit, layout_error};
+use crate::roles::coordinator::{Coordinator, storage_error};
+use crate::roles::services::Services;
+use crate::roles::services::layout::{commit, layout_error};
 
 /// The parts whose state the admin views show.
 pub struct Admin {
@@ -43,14 +46,14 @@ impl AdminService for Admin {
     }
 
     /// `GET /cluster/members`.
-    fn members(&self) -> Vec<MemberJson> {
+    fn members(&self) -> Vec<Member> {
         self.local.cluster.with_membership(|m, now| {
             m.members(now)
-                .map(|v| MemberJson {
+                .map(|v| Member {
                     id: v.info.id.to_string(),
                     addr: v.info.api.clone(),
                     cluster_addr: v.info.addr.clone(),
-                    status: v.status.as_str(),
+                    status: v.status.as_str().to_string(),
                     generation: v.info.generation,
                     heartbeat: v.info.heartbeat,
                     silent_ms: v.silent_ms,
@@ -79,7 +82,7 @@ impl AdminService for Admin {
     }
 
     /// `GET /admin/antientropy`.
-    fn antientropy_status(&self) -> serde_json::Value {
+    fn antientropy_status(&self) -> AntiEntropy {
         let local = &self.local;
         let view = local.cluster.view();
         let ring = view.read_ring();
@@ -89,7 +92,7 @@ impl AdminService for Admin {
         let peers = self.services.antientropy.reports();
         let now = local.clock.monotonic_ms();
         let ago = |t: Option<u64>| t.map(|t| now.saturating_sub(t));
-        let partitions: Vec<serde_json::Value> = ring
+        let partitions = ring
             .partitions()
             .filter_map(|p| {
                 let replicas = ring.partition_preference(p, n);
@@ -97,79 +100,77 @@ impl AdminService for Admin {
                 if !replicas.contains(&me) && !holds {
                     return None;
                 }
-                let per_peer: serde_json::Map<String, serde_json::Value> = replicas
+                let per_peer = replicas
                     .iter()
                     .filter(|id| **id != me)
                     .filter_map(|id| {
                         let r = peers.get(*id)?;
                         Some((
                             id.to_string(),
-                            json!({
-                                "last_exchange_ms_ago": ago(r.finished_at_ms),
-                                "result": r.result,
-                                "repaired": r.repaired_by_partition.get(&p.0).copied().unwrap_or(0),
-                            }),
+                            PartitionPeer {
+                                last_exchange_ms_ago: ago(r.finished_at_ms),
+                                result: r.result.clone(),
+                                repaired: r.repaired_by_partition.get(&p.0).copied().unwrap_or(0) as u64,
+                            },
                         ))
                     })
                     .collect();
-                Some(json!({
-                    "partition": p.0,
-                    "replicas": replicas.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
-                    "replica_here": replicas.contains(&me),
-                    "root": hex(&forest.root(p.0)),
-                    "keys": forest.key_count(p.0),
-                    "peers": per_peer,
-                }))
+                Some(PartitionRepair {
+                    partition: p.0,
+                    replicas: replicas.iter().map(|id| id.to_string()).collect(),
+                    replica_here: replicas.contains(&me),
+                    root: hex(&forest.root(p.0)),
+                    keys: forest.key_count(p.0),
+                    peers: per_peer,
+                })
             })
             .collect();
-        let peer_list: Vec<serde_json::Value> = peers
+        let peer_list = peers
             .iter()
-            .map(|(id, r)| {
-                json!({
-                    "peer": id.to_string(),
-                    "last_exchange_ms_ago": ago(r.finished_at_ms),
-                    "result": r.result,
-                    "shared_partitions": r.shared_partitions,
-                    "rounds": r.rounds,
-                    "differences": r.differences,
-                    "keys_pushed": r.pushed,
-                    "keys_pulled": r.pulled,
-                    "bytes_sent": r.bytes_sent,
-                    "bytes_received": r.bytes_received,
-                    "duration_ms": r.duration_ms,
-                    "exchanges": r.exchanges,
-                    "keys_repaired_total": r.total_repaired,
-                })
+            .map(|(id, r)| PeerExchange {
+                peer: id.to_string(),
+                last_exchange_ms_ago: ago(r.finished_at_ms),
+                result: r.result.clone(),
+                shared_partitions: r.shared_partitions as u64,
+                rounds: r.rounds as u64,
+                differences: r.differences as u64,
+                keys_pushed: r.pushed as u64,
+                keys_pulled: r.pulled as u64,
+                bytes_sent: r.bytes_sent,
+                bytes_received: r.bytes_received,
+                duration_ms: r.duration_ms,
+                exchanges: r.exchanges,
+                keys_repaired_total: r.total_repaired,
             })
             .collect();
         let hints = local.replicas.hint_summary().ok();
         let stats = self.coordinator.stats();
         use std::sync::atomic::Ordering::Relaxed;
-        json!({
-            "node": me.to_string(),
-            "interval_ms": self.services.antientropy.interval().map(|d| d.as_millis() as u64),
-            "read_repairs": stats.read_repairs.load(Relaxed),
-            "hints": {
-                "pending": hints.as_ref().map(|h| h.by_owner.values().sum::<u64>()),
-                "by_owner": hints.as_ref().map(|h| h.by_owner.clone()),
-                "oldest_ms": hints.as_ref().and_then(|h| h.oldest_ms),
-                "hinted_writes": stats.hinted_writes.load(Relaxed),
-                "delivered": self.services.handoff.delivered(),
-                "discarded_stale": self.services.handoff.discarded(),
+        AntiEntropy {
+            node: me.to_string(),
+            interval_ms: self.services.antientropy.interval().map(|d| d.as_millis() as u64),
+            read_repairs: stats.read_repairs.load(Relaxed),
+            hints: Hints {
+                pending: hints.as_ref().map(|h| h.by_owner.values().sum::<u64>()),
+                by_owner: hints.as_ref().map(|h| h.by_owner.clone()),
+                oldest_ms: hints.as_ref().and_then(|h| h.oldest_ms),
+                hinted_writes: stats.hinted_writes.load(Relaxed),
+                delivered: self.services.handoff.delivered(),
+                discarded_stale: self.services.handoff.discarded(),
             },
-            "tombstones": {
-                "pending": local.replicas.tombstone_count().ok(),
-                "collected": self.services.tombstones.collected(),
+            tombstones: Tombstones {
+                pending: local.replicas.tombstone_count().ok(),
+                collected: self.services.tombstones.collected(),
             },
-            "peers": peer_list,
-            "partitions": partitions,
-            "transfers": self.services.layout.transfers(),
-            "cluster_port": self.refusals.to_json(),
-        })
+            peers: peer_list,
+            partitions,
+            transfers: self.services.layout.transfers(),
+            cluster_port: self.refusals.view(),
+        }
     }
 
     /// `GET /admin/layout`.
-    fn layout(&self) -> serde_json::Value {
+    fn layout(&self) -> Layout {
         let cluster = &self.local.cluster;
         let view = cluster.view();
         let history = &view.history;
@@ -193,46 +194,50 @@ impl AdminService for Admin {
                 .map(|o| o.tokens);
             let (addr, cluster_addr, status) = cluster
                 .member_info(id)
-                .map(|(i, s)| (Some(i.api), Some(i.addr), Some(s.as_str())))
+                .map(|(i, s)| (Some(i.api), Some(i.addr), Some(s.as_str().to_string())))
                 .unwrap_or((None, None, None));
-            members.push(json!({
-                "id": id.to_string(),
-                "addr": addr,
-                "cluster_addr": cluster_addr,
-                "tokens": tokens,
-                "state": state,
-                "status": status,
-                "acked": history.acked(id),
-                "synced": history.synced(id),
-                "reads": history.reads(id),
-            }));
+            members.push(LayoutMember {
+                id: id.to_string(),
+                addr,
+                cluster_addr,
+                tokens,
+                state: state.to_string(),
+                status,
+                acked: history.acked(id),
+                synced: history.synced(id),
+                reads: history.reads(id),
+            });
         }
-        let staged: Vec<serde_json::Value> = if history.staging.base == current.version {
+        let staged = if history.staging.base == current.version {
             history
                 .staging
                 .entries
                 .values()
-                .map(|e| json!({"change": e.change, "by": e.stamp.by.to_string(), "at_ms": e.stamp.at_ms}))
+                .map(|e| Staged {
+                    change: serde_json::to_value(&e.change).expect("a change serialises"),
+                    by: e.stamp.by.to_string(),
+                    at_ms: e.stamp.at_ms,
+                })
                 .collect()
         } else {
             Vec::new()
         };
-        json!({
-            "node": cluster.me().to_string(),
-            "version": current.version,
-            "read_version": view.read,
-            "active_versions": history.versions().iter().map(|l| l.version).collect::<Vec<_>>(),
-            "members": members,
-            "staged": staged,
-            "transfers": self.services.layout.transfers(),
-            "moving_partitions": history.moving(cluster.id().partition_bits, self.local.settings.n).len(),
-            "settled": history.settled(),
-            "service": self.services.layout.status(),
-        })
+        Layout {
+            node: cluster.me().to_string(),
+            version: current.version,
+            read_version: view.read,
+            active_versions: history.versions().iter().map(|l| l.version).collect(),
+            members,
+            staged,
+            transfers: self.services.layout.transfers(),
+            moving_partitions: history.moving(cluster.id().partition_bits, self.local.settings.n).len() as u64,
+            settled: history.settled(),
+            service: self.services.layout.status(),
+        }
     }
 
     /// `GET /admin/layout/plan`.
-    fn layout_plan(&self) -> Result<serde_json::Value, ApiError> {
+    fn layout_plan(&self) -> Result<LayoutPlan, ApiError> {
         let cluster = &self.local.cluster;
         let next = cluster.proposal().map_err(layout_error)?;
         let plan = cluster.layout_plan().map_err(layout_error)?;
@@ -256,27 +261,39 @@ impl AdminService for Admin {
             copies += gaining;
             keys += gaining * if here > 0 { here } else { average };
         }
-        let partitions: serde_json::Map<String, serde_json::Value> = plan
+        let partitions = plan
             .partitions
             .iter()
-            .map(|(id, (before, after))| (id.to_string(), json!({"before": before, "after": after})))
+            .map(|(id, (before, after))| {
+                (
+                    id.to_string(),
+                    Shares {
+                        before: *before,
+                        after: *after,
+                    },
+                )
+            })
             .collect();
-        Ok(json!({
-            "version": next.version,
-            "owners": next.owners.keys().map(|id| id.to_string()).collect::<Vec<_>>(),
-            "moves": plan.moves.len(),
-            "partition_copies_to_send": copies,
-            "keys_to_move_estimate": keys,
-            "partitions": partitions,
-            "changes": plan.moves,
-        }))
+        Ok(LayoutPlan {
+            version: next.version,
+            owners: next.owners.keys().map(|id| id.to_string()).collect(),
+            moves: plan.moves.len() as u64,
+            partition_copies_to_send: copies,
+            keys_to_move_estimate: keys,
+            partitions,
+            changes: plan
+                .moves
+                .iter()
+                .map(|m| serde_json::to_value(m).expect("a move serialises"))
+                .collect(),
+        })
     }
 
     /// `POST /admin/layout/stage`.
-    fn layout_stage(&self, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    fn layout_stage(&self, body: &[u8]) -> Result<Layout, ApiError> {
         let change: Change = serde_json::from_slice(body).map_err(|e| ApiError::Layout {
             status: 400,
-            code: crate::services::layout::BAD_CHANGE,
+            code: crate::roles::services::layout::BAD_CHANGE,
             message: format!(
                 "the body must be one change: {{\"join\":ID}}, {{\"leave\":ID}}, {{\"remove\":ID}}, \
                      {{\"replace\":{{\"old\":ID,\"new\":ID}}}} or {{\"capacity\":{{\"id\":ID,\"tokens\":N}}}} ({e})"
@@ -287,13 +304,13 @@ impl AdminService for Admin {
     }
 
     /// `POST /admin/layout/revert`.
-    fn layout_revert(&self) -> serde_json::Value {
+    fn layout_revert(&self) -> Layout {
         self.local.cluster.revert();
         self.layout()
     }
 
     /// `POST /admin/layout/commit`.
-    fn layout_commit(&self, body: &[u8]) -> impl Future<Output = Result<serde_json::Value, ApiError>> + Send {
+    fn layout_commit(&self, body: &[u8]) -> impl Future<Output = Result<Committed, ApiError>> + Send {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Commit {
@@ -306,15 +323,18 @@ impl AdminService for Admin {
         });
         async move {
             let next = commit(&self.local, asked?.version).await?;
-            Ok(json!({"version": next.version, "layout": self.layout()}))
+            Ok(Committed {
+                version: next.version,
+                layout: self.layout(),
+            })
         }
     }
 
     fn metrics(&self) -> (&'static str, String) {
-        (crate::metrics::CONTENT_TYPE, self.render_metrics())
+        (crate::env::metrics::CONTENT_TYPE, self.render_metrics())
     }
 
-    fn overview(&self) -> impl Future<Output = serde_json::Value> + Send {
+    fn overview(&self) -> impl Future<Output = Overview> + Send {
         self.gather_overview()
     }
 }

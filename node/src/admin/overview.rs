@@ -4,29 +4,51 @@
 use std::collections::BTreeMap;
 
 use dynakv_http_api::AdminService;
-use serde_json::json;
+use dynakv_http_api::admin::{
+    Exchange, Figures, LayoutSummary, NodeFigures, Overview, OverviewSettings, Pair, SeriesPoint, Transfer,
+};
 
 use super::Admin;
 use crate::transport::message::{ExchangeStat, NodeStats, Stats};
 
-fn stats_json(s: &NodeStats) -> serde_json::Value {
-    json!({
-        "reachable": true,
-        "window_s": s.recent.window_s,
-        "rate": s.recent.rate,
-        "errors": s.recent.errors,
-        "p50_ms": s.recent.p50_ms,
-        "p99_ms": s.recent.p99_ms,
-        "series": s.recent.series.iter().map(|(t, n, p99)| json!({"t": t, "rate": n, "p99_ms": p99})).collect::<Vec<_>>(),
-        "hints_pending": s.hints_pending,
-        "hints_oldest_ms": s.hints_oldest_ms,
-        "transfers": s.transfers.iter().map(|t| json!({
-            "version": t.version, "partition": t.partition, "from": t.from, "to": t.to,
-            "state": t.state, "keys": t.keys, "bytes": t.bytes,
-        })).collect::<Vec<_>>(),
-        "antientropy": s.antientropy.iter().map(|e| json!({
-            "peer": e.peer, "last_exchange_ms_ago": e.last_exchange_ms_ago, "result": e.result,
-        })).collect::<Vec<_>>(),
+fn figures(s: &NodeStats) -> NodeFigures {
+    NodeFigures::Reached(Figures {
+        reachable: true,
+        window_s: s.recent.window_s,
+        rate: s.recent.rate,
+        errors: s.recent.errors,
+        p50_ms: s.recent.p50_ms,
+        p99_ms: s.recent.p99_ms,
+        series: s
+            .recent
+            .series
+            .iter()
+            .map(|&(t, rate, p99_ms)| SeriesPoint { t, rate, p99_ms })
+            .collect(),
+        hints_pending: s.hints_pending,
+        hints_oldest_ms: s.hints_oldest_ms,
+        transfers: s
+            .transfers
+            .iter()
+            .map(|t| Transfer {
+                version: t.version,
+                partition: t.partition,
+                from: t.from.clone(),
+                to: t.to.clone(),
+                state: t.state.clone(),
+                keys: t.keys,
+                bytes: t.bytes,
+            })
+            .collect(),
+        antientropy: s
+            .antientropy
+            .iter()
+            .map(|e| Exchange {
+                peer: e.peer.clone(),
+                last_exchange_ms_ago: e.last_exchange_ms_ago,
+                result: e.result.clone(),
+            })
+            .collect(),
     })
 }
 
@@ -35,7 +57,7 @@ const STATS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500)
 
 impl Admin {
     /// `GET /admin/overview`.
-    pub(super) async fn gather_overview(&self) -> serde_json::Value {
+    pub(super) async fn gather_overview(&self) -> Overview {
         let local = &self.local;
         let me = local.id().clone();
         let members = self.members();
@@ -65,12 +87,15 @@ impl Admin {
         .await;
         let mut stats: BTreeMap<String, Result<NodeStats, String>> = answers.into_iter().collect();
         stats.insert(me.to_string(), Ok(self.services.stats.get(local, &self.services)));
-        let nodes: serde_json::Map<String, serde_json::Value> = stats
+        let nodes: BTreeMap<String, NodeFigures> = stats
             .iter()
             .map(|(id, s)| {
                 let v = match s {
-                    Ok(s) => stats_json(s),
-                    Err(e) => json!({"reachable": false, "error": e}),
+                    Ok(s) => figures(s),
+                    Err(e) => NodeFigures::Unreached {
+                        reachable: false,
+                        error: e.clone(),
+                    },
                 };
                 (id.clone(), v)
             })
@@ -100,7 +125,7 @@ impl Admin {
         let exchange = |a: &str, b: &str| -> Option<&ExchangeStat> {
             stats.get(a)?.as_ref().ok()?.antientropy.iter().find(|e| e.peer == b)
         };
-        let pairs: Vec<serde_json::Value> = pairs
+        let pairs: Vec<Pair> = pairs
             .into_iter()
             .map(|((a, b), (shared, compared, agree))| {
                 // The more recent of the two sides' reports of their last exchange.
@@ -109,36 +134,39 @@ impl Admin {
                     .flatten()
                     .filter(|e| e.last_exchange_ms_ago.is_some())
                     .min_by_key(|e| e.last_exchange_ms_ago);
-                json!({
-                    "a": a, "b": b, "shared": shared, "compared": compared,
+                Pair {
+                    a,
+                    b,
+                    shared,
+                    compared,
                     // Unknown when nothing could be compared (a side did not answer).
-                    "agree": (compared > 0).then_some(agree),
-                    "last_exchange_ms_ago": last.and_then(|e| e.last_exchange_ms_ago),
-                    "result": last.map(|e| e.result.clone()),
-                })
+                    agree: (compared > 0).then_some(agree),
+                    last_exchange_ms_ago: last.and_then(|e| e.last_exchange_ms_ago),
+                    result: last.map(|e| e.result.clone()),
+                }
             })
             .collect();
         let history = &view.history;
-        json!({
-            "node": me.to_string(),
-            "time_ms": local.clock.wall_ms(),
-            "settings": {
-                "n": n,
-                "r": local.settings.r,
-                "w": local.settings.w,
-                "conflict": local.settings.mode.to_string(),
-                "partitions": preference.len(),
+        Overview {
+            node: me.to_string(),
+            time_ms: local.clock.wall_ms(),
+            settings: OverviewSettings {
+                n: n as u64,
+                r: local.settings.r as u64,
+                w: local.settings.w as u64,
+                conflict: local.settings.mode.to_string(),
+                partitions: preference.len() as u64,
             },
-            "layout": {
-                "version": view.current().version,
-                "read_version": view.read,
-                "settled": history.settled(),
-                "moving_partitions": history.moving(local.cluster.id().partition_bits, n).len(),
+            layout: LayoutSummary {
+                version: view.current().version,
+                read_version: view.read,
+                settled: history.settled(),
+                moving_partitions: history.moving(local.cluster.id().partition_bits, n).len() as u64,
             },
-            "ring": preference,
-            "members": members,
-            "nodes": nodes,
-            "pairs": pairs,
-        })
+            ring: preference,
+            members,
+            nodes,
+            pairs,
+        }
     }
 }

@@ -313,7 +313,7 @@ impl Admin {
             reg.register("tokio_worker_parks", "Times each async worker went idle", parks);
         }
         // The process.
-        let p = crate::metrics::process_figures();
+        let p = crate::env::metrics::process_figures();
         if let Some(v) = p.resident_bytes {
             reg.register_with_unit(
                 "process_resident_memory",
@@ -350,6 +350,6 @@ impl Admin {
             "Always 1; the labels name the build and the node",
             info,
         );
-        crate::metrics::encode_text(&reg)
+        crate::env::metrics::encode_text(&reg)
     }
 }

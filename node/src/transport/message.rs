@@ -14,7 +14,7 @@
 //! | tombstones | [`Digests`] | the tombstone collector |
 //! | transfers | [`FetchPartition`] | a member fetching a partition it gains |
 //! | membership | [`Gossip`] | the gossip service |
-//! | layout | [`PromiseLayout`] | a layout commit (`crate::services::layout`) |
+//! | layout | [`PromiseLayout`] | a layout commit (`crate::roles::services::layout`) |
 //! | observability | [`Stats`] | the node assembling `/admin/overview` |
 //!
 //! Bodies are a version byte followed by postcard (compact, serde-derived, no schema
@@ -28,7 +28,7 @@ use dynakv_ring::history::LayoutHistory;
 use dynakv_ring::layout::Digest;
 use dynakv_ring::{GossipEntry, NodeId};
 
-use crate::replica::PartitionPage;
+use crate::state::replica::PartitionPage;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -117,7 +117,7 @@ verbs! {
     Gossip => GossipReply,
     /// A promise not to accept another layout for a version (the commit of a layout).
     PromiseLayout => (),
-    /// One page of a partition's stored states (see `crate::transfer`).
+    /// One page of a partition's stored states (see `crate::state::transfer`).
     FetchPartition => PartitionPage,
     /// What the web view shows of a node (`GET /admin/overview`). Last in the list, so
     /// the verbs before it keep their encoding: a node that predates it fails only this.
@@ -126,7 +126,7 @@ verbs! {
 
 /// A replica read. It names the layout the reader placed it under, and whether it asks
 /// the receiver as one of the key's replicas or as a fallback: a node answers only what
-/// it may (`crate::cluster::may_serve`).
+/// it may (`crate::state::cluster::may_serve`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Get {
     pub key: String,
@@ -207,7 +207,7 @@ pub struct Stats {}
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeStats {
     /// Client requests of the last minute.
-    pub recent: crate::metrics::RecentSummary,
+    pub recent: crate::env::metrics::RecentSummary,
     pub hints_pending: u64,
     /// Age of the oldest hint held.
     pub hints_oldest_ms: Option<u64>,
@@ -325,7 +325,7 @@ impl From<WireError> for ApiError {
 }
 
 /// What members of one cluster must agree on (defined with the cluster view).
-pub use crate::cluster::ClusterId;
+pub use crate::state::cluster::ClusterId;
 
 pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Vec<u8> {
     let mut out = vec![WIRE_VERSION];

@@ -5,7 +5,7 @@
 //!   [`net::NetTransport`] is the real one (over peers' cluster ports: the replica
 //!   stream for small verbs, pooled connections for the rest); the simulator brings an in-memory one that encodes, delays, drops,
 //!   duplicates and reorders every message.
-//! - [`Handler`]: the receiving side; the node's [`crate::peer::PeerHandler`]
+//! - [`Handler`]: the receiving side; the node's [`crate::roles::peer::PeerHandler`]
 //!   implements it, whatever carried the request.
 //! - [`Peers`]: the typed front end callers use (`peers.call(addr, Get { .. })`).
 //! - [`port`], [`handshake`], [`stream`], [`link`], [`net`]: the real wire: the
@@ -25,7 +25,7 @@ use std::time::Duration;
 use dynakv_http_api::ApiError;
 use futures::future::BoxFuture;
 
-use crate::metrics::Metrics;
+use crate::env::metrics::Metrics;
 use message::{Answer, Call, Request};
 
 /// Why a call to a peer did not produce an answer.

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use super::Handler;
 use super::handshake::{self, HandshakeError, Peer, Policy};
 use super::stream::{self, Streams};
-use crate::tls::ClusterTls;
+use crate::env::tls::ClusterTls;
 
 /// A connection, whatever it runs over.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -285,11 +285,11 @@ impl Refusals {
     }
 
     /// `{"accepted": n, "refused": {reason: n}}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "accepted": self.accepted.load(Ordering::Relaxed),
-            "refused": self.counts.lock().iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
-        })
+    pub fn view(&self) -> dynakv_http_api::admin::ClusterPort {
+        dynakv_http_api::admin::ClusterPort {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused: self.counts.lock().iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
     }
 }
 

@@ -1,18 +1,29 @@
-//! Real-process test harness: `dynakv node` processes on free loopback ports, each with
-//! its own temporary data directory and log file.
+//! Real-process test harness: `dynakv node` processes on loopback, each with its own
+//! temporary data directory and log file. The harness binds each node's two ports itself
+//! (port 0: the kernel picks free ones) and hands the listening sockets to the node
+//! (`--listen-fd`, `--cluster-listen-fd`), so no other process can take a port between
+//! its choice and the node's start; it closes its own copies once the node runs, so a
+//! stopped node's ports refuse connections as a dead node's would. A restarted node gets
+//! its ports bound again before it starts.
 
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dynakv_http_api::admin::{AntiEntropy, Layout};
+use dynakv_node::cli::api::Client;
+use dynakv_node::serve::server::listen_std;
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dynakv");
 
-/// A free loopback port (the listener is closed before the node binds it), below the
+/// A free loopback port for a process the harness does not start (the listener is
+/// closed before that process binds it, so another may take it first), below the
 /// kernel's ephemeral range (32768 and up on Linux): a port from that range can be
 /// taken by any outgoing connection (the nodes make many) before the node binds it.
 pub fn free_port() -> u16 {
@@ -31,6 +42,8 @@ pub fn free_port() -> u16 {
 
 pub struct TestNode {
     pub id: String,
+    /// The node's two ports, bound and not yet handed to it.
+    ports: Option<Ports>,
     /// The client port.
     pub addr: String,
     /// The cluster port.
@@ -40,6 +53,14 @@ pub struct TestNode {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// The node, when the cluster runs its nodes inside the test process.
+    task: Option<InProcess>,
+}
+
+/// A node served by `server::run` on a task of the test's runtime.
+struct InProcess {
+    stop: tokio::sync::watch::Sender<bool>,
+    served: tokio::task::JoinHandle<Result<(), dynakv_node::serve::server::StartError>>,
 }
 
 pub struct TestCluster {
@@ -48,7 +69,52 @@ pub struct TestCluster {
     args: Vec<String>,
     pub http: reqwest::Client,
     dir: tempfile::TempDir,
+    /// The nodes run inside the test process ([`TestCluster::start_in_process`]).
+    in_process: bool,
 }
+
+/// A node's client and cluster ports, listening, before the node takes them.
+struct Ports {
+    client: std::net::TcpListener,
+    cluster: std::net::TcpListener,
+}
+
+impl Ports {
+    /// Binds two free loopback ports.
+    fn free() -> Ports {
+        let any = "127.0.0.1:0".parse().unwrap();
+        Ports {
+            client: listen_std(any).unwrap(),
+            cluster: listen_std(any).unwrap(),
+        }
+    }
+
+    /// Binds `client` and `cluster` again (a restart).
+    fn at(client: &str, cluster: &str) -> Ports {
+        let bind = |a: &str| {
+            listen_std(a.parse().unwrap()).unwrap_or_else(|e| panic!("rebinding {a} for a restarted node: {e}"))
+        };
+        Ports {
+            client: bind(client),
+            cluster: bind(cluster),
+        }
+    }
+
+    fn addrs(&self) -> (String, String) {
+        (
+            self.client.local_addr().unwrap().to_string(),
+            self.cluster.local_addr().unwrap().to_string(),
+        )
+    }
+}
+
+/// The descriptors the node finds its ports on.
+const CLIENT_FD: i32 = 3;
+const CLUSTER_FD: i32 = 4;
+
+/// The cluster secret every harness cluster shares (unless a test gives its nodes
+/// `--insecure` or a secret of their own).
+pub const SECRET: &str = "test-cluster-secret-0123456789";
 
 /// Settings that make failure detection fast enough for tests.
 pub const FAST: &[&str] = &["--gossip-interval-ms", "100", "--request-timeout-ms", "1000"];
@@ -62,31 +128,41 @@ impl TestCluster {
         c
     }
 
+    /// [`TestCluster::start`] with the nodes served inside the test process, on tasks of
+    /// its runtime (which must be multi-threaded): the same settings, ports, waits and
+    /// helpers, but a node can only be stopped cleanly and restarted, not killed or
+    /// paused, and its log goes nowhere.
+    pub async fn start_in_process(n: usize, args: &[&str]) -> TestCluster {
+        let mut c = TestCluster::prepare(n, args);
+        c.in_process = true;
+        c.launch().await;
+        c
+    }
+
     /// [`TestCluster::start`] in two steps: `prepare` sets the cluster up without
     /// starting a node (so a test can give nodes flags of their own, in `extra`),
     /// `launch` starts them all and waits.
     pub fn prepare(n: usize, args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let seeds = ports
-            .iter()
-            .map(|(_, p)| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        std::fs::write(dir.path().join("cluster.secret"), "test-cluster-secret-0123456789\n").unwrap();
+        let ports: Vec<Ports> = (0..n).map(|_| Ports::free()).collect();
+        let seeds = ports.iter().map(|p| p.addrs().1).collect::<Vec<_>>().join(",");
+        std::fs::write(dir.path().join("cluster.secret"), format!("{SECRET}\n")).unwrap();
         let nodes = ports
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(i, (p, cp))| {
+            .map(|(i, ports)| {
                 let id = format!("n{}", i + 1);
+                let (addr, cluster_addr) = ports.addrs();
                 TestNode {
                     data_dir: dir.path().join(&id),
                     log: dir.path().join(format!("{id}.log")),
-                    addr: format!("127.0.0.1:{p}"),
-                    cluster_addr: format!("127.0.0.1:{cp}"),
+                    addr,
+                    cluster_addr,
                     extra: vec![],
                     id,
+                    ports: Some(ports),
                     child: None,
+                    task: None,
                 }
             })
             .collect();
@@ -98,6 +174,7 @@ impl TestCluster {
             args: all_args,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             dir,
+            in_process: false,
         }
     }
 
@@ -119,14 +196,18 @@ impl TestCluster {
     pub async fn add_node(&mut self, extra: &[&str]) -> usize {
         let i = self.nodes.len();
         let id = format!("n{}", i + 1);
+        let ports = Ports::free();
+        let (addr, cluster_addr) = ports.addrs();
         self.nodes.push(TestNode {
             data_dir: self.dir.path().join(&id),
             log: self.dir.path().join(format!("{id}.log")),
-            addr: format!("127.0.0.1:{}", free_port()),
-            cluster_addr: format!("127.0.0.1:{}", free_port()),
+            addr,
+            cluster_addr,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             id,
+            ports: Some(ports),
             child: None,
+            task: None,
         });
         self.spawn(i);
         self.wait_healthy(i).await;
@@ -147,15 +228,14 @@ impl TestCluster {
         &self.nodes[i].id
     }
 
+    /// The typed client, asking node `i` only (every wait gives up after 10 s).
+    pub fn client(&self, i: usize) -> Client {
+        Client::new(&self.nodes[i].addr, None, Duration::from_secs(10)).expect("a node address")
+    }
+
     /// `GET /admin/layout` on node `i`.
-    pub async fn layout(&self, i: usize) -> Option<Value> {
-        self.http
-            .get(self.url(i, "/admin/layout"))
-            .send()
-            .await
-            .ok()?
-            .json_value()
-            .await
+    pub async fn layout(&self, i: usize) -> Option<Layout> {
+        self.client(i).layout().await.ok()
     }
 
     /// Waits until every running node has a settled layout whose owners are `owners`,
@@ -163,21 +243,16 @@ impl TestCluster {
     pub async fn wait_layout(&self, owners: &[String], timeout: Duration) {
         let mut want: Vec<String> = owners.to_vec();
         want.sort();
-        let running: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].child.is_some())
-            .collect();
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.is_running(i)).collect();
         let ok = self
             .eventually(timeout, || async {
                 for &i in &running {
                     let Some(l) = self.layout(i).await else {
                         return false;
                     };
-                    let mut have: Vec<String> = l["members"]
-                        .as_array()
-                        .map(|ms| ms.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect())
-                        .unwrap_or_default();
+                    let mut have: Vec<String> = l.members.iter().map(|m| m.id.clone()).collect();
                     have.sort();
-                    if have != want || l["settled"] != true || l["read_version"] != l["version"] {
+                    if have != want || !l.settled || l.read_version != l.version {
                         return false;
                     }
                 }
@@ -189,7 +264,10 @@ impl TestCluster {
             layouts.push_str(&format!(
                 "{}: {}\n",
                 self.nodes[i].id,
-                self.layout(i).await.unwrap_or_default()
+                self.layout(i)
+                    .await
+                    .map(|l| serde_json::to_string(&l).unwrap())
+                    .unwrap_or_default()
             ));
         }
         assert!(ok, "the layout did not settle with owners {want:?}:\n{layouts}");
@@ -208,17 +286,44 @@ impl TestCluster {
             args.push("--cluster-secret-file".into());
             args.push(self.dir.path().join("cluster.secret").display().to_string());
         }
-        let child = Command::new(BIN)
-            .args(["node", "--id", &node.id, "--listen", &node.addr])
+        let ports = node
+            .ports
+            .take()
+            .unwrap_or_else(|| Ports::at(&node.addr, &node.cluster_addr));
+        if self.in_process {
+            node.task = Some(serve_in_process(node, &self.seeds, &args, ports));
+            return;
+        }
+        let (client_fd, cluster_fd) = (ports.client.as_raw_fd(), ports.cluster.as_raw_fd());
+        let mut cmd = Command::new(BIN);
+        cmd.args(["node", "--id", &node.id, "--listen", &node.addr])
             .args(["--cluster-listen", &node.cluster_addr, "--seeds", &self.seeds])
+            .args(["--listen-fd", &CLIENT_FD.to_string()])
+            .args(["--cluster-listen-fd", &CLUSTER_FD.to_string()])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(&args)
             .env("RUST_LOG", "info,dynakv_node=debug")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        // SAFETY: between fork and exec the child only calls fcntl and dup2, which are
+        // async-signal-safe. The listeners are copied above any descriptor the child may
+        // hold, then onto 3 and 4 (dup2 clears close-on-exec there, so only the node
+        // inherits them, not the other children this test process starts).
+        unsafe {
+            cmd.pre_exec(move || {
+                let client = libc::fcntl(client_fd, libc::F_DUPFD_CLOEXEC, 100);
+                let cluster = libc::fcntl(cluster_fd, libc::F_DUPFD_CLOEXEC, 100);
+                if client < 0 || cluster < 0 || libc::dup2(client, CLIENT_FD) < 0 || libc::dup2(cluster, CLUSTER_FD) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        // The node holds the ports now; this process lets go of them.
+        drop(ports);
         node.child = Some(child);
     }
 
@@ -250,19 +355,11 @@ impl TestCluster {
 
     /// Status of member `of` as node `at` reports it.
     pub async fn status(&self, at: usize, of: usize) -> Option<String> {
-        let v: Value = self
-            .http
-            .get(self.url(at, "/cluster/members"))
-            .send()
-            .await
-            .ok()?
-            .json_value()
-            .await?;
-        v["members"]
-            .as_array()?
-            .iter()
-            .find(|m| m["id"] == self.nodes[of].id.as_str())
-            .map(|m| m["status"].as_str().unwrap_or("").to_string())
+        let v = self.client(at).members().await.ok()?;
+        v.members
+            .into_iter()
+            .find(|m| m.id == self.nodes[of].id)
+            .map(|m| m.status)
     }
 
     /// Polls until `cond` holds or `timeout` passes; returns whether it held.
@@ -283,7 +380,7 @@ impl TestCluster {
 
     pub async fn wait_all_see_all_alive(&self) {
         let n = self.nodes.len();
-        let running: Vec<usize> = (0..n).filter(|&i| self.nodes[i].child.is_some()).collect();
+        let running: Vec<usize> = (0..n).filter(|&i| self.is_running(i)).collect();
         let ok = self
             .eventually(Duration::from_secs(20), || async {
                 for &a in &running {
@@ -310,6 +407,10 @@ impl TestCluster {
     }
 
     fn signal(&self, i: usize, signal: i32) {
+        assert!(
+            !self.in_process,
+            "a node inside the test process cannot be paused or killed"
+        );
         let child = self.nodes[i].child.as_ref().expect("node is running");
         unsafe {
             libc::kill(child.id() as i32, signal);
@@ -318,6 +419,10 @@ impl TestCluster {
 
     /// SIGKILL, no chance to flush anything.
     pub fn kill9(&mut self, i: usize) {
+        assert!(
+            !self.in_process,
+            "a node inside the test process cannot be paused or killed"
+        );
         if let Some(mut c) = self.nodes[i].child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
@@ -327,6 +432,21 @@ impl TestCluster {
     /// SIGTERM and wait for the node to exit; returns how it exited (`None` if it was not
     /// running).
     pub fn stop(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        if let Some(node) = self.nodes[i].task.take() {
+            // The stop signal, then wait for `server::run` to return: it stops gossip,
+            // drains requests and closes storage first.
+            let _ = node.stop.send(true);
+            let served = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(tokio::time::timeout(Duration::from_secs(15), node.served))
+            });
+            let id = &self.nodes[i].id;
+            match served {
+                Ok(Ok(Ok(()))) => return Some(std::os::unix::process::ExitStatusExt::from_raw(0)),
+                Ok(Ok(Err(e))) => panic!("node {id} stopped with an error: {e}"),
+                Ok(Err(e)) => panic!("node {id}'s task failed: {e}"),
+                Err(_) => panic!("node {id} did not stop within 15 s"),
+            }
+        }
         if let Some(mut c) = self.nodes[i].child.take() {
             unsafe {
                 libc::kill(c.id() as i32, libc::SIGTERM);
@@ -411,12 +531,49 @@ impl TestCluster {
     }
 }
 
+/// Starts `node` on a task: the flags a process would get, parsed the same way.
+fn serve_in_process(node: &TestNode, seeds: &str, args: &[String], ports: Ports) -> InProcess {
+    use clap::Parser;
+    use dynakv_node::config::{Config, NodeArgs};
+    use dynakv_node::serve::server::{self, Listeners};
+    #[derive(Parser)]
+    struct Node {
+        #[command(flatten)]
+        args: NodeArgs,
+    }
+    let data_dir = node.data_dir.display().to_string();
+    let mut argv: Vec<&str> = vec!["node", "--id", &node.id, "--listen", &node.addr];
+    argv.extend([
+        "--cluster-listen",
+        &node.cluster_addr,
+        "--seeds",
+        seeds,
+        "--data-dir",
+        &data_dir,
+    ]);
+    argv.extend(args.iter().map(String::as_str));
+    let parsed = Node::try_parse_from(argv).unwrap_or_else(|e| panic!("node {}'s flags: {e}", node.id));
+    let config = Config::load(parsed.args).unwrap_or_else(|e| panic!("node {}'s settings: {e}", node.id));
+    let listeners = Listeners {
+        client: tokio::net::TcpListener::from_std(ports.client).unwrap(),
+        cluster: tokio::net::TcpListener::from_std(ports.cluster).unwrap(),
+    };
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let served = tokio::spawn(server::run(config, listeners, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    InProcess { stop, served }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         for n in &mut self.nodes {
             if let Some(mut c) = n.child.take() {
                 let _ = c.kill();
                 let _ = c.wait();
+            }
+            if let Some(node) = n.task.take() {
+                let _ = node.stop.send(true);
             }
         }
         if std::thread::panicking() {
@@ -485,20 +642,19 @@ impl JsonValue for reqwest::Response {
 // ---- anti-entropy views ----
 
 impl TestCluster {
-    pub async fn antientropy(&self, i: usize) -> Option<Value> {
-        let r = self.http.get(self.url(i, "/admin/antientropy")).send().await.ok()?;
-        r.json_value().await
+    pub async fn antientropy(&self, i: usize) -> Option<AntiEntropy> {
+        self.client(i).antientropy().await.ok()
     }
 
     /// Pending hints on node `i`.
     pub async fn hints_pending(&self, i: usize) -> Option<u64> {
-        self.antientropy(i).await?["hints"]["pending"].as_u64()
+        self.antientropy(i).await?.hints.pending
     }
 
     /// Whether every partition's replicas (among the running nodes) report the same Merkle
     /// root, and how many partitions were compared.
     pub async fn roots_agree(&self) -> (bool, usize) {
-        let mut by_partition: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
         for i in 0..self.nodes.len() {
             if !self.is_running(i) {
                 continue;
@@ -506,12 +662,9 @@ impl TestCluster {
             let Some(v) = self.antientropy(i).await else {
                 return (false, 0);
             };
-            for p in v["partitions"].as_array().into_iter().flatten() {
-                if p["replica_here"] == true {
-                    by_partition
-                        .entry(p["partition"].as_u64().unwrap())
-                        .or_default()
-                        .push(p["root"].as_str().unwrap().to_string());
+            for p in v.partitions {
+                if p.replica_here {
+                    by_partition.entry(p.partition).or_default().push(p.root);
                 }
             }
         }
@@ -522,24 +675,12 @@ impl TestCluster {
     }
 
     pub fn is_running(&self, i: usize) -> bool {
-        self.nodes[i].child.is_some()
+        self.nodes[i].child.is_some() || self.nodes[i].task.is_some()
     }
 
     /// Preference list of a key, as node 0 sees it.
     pub async fn preflist(&self, key: &str) -> Vec<String> {
-        let r = self
-            .http
-            .get(self.url(0, &format!("/cluster/preflist/{key}")))
-            .send()
-            .await
-            .unwrap();
-        let v = r.json_value().await.unwrap();
-        v["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n.as_str().unwrap().to_string())
-            .collect()
+        self.client(0).preflist(key).await.unwrap().nodes
     }
 
     pub fn index_of(&self, id: &str) -> usize {

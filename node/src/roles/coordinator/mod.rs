@@ -1,0 +1,624 @@
+//! The client coordinator: quorum reads (with read repair) and writes (with sloppy
+//! quorum) over a key's replicas.
+//!
+//! - [`read`]: [`read::ReadRound`], where a read goes and how its answers count.
+//! - [`write`]: [`write::WriteRound`], which node takes each replica's copy.
+//! - [`forward`]: when a forwarded write may be tried at another replica.
+//! - [`fanout`]: the one async loop that drives either round.
+//! - [`quorum`]: counting successes against a quorum.
+//!
+//! Reads ask `r` of the key's replicas (this node first when it holds the key) and the
+//! others only if one fails or no quorum came within `read_speculate` (all at once when
+//! that is zero). They answer once `r` answers count, with the merge of what came back;
+//! the read then keeps listening, up to the request timeout, and sends the merged
+//! version to every replica that answered with something older or nothing (read
+//! repair), after the client has its answer.
+//!
+//! Writes go to each of the N replicas and answer once `w` acknowledged. Sends still
+//! running when the quorum is decided carry on in the background until the request
+//! timeout.
+//!
+//! Multi-value writes must be coordinated by a replica of the key, because minting the
+//! new version's dot needs the actor's earlier dots for that key (see `dynakv_crdt::mv`).
+//! A node that is not a replica forwards the write to the first live one.
+//!
+//! Why this file is long: the async side of both rounds (placement, forwarding, read
+//! repair, hints) lives here around the pure rounds in `read.rs` and `write.rs`.
+
+pub mod fanout;
+pub mod forward;
+pub mod quorum;
+pub mod read;
+pub mod write;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dynakv_crdt::{CausalContext, ConflictMode, Context, LwwRegister, MvRegister, Register};
+use dynakv_http_api::{ApiError, GetOutcome, Key, KvOp, KvService, Observed, QuorumOp};
+use dynakv_ring::NodeId;
+use tokio::time::Instant;
+use tracing::{debug, error, warn};
+
+use crate::env::storage::StorageError;
+use crate::local::{Local, MAX_CLOCK_DRIFT_MS};
+use crate::state::cluster::{Placed, Plan};
+use crate::state::identity::MintFloor;
+use crate::transport::message;
+use fanout::{Answered, FanOut};
+use quorum::Verdict;
+use read::{Ask, ReadRound};
+use write::{Delivery, WriteRound};
+
+/// Share of the remaining deadline given to a node we forward a write to, so its own
+/// answer (success or quorum failure) arrives before we give up on it.
+const FORWARD_DEADLINE_SHARE: f64 = 0.9;
+
+/// What the coordinator counts (shown on `/admin/antientropy`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub read_repairs: AtomicU64,
+    pub hinted_writes: AtomicU64,
+}
+
+pub fn storage_error(e: StorageError) -> ApiError {
+    match e {
+        // The store logs when the disk fills and when writes work again.
+        StorageError::NoSpace(detail) => {
+            ApiError::InsufficientStorage(format!("this node's disk is full; it takes no writes: {detail}"))
+        }
+        e => {
+            error!(error = %e, "storage failure");
+            ApiError::Internal(format!("storage failure on this node: {e}"))
+        }
+    }
+}
+
+/// A multi-value write: a new value (`None`: a delete) replacing what `context` covers,
+/// needing `w` acknowledgements by `deadline`.
+struct MvWrite<'a> {
+    key: &'a Key,
+    value: Option<Bytes>,
+    context: Option<CausalContext>,
+    w: usize,
+    deadline: Instant,
+}
+
+pub struct Coordinator {
+    local: Arc<Local>,
+    /// Where dot counters start on keys this node holds nothing for.
+    mint_floor: MintFloor,
+    stats: Arc<Stats>,
+}
+
+impl Coordinator {
+    pub fn new(local: Arc<Local>, mint_floor: MintFloor) -> Coordinator {
+        Coordinator {
+            local,
+            mint_floor,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn quorum_error(op: QuorumOp, required: usize, succeeded: usize) -> ApiError {
+        ApiError::Quorum {
+            op,
+            required,
+            succeeded,
+        }
+    }
+
+    // ---- reads -------------------------------------------------------------------
+
+    /// Quorum read: the merge of the answers once `r` count. Read repair follows in the
+    /// background.
+    async fn read(&self, key: &Key, r: usize, deadline: Instant) -> Result<Option<Register>, ApiError> {
+        // Counted in flight until the answer is decided: moving reads to a newer layout
+        // waits for it.
+        let (plan, _placed) = self.local.cluster.plan_read(key.as_str());
+        let owners = plan.primary_ids();
+        let layout = plan.layout;
+        let mut round = ReadRound::new(plan, r, self.local.settings.sloppy_quorum);
+        let speculate = self.local.settings.read_speculate;
+        let initial = round.ask(if speculate.is_zero() { Ask::All } else { Ask::Quorum });
+        let send = {
+            let (local, key) = (self.local.clone(), key.as_str().to_string());
+            move |round: &ReadRound, i: usize| -> Answered<Option<Option<Register>>> {
+                let (target, role) = &round.targets()[i];
+                if target.is_self {
+                    let answer = local.replicas.get_with_hints(&key, &owners).map_err(|e| e.to_string());
+                    return Answered::Now(absorb_read(&local, &target.id, answer));
+                }
+                let req = message::Get {
+                    key: key.clone(),
+                    layout,
+                    fallback: *role == read::Role::Fallback,
+                };
+                let (local, target) = (local.clone(), target.clone());
+                Answered::Later(Box::pin(async move {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let answer = local.peers.call(&target.addr, req, remaining).await;
+                    absorb_read(&local, &target.id, answer.map_err(|e| e.to_string()))
+                }))
+            }
+        };
+        let now = Instant::now();
+        let patience = now + self.local.settings.request_timeout / 2;
+        let mut fanout = FanOut::start(round, initial, send, deadline, Some(patience.min(deadline)));
+        if !speculate.is_zero() {
+            fanout.speculate_at(now + speculate);
+        }
+        match fanout.decide().await {
+            Verdict::Met => {}
+            _ => {
+                let round = fanout.round();
+                return Err(Self::quorum_error(QuorumOp::Read, round.required(), round.succeeded()));
+            }
+        }
+        let merged = fanout.round().merged();
+        // Most reads are done here: every replica asked has answered and agreed.
+        if fanout.idle() && fanout.round().repairs().is_empty() {
+            return Ok(merged);
+        }
+        let (local, stats, key) = (self.local.clone(), self.stats.clone(), key.as_str().to_string());
+        self.local.spawn(async move {
+            fanout.finish().await;
+            read_repair(&local, &stats, &key, fanout.round().repairs()).await;
+        });
+        Ok(merged)
+    }
+
+    // ---- writes ------------------------------------------------------------------
+
+    /// Sends `register` to every replica but us (our copy is stored already) and waits
+    /// until `w` acknowledged.
+    async fn replicate(
+        &self,
+        key: &Key,
+        register: Register,
+        (plan, placed): (Plan, Placed),
+        w: usize,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let sloppy = self.local.settings.sloppy_quorum;
+        let layout = plan.layout;
+        let (round, initial) = WriteRound::new(plan, w, sloppy);
+        let send = {
+            let (local, stats, key) = (self.local.clone(), self.stats.clone(), key.as_str().to_string());
+            move |_: &WriteRound, d: Delivery| -> Answered<bool> {
+                if let Delivery::Hint { to, owner, .. } = &d
+                    && to.is_self
+                {
+                    // We are the fallback: the hint is stored here and now.
+                    stats.hinted_writes.fetch_add(1, Ordering::Relaxed);
+                    return Answered::Now(match local.replicas.store_hint(&owner.id, &key, &register) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            warn!(error = %e, "storing a hint failed");
+                            false
+                        }
+                    });
+                }
+                Answered::Later(Box::pin(deliver(
+                    local.clone(),
+                    stats.clone(),
+                    Outgoing {
+                        key: key.clone(),
+                        register: register.clone(),
+                        layout,
+                    },
+                    d,
+                    deadline,
+                    sloppy,
+                )))
+            }
+        };
+        let mut fanout = FanOut::start(round, initial, send, deadline, None);
+        let verdict = fanout.decide().await;
+        let (required, succeeded) = (fanout.round().required(), fanout.round().succeeded());
+        // Sends still out (and the fallbacks they may call for) finish in the background.
+        self.local.spawn(async move {
+            fanout.finish().await;
+            // In flight until the last send is answered: the ack of a newer layout
+            // waits for it.
+            drop(placed);
+        });
+        match verdict {
+            Verdict::Met => Ok(()),
+            _ => Err(Self::quorum_error(QuorumOp::Write, required, succeeded)),
+        }
+    }
+
+    /// A multi-value write coordinated here: mint the dot on our copy, then replicate.
+    async fn coordinate_mv(&self, write: MvWrite<'_>) -> Result<Context, ApiError> {
+        let key = write.key;
+        let context = match write.context {
+            Some(c) => c,
+            // A delete without context removes what a read quorum has seen, as Riak's
+            // delete does; a put without context is a new concurrent version.
+            None if write.value.is_none() => match self.read(key, self.local.settings.r, write.deadline).await? {
+                Some(reg) => match reg.context() {
+                    Context::Mv(c) => c,
+                    Context::Lww(_) => CausalContext::new(),
+                },
+                None => CausalContext::new(),
+            },
+            None => CausalContext::new(),
+        };
+        let actor = self.local.identity.actor;
+        let floor = self.mint_floor.reserve().map_err(storage_error)?;
+        let limit = self.local.settings.max_siblings;
+        let (register, version) = self
+            .local
+            .replicas
+            .update(key.as_str(), |current| {
+                // A write that adds a sibling (one with a value) must leave at most
+                // `limit`: refuse it, storing nothing, rather than let blind writes grow
+                // the key without bound (Riak's max_siblings).
+                if let Some(Register::Mv(m)) = &current
+                    && write.value.is_some()
+                {
+                    let kept = m.siblings().iter().filter(|s| !context.covers(s.dot)).count();
+                    if kept >= limit {
+                        return (current.expect("matched above"), Err(kept));
+                    }
+                }
+                let mut mv = match current {
+                    Some(Register::Mv(m)) => m,
+                    Some(Register::Lww(_)) => {
+                        warn!(
+                            key = key.as_str(),
+                            "key holds an lww value but the cluster is in mv mode; overwriting"
+                        );
+                        MvRegister::new()
+                    }
+                    None => MvRegister::new(),
+                };
+                // No dot of ours here (a new key, or one whose history was collected):
+                // start past every counter this node ever minted.
+                mv.start_after(actor, floor);
+                let version = mv.write(actor, &context, write.value);
+                (Register::Mv(mv), Ok(version))
+            })
+            .map_err(storage_error)?;
+        let version = version.map_err(|count| ApiError::TooManySiblings { count, limit })?;
+        if let Register::Mv(m) = &register {
+            self.mint_floor.minted(m.context().max_counter(actor));
+        }
+        // Our copy counts towards W only if we are one of the key's replicas (a forwarded
+        // write can land here while ring views differ for a moment).
+        let placed = self.local.cluster.plan_write(key.as_str());
+        self.replicate(key, register, placed, write.w, write.deadline).await?;
+        Ok(Context::Mv(version))
+    }
+
+    /// A multi-value write received by a node that is not a replica: hand it to the first
+    /// live replica that answers.
+    async fn forward_mv(&self, write: MvWrite<'_>) -> Result<Context, ApiError> {
+        let live = self
+            .local
+            .cluster
+            .replicas(write.key.as_str())
+            .into_iter()
+            .filter(|r| !r.is_dead());
+        for target in live {
+            let remaining = write.deadline.saturating_duration_since(Instant::now());
+            let req = message::Coordinate {
+                key: write.key.as_str().to_string(),
+                value: write.value.clone(),
+                context: write.context.clone().map(Context::Mv),
+                w: write.w,
+                timeout_ms: (remaining.as_millis() as f64 * FORWARD_DEADLINE_SHARE) as u64,
+                layout: self.local.cluster.newest_known(),
+            };
+            let outcome = self.local.peers.call(&target.addr, req, remaining).await;
+            if let Err(e) = &outcome {
+                debug!(replica = %target.id, error = %e, "forwarded write failed");
+            }
+            match forward::after(outcome) {
+                forward::Next::Answer(answer) => return answer,
+                forward::Next::TryNext => continue,
+                forward::Next::GiveUp => break,
+            }
+        }
+        Err(Self::quorum_error(QuorumOp::Write, write.w, 0))
+    }
+
+    /// A last-writer-wins write: any node may coordinate it.
+    async fn coordinate_lww(
+        &self,
+        key: &Key,
+        value: Option<Bytes>,
+        after: Option<dynakv_crdt::Timestamp>,
+        w: usize,
+        deadline: Instant,
+    ) -> Result<Context, ApiError> {
+        let timestamp = self.local.timestamp(after).map_err(storage_error)?;
+        let register = Register::Lww(LwwRegister::new(timestamp, self.local.identity.actor, value));
+        let (plan, placed) = self.local.cluster.plan_write(key.as_str());
+        // Our copy is stored while the other replicas' are sent: the round counts it as
+        // acknowledged from the start, and the write is answered only once it is stored.
+        let ours = plan.holds_self().then(|| register.clone());
+        let store_ours = async {
+            match ours {
+                Some(register) => self
+                    .local
+                    .commits
+                    .merge(key.as_str(), register)
+                    .await
+                    .map_err(storage_error),
+                None => Ok(()),
+            }
+        };
+        let (stored, replicated) = tokio::join!(store_ours, self.replicate(key, register, (plan, placed), w, deadline));
+        stored?;
+        replicated?;
+        Ok(Context::Lww(timestamp))
+    }
+
+    /// A write forwarded here by a node that is not a replica of its key.
+    pub async fn coordinate_forwarded(&self, req: message::Coordinate) -> Result<Context, ApiError> {
+        let settings = &self.local.settings;
+        let key = Key::new(req.key)?;
+        if settings.mode != ConflictMode::Mv {
+            return Err(ApiError::BadRequest(
+                "forwarded coordination is for mv mode only".into(),
+            ));
+        }
+        if req.w == 0 || req.w > settings.n {
+            return Err(ApiError::BadParameter(format!(
+                "w must be between 1 and n ({})",
+                settings.n
+            )));
+        }
+        if req.value.as_ref().is_some_and(|v| v.len() > settings.max_value_bytes) {
+            return Err(ApiError::ValueTooLarge {
+                limit: settings.max_value_bytes,
+            });
+        }
+        let context = match req.context {
+            None => None,
+            Some(Context::Mv(cc)) => Some(cc),
+            Some(Context::Lww(_)) => return Err(ApiError::BadContext("an lww context in mv mode".into())),
+        };
+        let budget = Duration::from_millis(req.timeout_ms).min(settings.request_timeout);
+        self.coordinate_mv(MvWrite {
+            key: &key,
+            value: req.value,
+            context,
+            w: req.w,
+            deadline: Instant::now() + budget,
+        })
+        .await
+    }
+}
+
+impl KvService for Coordinator {
+    fn n(&self) -> usize {
+        self.local.settings.n
+    }
+
+    fn observe(&self, request: Observed) {
+        let metrics = &self.local.metrics;
+        if !metrics.enabled() {
+            return;
+        }
+        if request.quorum_failed {
+            metrics.quorum_failure(request.op != KvOp::Get);
+        }
+        metrics.request(request.op, request.status, request.elapsed, self.local.clock.wall_ms());
+    }
+
+    fn max_value_bytes(&self) -> usize {
+        self.local.settings.max_value_bytes
+    }
+
+    fn read_timeout(&self) -> Duration {
+        self.local.settings.read_timeout
+    }
+
+    /// A client read.
+    async fn get(&self, key: Key, r: Option<usize>) -> Result<GetOutcome, ApiError> {
+        self.local.cluster.check_current()?;
+        let r = r.unwrap_or(self.local.settings.r);
+        Ok(match self.read(&key, r, self.local.deadline()).await? {
+            Some(reg) if !reg.is_tombstone() => {
+                let values = reg.values();
+                self.local.metrics.read_values(values.iter().map(|v| &v[..]));
+                GetOutcome::Found {
+                    values,
+                    context: reg.context(),
+                }
+            }
+            Some(tombstone) => GetOutcome::NotFound {
+                context: Some(tombstone.context()),
+            },
+            None => GetOutcome::NotFound { context: None },
+        })
+    }
+
+    /// A client write: `value` (or a delete, with `None`) after `context`; returns the
+    /// new version's context.
+    async fn write(
+        &self,
+        key: Key,
+        value: Option<Bytes>,
+        context: Option<Context>,
+        w: Option<usize>,
+    ) -> Result<Context, ApiError> {
+        self.local.cluster.check_current()?;
+        if let Some(v) = &value {
+            self.local.metrics.written_value(v.len());
+        }
+        let settings = &self.local.settings;
+        let w = w.unwrap_or(settings.w);
+        let deadline = self.local.deadline();
+        match (settings.mode, context) {
+            (ConflictMode::Mv, Some(Context::Lww(_))) | (ConflictMode::Lww, Some(Context::Mv(_))) => {
+                Err(ApiError::BadContext(format!(
+                    "the context comes from a different conflict mode; this cluster is in {} mode",
+                    settings.mode
+                )))
+            }
+            (ConflictMode::Mv, context) => {
+                let context = context.map(|c| match c {
+                    Context::Mv(cc) => cc,
+                    Context::Lww(_) => unreachable!("rejected above"),
+                });
+                let write = MvWrite {
+                    key: &key,
+                    value,
+                    context,
+                    w,
+                    deadline,
+                };
+                if self.local.cluster.replicas(key.as_str()).iter().any(|r| r.is_self) {
+                    self.coordinate_mv(write).await
+                } else {
+                    self.forward_mv(write).await
+                }
+            }
+            (ConflictMode::Lww, context) => {
+                let after = context.map(|c| match c {
+                    Context::Lww(t) => t,
+                    Context::Mv(_) => unreachable!("rejected above"),
+                });
+                // A context is a timestamp this cluster handed out: one far in the future
+                // is forged or from a broken clock, and would win over every later write.
+                if let Some(t) = after
+                    && t.physical_ms() > self.local.clock.wall_ms().saturating_add(MAX_CLOCK_DRIFT_MS)
+                {
+                    return Err(ApiError::BadContext(format!(
+                        "the context's timestamp is more than {} s ahead of this node's clock",
+                        MAX_CLOCK_DRIFT_MS / 1000
+                    )));
+                }
+                self.coordinate_lww(&key, value, after, w, deadline).await
+            }
+        }
+    }
+}
+
+/// A replica's answer to a read as the round takes it (`None`: it failed), its timestamp
+/// observed.
+fn absorb_read(local: &Local, from: &NodeId, answer: Result<Option<Register>, String>) -> Option<Option<Register>> {
+    match answer {
+        Ok(state) => {
+            // A replica judged dead that answers is alive again (reads ask those too).
+            crate::roles::services::gossip::on_events(local, &local.cluster.heard_from(from));
+            if let Some(reg) = &state {
+                local.observe(reg);
+            }
+            Some(state)
+        }
+        Err(e) => {
+            debug!(replica = %from, error = %e, "replica read failed");
+            None
+        }
+    }
+}
+
+/// One copy of a write, as it is sent: the key, its state, and the layout version the
+/// write was placed under.
+struct Outgoing {
+    key: String,
+    register: Register,
+    layout: u64,
+}
+
+/// Delivers one slot's copy of a write to another node; whether it was acknowledged.
+async fn deliver(
+    local: Arc<Local>,
+    stats: Arc<Stats>,
+    Outgoing { key, register, layout }: Outgoing,
+    delivery: Delivery,
+    deadline: Instant,
+    sloppy: bool,
+) -> bool {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return false;
+    }
+    match delivery {
+        Delivery::Replica { to, .. } => {
+            // Leave time for a fallback if this replica turns out to be unresponsive.
+            let attempt = if sloppy { remaining / 2 } else { remaining };
+            let req = message::Merge { key, register, layout };
+            match local.peers.call(&to.addr, req, attempt).await {
+                Ok(()) => true,
+                Err(e) => {
+                    debug!(replica = %to.id, error = %e, "replica write failed");
+                    false
+                }
+            }
+        }
+        Delivery::Hint { to, owner, .. } => {
+            stats.hinted_writes.fetch_add(1, Ordering::Relaxed);
+            let req = message::MergeHint {
+                key,
+                register,
+                owner: owner.id.clone(),
+                layout,
+            };
+            match local.peers.call(&to.addr, req, remaining).await {
+                Ok(()) => true,
+                Err(e) => {
+                    debug!(fallback = %to.id, error = %e, "hinted write failed");
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// Sends each replica that answered a read with something older (or nothing) the
+/// merged version.
+async fn read_repair(
+    local: &Local,
+    stats: &Stats,
+    key: &str,
+    repairs: Vec<(crate::state::cluster::Replica, Register)>,
+) {
+    for (replica, merged) in repairs {
+        stats.read_repairs.fetch_add(1, Ordering::Relaxed);
+        debug!(key, replica = %replica.id, "read repair");
+        if replica.is_self {
+            // The read was placed a while ago (its repairs wait for late answers): if the
+            // layout it used has retired since, our copy is no replica's any more, and
+            // one stored now would outlive the sweep that dropped the partition.
+            if local
+                .cluster
+                .check_serves(
+                    key,
+                    crate::state::cluster::Serving::Replica,
+                    local.cluster.newest_known(),
+                )
+                .is_err()
+            {
+                continue;
+            }
+            if let Err(e) = local.replicas.merge(key, &merged) {
+                warn!(key, error = %e, "read repair of our own replica failed");
+            }
+            continue;
+        }
+        let req = message::Merge {
+            key: key.to_string(),
+            register: merged,
+            layout: local.cluster.newest_known(),
+        };
+        if let Err(e) = local
+            .peers
+            .call(&replica.addr, req, local.settings.request_timeout)
+            .await
+        {
+            debug!(key, replica = %replica.id, error = %e, "read repair failed");
+        }
+    }
+}
