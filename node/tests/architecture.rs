@@ -307,3 +307,43 @@ fn long_files_say_why_at_the_top() {
     );
     assert_eq!(code_lines("a\nb\n#[cfg(test)]\nmod tests {}\n"), 2);
 }
+
+/// The HTTP edge's error stays at the edge: no module below the roles names `ApiError`
+/// (the state refuses with its own errors, the transport carries `WireError`, and
+/// `roles/edge.rs` maps them), and the pure crates carry no HTTP status.
+#[test]
+fn http_errors_stay_at_the_edge() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let below_roles = LAYERS.iter().take_while(|(_, folder)| *folder != "roles");
+    let mut offenders = Vec::new();
+    for (_, folder) in below_roles {
+        let mut files = Vec::new();
+        if src.join(folder).is_dir() {
+            source_files(&src.join(folder), &mut files);
+        } else {
+            files.push(src.join(format!("{folder}.rs")));
+        }
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("a source file reads");
+            if text
+                .lines()
+                .any(|l| l.split("//").next().unwrap_or("").contains("ApiError"))
+            {
+                offenders.push(file.strip_prefix(&src).unwrap().display().to_string());
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "ApiError below the roles: {offenders:?}");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for krate in ["ring", "crdt", "antientropy"] {
+        let mut files = Vec::new();
+        source_files(&root.join(krate).join("src"), &mut files);
+        assert!(!files.is_empty(), "{krate} has sources");
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("a source file reads");
+            for needle in ["StatusCode", "status: u16", "http::", "axum"] {
+                assert!(!text.contains(needle), "{} names {needle}", file.display());
+            }
+        }
+    }
+}

@@ -285,7 +285,7 @@ fn the_openapi_description_lists_every_route_and_error_code() {
         .map(|e| (e.code().to_string(), e.status().as_u16()))
         .collect();
     expected.extend(
-        dynakv_node::roles::services::layout::layout_codes()
+        dynakv_node::roles::edge::layout_codes()
             .into_iter()
             .map(|(c, s)| (c.to_string(), s)),
     );

@@ -1039,7 +1039,7 @@ impl Inner {
             } else {
                 node.peer.handle(req).await
             };
-            let wire: Result<Answer, WireError> = answer.map_err(|e| WireError::from(&e));
+            let wire: Result<Answer, WireError> = answer;
             let bytes = message::encode(&wire);
             let fate = this.fate(to, from, verb, true, bytes.len());
             if fate.lost {
@@ -1079,7 +1079,7 @@ impl Inner {
                     }),
                     Err(e) => Err(RpcError::Remote {
                         addr: addr(to),
-                        error: e.into(),
+                        error: e,
                     }),
                 };
                 let _ = reply.send(result);

@@ -19,9 +19,10 @@ use dynakv_ring::NodeId;
 use dynakv_ring::layout::Change;
 
 use crate::local::Local;
-use crate::roles::coordinator::{Coordinator, storage_error};
+use crate::roles::coordinator::Coordinator;
+use crate::roles::edge::{layout_error, storage_error};
 use crate::roles::services::Services;
-use crate::roles::services::layout::{commit, layout_error};
+use crate::roles::services::layout::commit;
 
 /// The parts whose state the admin views show.
 pub struct Admin {

@@ -4,5 +4,6 @@
 //! [`services`]).
 
 pub mod coordinator;
+pub mod edge;
 pub mod peer;
 pub mod services;

@@ -11,13 +11,14 @@ use dynakv_http_api::{ApiError, Key};
 
 use crate::env::storage::StorageError;
 use crate::local::Local;
-use crate::roles::coordinator::{Coordinator, storage_error};
+use crate::roles::coordinator::Coordinator;
+use crate::roles::edge::storage_error;
 use crate::roles::services;
 use crate::state::cluster::Serving;
 use crate::state::replica::{PageError, PartitionPage, ReplicaStore};
 use crate::state::transfer;
 use crate::transport::Handler;
-use crate::transport::message::{self, Answer, Request};
+use crate::transport::message::{self, Answer, Request, WireError};
 
 pub struct PeerHandler {
     local: Arc<Local>,
@@ -148,7 +149,7 @@ impl PeerHandler {
     }
 
     fn gossip(&self, req: message::Gossip) -> Result<message::GossipReply, ApiError> {
-        services::gossip::answer(&self.local, req)
+        Ok(services::gossip::answer(&self.local, req)?)
     }
 
     /// One page of a partition, at most [`transfer::MAX_PAGE_BYTES`] whatever is asked.
@@ -164,8 +165,10 @@ impl PeerHandler {
     }
 }
 
-impl Handler for PeerHandler {
-    async fn handle(&self, req: Request) -> Result<Answer, ApiError> {
+/// The answers, with the node's errors as the HTTP edge names them; [`Handler`] puts
+/// them on the wire.
+impl PeerHandler {
+    async fn answer(&self, req: Request) -> Result<Answer, ApiError> {
         Ok(match req {
             Request::Get(r) => Answer::Get(self.get(r)?),
             Request::Merge(r) => Answer::Merge(self.merge(r).await?),
@@ -184,7 +187,7 @@ impl Handler for PeerHandler {
 
     /// The merges among `reqs` go to storage as one write (one write-ahead-log append);
     /// the rest are handled one by one, in order.
-    async fn handle_batch(&self, reqs: Vec<Request>) -> Vec<Result<Answer, ApiError>> {
+    async fn answer_batch(&self, reqs: Vec<Request>) -> Vec<Result<Answer, ApiError>> {
         let mut answers: Vec<Option<Result<Answer, ApiError>>> = Vec::with_capacity(reqs.len());
         let mut merges = Vec::new();
         let mut merge_slots = Vec::new();
@@ -196,6 +199,7 @@ impl Handler for PeerHandler {
                         .cluster
                         .check_serves(key.as_str(), Serving::Replica, m.layout)
                         .map(|()| key)
+                        .map_err(ApiError::from)
                 }) {
                     Ok(key) => {
                         layout = layout.max(m.layout);
@@ -206,7 +210,7 @@ impl Handler for PeerHandler {
                     }
                     Err(e) => answers.push(Some(Err(e))),
                 },
-                other => answers.push(Some(self.handle(other).await)),
+                other => answers.push(Some(self.answer(other).await)),
             }
         }
         if !merges.is_empty() {
@@ -223,6 +227,20 @@ impl Handler for PeerHandler {
         answers
             .into_iter()
             .map(|a| a.expect("every request answered"))
+            .collect()
+    }
+}
+
+impl Handler for PeerHandler {
+    async fn handle(&self, req: Request) -> Result<Answer, WireError> {
+        self.answer(req).await.map_err(|e| WireError::from(&e))
+    }
+
+    async fn handle_batch(&self, reqs: Vec<Request>) -> Vec<Result<Answer, WireError>> {
+        self.answer_batch(reqs)
+            .await
+            .into_iter()
+            .map(|a| a.map_err(|e| WireError::from(&e)))
             .collect()
     }
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use dynakv_http_api::ApiError;
 use dynakv_ring::history::{LayoutHistory, Mark, Promise, Rings};
 use dynakv_ring::layout::{Change, Digest, Known, Layout, LayoutError, Plan as LayoutPlan, Stamp};
 use dynakv_ring::ring::MAX_TOKENS;
@@ -21,6 +20,18 @@ use rand::Rng;
 
 use crate::env::clock::Clock;
 use crate::env::storage::{Space, StorageError, Store};
+
+/// Why this node does not take a request now: it is behind on the cluster's layout, or
+/// the request was placed under a layout in which this node has no part. The sender
+/// should ask another node or retry (the HTTP edge answers it as unavailable).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotServing(pub String);
+
+/// A peer of another cluster (its name or placement settings differ from ours).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OtherCluster(pub String);
 
 /// What members of one cluster must agree on; gossip from a node that differs is
 /// refused, so a misconfigured node cannot join and disagree about placement.
@@ -657,7 +668,7 @@ impl Cluster {
     /// started: a node back from a long outage may hold a layout the cluster has moved
     /// past (its old partitions dropped, new owners fetched without its writes), and
     /// would place requests by it.
-    pub fn check_current(&self) -> Result<(), ApiError> {
+    pub fn check_current(&self) -> Result<(), NotServing> {
         if self.heard.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -670,7 +681,7 @@ impl Cluster {
         if alone {
             return Ok(());
         }
-        Err(ApiError::Unavailable(
+        Err(NotServing(
             "this node has not heard the cluster's layout from a peer since it started; retry shortly or ask \
              another node"
                 .into(),
@@ -764,13 +775,13 @@ impl Cluster {
 
     /// Refuses (as unavailable) a replica request for `key` placed under layout `named`
     /// that this node must not serve ([`may_serve`]).
-    pub fn check_serves(&self, key: &str, serving: Serving, named: u64) -> Result<(), ApiError> {
+    pub fn check_serves(&self, key: &str, serving: Serving, named: u64) -> Result<(), NotServing> {
         let view = self.view();
         let current = view.current().version;
         if may_serve(serving, view.replicates(key), view.owner, named, current) {
             return Ok(());
         }
-        Err(ApiError::Unavailable(format!(
+        Err(NotServing(format!(
             "{} is no {} of this key in any layout in use (it knows layout v{current}; the request was placed under \
              v{named}): the sender's layout is out of date",
             self.me,
@@ -914,7 +925,7 @@ mod tests {
         drop(a);
         let again = node("a", store);
         assert_eq!(again.view().current().version, 2);
-        assert_eq!(again.check_current().unwrap_err().code(), "unavailable");
+        assert!(again.check_current().unwrap_err().0.contains("has not heard"));
         again.merge_layout(&LayoutHistory::new());
         assert!(again.check_current().is_ok());
     }

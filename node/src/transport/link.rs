@@ -291,12 +291,13 @@ async fn read_answers(
                                 sent: sent as u64,
                                 received: received as u64,
                             };
-                            let result = answer
-                                .map(|answer| Reply { answer, traffic })
-                                .map_err(|e| RpcError::Remote {
-                                    addr: addr.clone(),
-                                    error: e.into(),
-                                });
+                            let result =
+                                answer
+                                    .map(|answer| Reply { answer, traffic })
+                                    .map_err(|error| RpcError::Remote {
+                                        addr: addr.clone(),
+                                        error,
+                                    });
                             let _ = reply.send(result);
                         }
                     }

@@ -23,7 +23,6 @@
 use bytes::Bytes;
 use dynakv_antientropy::{CompareResponse, Hash};
 use dynakv_crdt::{Context, Register};
-use dynakv_http_api::ApiError;
 use dynakv_ring::history::LayoutHistory;
 use dynakv_ring::layout::Digest;
 use dynakv_ring::{GossipEntry, NodeId};
@@ -287,8 +286,12 @@ impl Request {
     }
 }
 
-/// An [`ApiError`] as it crosses the wire.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An error answer as it crosses the wire: what a peer answers instead of an answer,
+/// and what a malformed message gets. The status and code are those the HTTP API gives
+/// the same error, so that a forwarded client request's error reaches its client
+/// unchanged (the roles map their errors to and from it: `roles::edge`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
 pub struct WireError {
     pub status: u16,
     pub code: String,
@@ -297,30 +300,29 @@ pub struct WireError {
     pub succeeded: Option<u64>,
 }
 
-impl From<&ApiError> for WireError {
-    fn from(e: &ApiError) -> WireError {
-        let body = e.body();
+impl WireError {
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> WireError {
         WireError {
-            status: e.status().as_u16(),
-            code: body.error,
-            message: body.message,
-            required: body.required.map(|v| v as u64),
-            succeeded: body.succeeded.map(|v| v as u64),
+            status,
+            code: code.to_string(),
+            message: message.into(),
+            required: None,
+            succeeded: None,
         }
     }
-}
 
-impl From<WireError> for ApiError {
-    fn from(w: WireError) -> ApiError {
-        ApiError::from_body(
-            w.status,
-            dynakv_http_api::ErrorBody {
-                error: w.code,
-                message: w.message,
-                required: w.required.map(|v| v as usize),
-                succeeded: w.succeeded.map(|v| v as usize),
-            },
-        )
+    /// A message that cannot be decoded or makes no sense.
+    pub fn bad_request(message: impl Into<String>) -> WireError {
+        WireError::new(400, "bad_request", message)
+    }
+
+    /// The peer's own fault (a crashed handler, an answer too large for a frame).
+    pub fn internal(message: impl Into<String>) -> WireError {
+        WireError::new(500, "internal", message)
+    }
+
+    pub fn code(&self) -> &str {
+        &self.code
     }
 }
 
@@ -333,15 +335,15 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Vec<u8> {
     out
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     match bytes.split_first() {
         Some((&WIRE_VERSION, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| ApiError::BadRequest(format!("undecodable message: {e}")))
+            postcard::from_bytes(rest).map_err(|e| WireError::bad_request(format!("undecodable message: {e}")))
         }
-        Some((v, _)) => Err(ApiError::BadRequest(format!(
+        Some((v, _)) => Err(WireError::bad_request(format!(
             "wire version {v} is not supported (this node speaks {WIRE_VERSION})"
         ))),
-        None => Err(ApiError::BadRequest("empty message".into())),
+        None => Err(WireError::bad_request("empty message")),
     }
 }
 

@@ -22,11 +22,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dynakv_http_api::ApiError;
 use futures::future::BoxFuture;
 
 use crate::env::metrics::Metrics;
-use message::{Answer, Call, Request};
+use message::{Answer, Call, Request, WireError};
 
 /// Why a call to a peer did not produce an answer.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -41,7 +40,7 @@ pub enum RpcError {
     Transport { addr: String, detail: String },
     /// The peer answered with an error.
     #[error("peer {addr} answered: {error}")]
-    Remote { addr: String, error: ApiError },
+    Remote { addr: String, error: WireError },
     /// The peer answered a different verb than the one asked (a bug, or mixed versions).
     #[error("peer {addr} answered {answered} to a {asked} request")]
     Protocol {
@@ -94,11 +93,11 @@ pub trait Transport: Send + Sync + 'static {
 
 /// The receiving side of node-to-node requests.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, req: Request) -> impl Future<Output = Result<Answer, ApiError>> + Send;
+    fn handle(&self, req: Request) -> impl Future<Output = Result<Answer, WireError>> + Send;
 
     /// Several requests that arrived together, answered in order. The node stores the
     /// merges among them as one storage write.
-    fn handle_batch(&self, reqs: Vec<Request>) -> impl Future<Output = Vec<Result<Answer, ApiError>>> + Send;
+    fn handle_batch(&self, reqs: Vec<Request>) -> impl Future<Output = Vec<Result<Answer, WireError>>> + Send;
 }
 
 /// Typed calls over a [`Transport`], each timed in the node's metrics. Cheap to clone.

@@ -136,9 +136,9 @@ impl NetTransport {
                     };
                     answer
                         .map(|answer| Reply { answer, traffic })
-                        .map_err(|e| RpcError::Remote {
+                        .map_err(|error| RpcError::Remote {
                             addr: addr.to_string(),
-                            error: e.into(),
+                            error,
                         })
                 }
                 Ok(items) => Err(RpcError::Transport {

@@ -20,7 +20,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dynakv_http_api::ApiError;
 use futures::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -125,21 +124,21 @@ fn encode_items<T: Serialize>(out: &mut Vec<u8>, items: &[T]) -> Vec<usize> {
 }
 
 /// Reads what [`encode_items`] wrote: each item and its encoded size.
-fn decode_items<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<(T, usize)>, ApiError> {
-    let undecodable = |e: postcard::Error| ApiError::BadRequest(format!("undecodable message: {e}"));
+fn decode_items<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<(T, usize)>, WireError> {
+    let undecodable = |e: postcard::Error| WireError::bad_request(format!("undecodable message: {e}"));
     let rest = match bytes.split_first() {
         Some((&WIRE_VERSION, rest)) => rest,
         Some((v, _)) => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(WireError::bad_request(format!(
                 "wire version {v} is not supported (this node speaks {WIRE_VERSION})"
             )));
         }
-        None => return Err(ApiError::BadRequest("empty message".into())),
+        None => return Err(WireError::bad_request("empty message")),
     };
     let (count, mut rest) = postcard::take_from_bytes::<usize>(rest).map_err(undecodable)?;
     // Each item takes at least a byte: a count beyond that is a lie, not an allocation.
     if count > rest.len() {
-        return Err(ApiError::BadRequest(format!(
+        return Err(WireError::bad_request(format!(
             "a frame claims {count} items in {} bytes",
             rest.len()
         )));
@@ -151,7 +150,7 @@ fn decode_items<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<(T, usize)>, Ap
         rest = after;
     }
     if !rest.is_empty() {
-        return Err(ApiError::BadRequest(format!(
+        return Err(WireError::bad_request(format!(
             "{} bytes after the last item",
             rest.len()
         )));
@@ -171,7 +170,7 @@ pub fn encode_request(out: &mut Vec<u8>, id: u64, reqs: &[Request]) -> Vec<usize
 }
 
 /// Appends an answer frame to `out`.
-pub fn encode_answer(out: &mut Vec<u8>, id: u64, answer: &Result<Vec<Result<Answer, WireError>>, ApiError>) {
+pub fn encode_answer(out: &mut Vec<u8>, id: u64, answer: &Result<Vec<Result<Answer, WireError>>, WireError>) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&id.to_be_bytes());
@@ -182,13 +181,13 @@ pub fn encode_answer(out: &mut Vec<u8>, id: u64, answer: &Result<Vec<Result<Answ
         }
         Err(e) => {
             out.push(ANSWER_FRAME_ERROR);
-            out.extend_from_slice(&message::encode(&WireError::from(e)));
+            out.extend_from_slice(&message::encode(e));
         }
     }
     if out.len() - start - 4 > MAX_FRAME {
         // A frame's length must fit its u32 prefix: refuse the answer rather than wrap.
         out.truncate(start);
-        let e = ApiError::Internal("an answer too large for one frame".into());
+        let e = WireError::internal("an answer too large for one frame");
         return encode_answer(out, id, &Err(e));
     }
     let len = (out.len() - start - 4) as u32;
@@ -226,7 +225,7 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<Opt
 }
 
 /// A request frame as read: its id, and its requests (or why they could not be decoded).
-pub type RequestFrame = (u64, Result<Vec<Request>, ApiError>);
+pub type RequestFrame = (u64, Result<Vec<Request>, WireError>);
 
 /// Reads one request frame. `None` at a clean end of the stream.
 pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> Result<Option<RequestFrame>, FrameError> {
@@ -243,7 +242,7 @@ pub type AnswerItem = (Result<Answer, WireError>, usize);
 pub async fn read_answer<R: AsyncRead + Unpin>(
     r: &mut R,
     limit: usize,
-) -> Result<Option<(u64, Result<Vec<AnswerItem>, ApiError>)>, FrameError> {
+) -> Result<Option<(u64, Result<Vec<AnswerItem>, WireError>)>, FrameError> {
     let Some((id, body)) = read_frame(r, limit).await? else {
         return Ok(None);
     };
@@ -254,9 +253,7 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
         ANSWER_ITEMS => {
             Ok(decode_items::<Result<Answer, WireError>>(msg).map_err(|e| FrameError::Malformed(e.to_string()))?)
         }
-        ANSWER_FRAME_ERROR => Err(message::decode::<WireError>(msg)
-            .map_err(|e| FrameError::Malformed(e.to_string()))?
-            .into()),
+        ANSWER_FRAME_ERROR => Err(message::decode::<WireError>(msg).map_err(|e| FrameError::Malformed(e.to_string()))?),
         other => return Err(FrameError::Malformed(format!("unknown answer kind {other}"))),
     };
     Ok(Some((id, answer)))
@@ -312,15 +309,9 @@ where
             Ok(reqs) => AssertUnwindSafe(handler.handle_batch(reqs))
                 .catch_unwind()
                 .await
-                .map(|answers| {
-                    answers
-                        .iter()
-                        .map(|a| a.as_ref().map_err(WireError::from).cloned())
-                        .collect()
-                })
                 .map_err(|_| {
                     tracing::error!("replica request handler panicked");
-                    ApiError::Internal("the request handler crashed; this is a bug".into())
+                    WireError::internal("the request handler crashed; this is a bug")
                 }),
             Err(e) => Err(e),
         };
@@ -349,15 +340,15 @@ mod tests {
     struct Fake;
 
     impl Handler for Fake {
-        async fn handle(&self, req: Request) -> Result<Answer, ApiError> {
+        async fn handle(&self, req: Request) -> Result<Answer, WireError> {
             match req {
                 Request::Get(_) => Ok(Answer::Get(None)),
                 Request::GetBatch(_) => panic!("a bug in a handler"),
-                _ => Err(ApiError::BadRequest("only gets".into())),
+                _ => Err(WireError::bad_request("only gets")),
             }
         }
 
-        async fn handle_batch(&self, reqs: Vec<Request>) -> Vec<Result<Answer, ApiError>> {
+        async fn handle_batch(&self, reqs: Vec<Request>) -> Vec<Result<Answer, WireError>> {
             let mut out = Vec::new();
             for r in reqs {
                 out.push(self.handle(r).await);

@@ -28,7 +28,7 @@ pub fn after(outcome: Result<Context, RpcError>) -> Next {
     match outcome {
         Ok(context) => Next::Answer(Ok(context)),
         // The replica took the write and answered; pass its verdict on.
-        Err(RpcError::Remote { error, .. }) => Next::Answer(Err(error)),
+        Err(RpcError::Remote { error, .. }) => Next::Answer(Err(error.into())),
         Err(RpcError::Connect { .. }) => Next::TryNext,
         Err(RpcError::Timeout { .. } | RpcError::Transport { .. }) => Next::GiveUp,
         Err(e @ RpcError::Protocol { .. }) => Next::Answer(Err(ApiError::Internal(e.to_string()))),
@@ -42,19 +42,22 @@ mod tests {
     use dynakv_crdt::CausalContext;
 
     use super::*;
+    use crate::transport::message::WireError;
 
     #[test]
     fn only_a_write_that_surely_never_arrived_is_sent_elsewhere() {
         let addr = || "p:1".to_string();
         let ctx = Context::Mv(CausalContext::new());
+        // A peer's error arrives as it crossed the wire, and is passed on as it came.
+        let refused = WireError::from(&ApiError::TooManySiblings { count: 9, limit: 9 });
         let cases: Vec<(Result<Context, RpcError>, Next)> = vec![
             (Ok(ctx.clone()), Next::Answer(Ok(ctx))),
             (
                 Err(RpcError::Remote {
                     addr: addr(),
-                    error: ApiError::TooManySiblings { count: 9, limit: 9 },
+                    error: refused.clone(),
                 }),
-                Next::Answer(Err(ApiError::TooManySiblings { count: 9, limit: 9 })),
+                Next::Answer(Err(refused.into())),
             ),
             (
                 Err(RpcError::Connect {

@@ -40,10 +40,10 @@ use dynakv_crdt::{CausalContext, ConflictMode, Context, LwwRegister, MvRegister,
 use dynakv_http_api::{ApiError, GetOutcome, Key, KvOp, KvService, Observed, QuorumOp};
 use dynakv_ring::NodeId;
 use tokio::time::Instant;
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
-use crate::env::storage::StorageError;
 use crate::local::{Local, MAX_CLOCK_DRIFT_MS};
+use crate::roles::edge::storage_error;
 use crate::state::cluster::{Placed, Plan};
 use crate::state::identity::MintFloor;
 use crate::transport::message;
@@ -61,19 +61,6 @@ const FORWARD_DEADLINE_SHARE: f64 = 0.9;
 pub struct Stats {
     pub read_repairs: AtomicU64,
     pub hinted_writes: AtomicU64,
-}
-
-pub fn storage_error(e: StorageError) -> ApiError {
-    match e {
-        // The store logs when the disk fills and when writes work again.
-        StorageError::NoSpace(detail) => {
-            ApiError::InsufficientStorage(format!("this node's disk is full; it takes no writes: {detail}"))
-        }
-        e => {
-            error!(error = %e, "storage failure");
-            ApiError::Internal(format!("storage failure on this node: {e}"))
-        }
-    }
 }
 
 /// A multi-value write: a new value (`None`: a delete) replacing what `context` covers,

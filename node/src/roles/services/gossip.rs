@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dynakv_http_api::ApiError;
 use dynakv_ring::Event;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -18,6 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use super::Service;
 use crate::local::Local;
+use crate::state::cluster::OtherCluster;
 use crate::transport::RpcError;
 use crate::transport::message;
 
@@ -136,10 +136,10 @@ impl Service for Gossip {
 }
 
 /// RECEIVER: merges a peer's table and layout history, and answers with ours.
-pub fn answer(local: &Local, req: message::Gossip) -> Result<message::GossipReply, ApiError> {
+pub fn answer(local: &Local, req: message::Gossip) -> Result<message::GossipReply, OtherCluster> {
     let ours = local.cluster.id();
     if req.cluster != *ours {
-        return Err(ApiError::ClusterMismatch(format!(
+        return Err(OtherCluster(format!(
             "gossip refused: peer is in cluster {:?} but this node is in {:?}",
             req.cluster, ours
         )));

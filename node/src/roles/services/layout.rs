@@ -26,10 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use dynakv_http_api::ApiError;
 use dynakv_http_api::admin::{LastSync, LayoutService as ServiceView, Transfer};
 use dynakv_ring::history::{Gain, LayoutHistory, fetched_enough};
-use dynakv_ring::layout::{Change, Known, Layout, LayoutError, Refusal};
+use dynakv_ring::layout::{Change, Known, Layout, LayoutError};
 use dynakv_ring::{NodeId, Status};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -39,6 +38,7 @@ use tracing::{debug, info, warn};
 use super::Service;
 use crate::env::storage::{Op, Space};
 use crate::local::Local;
+use crate::state::cluster::OtherCluster;
 use crate::state::transfer::{self, Pace, Progress};
 use crate::transport::RpcError;
 use crate::transport::message;
@@ -57,35 +57,31 @@ pub const LAYOUT_BUSY: &str = "layout_busy";
 /// A stage request whose body is no change.
 pub const BAD_CHANGE: &str = "bad_change";
 
-/// Every error code of the layout routes with its status: [`LayoutError`]'s and the
-/// two above.
-pub fn layout_codes() -> Vec<(&'static str, u16)> {
-    let mut codes: Vec<(&'static str, u16)> = LayoutError::examples()
-        .iter()
-        .map(|e| (e.code(), layout_status(e)))
-        .collect();
-    codes.push((LAYOUT_BUSY, 409));
-    codes.push((BAD_CHANGE, 400));
-    codes.sort();
-    codes.dedup();
-    codes
+/// Why a layout commit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The change, or the version asked, is refused.
+    #[error(transparent)]
+    Refused(#[from] LayoutError),
+    #[error(
+        "{active} layouts are in use while partitions move (is an owner down?); wait until they settle \
+         (GET /admin/layout) before committing another"
+    )]
+    Busy { active: usize },
+    #[error(
+        "only {promised} of the {owners} owners asked promised layout version {asked}; a majority must (are \
+         they up?)"
+    )]
+    NoMajority { promised: usize, owners: usize, asked: u64 },
 }
 
-/// The HTTP status of a refused change: 400 when the change is wrong, 409 when the
-/// cluster's state forbids it now.
-fn layout_status(e: &LayoutError) -> u16 {
-    match e.refusal() {
-        Refusal::Change => 400,
-        Refusal::State => 409,
-    }
-}
-
-pub fn layout_error(e: LayoutError) -> ApiError {
-    ApiError::Layout {
-        status: layout_status(&e),
-        code: e.code(),
-        message: e.to_string(),
-    }
+/// Why this node refused to promise a layout version.
+#[derive(Debug, thiserror::Error)]
+pub enum PromiseError {
+    #[error(transparent)]
+    OtherCluster(#[from] OtherCluster),
+    #[error(transparent)]
+    Refused(#[from] LayoutError),
 }
 
 /// What auto-join does next.
@@ -159,22 +155,15 @@ pub fn auto_join_step(
 /// layout. (Before, both could, with different owners; the merge kept one, and a member
 /// left out of it had already recorded that it owned partitions, so it never joined
 /// again: found by swarm testing, leave_under_load seed 50047.)
-pub async fn commit(local: &Local, asked: u64) -> Result<Layout, ApiError> {
+pub async fn commit(local: &Local, asked: u64) -> Result<Layout, CommitError> {
     let cluster = &local.cluster;
     let view = cluster.view();
-    view.history.check_version(asked).map_err(layout_error)?;
+    view.history.check_version(asked)?;
     let active = view.history.versions().len();
     if active >= MAX_ACTIVE_LAYOUTS {
-        return Err(ApiError::Layout {
-            status: 409,
-            code: LAYOUT_BUSY,
-            message: format!(
-                "{active} layouts are in use while partitions move (is an owner down?); wait until they settle \
-                 (GET /admin/layout) before committing another"
-            ),
-        });
+        return Err(CommitError::Busy { active });
     }
-    let next = cluster.proposal().map_err(layout_error)?;
+    let next = cluster.proposal()?;
     let digest = next.digest();
     let voters = if view.current().owners.is_empty() {
         &next.owners
@@ -209,30 +198,31 @@ pub async fn commit(local: &Local, asked: u64) -> Result<Layout, ApiError> {
         if promised * 2 <= owners.len() {
             if answers.contains(&Err(true)) {
                 let current = cluster.view().current().version;
-                return Err(layout_error(LayoutError::Conflict { current, asked }));
+                return Err(LayoutError::Conflict { current, asked }.into());
             }
-            return Err(ApiError::Unavailable(format!(
-                "only {promised} of the {} owners asked promised layout version {asked}; a majority must \
-                 (are they up?)",
-                owners.len()
-            )));
+            return Err(CommitError::NoMajority {
+                promised,
+                owners: owners.len(),
+                asked,
+            });
         }
     }
-    cluster.install(next.clone()).map_err(layout_error)?;
+    cluster.install(next.clone())?;
     info!(version = next.version, owners = next.owners.len(), "layout committed");
     Ok(next)
 }
 
 /// RECEIVER of [`message::PromiseLayout`].
-pub fn promise(local: &Local, req: message::PromiseLayout) -> Result<(), ApiError> {
+pub fn promise(local: &Local, req: message::PromiseLayout) -> Result<(), PromiseError> {
     if req.cluster != *local.cluster.id() {
-        return Err(ApiError::ClusterMismatch(format!(
+        return Err(OtherCluster(format!(
             "layout promise refused: peer is in cluster {:?} but this node is in {:?}",
             req.cluster,
             local.cluster.id()
-        )));
+        ))
+        .into());
     }
-    local.cluster.promise(req.version, req.digest).map_err(layout_error)
+    Ok(local.cluster.promise(req.version, req.digest)?)
 }
 
 /// One incoming partition transfer (`/admin/layout` shows it as a

@@ -1,0 +1,158 @@
+//! Where the node's own errors meet the HTTP API's: each domain error's [`ApiError`]
+//! (its status and code), and the conversions between [`ApiError`] and the wire's
+//! [`WireError`] for errors that cross the cluster port (a forwarded client write's
+//! error reaches its client unchanged). Nothing below the roles knows `ApiError`: the
+//! node's state refuses with [`NotServing`] and [`OtherCluster`], storage fails with
+//! [`StorageError`], layouts with [`LayoutError`], commits with [`CommitError`], and
+//! the transport carries [`WireError`].
+
+use dynakv_http_api::{ApiError, ErrorBody};
+use dynakv_ring::layout::{LayoutError, Refusal};
+use tracing::error;
+
+use crate::env::storage::StorageError;
+use crate::roles::services::layout::{BAD_CHANGE, CommitError, LAYOUT_BUSY, PromiseError};
+use crate::state::cluster::{NotServing, OtherCluster};
+use crate::transport::message::WireError;
+
+/// A storage failure as the client sees it: a full disk is 507 (the node takes no
+/// writes until space is freed), anything else a logged 500.
+pub fn storage_error(e: StorageError) -> ApiError {
+    match e {
+        // The store logs when the disk fills and when writes work again.
+        StorageError::NoSpace(detail) => {
+            ApiError::InsufficientStorage(format!("this node's disk is full; it takes no writes: {detail}"))
+        }
+        e => {
+            error!(error = %e, "storage failure");
+            ApiError::Internal(format!("storage failure on this node: {e}"))
+        }
+    }
+}
+
+/// The HTTP status of a refused change: 400 when the change is wrong, 409 when the
+/// cluster's state forbids it now.
+fn layout_status(e: &LayoutError) -> u16 {
+    match e.refusal() {
+        Refusal::Change => 400,
+        Refusal::State => 409,
+    }
+}
+
+pub fn layout_error(e: LayoutError) -> ApiError {
+    ApiError::Layout {
+        status: layout_status(&e),
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+/// Every error code of the layout routes with its status: [`LayoutError`]'s, a busy
+/// cluster's and a body that is no change.
+pub fn layout_codes() -> Vec<(&'static str, u16)> {
+    let mut codes: Vec<(&'static str, u16)> = LayoutError::examples()
+        .iter()
+        .map(|e| (e.code(), layout_status(e)))
+        .collect();
+    codes.push((LAYOUT_BUSY, 409));
+    codes.push((BAD_CHANGE, 400));
+    codes.sort();
+    codes.dedup();
+    codes
+}
+
+impl From<CommitError> for ApiError {
+    fn from(e: CommitError) -> ApiError {
+        match e {
+            CommitError::Refused(e) => layout_error(e),
+            busy @ CommitError::Busy { .. } => ApiError::Layout {
+                status: 409,
+                code: LAYOUT_BUSY,
+                message: busy.to_string(),
+            },
+            short @ CommitError::NoMajority { .. } => ApiError::Unavailable(short.to_string()),
+        }
+    }
+}
+
+impl From<PromiseError> for ApiError {
+    fn from(e: PromiseError) -> ApiError {
+        match e {
+            PromiseError::OtherCluster(e) => e.into(),
+            PromiseError::Refused(e) => layout_error(e),
+        }
+    }
+}
+
+impl From<NotServing> for ApiError {
+    fn from(e: NotServing) -> ApiError {
+        ApiError::Unavailable(e.0)
+    }
+}
+
+impl From<OtherCluster> for ApiError {
+    fn from(e: OtherCluster) -> ApiError {
+        ApiError::ClusterMismatch(e.0)
+    }
+}
+
+impl From<&ApiError> for WireError {
+    fn from(e: &ApiError) -> WireError {
+        let body = e.body();
+        WireError {
+            status: e.status().as_u16(),
+            code: body.error,
+            message: body.message,
+            required: body.required.map(|v| v as u64),
+            succeeded: body.succeeded.map(|v| v as u64),
+        }
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(w: WireError) -> ApiError {
+        ApiError::from_body(
+            w.status,
+            ErrorBody {
+                error: w.code,
+                message: w.message,
+                required: w.required.map(|v| v as usize),
+                succeeded: w.succeeded.map(|v| v as usize),
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error crosses the wire and comes back as the same error, status and code.
+    #[test]
+    fn api_errors_cross_the_wire_unchanged() {
+        for e in [
+            ApiError::TooManySiblings { count: 9, limit: 9 },
+            ApiError::Unavailable("later".into()),
+            ApiError::InsufficientStorage("full".into()),
+            layout_error(LayoutError::Conflict { current: 3, asked: 3 }),
+        ] {
+            let back = ApiError::from(WireError::from(&e));
+            assert_eq!((back.status(), back.code()), (e.status(), e.code()), "{e}");
+            assert_eq!(back.to_string(), e.to_string());
+        }
+    }
+
+    #[test]
+    fn domain_refusals_get_their_statuses() {
+        assert_eq!(ApiError::from(NotServing("behind".into())).code(), "unavailable");
+        assert_eq!(ApiError::from(OtherCluster("other".into())).code(), "cluster_mismatch");
+        let busy = ApiError::from(CommitError::Busy { active: 5 });
+        assert_eq!((busy.status().as_u16(), busy.code()), (409, LAYOUT_BUSY));
+        let short = ApiError::from(CommitError::NoMajority {
+            promised: 1,
+            owners: 3,
+            asked: 4,
+        });
+        assert_eq!(short.code(), "unavailable");
+    }
+}
