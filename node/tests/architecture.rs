@@ -125,13 +125,43 @@ fn imports() -> BTreeSet<(String, String)> {
     for file in files {
         let module = module_of(&src, &file);
         let text = std::fs::read_to_string(&file).expect("a source file reads");
-        for imported in imported_modules(&text) {
+        for imported in imported_modules(&text)
+            .into_iter()
+            .chain(sibling_modules(&src, &file, &text))
+        {
             if imported != module {
                 edges.insert((module.clone(), imported));
             }
         }
     }
     edges
+}
+
+/// The sibling modules a file of a layer folder names with `super::` (in
+/// `cli/api.rs`, `super::client::x` is `cli::client`).
+fn sibling_modules(src: &Path, file: &Path, text: &str) -> BTreeSet<String> {
+    let rel: Vec<String> = file
+        .strip_prefix(src)
+        .expect("a file under node/src")
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .collect();
+    let group = match rel.as_slice() {
+        [group, name] if GROUPS.contains(&group.as_str()) && name != "mod.rs" => group.clone(),
+        _ => return BTreeSet::new(),
+    };
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        for part in code.split("super::").skip(1) {
+            let name: String = part.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            // `super::*` (a test module's) and items of the group's mod.rs are no siblings.
+            if !name.is_empty() && std::path::Path::new(&src.join(&group).join(format!("{name}.rs"))).is_file() {
+                out.insert(format!("{group}::{name}"));
+            }
+        }
+    }
+    out
 }
 
 /// A circle in the import graph, if there is one.
@@ -244,6 +274,14 @@ fn every_module_has_a_layer_and_the_parser_reads_grouped_imports() {
     );
     assert_eq!(module_of(&src, &src.join("roles/mod.rs")), "roles");
     assert_eq!(module_of(&src, &src.join("transport/port.rs")), "transport");
+    assert_eq!(
+        sibling_modules(
+            &src,
+            &src.join("cli/api.rs"),
+            "use super::client::Target;\nuse super::*;"
+        ),
+        ["cli::client".to_string()].into_iter().collect()
+    );
 }
 
 /// The folder tree, LAYERS and ARCHITECTURE.md's layer table agree: every layer's folder

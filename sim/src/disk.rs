@@ -15,7 +15,26 @@ use tokio::time::Instant;
 
 use dynakv_node::env::storage::{MemoryStore, Op, Scan, Space, StorageError, Store};
 
-use crate::world::Mutation;
+/// A fault the harness injects into a node's storage: the mutation checks that show the
+/// checkers can fail. Only the simulator has them; production code has no such switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    None,
+    /// Hints are acknowledged but never kept: a fallback loses what it promised to hand
+    /// off.
+    DropHints,
+    /// The clock's recorded bound is never written: a restarted node forgets how far its
+    /// clock got.
+    ForgetClock,
+    /// Writes between nodes name no layout version (the network zeroes it): a node behind
+    /// on layouts cannot tell a copy it gains in a newer one from one it no longer needs.
+    /// Applied to the messages, not to storage.
+    ForgetLayout,
+    /// Every restart looks like one after a clean stop (the simulator records one on the
+    /// disk before the node opens it): a node back from a machine crash keeps minting
+    /// versions under its old actor id, after its newest ones were lost from its disk.
+    PretendCleanStop,
+}
 
 /// What an injected storage fault makes fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

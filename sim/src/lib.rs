@@ -20,13 +20,15 @@
 //!
 //! The crate: [`world`] (five real nodes, the simulated network, clocks and processes),
 //! [`disk`] (storage that loses unsynced writes at a machine crash and fails on demand),
-//! [`gate`] (a node's tasks, paused or dropped as a process would be), [`workload`] (the
+//! [`gate`] (a node's tasks, paused or dropped as a process would be), [`history`] (what
+//! clients did and were told), [`workload`] (the
 //! clients and the checkers, behind the [`workload::Workload`] trait, so a new data
 //! type's clients and checker plug in) and [`run`] (one history, checked). The
 //! scenarios themselves are one table in `tests/sim/main.rs`.
 
 pub mod disk;
 pub mod gate;
+pub mod history;
 pub mod run;
 pub mod workload;
 pub mod world;

@@ -9,8 +9,9 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 
 use crate::disk;
+use crate::disk::Mutation;
 use crate::workload::{self, Checking, Workload};
-use crate::world::{self, Mutation, SimConfig, World};
+use crate::world::{self, SimConfig, World};
 
 /// Simulated milliseconds of client load in each history.
 pub const LOAD_MS: u64 = 10_000;

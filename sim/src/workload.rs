@@ -21,14 +21,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use dynakv_crdt::Context;
 use dynakv_http_api::GetOutcome;
-use parking_lot::Mutex;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
 use dynakv_crdt::ConflictMode;
 use futures::future::BoxFuture;
 
-use crate::world::{Elements, Placed, World, encode_set, union_of};
+use crate::history::{ColdRead, Elements, History, Placed, ReadRecord, Shared, encode_set, names, union_of};
+use crate::world::World;
 
 /// The settings of a history that its checks depend on.
 #[derive(Clone, Copy, Debug)]
@@ -187,56 +187,6 @@ impl Workload for Moving {
         v
     }
 }
-
-/// One client read, for the read checker.
-#[derive(Clone, Debug)]
-pub struct ReadRecord {
-    pub node: usize,
-    pub key: String,
-    pub start_ms: u64,
-    pub end_ms: u64,
-    /// The read succeeded (found or not found).
-    pub ok: bool,
-    /// It succeeded and found nothing (no value, no tombstone context).
-    pub not_found: bool,
-    /// The elements it found (set workloads), if it succeeded.
-    pub found: Option<BTreeSet<u64>>,
-    /// The key's replicas as the coordinator placed the read (the layout can change
-    /// during a history), and those it judged dead; `None` if the node never took the
-    /// read.
-    pub replicas: Option<Placed>,
-}
-
-/// A read of a cold key: what it found.
-#[derive(Clone, Debug)]
-pub struct ColdRead {
-    pub key: String,
-    pub node: usize,
-    pub start_ms: u64,
-    pub found: BTreeSet<u64>,
-}
-
-#[derive(Default)]
-pub struct History {
-    /// Cold keys: the one element each was written with, and when it was acknowledged.
-    pub cold_acked: BTreeMap<String, (u64, u64)>,
-    pub cold_reads: Vec<ColdRead>,
-    pub acked: Elements,
-    /// When each acknowledged element's write was acknowledged, by key.
-    pub acked_at: BTreeMap<String, Vec<(u64, u64)>>,
-    pub maybe: Elements,
-    pub reads: Vec<ReadRecord>,
-    pub ops: u64,
-    pub failed_ops: u64,
-    /// Last-writer-wins timestamps acknowledged, by coordinating node and incarnation.
-    pub lww_stamps: BTreeMap<(usize, u64), Vec<dynakv_crdt::Timestamp>>,
-    /// Delete workload: ids written and acknowledged, and ids covered by an
-    /// acknowledged delete.
-    pub written: BTreeMap<String, BTreeSet<u64>>,
-    pub deleted: BTreeMap<String, BTreeSet<u64>>,
-}
-
-pub type Shared = Arc<Mutex<History>>;
 
 fn keys(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("key-{i}")).collect()
@@ -584,7 +534,7 @@ pub fn check_reads(world: &World, h: &History) -> (usize, Vec<String>) {
                 read.node + 1,
                 read.start_ms,
                 read.end_ms,
-                crate::world::names(replicas)
+                names(replicas)
             ));
         }
         // Another read of the key through the node that started during this one sends

@@ -26,8 +26,9 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::disk::{DiskStats, Fault, SimDisk};
+use crate::disk::{DiskStats, Fault, Mutation, SimDisk};
 use crate::gate::{Gate, GatedSpawn};
+use crate::history::{Placed, Shared, decode_set, names, union_of};
 
 /// The runtime one history runs on: one thread, time paused (it jumps to the next timer
 /// whenever every task waits), so the same seed gives the same history.
@@ -41,27 +42,6 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// The wall clock's origin for every simulated node (2026-01-01), before skew.
 pub const WALL_ORIGIN_MS: u64 = 1_767_225_600_000;
-
-/// A fault the harness injects into a node's storage: the mutation checks that show the
-/// checkers can fail. Only the simulator has them; production code has no such switch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mutation {
-    None,
-    /// Hints are acknowledged but never kept: a fallback loses what it promised to hand
-    /// off.
-    DropHints,
-    /// The clock's recorded bound is never written: a restarted node forgets how far its
-    /// clock got.
-    ForgetClock,
-    /// Writes between nodes name no layout version (the network zeroes it): a node behind
-    /// on layouts cannot tell a copy it gains in a newer one from one it no longer needs.
-    /// Applied to the messages, not to storage.
-    ForgetLayout,
-    /// Every restart looks like one after a clean stop (the simulator records one on the
-    /// disk before the node opens it): a node back from a machine crash keeps minting
-    /// versions under its old actor id, after its newest ones were lost from its disk.
-    PretendCleanStop,
-}
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -257,7 +237,7 @@ pub struct Inner {
     retired: Mutex<BTreeSet<usize>>,
     /// Reads a fault schedule makes itself (probes at a chosen moment), checked with the
     /// clients' reads.
-    probes: crate::workload::Shared,
+    probes: Shared,
 }
 
 /// One simulated cluster. Cheap to clone.
@@ -376,7 +356,7 @@ impl World {
     }
 
     /// The history of the reads the fault schedule made.
-    pub fn probes(&self) -> crate::workload::Shared {
+    pub fn probes(&self) -> Shared {
         self.0.probes.clone()
     }
 
@@ -900,28 +880,12 @@ impl World {
     }
 }
 
-/// A read's replicas (indexes) as its coordinator placed it, and those of them it judged
-/// dead then.
-#[derive(Clone, Debug, Default)]
-pub struct Placed {
-    pub replicas: Vec<usize>,
-    pub judged_dead: Vec<usize>,
-}
-
 /// The index of node `nK`.
 fn index_of(id: &dynakv_ring::NodeId) -> usize {
     id.as_str()[1..]
         .parse::<usize>()
         .expect("simulated node ids are n1, n2, ...")
         - 1
-}
-
-pub fn names(nodes: &[usize]) -> String {
-    nodes
-        .iter()
-        .map(|i| format!("n{}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 // ---- the network ---------------------------------------------------------------------
@@ -1143,22 +1107,3 @@ fn forget_layout(mut req: Request) -> Request {
     }
     req
 }
-
-/// Sorted, deduplicated element sets, as the set workload stores them in values.
-pub fn encode_set(set: &BTreeSet<u64>) -> Bytes {
-    set.iter().flat_map(|e| e.to_be_bytes()).collect::<Vec<u8>>().into()
-}
-
-pub fn decode_set(value: &[u8]) -> BTreeSet<u64> {
-    value
-        .chunks_exact(8)
-        .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-/// The union of the element sets in `values`.
-pub fn union_of(values: &[Bytes]) -> BTreeSet<u64> {
-    values.iter().flat_map(|v| decode_set(v)).collect()
-}
-
-pub type Elements = BTreeMap<String, BTreeSet<u64>>;

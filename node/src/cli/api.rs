@@ -225,13 +225,13 @@ impl Client {
 
     /// `GET /cluster/preflist/{key}`.
     pub async fn preflist(&self, key: &str) -> Result<Preflist, CliError> {
-        self.get(&super::client::key_path("/cluster/preflist/", key)?).await
+        self.get(&key_path("/cluster/preflist/", key)?).await
     }
 
     /// `GET /admin/replica/{key}`: what the first node reached stores for the key
     /// (`None`: nothing).
     pub async fn replica(&self, key: &str) -> Result<Option<Replica>, CliError> {
-        match self.get(&super::client::key_path("/admin/replica/", key)?).await {
+        match self.get(&key_path("/admin/replica/", key)?).await {
             Ok(r) => Ok(Some(r)),
             Err(CliError::Api { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -273,6 +273,22 @@ impl Client {
     pub async fn overview(&self) -> Result<Overview, CliError> {
         self.get("/admin/overview").await
     }
+}
+
+/// A key as a path segment: every byte but unreserved ones percent-encoded.
+pub fn key_path(prefix: &str, key: &str) -> Result<String, CliError> {
+    if key.is_empty() {
+        return Err(CliError::Usage("the key is empty".into()));
+    }
+    let mut out = String::from(prefix);
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -24,6 +24,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::api::key_path;
 pub use super::api::{Answer, CliError, Client};
 
 /// The context header of the client API.
@@ -122,22 +123,6 @@ impl ClientCmd {
             | ClientCmd::Status { target } => target,
         }
     }
-}
-
-/// A key as a path segment: every byte but unreserved ones percent-encoded.
-pub(crate) fn key_path(prefix: &str, key: &str) -> Result<String, CliError> {
-    if key.is_empty() {
-        return Err(CliError::Usage("the key is empty".into()));
-    }
-    let mut out = String::from(prefix);
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    Ok(out)
 }
 
 fn query(pairs: &[(&str, Option<usize>)]) -> String {

@@ -11,7 +11,9 @@ use dynakv_http_api::GetOutcome;
 use dynakv_ring::NodeId;
 use dynakv_ring::layout::Change;
 
-use dynakv_sim::world::{self, Mutation, SimConfig, World, encode_set};
+use dynakv_sim::disk::Mutation;
+use dynakv_sim::history::{encode_set, union_of};
+use dynakv_sim::world::{self, SimConfig, World};
 
 /// Longer than the drop sweep's period (30 s): a sweep runs in between.
 const PAST_A_SWEEP: Duration = Duration::from_secs(35);
@@ -162,7 +164,7 @@ fn walk(mutation: Mutation) -> Result<(), &'static str> {
             assert!(holds(&w, lagging, k), "n3 lost {k}");
             match w.get(1, k).await {
                 Some(Ok(GetOutcome::Found { values, .. })) => {
-                    assert_eq!(world::union_of(&values), BTreeSet::from([i as u64]), "{k}");
+                    assert_eq!(union_of(&values), BTreeSet::from([i as u64]), "{k}");
                 }
                 other => panic!("read of {k}: {other:?}"),
             }

@@ -11,12 +11,14 @@ use std::time::Duration;
 use dynakv_crdt::ConflictMode;
 use dynakv_ring::layout::Change;
 use dynakv_sim::disk;
+use dynakv_sim::disk::Mutation;
+use dynakv_sim::history::names;
 use dynakv_sim::run::{
     FLOORS, Floors, LOAD_MS, Report, Scenario, between, env_mutation, env_u64, fail, mutation_name, no_change,
     replay_command, run, run_seeds, run_seeds_on, shuffled, sleep_ms,
 };
 use dynakv_sim::workload;
-use dynakv_sim::world::{self, Mutation, SimConfig, World};
+use dynakv_sim::world::{SimConfig, World};
 use futures::future::BoxFuture;
 
 /// A moment after a layout change, a random node of the first five crashes and
@@ -139,7 +141,7 @@ fn cut_pair_then_probe(w: World) -> BoxFuture<'static, ()> {
             .filter(|i| !replicas.iter().any(|r| r.as_str() == format!("n{}", i + 1)))
             .collect();
         let rest: Vec<usize> = (0..w.nodes()).filter(|i| !pair.contains(i)).collect();
-        w.trace(format!("{key}'s replicas: {}", world::names(&rest)));
+        w.trace(format!("{key}'s replicas: {}", names(&rest)));
         w.cut(&pair, &rest);
         sleep_ms(between(&w, 3_000, 6_000)).await;
         w.heal_network();
