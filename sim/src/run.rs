@@ -205,6 +205,7 @@ pub fn run(scenario: &Scenario, seed: u64, mutation: Mutation) -> Report {
         let (cold_checked, cold_problems) = workload::check_cold_reads(&h);
         report.reads_checked += cold_checked;
         problems.extend(cold_problems);
+        problems.extend(scenario.workload.check_reads(&Checking { mode, sloppy }, &h));
         report.tombstones_collected = (0..world.nodes())
             .filter_map(|i| world.node(i))
             .map(|n| n.services.tombstones.collected())

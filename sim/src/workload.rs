@@ -58,6 +58,12 @@ pub trait Workload: Send + Sync {
     fn drive<'a>(&'a self, world: &'a World, until_ms: u64) -> BoxFuture<'a, Shared>;
     /// Checks the history against the values the replicas settled on.
     fn check(&self, checking: &Checking, h: &History, settled: &Elements) -> Verdict;
+
+    /// Checks of the reads a workload adds to every workload's (run whether or not the
+    /// final reads succeeded).
+    fn check_reads(&self, _checking: &Checking, _h: &History) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Read-merge-write of element sets.
@@ -180,11 +186,15 @@ impl Workload for Moving {
     }
 
     fn check(&self, checking: &Checking, h: &History, settled: &Elements) -> Verdict {
-        let mut v = SET.check(checking, h, settled);
+        SET.check(checking, h, settled)
+    }
+
+    fn check_reads(&self, checking: &Checking, h: &History) -> Vec<String> {
         if checking.mode == ConflictMode::Mv && !checking.sloppy {
-            v.problems.extend(check_strict_reads(h).1);
+            check_strict_reads(h).1
+        } else {
+            Vec::new()
         }
-        v
     }
 }
 

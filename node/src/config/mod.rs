@@ -405,6 +405,13 @@ impl Config {
             "cluster_listen_fd",
             optional_number("cluster_listen_fd", args.cluster_listen_fd, file.cluster_listen_fd)?,
         )?;
+        if listen_fd.is_some() && listen_fd == cluster_listen_fd {
+            return Err(invalid(
+                "cluster-listen-fd",
+                cluster_listen_fd.unwrap_or_default(),
+                "must differ from listen-fd (each port needs a socket of its own)",
+            ));
+        }
         let secret_file = args.cluster_secret_file.or(file.cluster_secret_file);
         let cluster_secret = match &secret_file {
             Some(path) => {
@@ -906,6 +913,21 @@ mod tests {
                     ..args()
                 },
                 "`config`",
+            ),
+            (
+                NodeArgs {
+                    listen_fd: Some("5".into()),
+                    cluster_listen_fd: Some("5".into()),
+                    ..args()
+                },
+                "`cluster-listen-fd`",
+            ),
+            (
+                NodeArgs {
+                    listen_fd: Some("-1".into()),
+                    ..args()
+                },
+                "`listen-fd`",
             ),
         ];
         for (a, setting) in cases {

@@ -142,6 +142,19 @@ mod tests {
         }
     }
 
+    /// The transport's own errors read as the HTTP API's of the same code.
+    #[test]
+    fn the_transports_errors_are_worded_as_the_apis() {
+        assert_eq!(
+            WireError::bad_request("empty message"),
+            WireError::from(&ApiError::BadRequest("empty message".into()))
+        );
+        assert_eq!(
+            WireError::internal("a crash"),
+            WireError::from(&ApiError::Internal("a crash".into()))
+        );
+    }
+
     #[test]
     fn domain_refusals_get_their_statuses() {
         assert_eq!(ApiError::from(NotServing("behind".into())).code(), "unavailable");

@@ -59,22 +59,29 @@ pub fn listen_std(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpLi
 }
 
 /// Takes over the listening socket `fd` (inherited from whoever started the node), which
-/// must be listening on `addr`.
+/// must be listening on `addr`. It is checked before the node takes ownership, so a
+/// descriptor that is refused (a standard stream, a file) is left as it was.
 fn adopt(setting: &'static str, fd: i32, addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
-    use std::os::fd::FromRawFd;
+    use std::os::fd::{BorrowedFd, FromRawFd};
     let bad = |reason: String| StartError::Bind {
         setting,
         addr: fd.to_string(),
         source: std::io::Error::other(reason),
     };
+    if fd <= 2 {
+        return Err(bad(
+            "descriptors 0, 1 and 2 are the standard streams, not sockets".into()
+        ));
+    }
     // SAFETY: fcntl(F_GETFD) only reads the descriptor's flags; it tells whether `fd` is
-    // open before anything takes ownership of it.
+    // open before anything borrows it.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
         return Err(bad("not an open file descriptor".into()));
     }
-    // SAFETY: the descriptor is open and was handed to this process for this use; from
-    // here the socket owns (and closes) it.
-    let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
+    // SAFETY: `fd` is open (checked above) and stays open while borrowed here: nothing
+    // closes it until the node owns it below.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let socket = socket2::SockRef::from(&borrowed);
     if !socket.is_listener().unwrap_or(false) {
         return Err(bad("not a listening socket".into()));
     }
@@ -86,10 +93,11 @@ fn adopt(setting: &'static str, fd: i32, addr: std::net::SocketAddr) -> Result<T
     if local != addr {
         return Err(bad(format!("it listens on {local}, not on {addr}")));
     }
-    socket
-        .set_nonblocking(true)
-        .and_then(|()| TcpListener::from_std(socket.into()))
-        .map_err(|e| bad(e.to_string()))
+    socket.set_nonblocking(true).map_err(|e| bad(e.to_string()))?;
+    // SAFETY: the descriptor was handed to this process for this use and passed every
+    // check; from here the listener owns (and closes) it.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    TcpListener::from_std(listener).map_err(|e| bad(e.to_string()))
 }
 
 /// Binds the configured listen addresses, or takes over the inherited sockets the
@@ -253,6 +261,38 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// An inherited descriptor is taken only when it is a socket listening on the
+    /// address the settings name; one refused is left open, as it was.
+    #[tokio::test]
+    async fn only_a_socket_listening_on_the_address_is_adopted() {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let refused = |r: Result<TcpListener, StartError>| match r {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("adopted"),
+        };
+        assert!(refused(adopt("listen-fd", 1, addr)).contains("standard streams"));
+        let file = tempfile::tempfile().unwrap();
+        let e = refused(adopt("listen-fd", file.as_raw_fd(), addr));
+        assert!(e.contains("listen-fd") && e.contains("not a listening socket"), "{e}");
+        // SAFETY: F_GETFD only reads the flags of the descriptor `file` still owns.
+        assert_ne!(
+            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFD) },
+            -1,
+            "the file is still open"
+        );
+        let other = listen_std(addr).unwrap();
+        let bound = other.local_addr().unwrap();
+        let e = refused(adopt("listen-fd", other.as_raw_fd(), "127.0.0.1:1".parse().unwrap()));
+        assert!(e.contains(&format!("listens on {bound}")), "{e}");
+        let fd = other.into_raw_fd();
+        let adopted = adopt("listen-fd", fd, bound).expect("a listening socket on the address");
+        assert_eq!(adopted.local_addr().unwrap(), bound);
+        let client = tokio::net::TcpStream::connect(bound).await.unwrap();
+        let (_, peer) = adopted.accept().await.unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+    }
 
     /// A burst of clients connecting before the node accepts any of them all get
     /// through the handshake at once: none waits out a dropped SYN. (With the default

@@ -311,14 +311,16 @@ impl WireError {
         }
     }
 
-    /// A message that cannot be decoded or makes no sense.
-    pub fn bad_request(message: impl Into<String>) -> WireError {
-        WireError::new(400, "bad_request", message)
+    /// A message that cannot be decoded or makes no sense (worded as the HTTP API words
+    /// its `bad_request`).
+    pub fn bad_request(message: impl std::fmt::Display) -> WireError {
+        WireError::new(400, "bad_request", format!("bad request: {message}"))
     }
 
-    /// The peer's own fault (a crashed handler, an answer too large for a frame).
-    pub fn internal(message: impl Into<String>) -> WireError {
-        WireError::new(500, "internal", message)
+    /// The peer's own fault: a crashed handler, an answer too large for a frame (worded
+    /// as the HTTP API words its `internal`).
+    pub fn internal(message: impl std::fmt::Display) -> WireError {
+        WireError::new(500, "internal", format!("internal error: {message}"))
     }
 
     pub fn code(&self) -> &str {

@@ -1,6 +1,6 @@
 //! Real-process test harness: `dynakv node` processes on loopback, each with its own
 //! temporary data directory and log file. The harness binds each node's two ports itself
-//! (port 0: the kernel picks free ones) and hands the listening sockets to the node
+//! (free ones below the kernel's ephemeral range) and hands the listening sockets to the node
 //! (`--listen-fd`, `--cluster-listen-fd`), so no other process can take a port between
 //! its choice and the node's start; it closes its own copies once the node runs, so a
 //! stopped node's ports refuse connections as a dead node's would. A restarted node gets
@@ -22,10 +22,11 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dynakv");
 
-/// A free loopback port for a process the harness does not start (the listener is
-/// closed before that process binds it, so another may take it first), below the
-/// kernel's ephemeral range (32768 and up on Linux): a port from that range can be
-/// taken by any outgoing connection (the nodes make many) before the node binds it.
+/// A free loopback port below the kernel's ephemeral range (32768 and up on Linux): a
+/// port from that range can be taken by any outgoing connection (the nodes make many)
+/// before a node binds it, or binds it again at a restart. The harness binds its nodes'
+/// ports from these and keeps them bound until the node has them; a test that starts a
+/// process of its own gets one already released, which another may take first.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     // Each test process walks its own stretch, starting where its pid says.
@@ -80,12 +81,18 @@ struct Ports {
 }
 
 impl Ports {
-    /// Binds two free loopback ports.
+    /// Binds two free loopback ports, below the kernel's ephemeral range (see
+    /// [`free_port`]): a port from that range could be the source port of some outgoing
+    /// connection by the time a stopped node is restarted on it.
     fn free() -> Ports {
-        let any = "127.0.0.1:0".parse().unwrap();
+        let bind = || loop {
+            if let Ok(l) = listen_std(([127, 0, 0, 1], free_port()).into()) {
+                return l;
+            }
+        };
         Ports {
-            client: listen_std(any).unwrap(),
-            cluster: listen_std(any).unwrap(),
+            client: bind(),
+            cluster: bind(),
         }
     }
 
@@ -334,6 +341,13 @@ impl TestCluster {
     pub async fn wait_healthy(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Some(node) = &self.nodes[i].task {
+                assert!(
+                    !node.served.is_finished(),
+                    "node {} (in process) stopped while starting: its settings or storage were refused",
+                    self.nodes[i].id
+                );
+            }
             if let Ok(r) = self.http.get(self.url(i, "/health")).send().await
                 && r.status().is_success()
             {
@@ -573,7 +587,16 @@ impl Drop for TestCluster {
                 let _ = c.wait();
             }
             if let Some(node) = n.task.take() {
+                // Stop it and, where the runtime allows waiting, let it close its
+                // storage before the data directory is deleted.
                 let _ = node.stop.send(true);
+                if let Ok(handle) = tokio::runtime::Handle::try_current()
+                    && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                {
+                    let _ = tokio::task::block_in_place(|| {
+                        handle.block_on(tokio::time::timeout(Duration::from_secs(10), node.served))
+                    });
+                }
             }
         }
         if std::thread::panicking() {
