@@ -10,6 +10,8 @@
 //!   trackers, and which replicas reads and writes use meanwhile.
 //! - [`membership`]: gossip membership table and failure detector, a state machine driven
 //!   by ticks and merged tables.
+//! - [`namespace`]: namespace definitions as cluster metadata, merged as a semilattice,
+//!   and when a namespace is active.
 //!
 //! The node crate drives [`membership::Membership`] from a timer and sockets and rebuilds
 //! the [`ring::Ring`] whenever the member set changes.
@@ -18,6 +20,7 @@ pub mod hash;
 pub mod history;
 pub mod layout;
 pub mod membership;
+pub mod namespace;
 pub mod node_id;
 pub mod ring;
 
