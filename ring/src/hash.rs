@@ -14,8 +14,8 @@ pub fn key_position(key: &[u8]) -> u64 {
 /// the key, so one namespace's keys spread over the whole ring and the same key in two
 /// namespaces lands in unrelated places; the `default` namespace keeps [`key_position`],
 /// so the data of a cluster from before namespaces stays where it is. Domain-separated
-/// from key and token positions, and the namespace's length goes first, so no pair of
-/// (namespace, key) collides with another by construction.
+/// from key and token positions, and the namespace's length goes first, so two different
+/// (namespace, key) pairs never hash the same bytes.
 pub fn namespaced_position(namespace: &str, key: &[u8]) -> u64 {
     if namespace == crate::namespace::DEFAULT {
         return key_position(key);
