@@ -144,7 +144,10 @@ pub fn run(scenario: &Scenario, seed: u64, mutation: Mutation) -> Report {
             ..SimConfig::swarm(seed)
         };
         (scenario.config)(&mut config);
-        let (mode, sloppy) = (config.mode, config.sloppy);
+        let checking = Checking {
+            mode: config.mode,
+            sloppy: config.sloppy,
+        };
         let settings = config.summary();
         let world = World::start(seed, config).await;
         world.trace(format!("scenario {}: {}", scenario.name, scenario.what));
@@ -191,7 +194,7 @@ pub fn run(scenario: &Scenario, seed: u64, mutation: Mutation) -> Report {
         match workload::final_reads(&world, keys.into_iter()).await {
             Err(e) => problems.push(e),
             Ok(settled) => {
-                let verdict = scenario.workload.check(&Checking { mode, sloppy }, &h, &settled);
+                let verdict = scenario.workload.check(&checking, &h, &settled);
                 report.acked = verdict.acked;
                 report.lost = verdict.lost;
                 report.deleted = verdict.deleted;
@@ -205,7 +208,7 @@ pub fn run(scenario: &Scenario, seed: u64, mutation: Mutation) -> Report {
         let (cold_checked, cold_problems) = workload::check_cold_reads(&h);
         report.reads_checked += cold_checked;
         problems.extend(cold_problems);
-        problems.extend(scenario.workload.check_reads(&Checking { mode, sloppy }, &h));
+        problems.extend(scenario.workload.check_reads(&checking, &h));
         report.tombstones_collected = (0..world.nodes())
             .filter_map(|i| world.node(i))
             .map(|n| n.services.tombstones.collected())

@@ -192,14 +192,17 @@ fn prefix_output(id: &str, child: &mut Child) {
 /// cluster), so the first request after "ready" finds its replicas.
 async fn wait_ready(addrs: &[String], children: &mut [(String, Child)]) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    // One client (one connection pool) for every poll; each gives up after 500 ms.
+    let client = Client::new(&addrs.join(","), None, Duration::from_millis(500))?;
     for addr in addrs {
+        let node = client.at(addr);
         loop {
             for (id, child) in children.iter_mut() {
                 if let Some(status) = child.try_wait()? {
                     bail!("node {id} exited during start-up ({status})");
                 }
             }
-            if sees_all_alive(addr, addrs.len()).await && layout_has_all(addr, addrs.len()).await {
+            if sees_all_alive(&node, addrs.len()).await && layout_has_all(&node, addrs.len()).await {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
@@ -215,23 +218,16 @@ async fn wait_ready(addrs: &[String], children: &mut [(String, Child)]) -> anyho
     Ok(())
 }
 
-/// Whether the node at `addr` serves and lists `nodes` members, all alive.
-async fn sees_all_alive(addr: &str, nodes: usize) -> bool {
-    asker(addr)
-        .members()
+/// Whether the node `node` asks serves and lists `nodes` members, all alive.
+async fn sees_all_alive(node: &Client, nodes: usize) -> bool {
+    node.members()
         .await
         .is_ok_and(|m| m.members.len() == nodes && m.members.iter().all(|m| m.status == "alive"))
 }
 
-/// A client of the node at `addr` that gives up after 500 ms.
-fn asker(addr: &str) -> Client {
-    Client::new(addr, None, Duration::from_millis(500)).expect("a node address")
-}
-
-/// Whether the node at `addr` has a settled layout with `nodes` owners, reading from it.
-async fn layout_has_all(addr: &str, nodes: usize) -> bool {
-    asker(addr)
-        .layout()
+/// Whether the node `node` asks has a settled layout with `nodes` owners, reading from it.
+async fn layout_has_all(node: &Client, nodes: usize) -> bool {
+    node.layout()
         .await
         .is_ok_and(|l| l.settled && l.read_version == l.version && l.members.len() == nodes)
 }

@@ -69,6 +69,8 @@ pub struct TestCluster {
     seeds: String,
     args: Vec<String>,
     pub http: reqwest::Client,
+    /// The typed client (one connection pool), asked of one node at a time with `at`.
+    api: Client,
     dir: tempfile::TempDir,
     /// The nodes run inside the test process ([`TestCluster::start_in_process`]).
     in_process: bool,
@@ -180,6 +182,7 @@ impl TestCluster {
             seeds,
             args: all_args,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            api: Client::new("127.0.0.1:1", None, Duration::from_secs(10)).expect("a client"),
             dir,
             in_process: false,
         }
@@ -237,7 +240,7 @@ impl TestCluster {
 
     /// The typed client, asking node `i` only (every wait gives up after 10 s).
     pub fn client(&self, i: usize) -> Client {
-        Client::new(&self.nodes[i].addr, None, Duration::from_secs(10)).expect("a node address")
+        self.api.at(&self.nodes[i].addr)
     }
 
     /// `GET /admin/layout` on node `i`.
