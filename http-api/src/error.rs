@@ -35,11 +35,14 @@ pub enum ApiError {
     NotFound(String),
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
-    #[error("{}", quorum_message(*.op, *.required, *.succeeded))]
+    /// Too few replicas answered in time; with `primaries`, too few of the key's own
+    /// replicas (fallbacks do not count towards `pr` and `pw`).
+    #[error("{}", quorum_message(*.op, *.required, *.succeeded, *.primaries))]
     Quorum {
         op: QuorumOp,
         required: usize,
         succeeded: usize,
+        primaries: bool,
     },
     /// A malformed node-to-node message.
     #[error("bad request: {0}")]
@@ -79,13 +82,36 @@ pub enum ApiError {
     Upstream { status: u16, code: String, message: String },
 }
 
-fn quorum_message(op: QuorumOp, required: usize, succeeded: usize) -> String {
-    match op {
-        QuorumOp::Write => format!(
+fn quorum_message(op: QuorumOp, required: usize, succeeded: usize, primaries: bool) -> String {
+    match (op, primaries) {
+        (QuorumOp::Write, false) => format!(
             "write quorum not met: {succeeded} of {required} required replicas acknowledged in time; \
              the write may still have been applied on some replicas"
         ),
-        QuorumOp::Read => format!("read quorum not met: {succeeded} of {required} required replicas answered in time"),
+        (QuorumOp::Write, true) => format!(
+            "primary write quorum (pw) not met: {succeeded} of {required} required primary replicas \
+             acknowledged in time (a fallback holding a hint does not count); the write may still have \
+             been applied on some replicas"
+        ),
+        (QuorumOp::Read, false) => {
+            format!("read quorum not met: {succeeded} of {required} required replicas answered in time")
+        }
+        (QuorumOp::Read, true) => format!(
+            "primary read quorum (pr) not met: {succeeded} of {required} required primary replicas \
+             answered in time (a fallback does not count)"
+        ),
+    }
+}
+
+impl QuorumOp {
+    /// The name of the quorum that failed: `r`, `w`, `pr` or `pw`.
+    pub fn quorum_name(self, primaries: bool) -> &'static str {
+        match (self, primaries) {
+            (QuorumOp::Read, false) => "r",
+            (QuorumOp::Write, false) => "w",
+            (QuorumOp::Read, true) => "pr",
+            (QuorumOp::Write, true) => "pw",
+        }
     }
 }
 
@@ -98,6 +124,10 @@ pub struct ErrorBody {
     pub required: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub succeeded: Option<usize>,
+    /// On `quorum_failed`: which quorum was not met (`r`, `w`, `pr` or `pw`; for the
+    /// last two, `required` and `succeeded` count primary replicas only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<String>,
 }
 
 impl ApiError {
@@ -120,6 +150,7 @@ impl ApiError {
                 op: QuorumOp::Read,
                 required: 2,
                 succeeded: 1,
+                primaries: false,
             },
             ApiError::BadRequest("b".into()),
             ApiError::ClusterMismatch("m".into()),
@@ -206,17 +237,25 @@ impl ApiError {
     }
 
     pub fn body(&self) -> ErrorBody {
-        let (required, succeeded) = match self {
+        let (required, succeeded, quorum) = match self {
             ApiError::Quorum {
-                required, succeeded, ..
-            } => (Some(*required), Some(*succeeded)),
-            _ => (None, None),
+                op,
+                required,
+                succeeded,
+                primaries,
+            } => (
+                Some(*required),
+                Some(*succeeded),
+                Some(op.quorum_name(*primaries).to_string()),
+            ),
+            _ => (None, None, None),
         };
         ErrorBody {
             error: self.code().to_string(),
             message: self.to_string(),
             required,
             succeeded,
+            quorum,
         }
     }
 
@@ -224,15 +263,23 @@ impl ApiError {
     /// it would have had the client asked that peer directly.
     pub fn from_body(status: u16, body: ErrorBody) -> ApiError {
         match (body.error.as_str(), body.required, body.succeeded) {
-            ("quorum_failed", Some(required), Some(succeeded)) => ApiError::Quorum {
-                op: if body.message.starts_with("read") {
-                    QuorumOp::Read
-                } else {
-                    QuorumOp::Write
-                },
-                required,
-                succeeded,
-            },
+            ("quorum_failed", Some(required), Some(succeeded)) => {
+                let (op, primaries) = match body.quorum.as_deref() {
+                    Some("r") => (QuorumOp::Read, false),
+                    Some("w") => (QuorumOp::Write, false),
+                    Some("pr") => (QuorumOp::Read, true),
+                    Some("pw") => (QuorumOp::Write, true),
+                    // A peer that does not say: its message does.
+                    _ if body.message.starts_with("read") => (QuorumOp::Read, false),
+                    _ => (QuorumOp::Write, false),
+                };
+                ApiError::Quorum {
+                    op,
+                    required,
+                    succeeded,
+                    primaries,
+                }
+            }
             _ => ApiError::Upstream {
                 status,
                 code: body.error,
@@ -272,16 +319,28 @@ mod tests {
 
     #[test]
     fn quorum_error_round_trips_through_its_body() {
-        let e = ApiError::Quorum {
-            op: QuorumOp::Write,
-            required: 2,
-            succeeded: 1,
-        };
-        let body = e.body();
-        assert_eq!(body.error, "quorum_failed");
-        assert_eq!((body.required, body.succeeded), (Some(2), Some(1)));
-        assert!(body.message.contains("may still have been applied"));
-        assert_eq!(ApiError::from_body(503, body), e);
+        for (op, primaries, name) in [
+            (QuorumOp::Write, false, "w"),
+            (QuorumOp::Write, true, "pw"),
+            (QuorumOp::Read, false, "r"),
+            (QuorumOp::Read, true, "pr"),
+        ] {
+            let e = ApiError::Quorum {
+                op,
+                required: 2,
+                succeeded: 1,
+                primaries,
+            };
+            let body = e.body();
+            assert_eq!(body.error, "quorum_failed");
+            assert_eq!((body.required, body.succeeded), (Some(2), Some(1)));
+            assert_eq!(body.quorum.as_deref(), Some(name));
+            assert_eq!(body.message.contains("primary"), primaries, "{}", body.message);
+            if op == QuorumOp::Write {
+                assert!(body.message.contains("may still have been applied"));
+            }
+            assert_eq!(ApiError::from_body(503, body), e);
+        }
     }
 
     #[test]

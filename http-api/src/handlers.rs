@@ -108,8 +108,8 @@ pub(crate) async fn get_kv<S: KvService>(State(svc): State<Arc<S>>, uri: Uri, Ra
 
 async fn get_kv_inner<S: KvService>(svc: &S, uri: Uri, query: Option<String>) -> Result<Response, ApiError> {
     let key = key_from_uri(&uri, "/kv/")?;
-    let params = parse_quorum_params(query.as_deref(), svc.n(), &["r"])?;
-    Ok(match svc.get(key, params.r).await? {
+    let params = parse_quorum_params(query.as_deref(), svc.n(), &["r", "pr"])?;
+    Ok(match svc.get(key, params).await? {
         GetOutcome::Found { mut values, context } if values.len() == 1 => (
             StatusCode::OK,
             [
@@ -260,13 +260,13 @@ async fn write_kv<S: KvService>(
     body: Option<Body>,
 ) -> Result<Response, ApiError> {
     let key = key_from_uri(&uri, "/kv/")?;
-    let params = parse_quorum_params(query.as_deref(), svc.n(), &["w"])?;
+    let params = parse_quorum_params(query.as_deref(), svc.n(), &["w", "pw"])?;
     let context = context_from_headers(&headers)?;
     let value = match body {
         Some(body) => Some(read_value(&headers, body, svc.max_value_bytes(), svc.read_timeout()).await?),
         None => None,
     };
-    let ctx = svc.write(key, value, context, params.w).await?;
+    let ctx = svc.write(key, value, context, params).await?;
     Ok((StatusCode::NO_CONTENT, [context_header(&ctx)]).into_response())
 }
 

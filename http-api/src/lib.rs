@@ -31,7 +31,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, ErrorBody, QuorumOp};
 pub use handlers::CONTEXT_HEADER;
-pub use params::{Key, MAX_KEY_BYTES};
+pub use params::{Key, MAX_KEY_BYTES, QuorumParams};
 pub use service::{AdminService, GetOutcome, KvOp, KvService, Observed};
 
 /// One route of the client port.
@@ -86,18 +86,21 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// The OpenAPI 3.1 description of every route, as kept in the repository. A node serves
-/// it at `/openapi.json` with its own N as the bound of `r` and `w` ([`openapi_for`]).
+/// it at `/openapi.json` with its own N as the bound of `r`, `w`, `pr` and `pw`
+/// ([`openapi_for`]).
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The description a node with replication factor `n` serves: [`OPENAPI`] with
-/// `maximum: n` on the `r` and `w` query parameters, so that every request the
-/// description allows is one the node accepts.
+/// `maximum: n` on the `r`, `w`, `pr` and `pw` query parameters. Every request the
+/// description allows is then one the node accepts, but for `pr` above the read's `r`
+/// or `pw` above the write's `w` (400, as their descriptions say: a bound between two
+/// parameters, which OpenAPI cannot state).
 pub fn openapi_for(n: usize) -> String {
     fn bound(v: &mut serde_json::Value, n: usize) {
         match v {
             serde_json::Value::Object(o) => {
                 let quorum = o.get("in").and_then(|i| i.as_str()) == Some("query")
-                    && matches!(o.get("name").and_then(|i| i.as_str()), Some("r" | "w"));
+                    && matches!(o.get("name").and_then(|i| i.as_str()), Some("r" | "w" | "pr" | "pw"));
                 if quorum && let Some(schema) = o.get_mut("schema").and_then(|s| s.as_object_mut()) {
                     schema.insert("maximum".into(), n.into());
                 }
@@ -233,18 +236,23 @@ mod tests {
     }
 
     #[test]
-    fn the_served_description_bounds_r_and_w_by_the_nodes_n() {
+    fn the_served_description_bounds_r_w_pr_and_pw_by_the_nodes_n() {
         let doc: Value = serde_json::from_str(&openapi_for(5)).unwrap();
         let mut all = Vec::new();
         walk(&doc, &mut all);
         let quorums: Vec<&Value> = all
             .into_iter()
-            .filter(|v| v["in"] == "query" && (v["name"] == "r" || v["name"] == "w"))
+            .filter(|v| v["in"] == "query" && ["r", "w", "pr", "pw"].iter().any(|n| v["name"] == *n))
             .collect();
-        assert!(quorums.len() >= 3, "r on GET, w on PUT and DELETE");
+        assert!(quorums.len() >= 6, "r and pr on GET, w and pw on PUT and DELETE");
         for q in quorums {
             assert_eq!(q["schema"]["maximum"], 5, "{q}");
-            assert_eq!(q["schema"]["minimum"], 1, "{q}");
+            let least = if q["name"].as_str().unwrap().starts_with('p') {
+                0
+            } else {
+                1
+            };
+            assert_eq!(q["schema"]["minimum"], least, "{q}");
         }
         let repo: Value = serde_json::from_str(OPENAPI).unwrap();
         assert_ne!(repo, doc, "the repository's copy has no bound");

@@ -72,9 +72,15 @@ impl Key {
 pub struct QuorumParams {
     pub r: Option<usize>,
     pub w: Option<usize>,
+    /// Of the `r` answers, how many must come from the key's own replicas (primaries).
+    pub pr: Option<usize>,
+    /// Of the `w` acknowledgements, how many must come from primaries.
+    pub pw: Option<usize>,
 }
 
-/// Parses `r=` and `w=` (each between 1 and `n`); `allowed` names the parameters this
+/// Parses `r=` and `w=` (each between 1 and `n`) and `pr=` and `pw=` (each between 0 and
+/// `n`; whether `pr` is at most the read's `r`, and `pw` at most the write's `w`, the
+/// service checks, as it knows their defaults); `allowed` names the parameters this
 /// route takes. Anything else is rejected so a typo (`W=1`) cannot silently do nothing.
 pub fn parse_quorum_params(query: Option<&str>, n: usize, allowed: &[&str]) -> Result<QuorumParams, ApiError> {
     let mut params = QuorumParams::default();
@@ -85,9 +91,11 @@ pub fn parse_quorum_params(query: Option<&str>, n: usize, allowed: &[&str]) -> R
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = percent_decode_str(name).decode_utf8_lossy();
         let value = percent_decode_str(value).decode_utf8_lossy();
-        let slot = match name.as_ref() {
-            "r" if allowed.contains(&"r") => &mut params.r,
-            "w" if allowed.contains(&"w") => &mut params.w,
+        let (slot, least) = match name.as_ref() {
+            "r" if allowed.contains(&"r") => (&mut params.r, 1),
+            "w" if allowed.contains(&"w") => (&mut params.w, 1),
+            "pr" if allowed.contains(&"pr") => (&mut params.pr, 0),
+            "pw" if allowed.contains(&"pw") => (&mut params.pw, 0),
             other => {
                 return Err(ApiError::BadParameter(format!(
                     "unknown query parameter {other:?}; this route takes {}",
@@ -104,12 +112,12 @@ pub fn parse_quorum_params(query: Option<&str>, n: usize, allowed: &[&str]) -> R
         }
         let parsed: usize = value.parse().map_err(|_| {
             ApiError::BadParameter(format!(
-                "{name} must be a whole number between 1 and n ({n}), got {value:?}"
+                "{name} must be a whole number between {least} and n ({n}), got {value:?}"
             ))
         })?;
-        if parsed == 0 || parsed > n {
+        if parsed < least || parsed > n {
             return Err(ApiError::BadParameter(format!(
-                "{name} must be between 1 and n ({n}), got {parsed}"
+                "{name} must be between {least} and n ({n}), got {parsed}"
             )));
         }
         *slot = Some(parsed);
@@ -205,6 +213,14 @@ mod tests {
         assert_eq!(ok.r, Some(2));
         for bad in ["r=0", "r=4", "r=abc", "r=", "r=-1", "r=1&r=2", "x=1", "w=1"] {
             let e = parse_quorum_params(Some(bad), 3, &["r"]).unwrap_err();
+            assert_eq!(e.code(), "bad_parameter", "{bad}");
+        }
+        let ok = parse_quorum_params(Some("w=2&pw=0"), 3, &["w", "pw"]).unwrap();
+        assert_eq!((ok.w, ok.pw), (Some(2), Some(0)), "pw may be 0: no primary requirement");
+        let ok = parse_quorum_params(Some("pr=3"), 3, &["r", "pr"]).unwrap();
+        assert_eq!((ok.r, ok.pr), (None, Some(3)));
+        for bad in ["pr=4", "pr=-1", "pr=x", "pw=1", "pr=1&pr=1"] {
+            let e = parse_quorum_params(Some(bad), 3, &["r", "pr"]).unwrap_err();
             assert_eq!(e.code(), "bad_parameter", "{bad}");
         }
         assert_eq!(parse_quorum_params(None, 3, &["w"]).unwrap(), QuorumParams::default());

@@ -9,7 +9,7 @@ use dynakv_crdt::{Context, Register};
 
 use crate::admin::{AntiEntropy, Committed, Layout, LayoutPlan, Member, Overview};
 use crate::error::ApiError;
-use crate::params::Key;
+use crate::params::{Key, QuorumParams};
 
 /// Result of a coordinated read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,14 +58,16 @@ pub trait KvService: Send + Sync + 'static {
     /// Longest pause allowed between two parts of a request body.
     fn read_timeout(&self) -> std::time::Duration;
 
-    fn get(&self, key: Key, r: Option<usize>) -> impl Future<Output = Result<GetOutcome, ApiError>> + Send;
-    /// Writes `value` (or deletes, with `None`) and returns the new version's context.
+    /// Reads `key` with the request's `r` and `pr` (the rest of `quorum` is empty).
+    fn get(&self, key: Key, quorum: QuorumParams) -> impl Future<Output = Result<GetOutcome, ApiError>> + Send;
+    /// Writes `value` (or deletes, with `None`) with the request's `w` and `pw`, and
+    /// returns the new version's context.
     fn write(
         &self,
         key: Key,
         value: Option<Bytes>,
         context: Option<Context>,
-        w: Option<usize>,
+        quorum: QuorumParams,
     ) -> impl Future<Output = Result<Context, ApiError>> + Send;
 
     /// Every `/kv` request once answered, or with status 499 when the client went away

@@ -33,6 +33,9 @@ pub struct Settings {
     pub n: usize,
     pub r: usize,
     pub w: usize,
+    /// Default primary quorums (see `coordinator::read` and `coordinator::write`).
+    pub pr: usize,
+    pub pw: usize,
     pub mode: ConflictMode,
     pub request_timeout: Duration,
     pub max_value_bytes: usize,

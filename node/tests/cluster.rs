@@ -131,6 +131,90 @@ async fn quorum_failures_answer_503_within_the_timeout_and_w1_still_succeeds() {
     );
 }
 
+/// Primary quorums with a replica of the key down: a fallback's hint counts towards W
+/// and, holding the write, its answer towards R, but never towards PW or PR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_and_pw_count_only_the_keys_own_replicas_never_a_fallback() {
+    let mut c = TestCluster::start(4, &[]).await;
+    let replicas = c.preflist("primary").await;
+    assert_eq!(replicas.len(), 3);
+    let coordinator = c.index_of(&replicas[0]);
+    let down = c.index_of(&replicas[2]);
+    c.kill9(down);
+    assert!(
+        c.eventually(Duration::from_secs(10), || async {
+            c.status(coordinator, down).await.as_deref() == Some("dead")
+        })
+        .await,
+        "the coordinator judges the stopped replica dead"
+    );
+
+    // w = 3: the two live replicas and a fallback holding a hint.
+    let put = c.put(coordinator, "primary", b"v1", "?w=3", None).await;
+    assert_eq!(put.status, 204, "{}", put.text());
+    // pw = 3: only two primaries can acknowledge.
+    let ctx = put.context().unwrap();
+    let put = c.put(coordinator, "primary", b"v2", "?w=3&pw=3", Some(&ctx)).await;
+    put.assert_error(503, "quorum_failed");
+    let body = put.json();
+    assert_eq!(
+        (&body["quorum"], &body["required"], &body["succeeded"]),
+        (&"pw".into(), &3.into(), &2.into()),
+        "{body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("primary"), "{body}");
+    // The failed write was applied where it went, as the message warns: v2 replaced v1.
+    let seen = c.get(coordinator, "primary", "").await;
+    assert_eq!(
+        (seen.status, seen.body.as_slice()),
+        (200, &b"v2"[..]),
+        "{}",
+        seen.text()
+    );
+    let ctx = seen.context().unwrap();
+    let put = c.put(coordinator, "primary", b"v3", "?w=3&pw=2", Some(&ctx)).await;
+    assert_eq!(put.status, 204, "two primaries and a hint: {}", put.text());
+
+    // r = 3: the fallback holds the hint, so its answer counts; with pr = 3 it does not.
+    let got = c.get(coordinator, "primary", "?r=3").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let got = c.get(coordinator, "primary", "?r=3&pr=3").await;
+    got.assert_error(503, "quorum_failed");
+    let body = got.json();
+    assert_eq!(
+        (&body["quorum"], &body["required"], &body["succeeded"]),
+        (&"pr".into(), &3.into(), &2.into()),
+        "{body}"
+    );
+    let got = c.get(coordinator, "primary", "?r=2&pr=2").await;
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"v3"[..]), "{}", got.text());
+
+    // A primary part larger than its quorum is refused, and writes nothing.
+    c.get(coordinator, "primary", "?r=1&pr=2")
+        .await
+        .assert_error(400, "bad_parameter");
+    c.put(coordinator, "primary", b"never", "?w=1&pw=2", None)
+        .await
+        .assert_error(400, "bad_parameter");
+    c.put(coordinator, "primary", b"never", "?pw=4", None)
+        .await
+        .assert_error(400, "bad_parameter");
+    let got = c.get(coordinator, "primary", "").await;
+    assert_eq!(got.body, b"v3", "the refused writes stored nothing");
+
+    // Back up, the replica gets its hint: three primaries again.
+    c.restart(down).await;
+    assert!(
+        c.eventually(Duration::from_secs(15), || async {
+            c.put(coordinator, "primary", b"v4", "?w=3&pw=3", None).await.status == 204
+        })
+        .await,
+        "pw = 3 met once the replica is back"
+    );
+    let got = c.get(coordinator, "primary", "?r=3&pr=3").await;
+    assert!(got.status == 200 || got.status == 300, "{}", got.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_become_siblings_and_a_write_with_context_resolves_them() {
     let c = TestCluster::start(3, &[]).await;

@@ -146,7 +146,7 @@ pub fn run(scenario: &Scenario, seed: u64, mutation: Mutation) -> Report {
         (scenario.config)(&mut config);
         let checking = Checking {
             mode: config.mode,
-            sloppy: config.sloppy,
+            strict_quorums: config.strict_quorums(),
         };
         let settings = config.summary();
         let world = World::start(seed, config).await;

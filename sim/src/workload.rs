@@ -34,8 +34,9 @@ use crate::world::World;
 #[derive(Clone, Copy, Debug)]
 pub struct Checking {
     pub mode: ConflictMode,
-    /// Fallbacks stand in for silent replicas (reads may then miss writes).
-    pub sloppy: bool,
+    /// No fallback counts towards a quorum (see `SimConfig::strict_quorums`): a quorum
+    /// read must then see every write acknowledged before it.
+    pub strict_quorums: bool,
 }
 
 /// What a workload's check found.
@@ -73,6 +74,9 @@ pub struct Sets {
     pub keys: usize,
     /// Each client has keys of its own (no concurrent writers).
     pub own_keys: bool,
+    /// Under strict quorums (and multi-value registers), every read must see every
+    /// write acknowledged before it ([`check_strict_reads`]).
+    pub strict_reads: bool,
 }
 
 /// Six clients sharing six keys.
@@ -80,6 +84,7 @@ pub const SET: Sets = Sets {
     clients: 6,
     keys: 6,
     own_keys: false,
+    strict_reads: false,
 };
 
 /// Six clients, each with two keys of its own.
@@ -87,6 +92,14 @@ pub const OWN_SET: Sets = Sets {
     clients: 6,
     keys: 2,
     own_keys: true,
+    strict_reads: false,
+};
+
+/// [`SET`], each read checked against every write acknowledged before it (for primary
+/// quorums: pr = r, pw = w).
+pub const STRICT_SET: Sets = Sets {
+    strict_reads: true,
+    ..SET
 };
 
 fn set_verdict(strict: bool, h: &History, settled: &Elements) -> Verdict {
@@ -106,6 +119,19 @@ impl Workload for Sets {
 
     fn check(&self, checking: &Checking, h: &History, settled: &Elements) -> Verdict {
         set_verdict(checking.mode == ConflictMode::Mv, h, settled)
+    }
+
+    fn check_reads(&self, checking: &Checking, h: &History) -> Vec<String> {
+        if !self.strict_reads {
+            return Vec::new();
+        }
+        if !(checking.mode == ConflictMode::Mv && checking.strict_quorums) {
+            return vec![format!(
+                "the strict read check needs multi-value registers and strict quorums, not {:?}",
+                checking
+            )];
+        }
+        check_strict_reads(h).1
     }
 }
 
@@ -190,7 +216,7 @@ impl Workload for Moving {
     }
 
     fn check_reads(&self, checking: &Checking, h: &History) -> Vec<String> {
-        if checking.mode == ConflictMode::Mv && !checking.sloppy {
+        if checking.mode == ConflictMode::Mv && checking.strict_quorums {
             check_strict_reads(h).1
         } else {
             Vec::new()

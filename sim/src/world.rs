@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dynakv_crdt::{ConflictMode, Context};
-use dynakv_http_api::{ApiError, GetOutcome, Key, KvService};
+use dynakv_http_api::{ApiError, GetOutcome, Key, KvService, QuorumParams};
 use dynakv_node::config::{Config, NodeArgs};
 use dynakv_node::env::clock::SkewedClock;
 use dynakv_node::env::storage::Store;
@@ -50,6 +50,10 @@ pub struct SimConfig {
     pub n: usize,
     pub r: usize,
     pub w: usize,
+    /// Primary quorums: of the `r` answers (`w` acknowledgements), how many must come
+    /// from the key's own replicas.
+    pub pr: usize,
+    pub pw: usize,
     pub sloppy: bool,
     /// When a read asks the replicas beyond the `r` it asked first (0: all at once).
     pub read_speculate_ms: u64,
@@ -117,14 +121,24 @@ impl SimConfig {
         }
     }
 
+    /// Whether every quorum read must see every write acknowledged before it (with
+    /// R + W > N, which [`SimConfig::swarm`] keeps): no fallback counts, either because
+    /// there are none (strict quorums) or because the primary quorums are the whole
+    /// quorums (pr = r, pw = w).
+    pub fn strict_quorums(&self) -> bool {
+        !self.sloppy || (self.pr >= self.r && self.pw >= self.w)
+    }
+
     /// One line for the trace and failure reports.
     pub fn summary(&self) -> String {
         format!(
-            "n={} r={} w={} sloppy={} mode={} timeout={}ms gossip={}ms anti-entropy={}ms handoff={}ms \
+            "n={} r={} w={} pr={} pw={} sloppy={} mode={} timeout={}ms gossip={}ms anti-entropy={}ms handoff={}ms \
              speculate={}ms partition-bits={} tokens={} delay={:?}ms sync<={}ms max-siblings={}",
             self.n,
             self.r,
             self.w,
+            self.pr,
+            self.pw,
             self.sloppy,
             self.mode,
             self.request_timeout_ms,
@@ -149,6 +163,8 @@ impl Default for SimConfig {
             n: 3,
             r: 2,
             w: 2,
+            pr: 0,
+            pw: 0,
             sloppy: true,
             read_speculate_ms: 5,
             gossip_ms: 100,
@@ -413,6 +429,8 @@ impl World {
             n: s(c.n as u64),
             r: s(c.r as u64),
             w: s(c.w as u64),
+            pr: s(c.pr as u64),
+            pw: s(c.pw as u64),
             conflict: Some(c.mode.to_string()),
             gossip_interval_ms: s(c.gossip_ms),
             request_timeout_ms: s(c.request_timeout_ms),
@@ -837,7 +855,11 @@ impl World {
                         .map(|r| index_of(&r.id))
                         .collect(),
                 };
-                Box::pin(async move { (placed, n.coordinator.get(k, r).await) })
+                let quorum = QuorumParams {
+                    r,
+                    ..QuorumParams::default()
+                };
+                Box::pin(async move { (placed, n.coordinator.get(k, quorum).await) })
             })
             .await;
         let shown = match got.as_ref().map(|(_, g)| g) {
@@ -867,7 +889,7 @@ impl World {
         };
         let got = self
             .client(i, move |n| {
-                Box::pin(async move { n.coordinator.write(k, value, context, None).await })
+                Box::pin(async move { n.coordinator.write(k, value, context, QuorumParams::default()).await })
             })
             .await;
         let shown = match &got {

@@ -62,6 +62,10 @@ pub enum ClientCmd {
         /// Replicas that must answer (default: the cluster's R).
         #[arg(long)]
         r: Option<usize>,
+        /// Of those, how many must be the key's own replicas, not fallbacks (default:
+        /// the cluster's PR).
+        #[arg(long)]
+        pr: Option<usize>,
     },
     /// Write a key. The value is the argument, or --file, or standard input.
     Put {
@@ -82,6 +86,10 @@ pub enum ClientCmd {
         /// Replicas that must acknowledge (default: the cluster's W).
         #[arg(long)]
         w: Option<usize>,
+        /// Of those, how many must be the key's own replicas, not fallbacks holding a
+        /// hint (default: the cluster's PW).
+        #[arg(long)]
+        pw: Option<usize>,
     },
     /// Delete a key (a tombstone; reads then answer "not found").
     Delete {
@@ -90,8 +98,12 @@ pub enum ClientCmd {
         key: String,
         #[arg(long)]
         context: Option<String>,
+        /// Replicas that must acknowledge (default: the cluster's W).
         #[arg(long)]
         w: Option<usize>,
+        /// Of those, how many must be the key's own replicas (default: the cluster's PW).
+        #[arg(long)]
+        pw: Option<usize>,
     },
     /// The members as the node asked sees them.
     Members {
@@ -163,8 +175,11 @@ enum ReadOutcome {
     Missing(Option<String>),
 }
 
-async fn read(client: &Client, key: &str, r: Option<usize>) -> Result<ReadOutcome, CliError> {
-    let path = format!("{}{}", key_path("/kv/", key)?, query(&[("r", r)]));
+/// Read quorum overrides: `r` and `pr`.
+type ReadQuorum = (Option<usize>, Option<usize>);
+
+async fn read(client: &Client, key: &str, (r, pr): ReadQuorum) -> Result<ReadOutcome, CliError> {
+    let path = format!("{}{}", key_path("/kv/", key)?, query(&[("r", r), ("pr", pr)]));
     let a = client.send(Method::GET, &path, HeaderMap::new(), None, true).await?;
     let context = a.headers.get(CONTEXT).and_then(|v| v.to_str().ok()).map(str::to_string);
     match a.status {
@@ -233,9 +248,9 @@ async fn write(
     key: &str,
     value: Option<Vec<u8>>,
     context: Option<&str>,
-    w: Option<usize>,
+    (w, pw): (Option<usize>, Option<usize>),
 ) -> Result<String, CliError> {
-    let path = format!("{}{}", key_path("/kv/", key)?, query(&[("w", w)]));
+    let path = format!("{}{}", key_path("/kv/", key)?, query(&[("w", w), ("pw", pw)]));
     let mut headers = HeaderMap::new();
     if let Some(c) = context {
         let v =
@@ -263,7 +278,7 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
     )?;
     let json = target.json;
     match cmd {
-        ClientCmd::Get { key, r, .. } => match read(&client, &key, r).await? {
+        ClientCmd::Get { key, r, pr, .. } => match read(&client, &key, (r, pr)).await? {
             ReadOutcome::Value(v, ctx) => {
                 if json {
                     print_json(&json!({"key": key, "values": [value_json(&v)], "context": ctx, "siblings": false}));
@@ -302,11 +317,12 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
             context,
             resolve,
             w,
+            pw,
             ..
         } => {
             let value = read_input(value, file)?;
             let (context, replaced) = if resolve {
-                match read(&client, &key, None).await? {
+                match read(&client, &key, (None, None)).await? {
                     ReadOutcome::Value(_, ctx) => (ctx, 1),
                     ReadOutcome::Siblings(vs, ctx) => (Some(ctx), vs.len()),
                     ReadOutcome::Missing(ctx) => (ctx, 0),
@@ -314,7 +330,7 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
             } else {
                 (context, 0)
             };
-            let new = write(&client, &key, Some(value), context.as_deref(), w).await?;
+            let new = write(&client, &key, Some(value), context.as_deref(), (w, pw)).await?;
             if json {
                 print_json(&json!({"key": key, "context": new, "replaced": replaced}));
             } else if resolve {
@@ -323,8 +339,10 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 println!("wrote {key}; context: {new}");
             }
         }
-        ClientCmd::Delete { key, context, w, .. } => {
-            let new = write(&client, &key, None, context.as_deref(), w).await?;
+        ClientCmd::Delete {
+            key, context, w, pw, ..
+        } => {
+            let new = write(&client, &key, None, context.as_deref(), (w, pw)).await?;
             if json {
                 print_json(&json!({"key": key, "context": new}));
             } else {

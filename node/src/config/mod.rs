@@ -51,6 +51,10 @@ pub struct Config {
     pub n: usize,
     pub r: usize,
     pub w: usize,
+    /// Primary quorums: replies (acknowledgements) that must come from the key's own
+    /// replicas.
+    pub pr: usize,
+    pub pw: usize,
     pub conflict: ConflictMode,
     pub gossip_interval: Duration,
     pub suspect_after: Duration,
@@ -321,6 +325,14 @@ impl Config {
         if w == 0 || w > n {
             return Err(invalid("w", w, format!("must be between 1 and n ({n})")));
         }
+        let pr = number("pr", args.pr, file.pr)? as usize;
+        let pw = number("pw", args.pw, file.pw)? as usize;
+        if pr > r {
+            return Err(invalid("pr", pr, format!("must be between 0 and r ({r})")));
+        }
+        if pw > w {
+            return Err(invalid("pw", pw, format!("must be between 0 and w ({w})")));
+        }
         let conflict_raw = word("conflict", args.conflict, file.conflict)?;
         let conflict: ConflictMode = conflict_raw
             .trim()
@@ -518,6 +530,8 @@ impl Config {
             n,
             r,
             w,
+            pr,
+            pw,
             conflict,
             gossip_interval: Duration::from_millis(gossip_ms),
             suspect_after: Duration::from_millis(suspect_ms),

@@ -198,6 +198,10 @@ settings! {
     r: String, u64, "DYNAKV_R", Number(2), Rule("1 to n");
     /// acknowledgements a write waits for
     w: String, u64, "DYNAKV_W", Number(2), Rule("1 to n");
+    /// of a read's r replies, how many must come from the key's own replicas, not fallbacks (`pr`); 0: no such need
+    pr: String, u64, "DYNAKV_PR", Number(0), Rule("0 to r");
+    /// of a write's w acknowledgements, how many must come from the key's own replicas, not fallbacks holding hints (`pw`); 0: no such need
+    pw: String, u64, "DYNAKV_PW", Number(0), Rule("0 to w");
     /// `mv` keeps concurrent writes as siblings; `lww`: the last writer wins
     conflict: String, String, "DYNAKV_CONFLICT", Word("mv"), Choices(&["mv", "lww"]);
     /// milliseconds between gossip rounds

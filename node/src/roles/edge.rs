@@ -13,7 +13,7 @@ use tracing::error;
 use crate::env::storage::StorageError;
 use crate::roles::services::layout::{BAD_CHANGE, CommitError, LAYOUT_BUSY, PromiseError};
 use crate::state::cluster::{NotServing, OtherCluster};
-use crate::transport::message::WireError;
+use crate::transport::message::{QuorumName, WireError};
 
 /// A storage failure as the client sees it: a full disk is 507 (the node takes no
 /// writes until space is freed), anything else a logged 500.
@@ -105,6 +105,7 @@ impl From<&ApiError> for WireError {
             message: body.message,
             required: body.required.map(|v| v as u64),
             succeeded: body.succeeded.map(|v| v as u64),
+            quorum: body.quorum.as_deref().and_then(QuorumName::parse),
         }
     }
 }
@@ -118,6 +119,7 @@ impl From<WireError> for ApiError {
                 message: w.message,
                 required: w.required.map(|v| v as usize),
                 succeeded: w.succeeded.map(|v| v as usize),
+                quorum: w.quorum.map(|q| q.as_str().to_string()),
             },
         )
     }
@@ -139,6 +141,20 @@ mod tests {
             let back = ApiError::from(WireError::from(&e));
             assert_eq!((back.status(), back.code()), (e.status(), e.code()), "{e}");
             assert_eq!(back.to_string(), e.to_string());
+        }
+        // A forwarded write's quorum failure comes back whole: which quorum, and counts.
+        for (op, primaries) in [
+            (dynakv_http_api::QuorumOp::Write, true),
+            (dynakv_http_api::QuorumOp::Write, false),
+            (dynakv_http_api::QuorumOp::Read, true),
+        ] {
+            let e = ApiError::Quorum {
+                op,
+                required: 3,
+                succeeded: 2,
+                primaries,
+            };
+            assert_eq!(ApiError::from(WireError::from(&e)), e);
         }
     }
 

@@ -139,6 +139,8 @@ impl Node {
             n: config.n,
             r: config.r,
             w: config.w,
+            pr: config.pr,
+            pw: config.pw,
             mode: config.conflict,
             request_timeout: config.request_timeout,
             max_value_bytes: config.max_value_bytes,

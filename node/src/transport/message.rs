@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on incompatible changes; a node rejects messages of another version.
-pub const WIRE_VERSION: u8 = 6;
+pub const WIRE_VERSION: u8 = 7;
 
 /// A request whose answer has a type of its own.
 pub trait Call: Sized + Send + 'static {
@@ -171,6 +171,8 @@ pub struct Coordinate {
     pub value: Option<Bytes>,
     pub context: Option<Context>,
     pub w: usize,
+    /// Acknowledgements that must come from the key's own replicas (0: none).
+    pub pw: usize,
     pub timeout_ms: u64,
     pub layout: u64,
 }
@@ -298,6 +300,34 @@ pub struct WireError {
     pub message: String,
     pub required: Option<u64>,
     pub succeeded: Option<u64>,
+    /// Which quorum failed, on `quorum_failed`.
+    pub quorum: Option<QuorumName>,
+}
+
+/// A quorum, as a `quorum_failed` error names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuorumName {
+    R,
+    W,
+    Pr,
+    Pw,
+}
+
+impl QuorumName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuorumName::R => "r",
+            QuorumName::W => "w",
+            QuorumName::Pr => "pr",
+            QuorumName::Pw => "pw",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QuorumName> {
+        [QuorumName::R, QuorumName::W, QuorumName::Pr, QuorumName::Pw]
+            .into_iter()
+            .find(|q| q.as_str() == s)
+    }
 }
 
 impl WireError {
@@ -308,6 +338,7 @@ impl WireError {
             message: message.into(),
             required: None,
             succeeded: None,
+            quorum: None,
         }
     }
 

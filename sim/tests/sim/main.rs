@@ -46,6 +46,15 @@ fn layout_checks(c: &mut SimConfig) {
     c.anti_entropy_ms = 5_000;
 }
 
+/// Primary quorums as whole quorums (pr = r, pw = w) under sloppy quorum: fallbacks
+/// still take hints, but no acknowledgement or answer of theirs counts, so with
+/// R + W > N every read must see every write acknowledged before it.
+fn primary_quorums(c: &mut SimConfig) {
+    c.sloppy = true;
+    c.pr = c.r;
+    c.pw = c.w;
+}
+
 /// How a node is stopped.
 enum Stop {
     /// Killed, then restarted on its storage.
@@ -575,6 +584,30 @@ const SCENARIOS: &[Scenario] = &[
         },
     },
     Scenario {
+        name: "primary_quorums_chaos",
+        what: "pr = r and pw = w under sloppy quorum, with partitions, crashes, pauses, loss and clock jumps at random: no read misses an acknowledged write",
+        workload: &workload::STRICT_SET,
+        config: primary_quorums,
+        faults: |w| Box::pin(chaos_faults(w)),
+        floors: Floors {
+            acked: 7,
+            reads_checked: 8,
+            ..FLOORS
+        },
+    },
+    Scenario {
+        name: "primary_quorums_rejoin",
+        what: "pr = r and pw = w: two nodes cut off from a key's replicas take writes as fallbacks, rejoin, and the key is read through them while they still judge its replicas dead",
+        workload: &workload::STRICT_SET,
+        config: primary_quorums,
+        faults: cut_pair_then_probe,
+        floors: Floors {
+            acked: 85,
+            reads_checked: 150,
+            ..FLOORS
+        },
+    },
+    Scenario {
         name: "join_under_load",
         what: "two nodes join a three-node cluster under load; a random node crashes and restarts while partitions move",
         workload: &workload::MOVING,
@@ -848,7 +881,7 @@ macro_rules! scenario_tests {
 }
 
 scenario_tests! {
-    checked: [minority_partition, majority_partition, majority_partition_lww, pair_rejoins, machine_crash, storage_errors, crash_restart, pause_coordinator, message_loss, chaos, join_under_load, join_receiver_crash, leave_under_load, lagging_member, leave_partitioned, join_after_outage, hint_delivery_errors, replace_under_load, delete_race],
+    checked: [minority_partition, majority_partition, majority_partition_lww, pair_rejoins, machine_crash, storage_errors, crash_restart, pause_coordinator, message_loss, chaos, primary_quorums_chaos, primary_quorums_rejoin, join_under_load, join_receiver_crash, leave_under_load, lagging_member, leave_partitioned, join_after_outage, hint_delivery_errors, replace_under_load, delete_race],
     reported: [minority_partition_lww, clock_skew_lww],
 }
 

@@ -37,12 +37,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dynakv_crdt::{CausalContext, ConflictMode, Context, LwwRegister, MvRegister, Register};
-use dynakv_http_api::{ApiError, GetOutcome, Key, KvOp, KvService, Observed, QuorumOp};
+use dynakv_http_api::{ApiError, GetOutcome, Key, KvOp, KvService, Observed, QuorumOp, QuorumParams};
 use dynakv_ring::NodeId;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::local::{Local, MAX_CLOCK_DRIFT_MS};
+use crate::local::{Local, MAX_CLOCK_DRIFT_MS, Settings};
 use crate::roles::edge::storage_error;
 use crate::state::cluster::{Placed, Plan};
 use crate::state::identity::MintFloor;
@@ -69,7 +69,8 @@ struct MvWrite<'a> {
     key: &'a Key,
     value: Option<Bytes>,
     context: Option<CausalContext>,
-    w: usize,
+    /// `w` and `pw`.
+    quorum: (usize, usize),
     deadline: Instant,
 }
 
@@ -93,25 +94,31 @@ impl Coordinator {
         &self.stats
     }
 
-    fn quorum_error(op: QuorumOp, required: usize, succeeded: usize) -> ApiError {
+    /// The settings' read quorum (r, pr).
+    fn default_read(&self) -> (usize, usize) {
+        (self.local.settings.r, self.local.settings.pr)
+    }
+
+    fn quorum_error(op: QuorumOp, (required, succeeded, primaries): (usize, usize, bool)) -> ApiError {
         ApiError::Quorum {
             op,
             required,
             succeeded,
+            primaries,
         }
     }
 
     // ---- reads -------------------------------------------------------------------
 
-    /// Quorum read: the merge of the answers once `r` count. Read repair follows in the
-    /// background.
-    async fn read(&self, key: &Key, r: usize, deadline: Instant) -> Result<Option<Register>, ApiError> {
+    /// Quorum read: the merge of the answers once `r` count, `pr` of them replicas'.
+    /// Read repair follows in the background.
+    async fn read(&self, key: &Key, quorum: (usize, usize), deadline: Instant) -> Result<Option<Register>, ApiError> {
         // Counted in flight until the answer is decided: moving reads to a newer layout
         // waits for it.
         let (plan, _placed) = self.local.cluster.plan_read(key.as_str());
         let owners = plan.primary_ids();
         let layout = plan.layout;
-        let mut round = ReadRound::new(plan, r, self.local.settings.sloppy_quorum);
+        let mut round = ReadRound::new(plan, quorum, self.local.settings.sloppy_quorum);
         let speculate = self.local.settings.read_speculate;
         let initial = round.ask(if speculate.is_zero() { Ask::All } else { Ask::Quorum });
         let send = {
@@ -144,8 +151,7 @@ impl Coordinator {
         match fanout.decide().await {
             Verdict::Met => {}
             _ => {
-                let round = fanout.round();
-                return Err(Self::quorum_error(QuorumOp::Read, round.required(), round.succeeded()));
+                return Err(Self::quorum_error(QuorumOp::Read, fanout.round().shortfall()));
             }
         }
         let merged = fanout.round().merged();
@@ -164,18 +170,18 @@ impl Coordinator {
     // ---- writes ------------------------------------------------------------------
 
     /// Sends `register` to every replica but us (our copy is stored already) and waits
-    /// until `w` acknowledged.
+    /// until `w` acknowledged, `pw` of them replicas (`quorum`: (w, pw)).
     async fn replicate(
         &self,
         key: &Key,
         register: Register,
         (plan, placed): (Plan, Placed),
-        w: usize,
+        quorum: (usize, usize),
         deadline: Instant,
     ) -> Result<(), ApiError> {
         let sloppy = self.local.settings.sloppy_quorum;
         let layout = plan.layout;
-        let (round, initial) = WriteRound::new(plan, w, sloppy);
+        let (round, initial) = WriteRound::new(plan, quorum, sloppy);
         let send = {
             let (local, stats, key) = (self.local.clone(), self.stats.clone(), key.as_str().to_string());
             move |_: &WriteRound, d: Delivery| -> Answered<bool> {
@@ -208,7 +214,7 @@ impl Coordinator {
         };
         let mut fanout = FanOut::start(round, initial, send, deadline, None);
         let verdict = fanout.decide().await;
-        let (required, succeeded) = (fanout.round().required(), fanout.round().succeeded());
+        let shortfall = fanout.round().shortfall();
         // Sends still out (and the fallbacks they may call for) finish in the background.
         self.local.spawn(async move {
             fanout.finish().await;
@@ -218,7 +224,7 @@ impl Coordinator {
         });
         match verdict {
             Verdict::Met => Ok(()),
-            _ => Err(Self::quorum_error(QuorumOp::Write, required, succeeded)),
+            _ => Err(Self::quorum_error(QuorumOp::Write, shortfall)),
         }
     }
 
@@ -229,7 +235,7 @@ impl Coordinator {
             Some(c) => c,
             // A delete without context removes what a read quorum has seen, as Riak's
             // delete does; a put without context is a new concurrent version.
-            None if write.value.is_none() => match self.read(key, self.local.settings.r, write.deadline).await? {
+            None if write.value.is_none() => match self.read(key, self.default_read(), write.deadline).await? {
                 Some(reg) => match reg.context() {
                     Context::Mv(c) => c,
                     Context::Lww(_) => CausalContext::new(),
@@ -281,7 +287,8 @@ impl Coordinator {
         // Our copy counts towards W only if we are one of the key's replicas (a forwarded
         // write can land here while ring views differ for a moment).
         let placed = self.local.cluster.plan_write(key.as_str());
-        self.replicate(key, register, placed, write.w, write.deadline).await?;
+        self.replicate(key, register, placed, write.quorum, write.deadline)
+            .await?;
         Ok(Context::Mv(version))
     }
 
@@ -300,7 +307,8 @@ impl Coordinator {
                 key: write.key.as_str().to_string(),
                 value: write.value.clone(),
                 context: write.context.clone().map(Context::Mv),
-                w: write.w,
+                w: write.quorum.0,
+                pw: write.quorum.1,
                 timeout_ms: (remaining.as_millis() as f64 * FORWARD_DEADLINE_SHARE) as u64,
                 layout: self.local.cluster.newest_known(),
             };
@@ -314,7 +322,7 @@ impl Coordinator {
                 forward::Next::GiveUp => break,
             }
         }
-        Err(Self::quorum_error(QuorumOp::Write, write.w, 0))
+        Err(Self::quorum_error(QuorumOp::Write, (write.quorum.0, 0, false)))
     }
 
     /// A last-writer-wins write: any node may coordinate it.
@@ -323,7 +331,7 @@ impl Coordinator {
         key: &Key,
         value: Option<Bytes>,
         after: Option<dynakv_crdt::Timestamp>,
-        w: usize,
+        quorum: (usize, usize),
         deadline: Instant,
     ) -> Result<Context, ApiError> {
         let timestamp = self.local.timestamp(after).map_err(storage_error)?;
@@ -343,7 +351,10 @@ impl Coordinator {
                 None => Ok(()),
             }
         };
-        let (stored, replicated) = tokio::join!(store_ours, self.replicate(key, register, (plan, placed), w, deadline));
+        let (stored, replicated) = tokio::join!(
+            store_ours,
+            self.replicate(key, register, (plan, placed), quorum, deadline)
+        );
         stored?;
         replicated?;
         Ok(Context::Lww(timestamp))
@@ -358,12 +369,14 @@ impl Coordinator {
                 "forwarded coordination is for mv mode only".into(),
             ));
         }
-        if req.w == 0 || req.w > settings.n {
-            return Err(ApiError::BadParameter(format!(
-                "w must be between 1 and n ({})",
-                settings.n
-            )));
-        }
+        let quorum = write_quorum(
+            settings,
+            QuorumParams {
+                w: Some(req.w),
+                pw: Some(req.pw),
+                ..QuorumParams::default()
+            },
+        )?;
         if req.value.as_ref().is_some_and(|v| v.len() > settings.max_value_bytes) {
             return Err(ApiError::ValueTooLarge {
                 limit: settings.max_value_bytes,
@@ -379,7 +392,7 @@ impl Coordinator {
             key: &key,
             value: req.value,
             context,
-            w: req.w,
+            quorum,
             deadline: Instant::now() + budget,
         })
         .await
@@ -411,10 +424,10 @@ impl KvService for Coordinator {
     }
 
     /// A client read.
-    async fn get(&self, key: Key, r: Option<usize>) -> Result<GetOutcome, ApiError> {
+    async fn get(&self, key: Key, quorum: QuorumParams) -> Result<GetOutcome, ApiError> {
         self.local.cluster.check_current()?;
-        let r = r.unwrap_or(self.local.settings.r);
-        Ok(match self.read(&key, r, self.local.deadline()).await? {
+        let quorum = read_quorum(&self.local.settings, quorum)?;
+        Ok(match self.read(&key, quorum, self.local.deadline()).await? {
             Some(reg) if !reg.is_tombstone() => {
                 let values = reg.values();
                 self.local.metrics.read_values(values.iter().map(|v| &v[..]));
@@ -437,14 +450,14 @@ impl KvService for Coordinator {
         key: Key,
         value: Option<Bytes>,
         context: Option<Context>,
-        w: Option<usize>,
+        quorum: QuorumParams,
     ) -> Result<Context, ApiError> {
         self.local.cluster.check_current()?;
+        let quorum = write_quorum(&self.local.settings, quorum)?;
         if let Some(v) = &value {
             self.local.metrics.written_value(v.len());
         }
         let settings = &self.local.settings;
-        let w = w.unwrap_or(settings.w);
         let deadline = self.local.deadline();
         match (settings.mode, context) {
             (ConflictMode::Mv, Some(Context::Lww(_))) | (ConflictMode::Lww, Some(Context::Mv(_))) => {
@@ -462,7 +475,7 @@ impl KvService for Coordinator {
                     key: &key,
                     value,
                     context,
-                    w,
+                    quorum,
                     deadline,
                 };
                 if self.local.cluster.replicas(key.as_str()).iter().any(|r| r.is_self) {
@@ -486,10 +499,46 @@ impl KvService for Coordinator {
                         MAX_CLOCK_DRIFT_MS / 1000
                     )));
                 }
-                self.coordinate_lww(&key, value, after, w, deadline).await
+                self.coordinate_lww(&key, value, after, quorum, deadline).await
             }
         }
     }
+}
+
+/// A read's (r, pr): each the request's, else the settings'; `pr` at most `r`.
+fn read_quorum(settings: &Settings, q: QuorumParams) -> Result<(usize, usize), ApiError> {
+    primary_quorum(("r", q.r, settings.r), ("pr", q.pr, settings.pr), settings.n)
+}
+
+/// A write's (w, pw): each the request's, else the settings'; `pw` at most `w`.
+fn write_quorum(settings: &Settings, q: QuorumParams) -> Result<(usize, usize), ApiError> {
+    primary_quorum(("w", q.w, settings.w), ("pw", q.pw, settings.pw), settings.n)
+}
+
+/// A quorum and its primary part, each (name, the request's, the default), checked:
+/// 1 <= quorum <= n and primary part <= quorum. A default primary part larger than the
+/// request's quorum is refused too, not lowered: it is a guarantee the operator asked
+/// for.
+fn primary_quorum(
+    (name, asked, default): (&str, Option<usize>, usize),
+    (pname, pasked, pdefault): (&str, Option<usize>, usize),
+    n: usize,
+) -> Result<(usize, usize), ApiError> {
+    let q = asked.unwrap_or(default);
+    let p = pasked.unwrap_or(pdefault);
+    if q == 0 || q > n {
+        return Err(ApiError::BadParameter(format!(
+            "{name} must be between 1 and n ({n}), got {q}"
+        )));
+    }
+    if p > q {
+        let whose = if pasked.is_some() { "" } else { " (the default)" };
+        return Err(ApiError::BadParameter(format!(
+            "{pname} = {p}{whose} is more than {name} = {q}: of {q} replies, at most {q} can come from \
+             primaries; ask for {pname} <= {name}"
+        )));
+    }
+    Ok((q, p))
 }
 
 /// A replica's answer to a read as the round takes it (`None`: it failed), its timestamp
@@ -607,5 +656,36 @@ async fn read_repair(
         {
             debug!(key, replica = %replica.id, error = %e, "read repair failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(
+        given: Option<usize>,
+        default: usize,
+        pgiven: Option<usize>,
+        pdefault: usize,
+    ) -> Result<(usize, usize), String> {
+        primary_quorum(("r", given, default), ("pr", pgiven, pdefault), 3).map_err(|e| {
+            assert_eq!(e.code(), "bad_parameter");
+            e.to_string()
+        })
+    }
+
+    #[test]
+    fn a_primary_quorum_is_at_most_its_quorum_given_or_default() {
+        assert_eq!(q(None, 2, None, 0), Ok((2, 0)));
+        assert_eq!(q(Some(3), 2, Some(3), 0), Ok((3, 3)));
+        assert_eq!(q(Some(1), 2, None, 1), Ok((1, 1)));
+        assert_eq!(q(Some(2), 2, Some(0), 2), Ok((2, 0)), "a request may drop the default");
+        let given = q(Some(1), 2, Some(2), 0).unwrap_err();
+        assert!(given.contains("pr = 2 is more than r = 1"), "{given}");
+        let default = q(Some(1), 2, None, 2).unwrap_err();
+        assert!(default.contains("pr = 2 (the default) is more than r = 1"), "{default}");
+        assert!(q(Some(4), 2, None, 0).is_err(), "r above n");
+        assert!(q(Some(0), 2, None, 0).is_err(), "r zero");
     }
 }

@@ -22,7 +22,8 @@
 //! N = 3, R = 2; what it gives up is read repair of the replica not asked, which is left
 //! to anti-entropy and hinted handoff.
 //!
-//! A read is decided once `r` answers *count* and at least one of them is a replica's:
+//! A read is decided once `r` answers *count* and at least one of them is a replica's
+//! (at least `pr` of them, with a primary read quorum):
 //! - a replica's answer counts at once;
 //! - a fallback's answer counts only if it holds something for the key, and only once
 //!   no live replica's answer is still awaited, or once the read lost patience (half the
@@ -79,15 +80,18 @@ enum State {
 #[derive(Clone, Debug)]
 pub struct ReadRound {
     required: usize,
+    /// Answers that must come from the key's replicas themselves (at least one always).
+    primaries: usize,
     targets: Vec<(Replica, Role)>,
     states: Vec<State>,
     patience_lost: bool,
 }
 
 impl ReadRound {
-    /// A read needing `required` answers over `plan`'s live replicas and, if `sloppy`,
-    /// one fallback per dead replica. Nobody is asked yet: see [`ReadRound::ask`].
-    pub fn new(plan: Plan, required: usize, sloppy: bool) -> ReadRound {
+    /// A read needing `r` answers over `plan`'s live replicas and, if `sloppy`, one
+    /// fallback per dead replica, `pr` of them (and at least one) from replicas. Nobody
+    /// is asked yet: see [`ReadRound::ask`].
+    pub fn new(plan: Plan, (r, pr): (usize, usize), sloppy: bool) -> ReadRound {
         let (dead, mut live): (Vec<Replica>, Vec<Replica>) = plan.primaries.into_iter().partition(Replica::is_dead);
         // Our own copy answers without a message; a suspected replica may not answer.
         live.sort_by_key(|r| (!r.is_self, r.status != Status::Alive));
@@ -99,7 +103,8 @@ impl ReadRound {
         targets.extend(dead.into_iter().map(|r| (r, Role::Primary)));
         let states = vec![State::Unasked; targets.len()];
         ReadRound {
-            required,
+            required: r,
+            primaries: pr.max(1),
             targets,
             states,
             patience_lost: false,
@@ -179,6 +184,16 @@ impl ReadRound {
         }
     }
 
+    /// What a read that is not met lacks, as (required, succeeded, primaries): `r` when
+    /// fewer than `r` answers count, else the primary answers `pr` asks for.
+    pub fn shortfall(&self) -> (usize, usize, bool) {
+        if self.succeeded() < self.required {
+            (self.required, self.succeeded(), false)
+        } else {
+            (self.primaries, self.replicas_answered(), true)
+        }
+    }
+
     /// Replicas (not fallbacks) that answered.
     fn replicas_answered(&self) -> usize {
         self.targets
@@ -250,10 +265,12 @@ impl Round for ReadRound {
         self.ask_next(self.targets.len())
     }
 
-    /// Met once `required` answers count and a replica's is among them; failed once
-    /// that can no longer happen.
+    /// Met once `r` answers count and `pr` (at least one) of them are replicas'; failed
+    /// once that can no longer happen (for `pr` above one, only once `r` answers count,
+    /// so the answer says how many replicas did answer).
     fn verdict(&self) -> Verdict {
-        if self.counted() >= self.required && self.replicas_answered() > 0 {
+        let r_met = self.counted() >= self.required && self.replicas_answered() > 0;
+        if r_met && self.replicas_answered() >= self.primaries {
             return Verdict::Met;
         }
         // What may still count: every target that has not failed, but fallbacks that
@@ -268,8 +285,9 @@ impl Round for ReadRound {
             .targets
             .iter()
             .zip(&self.states)
-            .any(|((_, role), s)| *role == Role::Primary && *s != State::Failed);
-        if possible < self.required || !replicas_possible {
+            .filter(|((_, role), s)| *role == Role::Primary && **s != State::Failed)
+            .count();
+        if possible < self.required || replicas_possible == 0 || (r_met && replicas_possible < self.primaries) {
             Verdict::Failed
         } else {
             Verdict::Pending
@@ -309,7 +327,7 @@ mod tests {
 
     /// A round that asked every target.
     fn asked(dead: &[&str], required: usize) -> ReadRound {
-        let mut round = ReadRound::new(plan(dead), required, true);
+        let mut round = ReadRound::new(plan(dead), (required, 0), true);
         let all = round.ask(Ask::All);
         assert_eq!(all, (0..round.targets().len()).collect::<Vec<_>>());
         round
@@ -361,7 +379,7 @@ mod tests {
             ),
         ];
         for (dead, sloppy, expected) in cases {
-            let round = ReadRound::new(plan(dead), 2, *sloppy);
+            let round = ReadRound::new(plan(dead), (2, 0), *sloppy);
             let expected: Vec<(String, Role)> = expected.iter().map(|(id, r)| (id.to_string(), *r)).collect();
             assert_eq!(ids(&round), expected, "dead {dead:?}, sloppy {sloppy}");
         }
@@ -559,7 +577,7 @@ mod tests {
             moving: Vec::new(),
             layout: 1,
         };
-        let mut round = ReadRound::new(plan.clone(), 2, true);
+        let mut round = ReadRound::new(plan.clone(), (2, 0), true);
         let names = |round: &ReadRound, sends: &[usize]| -> Vec<String> {
             sends.iter().map(|&i| round.targets()[i].0.id.to_string()).collect()
         };
@@ -571,9 +589,9 @@ mod tests {
         assert_eq!(names(&round, &more), vec!["p1"]);
         assert!(round.speculate().is_empty());
         // r = 3 asks all three replicas at once; `Ask::All` likewise.
-        let mut round = ReadRound::new(plan.clone(), 3, true);
+        let mut round = ReadRound::new(plan.clone(), (3, 0), true);
         assert_eq!(round.ask(Ask::Quorum).len(), 3);
-        let mut round = ReadRound::new(plan, 1, true);
+        let mut round = ReadRound::new(plan, (1, 0), true);
         assert_eq!(round.ask(Ask::All).len(), 3);
     }
 
@@ -581,7 +599,7 @@ mod tests {
     fn a_failed_target_is_replaced_by_the_next_one_not_asked() {
         use Verdict::*;
         // p2 dead: targets p1, p3, f1, p2. The quorum read asks p1 and p3.
-        let mut round = ReadRound::new(plan(&["p2"]), 2, true);
+        let mut round = ReadRound::new(plan(&["p2"]), (2, 0), true);
         assert_eq!(round.ask(Ask::Quorum), vec![0, 1]);
         assert_eq!(round.absorb(&0, Some(None)), Vec::<usize>::new());
         assert_eq!(round.absorb(&1, None), vec![2], "p3 failed: f1 is asked");
@@ -592,7 +610,7 @@ mod tests {
         assert_eq!(round.absorb(&3, Some(None)), Vec::<usize>::new());
         assert_eq!(round.verdict(), Met);
         // With nobody left to ask, a failure asks nobody and the read fails.
-        let mut round = ReadRound::new(plan(&[]), 2, false);
+        let mut round = ReadRound::new(plan(&[]), (2, 0), false);
         assert_eq!(round.ask(Ask::Quorum), vec![0, 1]);
         assert_eq!(round.absorb(&0, None), vec![2]);
         assert_eq!(round.absorb(&2, None), Vec::<usize>::new());
@@ -603,11 +621,11 @@ mod tests {
     fn fewer_live_replicas_than_r_asks_every_target_at_once() {
         // p1 and p3 dead: p2 alone cannot make r = 2, so p2, f1, f2 and the dead p1 and
         // p3 are all asked.
-        let mut round = ReadRound::new(plan(&["p1", "p3"]), 2, true);
+        let mut round = ReadRound::new(plan(&["p1", "p3"]), (2, 0), true);
         assert_eq!(round.ask(Ask::Quorum), vec![0, 1, 2, 3, 4]);
         // Without sloppy quorum p2 and the dead replicas are asked; the read fails once
         // the dead ones do.
-        let mut round = ReadRound::new(plan(&["p1", "p3"]), 2, false);
+        let mut round = ReadRound::new(plan(&["p1", "p3"]), (2, 0), false);
         assert_eq!(round.ask(Ask::Quorum), vec![0, 1, 2]);
         assert_eq!(round.verdict(), Verdict::Pending);
         round.absorb(&1, None);
@@ -616,9 +634,39 @@ mod tests {
     }
 
     #[test]
+    fn pr_needs_that_many_answers_from_replicas_never_from_fallbacks() {
+        use Verdict::*;
+        // p2 and p3 dead: targets p1, f1, f2, p2, p3. r = 2 is met by p1 and a
+        // fallback holding a hint; pr = 2 is not.
+        let held = mv(1, "hint");
+        let run = |pr: usize, answers: &[(usize, Option<Option<Register>>)]| {
+            let mut round = ReadRound::new(plan(&["p2", "p3"]), (2, pr), true);
+            round.ask(Ask::All);
+            for (i, a) in answers {
+                round.absorb(i, a.clone());
+            }
+            round
+        };
+        let fallback_answers = [(0, Some(None)), (1, Some(Some(held.clone()))), (3, None), (4, None)];
+        let round = run(0, &fallback_answers);
+        assert_eq!(round.verdict(), Met, "r = 2 without pr: p1 and f1's hint");
+        let round = run(2, &fallback_answers);
+        assert_eq!(round.verdict(), Failed, "p2 and p3 failed: one replica answered");
+        assert_eq!(round.shortfall(), (2, 1, true), "the failure names the primaries");
+        // Two replicas answering meets pr = 2, "nothing" included: it is a replica's.
+        let round = run(2, &[(0, Some(None)), (3, Some(None))]);
+        assert_eq!(round.verdict(), Met);
+        let round = run(2, &[(0, Some(None)), (1, Some(Some(held)))]);
+        assert_eq!(round.verdict(), Pending, "the dead replicas may still answer");
+        // Short of r: the failure names r.
+        let round = run(2, &[(0, None), (1, None), (2, None), (3, None), (4, None)]);
+        assert_eq!((round.verdict(), round.shortfall()), (Failed, (2, 0, false)));
+    }
+
+    #[test]
     fn a_replica_not_asked_is_not_repaired() {
         let new = mv(2, "new");
-        let mut round = ReadRound::new(plan(&[]), 2, true);
+        let mut round = ReadRound::new(plan(&[]), (2, 0), true);
         round.ask(Ask::Quorum);
         round.absorb(&0, Some(Some(new.clone())));
         round.absorb(&1, Some(None));
