@@ -19,9 +19,12 @@ schemathesis.openapi.format("dynakv-context", st.sampled_from(TOKENS))
 
 # The node's default quorums (scripts/schemathesis starts `dynakv dev`, whose defaults
 # these are). `pr` may not exceed the read's `r`, nor `pw` the write's `w` (given or
-# default): a bound between two parameters that OpenAPI cannot state, documented in the
-# parameters' descriptions and answered 400. A request the description allows but that
-# crosses it is not generated.
+# default): a bound between two parameters that OpenAPI cannot state. The served
+# description bounds `pr` by the default `r` (and `pw` by the default `w`), which is
+# exact when `r` is not given; the parameters' descriptions say the rest. Two kinds of
+# request the description gets wrong are not generated: a `pr` above a smaller `r` given
+# with it (allowed by the description, refused 400), and a `pr` above the default `r`
+# with an `r` at least as large (outside the description, accepted).
 DEFAULT_QUORUM = {"r": 2, "w": 2}
 
 
@@ -38,7 +41,12 @@ def filter_query(ctx, query):
         return True
     for primary, whole in (("pr", "r"), ("pw", "w")):
         p = _int(query.get(primary))
-        q = _int(query.get(whole, DEFAULT_QUORUM[whole]))
-        if p is not None and q is not None and p > q:
+        given = _int(query.get(whole))
+        q = given if given is not None else DEFAULT_QUORUM[whole]
+        if p is None:
+            continue
+        if given is not None and p > q:
+            return False
+        if given is not None and p > DEFAULT_QUORUM[whole] and q >= p:
             return False
     return True

@@ -86,32 +86,39 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// The OpenAPI 3.1 description of every route, as kept in the repository. A node serves
-/// it at `/openapi.json` with its own N as the bound of `r`, `w`, `pr` and `pw`
-/// ([`openapi_for`]).
+/// it at `/openapi.json` with its own N as the bound of `r` and `w`, and its default R
+/// and W as the bounds of `pr` and `pw` ([`openapi_for`]).
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-/// The description a node with replication factor `n` serves: [`OPENAPI`] with
-/// `maximum: n` on the `r`, `w`, `pr` and `pw` query parameters. Every request the
-/// description allows is then one the node accepts, but for `pr` above the read's `r`
-/// or `pw` above the write's `w` (400, as their descriptions say: a bound between two
-/// parameters, which OpenAPI cannot state).
-pub fn openapi_for(n: usize) -> String {
-    fn bound(v: &mut serde_json::Value, n: usize) {
+/// The description a node with replication factor `n` and default quorums `r` and `w`
+/// serves: [`OPENAPI`] with `maximum: n` on the `r` and `w` query parameters, and
+/// `maximum: r` on `pr` and `maximum: w` on `pw`. Every request the description allows
+/// is then one the node accepts, but one with an `r` below the default and a `pr` above
+/// it (or likewise `w` and `pw`): `pr` may not exceed the read's `r`, a bound between
+/// two parameters that OpenAPI cannot state (their descriptions say it). The bound on
+/// `pr` is the one that holds when `r` is not given; a larger `pr` with a larger `r` is
+/// accepted too.
+pub fn openapi_for(n: usize, r: usize, w: usize) -> String {
+    fn bound(v: &mut serde_json::Value, limits: [(&str, usize); 4]) {
         match v {
             serde_json::Value::Object(o) => {
-                let quorum = o.get("in").and_then(|i| i.as_str()) == Some("query")
-                    && matches!(o.get("name").and_then(|i| i.as_str()), Some("r" | "w" | "pr" | "pw"));
-                if quorum && let Some(schema) = o.get_mut("schema").and_then(|s| s.as_object_mut()) {
-                    schema.insert("maximum".into(), n.into());
+                let query = o.get("in").and_then(|i| i.as_str()) == Some("query");
+                let name = o.get("name").and_then(|i| i.as_str()).unwrap_or_default();
+                let limit = limits.iter().find(|(q, _)| *q == name).map(|(_, l)| *l);
+                if query
+                    && let Some(limit) = limit
+                    && let Some(schema) = o.get_mut("schema").and_then(|s| s.as_object_mut())
+                {
+                    schema.insert("maximum".into(), limit.into());
                 }
-                o.values_mut().for_each(|v| bound(v, n));
+                o.values_mut().for_each(|v| bound(v, limits));
             }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(|v| bound(v, n)),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|v| bound(v, limits)),
             _ => {}
         }
     }
     let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
-    bound(&mut doc, n);
+    bound(&mut doc, [("r", n), ("w", n), ("pr", r), ("pw", w)]);
     serde_json::to_string_pretty(&doc).expect("JSON serialises")
 }
 
@@ -156,7 +163,8 @@ fn admin_route<A: AdminService>(path: &str) -> MethodRouter<Arc<A>> {
 /// right scope required on every route but `/health`, `/ui` and `/openapi.json`.
 pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, tokens: Option<Arc<auth::Tokens>>) -> Router {
     let read_timeout = kv.read_timeout();
-    let description = axum::body::Bytes::from(openapi_for(kv.n()));
+    let (r, w) = kv.default_quorums();
+    let description = axum::body::Bytes::from(openapi_for(kv.n(), r, w));
     let (mut kv_routes, mut admin_routes) = (Router::new(), Router::new());
     for r in ROUTES {
         if r.path == "/openapi.json" {
@@ -237,7 +245,7 @@ mod tests {
 
     #[test]
     fn the_served_description_bounds_r_w_pr_and_pw_by_the_nodes_n() {
-        let doc: Value = serde_json::from_str(&openapi_for(5)).unwrap();
+        let doc: Value = serde_json::from_str(&openapi_for(5, 3, 2)).unwrap();
         let mut all = Vec::new();
         walk(&doc, &mut all);
         let quorums: Vec<&Value> = all
@@ -246,7 +254,12 @@ mod tests {
             .collect();
         assert!(quorums.len() >= 6, "r and pr on GET, w and pw on PUT and DELETE");
         for q in quorums {
-            assert_eq!(q["schema"]["maximum"], 5, "{q}");
+            let most = match q["name"].as_str().unwrap() {
+                "pr" => 3,
+                "pw" => 2,
+                _ => 5,
+            };
+            assert_eq!(q["schema"]["maximum"], most, "{q}");
             let least = if q["name"].as_str().unwrap().starts_with('p') {
                 0
             } else {

@@ -54,6 +54,9 @@ pub struct Observed {
 pub trait KvService: Send + Sync + 'static {
     /// Replication factor, the bound for per-request `r` and `w`.
     fn n(&self) -> usize;
+    /// The default `r` and `w`: the bounds of `pr` and `pw` when the request gives no
+    /// `r` or `w` (the served description states them).
+    fn default_quorums(&self) -> (usize, usize);
     fn max_value_bytes(&self) -> usize;
     /// Longest pause allowed between two parts of a request body.
     fn read_timeout(&self) -> std::time::Duration;

@@ -524,10 +524,10 @@ async fn every_answer_of_a_real_server_matches_the_openapi_description() {
         .await
         .unwrap();
     let served: Value = serde_json::from_slice(&served).unwrap();
-    let with_n: Value = serde_json::from_str(&dynakv_http_api::openapi_for(3)).unwrap();
+    let with_n: Value = serde_json::from_str(&dynakv_http_api::openapi_for(3, 2, 2)).unwrap();
     assert_eq!(
         served, with_n,
-        "/openapi.json serves the description in the repository, r and w bounded by N"
+        "/openapi.json serves the description in the repository, r and w bounded by N, pr and pw by R and W"
     );
     let big = vec![b'x'; 2048];
     let ctx_header: &[(&'static str, &'static str)] = &[("x-dynakv-context", "!!not-a-context!!")];

@@ -404,6 +404,10 @@ impl KvService for Coordinator {
         self.local.settings.n
     }
 
+    fn default_quorums(&self) -> (usize, usize) {
+        (self.local.settings.r, self.local.settings.w)
+    }
+
     fn observe(&self, request: Observed) {
         let metrics = &self.local.metrics;
         if !metrics.enabled() {
