@@ -1,6 +1,7 @@
 //! The admin API's answers as types: what `/cluster/members`, `/cluster/preflist/{key}`,
 //! `/admin/replica/{key}`, `/admin/antientropy`, `/admin/layout` (and its plan, stage,
-//! revert and commit), and `/admin/overview` return. The node builds them, the handlers
+//! revert and commit), `/admin/namespaces` and `/admin/overview` return, and the bodies
+//! `/admin/namespaces/{ns}` takes. The node builds them, the handlers
 //! serialise them, and the typed client (`dynakv_node::cli::api`) decodes them; the
 //! OpenAPI conformance test holds the wire to `openapi.json`.
 //!
@@ -388,4 +389,85 @@ mod tests {
         let text = serde_json::to_string(&up).unwrap();
         assert_eq!(serde_json::from_str::<NodeFigures>(&text).unwrap(), up);
     }
+}
+
+/// A namespace's definition and state (`GET /admin/namespaces/{ns}`, and each of
+/// `GET /admin/namespaces`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespace {
+    pub name: String,
+    /// Replicas per key (fixed at creation).
+    pub n: u8,
+    pub r: u8,
+    pub w: u8,
+    /// Of the R answers (W acknowledgements), how many must come from the key's own
+    /// replicas.
+    pub pr: u8,
+    pub pw: u8,
+    /// `mv` or `lww` (fixed at creation).
+    pub conflict: String,
+    /// A data type (fixed at creation); `null`: registers.
+    pub datatype: Option<String>,
+    /// Default time to live of a written value, in seconds; `null`: no expiry.
+    pub ttl_s: Option<u64>,
+    /// `active` once every owner of the current layout holds it, else `pending`.
+    pub state: String,
+}
+
+/// `GET /admin/namespaces`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespaces {
+    pub namespaces: Vec<Namespace>,
+}
+
+/// The body of `PUT /admin/namespaces/{ns}`: every field optional (the node's settings
+/// fill in the rest).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSpec {
+    #[serde(default)]
+    pub n: Option<u8>,
+    #[serde(default)]
+    pub r: Option<u8>,
+    #[serde(default)]
+    pub w: Option<u8>,
+    #[serde(default)]
+    pub pr: Option<u8>,
+    #[serde(default)]
+    pub pw: Option<u8>,
+    #[serde(default)]
+    pub conflict: Option<String>,
+    #[serde(default)]
+    pub datatype: Option<String>,
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+}
+
+/// The body of `PATCH /admin/namespaces/{ns}`: what to change. `ttl_s: null` removes
+/// the expiry (absent: unchanged); `n`, `conflict` and `datatype`, whatever their value
+/// (`null` too), are refused (409), being fixed at creation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespacePatch {
+    #[serde(default)]
+    pub r: Option<u8>,
+    #[serde(default)]
+    pub w: Option<u8>,
+    #[serde(default)]
+    pub pr: Option<u8>,
+    #[serde(default)]
+    pub pw: Option<u8>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub n: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub datatype: Option<serde_json::Value>,
+}
+
+/// A field that is present (`null` included) is `Some`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }

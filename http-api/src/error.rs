@@ -44,6 +44,16 @@ pub enum ApiError {
         succeeded: usize,
         primaries: bool,
     },
+    /// A namespace request refused: a bad name (400 `bad_namespace`), one that does not
+    /// exist (404 `unknown_namespace`), a change to what is fixed at creation (409
+    /// `namespace_conflict`), too many (409 `too_many_namespaces`), a creation on a node
+    /// that owns no partition (409 `owner_required`).
+    #[error("{message}")]
+    Namespace {
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
     /// A malformed node-to-node message.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -183,6 +193,7 @@ impl ApiError {
                 | ApiError::Internal(_)
                 | ApiError::InsufficientStorage(_)
                 | ApiError::Layout { .. }
+                | ApiError::Namespace { .. }
                 | ApiError::Upstream { .. } => {}
             }
         }
@@ -210,6 +221,7 @@ impl ApiError {
             ApiError::Internal(_) => "internal",
             ApiError::InsufficientStorage(_) => "insufficient_storage",
             ApiError::Layout { code, .. } => code,
+            ApiError::Namespace { code, .. } => code,
             ApiError::Upstream { code, .. } => code,
         }
     }
@@ -231,7 +243,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::Layout { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+            ApiError::Layout { status, .. } | ApiError::Namespace { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             ApiError::Upstream { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
         }
     }

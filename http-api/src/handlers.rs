@@ -378,6 +378,55 @@ pub(crate) async fn ui() -> Response {
         .into_response()
 }
 
+/// The raw (not percent-decoded) name after `/admin/namespaces/`: a valid name needs no
+/// escape, so one with `%` is refused by the name check.
+fn namespace_from_uri(uri: &Uri) -> &str {
+    uri.path().strip_prefix("/admin/namespaces/").unwrap_or_default()
+}
+
+pub(crate) async fn admin_namespaces<S: AdminService>(
+    State(svc): State<Arc<S>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    no_params(query.as_deref())?;
+    Ok(Json(svc.namespaces()).into_response())
+}
+
+pub(crate) async fn admin_namespace<S: AdminService>(
+    State(svc): State<Arc<S>>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    no_params(query.as_deref())?;
+    Ok(Json(svc.namespace(namespace_from_uri(&uri))?).into_response())
+}
+
+pub(crate) async fn admin_namespace_create<S: AdminService>(
+    State(svc): State<Arc<S>>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    no_params(query.as_deref())?;
+    let body = read_value(&headers, body, MAX_ADMIN_BODY, svc.read_timeout()).await?;
+    let (created, ns) = svc.create_namespace(namespace_from_uri(&uri), &body)?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(ns)).into_response())
+}
+
+pub(crate) async fn admin_namespace_tune<S: AdminService>(
+    State(svc): State<Arc<S>>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    no_params(query.as_deref())?;
+    let body = read_value(&headers, body, MAX_ADMIN_BODY, svc.read_timeout()).await?;
+    Ok(Json(svc.tune_namespace(namespace_from_uri(&uri), &body)?).into_response())
+}
+
 pub(crate) async fn admin_layout<S: AdminService>(
     State(svc): State<Arc<S>>,
     RawQuery(query): RawQuery,

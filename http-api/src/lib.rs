@@ -79,6 +79,12 @@ pub const ROUTES: &[Route] = &[
     route("/admin/layout/stage", "/admin/layout/stage", &["POST"]),
     route("/admin/layout/revert", "/admin/layout/revert", &["POST"]),
     route("/admin/layout/commit", "/admin/layout/commit", &["POST"]),
+    route("/admin/namespaces", "/admin/namespaces", &["GET"]),
+    route(
+        "/admin/namespaces/{ns}",
+        "/admin/namespaces/{ns}",
+        &["GET", "PUT", "PATCH"],
+    ),
     route("/metrics", "/metrics", &["GET"]),
     route("/openapi.json", "/openapi.json", &["GET"]),
     route("/ui", "/ui", &["GET"]),
@@ -149,6 +155,10 @@ fn admin_route<A: AdminService>(path: &str) -> MethodRouter<Arc<A>> {
         "/admin/layout/stage" => post(handlers::admin_layout_stage::<A>),
         "/admin/layout/revert" => post(handlers::admin_layout_revert::<A>),
         "/admin/layout/commit" => post(handlers::admin_layout_commit::<A>),
+        "/admin/namespaces" => get(handlers::admin_namespaces::<A>),
+        "/admin/namespaces/{ns}" => get(handlers::admin_namespace::<A>)
+            .put(handlers::admin_namespace_create::<A>)
+            .patch(handlers::admin_namespace_tune::<A>),
         "/metrics" => get(handlers::metrics::<A>),
         "/openapi.json" => unreachable!("served with the node's N: see router"),
         "/ui" => get(handlers::ui),

@@ -7,7 +7,7 @@ use std::future::Future;
 use bytes::Bytes;
 use dynakv_crdt::{Context, Register};
 
-use crate::admin::{AntiEntropy, Committed, Layout, LayoutPlan, Member, Overview};
+use crate::admin::{AntiEntropy, Committed, Layout, LayoutPlan, Member, Namespace, Namespaces, Overview};
 use crate::error::ApiError;
 use crate::params::{Key, QuorumParams};
 
@@ -94,6 +94,15 @@ pub trait AdminService: Send + Sync + 'static {
     fn layout(&self) -> Layout;
     /// `GET /admin/layout/plan`: what committing the staged changes would move.
     fn layout_plan(&self) -> Result<LayoutPlan, ApiError>;
+    /// `GET /admin/namespaces`.
+    fn namespaces(&self) -> Namespaces;
+    /// `GET /admin/namespaces/{ns}`.
+    fn namespace(&self, name: &str) -> Result<Namespace, ApiError>;
+    /// `PUT /admin/namespaces/{ns}` (the body is a `NamespaceSpec`): the namespace, and
+    /// whether this request created it.
+    fn create_namespace(&self, name: &str, body: &[u8]) -> Result<(bool, Namespace), ApiError>;
+    /// `PATCH /admin/namespaces/{ns}` (the body is a `NamespacePatch`).
+    fn tune_namespace(&self, name: &str, body: &[u8]) -> Result<Namespace, ApiError>;
     /// `POST /admin/layout/stage`: stages one change (its JSON is the body).
     fn layout_stage(&self, body: &[u8]) -> Result<Layout, ApiError>;
     /// `POST /admin/layout/revert`: drops the staged changes.

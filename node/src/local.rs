@@ -18,6 +18,7 @@ use tracing::warn;
 use crate::env::clock::Clock;
 use crate::env::metrics::Metrics;
 use crate::env::storage::StorageError;
+use crate::state::catalog::Catalog;
 use crate::state::cluster::Cluster;
 use crate::state::identity::{ClockCeiling, Identity};
 use crate::state::replica::ReplicaStore;
@@ -83,6 +84,8 @@ pub struct Local {
     pub identity: Identity,
     pub settings: Settings,
     pub cluster: Cluster,
+    /// The namespaces this node knows.
+    pub catalog: Catalog,
     pub replicas: Arc<ReplicaStore>,
     /// Where the write paths' merges go (see [`crate::state::replica_writer`]).
     pub commits: ReplicaWriter,
@@ -100,7 +103,7 @@ impl Local {
     pub fn new(
         identity: Identity,
         settings: Settings,
-        cluster: Cluster,
+        (cluster, catalog): (Cluster, Catalog),
         replicas: ReplicaStore,
         clock_ceiling: ClockCeiling,
         env: Env,
@@ -118,6 +121,7 @@ impl Local {
             identity,
             settings,
             cluster,
+            catalog,
             replicas,
             commits,
             peers: Peers::new(env.transport, metrics.clone()),

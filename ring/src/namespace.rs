@@ -93,6 +93,8 @@ pub enum NamespaceError {
     Fixed { name: String, what: &'static str },
     #[error("no namespace {0:?}")]
     Unknown(String),
+    #[error("namespace {0:?} exists with other quorums or expiry; change them with PATCH")]
+    Exists(String),
 }
 
 /// Checks a definition against itself and the number of owners of the current layout
@@ -225,9 +227,7 @@ impl Namespaces {
                 });
             }
             if e.tunables != tunables {
-                return Err(NamespaceError::BadValue(format!(
-                    "namespace {name:?} exists with other quorums or expiry; change them with PATCH"
-                )));
+                return Err(NamespaceError::Exists(name.into()));
             }
             return Ok(Created::Exists);
         }
@@ -384,7 +384,7 @@ mod tests {
         ));
         assert!(matches!(
             t.create("carts", fixed(3), quorums(1, 1), s.clone()),
-            Err(NamespaceError::BadValue(_))
+            Err(NamespaceError::Exists(_))
         ));
         assert!(t.create(DEFAULT, fixed(3), quorums(2, 2), s).is_err());
     }

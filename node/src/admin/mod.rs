@@ -1,7 +1,8 @@
 //! What an operator sees of a node: its members, a key's replicas, its own copy of a key,
-//! and the state of repair (`/admin/antientropy`); layout changes; the overview
-//! ([`overview`]) and `/metrics` ([`prometheus`]).
+//! and the state of repair (`/admin/antientropy`); layout changes; namespaces
+//! ([`namespaces`]); the overview ([`overview`]) and `/metrics` ([`prometheus`]).
 
+mod namespaces;
 mod overview;
 mod prometheus;
 
@@ -11,8 +12,8 @@ use std::sync::Arc;
 
 use dynakv_crdt::Register;
 use dynakv_http_api::admin::{
-    AntiEntropy, Committed, Hints, Layout, LayoutMember, LayoutPlan, Member, Overview, PartitionPeer, PartitionRepair,
-    PeerExchange, Shares, Staged, Tombstones,
+    AntiEntropy, Committed, Hints, Layout, LayoutMember, LayoutPlan, Member, Namespace, Namespaces, Overview,
+    PartitionPeer, PartitionRepair, PeerExchange, Shares, Staged, Tombstones,
 };
 use dynakv_http_api::{AdminService, ApiError, Key};
 use dynakv_ring::NodeId;
@@ -31,6 +32,28 @@ pub struct Admin {
     pub services: Services,
     /// Connections accepted and refused on the cluster port.
     pub refusals: Arc<crate::transport::port::Refusals>,
+}
+
+/// A JSON object body as `T`; anything else (serde would also take an array for a
+/// struct) is 400 naming `what` the body must be.
+pub(crate) fn object<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    let bad = |e: String| ApiError::BadParameter(format!("the body must be {what} ({e})"));
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v @ serde_json::Value::Object(_)) => serde_json::from_value(v).map_err(|e| bad(e.to_string())),
+        Ok(other) => Err(bad(format!("got {}", json_kind(&other)))),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 fn hex(h: &[u8]) -> String {
@@ -290,6 +313,22 @@ impl AdminService for Admin {
         })
     }
 
+    fn namespaces(&self) -> Namespaces {
+        self.list_namespaces()
+    }
+
+    fn namespace(&self, name: &str) -> Result<Namespace, ApiError> {
+        self.show_namespace(name)
+    }
+
+    fn create_namespace(&self, name: &str, body: &[u8]) -> Result<(bool, Namespace), ApiError> {
+        self.make_namespace(name, body)
+    }
+
+    fn tune_namespace(&self, name: &str, body: &[u8]) -> Result<Namespace, ApiError> {
+        self.set_namespace(name, body)
+    }
+
     /// `POST /admin/layout/stage`.
     fn layout_stage(&self, body: &[u8]) -> Result<Layout, ApiError> {
         let change: Change = serde_json::from_slice(body).map_err(|e| ApiError::Layout {
@@ -317,11 +356,7 @@ impl AdminService for Admin {
         struct Commit {
             version: u64,
         }
-        let asked: Result<Commit, ApiError> = serde_json::from_slice(body).map_err(|e| {
-            ApiError::BadParameter(format!(
-                "the body must be {{\"version\": V}}, V being the current layout version + 1 ({e})"
-            ))
-        });
+        let asked: Result<Commit, ApiError> = object(body, "{\"version\": V}, V being the current layout version + 1");
         async move {
             let next = commit(&self.local, asked?.version).await?;
             Ok(Committed {

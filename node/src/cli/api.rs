@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use dynakv_http_api::admin::{AntiEntropy, Committed, Layout, LayoutPlan, Members, Overview, Preflist, Replica};
+use dynakv_http_api::admin::{
+    AntiEntropy, Committed, Layout, LayoutPlan, Members, Namespace, NamespacePatch, NamespaceSpec, Namespaces,
+    Overview, Preflist, Replica,
+};
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
@@ -269,10 +272,39 @@ impl Client {
             .await
     }
 
+    /// `GET /admin/namespaces`.
+    pub async fn namespaces(&self) -> Result<Namespaces, CliError> {
+        self.get("/admin/namespaces").await
+    }
+
+    /// `GET /admin/namespaces/{ns}`.
+    pub async fn namespace(&self, name: &str) -> Result<Namespace, CliError> {
+        self.get(&key_path("/admin/namespaces/", name)?).await
+    }
+
+    /// `PUT /admin/namespaces/{ns}`: creates it (or finds it defined the same way).
+    pub async fn create_namespace(&self, name: &str, spec: &NamespaceSpec) -> Result<Namespace, CliError> {
+        let body = serde_json::to_value(spec).map_err(|e| CliError::Other(e.into()))?;
+        self.call(Method::PUT, &key_path("/admin/namespaces/", name)?, Some(body))
+            .await
+    }
+
+    /// `PATCH /admin/namespaces/{ns}`.
+    pub async fn tune_namespace(&self, name: &str, patch: &NamespacePatch) -> Result<Namespace, CliError> {
+        let body = serde_json::to_value(patch).map_err(|e| CliError::Other(e.into()))?;
+        self.call(Method::PATCH, &key_path("/admin/namespaces/", name)?, Some(body))
+            .await
+    }
+
     /// `GET /admin/overview`.
     pub async fn overview(&self) -> Result<Overview, CliError> {
         self.get("/admin/overview").await
     }
+}
+
+/// Prints `v` as indented JSON on stdout.
+pub fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// A key as a path segment: every byte but unreserved ones percent-encoded.

@@ -1,4 +1,4 @@
-//! The client side of the command line: `dynakv get|put|delete|members|preflist|status`,
+//! The client side of the command line: `dynakv get|put|delete|members|preflist|status|ns`,
 //! and the HTTP client `dynakv admin` shares with them.
 //!
 //! Every command takes `--addr` (or `DYNAKV_ADDR`): one or more nodes, comma-separated.
@@ -21,11 +21,10 @@ use clap::{Args, Subcommand};
 use dynakv_http_api::admin::{Members, NodeFigures, Overview};
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderValue};
-use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::api::key_path;
 pub use super::api::{Answer, CliError, Client};
+use super::api::{key_path, print_json};
 
 /// The context header of the client API.
 const CONTEXT: &str = "x-dynakv-context";
@@ -122,6 +121,13 @@ pub enum ClientCmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Namespaces: list, show, create, set.
+    Ns {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        cmd: super::ns::NsCmd,
+    },
 }
 
 impl ClientCmd {
@@ -132,7 +138,8 @@ impl ClientCmd {
             | ClientCmd::Delete { target, .. }
             | ClientCmd::Members { target }
             | ClientCmd::Preflist { target, .. }
-            | ClientCmd::Status { target } => target,
+            | ClientCmd::Status { target }
+            | ClientCmd::Ns { target, .. } => target,
         }
     }
 }
@@ -162,10 +169,6 @@ fn value_json(v: &[u8]) -> Value {
         Ok(s) => json!({"utf8": s}),
         Err(_) => json!({"base64": STANDARD.encode(v)}),
     }
-}
-
-fn print_json(v: &impl Serialize) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// A read's outcome.
@@ -383,6 +386,7 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 );
             }
         }
+        ClientCmd::Ns { cmd, .. } => super::ns::run(&client, cmd, json).await?,
         ClientCmd::Status { .. } => {
             let v = client.overview().await?;
             if json {

@@ -6,8 +6,10 @@
 //! [`StorageError`], layouts with [`LayoutError`], commits with [`CommitError`], and
 //! the transport carries [`WireError`].
 
+use crate::state::catalog::CatalogError;
 use dynakv_http_api::{ApiError, ErrorBody};
 use dynakv_ring::layout::{LayoutError, Refusal};
+use dynakv_ring::namespace::NamespaceError;
 use tracing::error;
 
 use crate::env::storage::StorageError;
@@ -59,6 +61,68 @@ pub fn layout_codes() -> Vec<(&'static str, u16)> {
     codes.sort();
     codes.dedup();
     codes
+}
+
+/// The error codes of the namespace routes.
+pub const BAD_NAMESPACE: &str = "bad_namespace";
+pub const UNKNOWN_NAMESPACE: &str = "unknown_namespace";
+pub const NAMESPACE_CONFLICT: &str = "namespace_conflict";
+pub const TOO_MANY_NAMESPACES: &str = "too_many_namespaces";
+pub const OWNER_REQUIRED: &str = "owner_required";
+
+fn namespace_refusal(status: u16, code: &'static str, message: String) -> ApiError {
+    ApiError::Namespace { status, code, message }
+}
+
+/// A refused namespace request: a bad name 400, bad values 400 `bad_parameter`, a
+/// change to what is fixed 409, an unknown name 404, a full table 409.
+pub fn namespace_error(e: CatalogError) -> ApiError {
+    match e {
+        CatalogError::Refused(e @ NamespaceError::BadName(_)) => namespace_refusal(
+            400,
+            BAD_NAMESPACE,
+            format!("{e}: a name is a lowercase letter or digit, then up to 62 lowercase letters, digits, `_` or `-`"),
+        ),
+        CatalogError::Refused(NamespaceError::BadValue(m)) => ApiError::BadParameter(m),
+        CatalogError::Refused(e @ (NamespaceError::Fixed { .. } | NamespaceError::Exists(_))) => {
+            namespace_refusal(409, NAMESPACE_CONFLICT, e.to_string())
+        }
+        CatalogError::Refused(e @ NamespaceError::Unknown(_)) => {
+            namespace_refusal(404, UNKNOWN_NAMESPACE, e.to_string())
+        }
+        e @ CatalogError::Full => namespace_refusal(409, TOO_MANY_NAMESPACES, e.to_string()),
+        CatalogError::Storage(e) => storage_error(e),
+    }
+}
+
+/// A namespace created on a node that owns no partition: refused, so that a rival
+/// creation of the same name can never displace one that became active (see
+/// docs/design/namespaces.md).
+pub fn owner_required(owners: &std::collections::BTreeSet<dynakv_ring::NodeId>) -> ApiError {
+    let names: Vec<&str> = owners.iter().map(|o| o.as_str()).collect();
+    namespace_refusal(
+        409,
+        OWNER_REQUIRED,
+        format!(
+            "namespaces are created through an owner of the current layout ({}); this node owns no partition",
+            if names.is_empty() {
+                "none yet".to_string()
+            } else {
+                names.join(", ")
+            }
+        ),
+    )
+}
+
+/// Every error code of the namespace routes with its status.
+pub fn namespace_codes() -> Vec<(&'static str, u16)> {
+    vec![
+        (BAD_NAMESPACE, 400),
+        (UNKNOWN_NAMESPACE, 404),
+        (NAMESPACE_CONFLICT, 409),
+        (TOO_MANY_NAMESPACES, 409),
+        (OWNER_REQUIRED, 409),
+    ]
 }
 
 impl From<CommitError> for ApiError {

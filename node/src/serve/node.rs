@@ -25,6 +25,7 @@ use crate::roles::services::handoff::Handoff;
 use crate::roles::services::layout::{LayoutService, LayoutSettings};
 use crate::roles::services::tombstones::Tombstones;
 use crate::roles::services::{self, Services};
+use crate::state::catalog::Catalog;
 use crate::state::cluster::{Cluster, ClusterId};
 use crate::state::identity::{self, Ceilings};
 use crate::state::replica::ReplicaStore;
@@ -150,9 +151,11 @@ impl Node {
             read_speculate: config.read_speculate,
             metrics: config.metrics,
         };
+        let catalog = Catalog::load(me.id.clone(), store.clone()).map_err(storage_error)?;
         let replicas = ReplicaStore::open(store, config.partition_bits, env.clock.clone()).map_err(storage_error)?;
-        let local =
-            Arc::new(Local::new(me, settings, cluster, replicas, ceiling, env).map_err(StartError::CommitThread)?);
+        let local = Arc::new(
+            Local::new(me, settings, (cluster, catalog), replicas, ceiling, env).map_err(StartError::CommitThread)?,
+        );
         let coordinator = Arc::new(Coordinator::new(local.clone(), mint));
         let services = Services {
             gossip: Arc::new(Gossip::new(local.clone(), config.gossip_interval)),

@@ -25,6 +25,7 @@ use dynakv_antientropy::{CompareResponse, Hash};
 use dynakv_crdt::{Context, Register};
 use dynakv_ring::history::LayoutHistory;
 use dynakv_ring::layout::Digest;
+use dynakv_ring::namespace::Namespaces;
 use dynakv_ring::{GossipEntry, NodeId};
 
 use crate::state::replica::PartitionPage;
@@ -253,6 +254,8 @@ pub struct Gossip {
     pub cluster: ClusterId,
     pub entries: Vec<GossipEntry>,
     pub layout: LayoutHistory,
+    /// The namespace table (`crate::state::catalog`).
+    pub namespaces: Namespaces,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,6 +263,7 @@ pub struct GossipReply {
     pub entries: Vec<GossipEntry>,
     /// Boxed: answers are an enum, and this is by far its largest payload.
     pub layout: Box<LayoutHistory>,
+    pub namespaces: Box<Namespaces>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -430,6 +434,7 @@ mod tests {
             },
             entries: vec![],
             layout: LayoutHistory::new(),
+            namespaces: Namespaces::default(),
         }
         .wrap();
         assert!(get.streamable() && !batch.streamable() && !gossip.streamable());

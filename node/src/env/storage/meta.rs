@@ -21,12 +21,14 @@ pub const LAYOUT_SEEN: &[u8] = b"layout_seen";
 /// Set once this node has owned partitions: it never auto-joins again
 /// (`services::layout`).
 pub const LAYOUT_JOINED: &[u8] = b"layout-joined";
+/// The namespace table as this node last knew it (`catalog`).
+pub const NAMESPACES: &[u8] = b"namespaces";
 /// The prefix of transfer progress records, one per (layout version, partition, source),
 /// so a transfer resumes after a restart (`services::layout`).
 pub const TRANSFER_PROGRESS_PREFIX: &[u8] = b"transfer/";
 
 /// The fixed keys (the prefix is checked apart).
-pub const FIXED: [&[u8]; 9] = [
+pub const FIXED: [&[u8]; 10] = [
     NODE_ID,
     ACTOR,
     GENERATION,
@@ -36,6 +38,7 @@ pub const FIXED: [&[u8]; 9] = [
     LAYOUT,
     LAYOUT_SEEN,
     LAYOUT_JOINED,
+    NAMESPACES,
 ];
 
 #[cfg(test)]

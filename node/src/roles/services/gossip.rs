@@ -1,5 +1,6 @@
 //! Gossip: drives the membership state machine (`dynakv_ring::membership`) and spreads
-//! the layout history (`dynakv_ring::history`). Each round
+//! the layout history (`dynakv_ring::history`) and the namespace table
+//! (`dynakv_ring::namespace`). Each round
 //! ticks it (our heartbeat advances, statuses are refreshed) and runs a push-pull
 //! exchange with each target the tick names, concurrently, so that one slow peer never
 //! delays the heartbeat.
@@ -88,6 +89,7 @@ impl Gossip {
             cluster: cluster.id().clone(),
             entries: cluster.gossip_table(),
             layout: cluster.layout_history(),
+            namespaces: (*self.local.catalog.table()).clone(),
         };
         match self
             .local
@@ -99,6 +101,7 @@ impl Gossip {
                 self.exchanges_ok.fetch_add(1, Ordering::Relaxed);
                 on_events(&self.local, &cluster.merge(&reply.entries));
                 cluster.merge_layout(&reply.layout);
+                merge_namespaces(&self.local, &reply.namespaces);
             }
             Err(e) => {
                 self.exchanges_failed.fetch_add(1, Ordering::Relaxed);
@@ -135,7 +138,16 @@ impl Service for Gossip {
     }
 }
 
-/// RECEIVER: merges a peer's table and layout history, and answers with ours.
+/// Merges a peer's namespace table; a failure to store it is logged (the table is
+/// gossiped again next round).
+fn merge_namespaces(local: &Local, theirs: &dynakv_ring::namespace::Namespaces) {
+    if let Err(e) = local.catalog.merge(theirs) {
+        warn!(error = %e, "storing the namespace table failed");
+    }
+}
+
+/// RECEIVER: merges a peer's membership table, layout history and namespace table, and
+/// answers with ours.
 pub fn answer(local: &Local, req: message::Gossip) -> Result<message::GossipReply, OtherCluster> {
     let ours = local.cluster.id();
     if req.cluster != *ours {
@@ -146,9 +158,11 @@ pub fn answer(local: &Local, req: message::Gossip) -> Result<message::GossipRepl
     }
     on_events(local, &local.cluster.merge(&req.entries));
     local.cluster.merge_layout(&req.layout);
+    merge_namespaces(local, &req.namespaces);
     Ok(message::GossipReply {
         entries: local.cluster.gossip_table(),
         layout: Box::new(local.cluster.layout_history()),
+        namespaces: Box::new((*local.catalog.table()).clone()),
     })
 }
 
