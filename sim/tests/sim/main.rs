@@ -6,6 +6,7 @@
 mod lagging;
 mod study;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dynakv_crdt::ConflictMode;
@@ -410,6 +411,135 @@ fn hints_meet_failing_disks(w: World) -> BoxFuture<'static, ()> {
     })
 }
 
+/// Once the five owners agree on the layout, until two seconds before the load ends,
+/// every 100-400 ms a random node (up or not) is asked to create one of three names
+/// (with a random n and conflict mode) or to tune one (random r and w), while `chaos_faults` partitions, crashes, pauses
+/// and skews clocks (rival creations then carry stamps out of order). Every 50 ms each
+/// node's table is looked at: a name seen active under two different creations is a
+/// violation (two owners could place its keys by different definitions). Once the
+/// network heals and every node is up, all tables must become equal, with every
+/// namespace active.
+fn namespace_changes(w: World) -> BoxFuture<'static, ()> {
+    use dynakv_http_api::AdminService;
+    use std::collections::BTreeMap;
+    Box::pin(async move {
+        let formed = w
+            .wait_until(Duration::from_secs(5), |w| {
+                w.layouts_agree()
+                    && w.node(0)
+                        .is_some_and(|n| n.local.cluster.view().current().owners.len() == 5)
+            })
+            .await;
+        w.trace(format!("layout of five owners formed: {formed}"));
+        let faults = tokio::spawn(chaos_faults(w.clone()));
+        let seen: Arc<Mutex<BTreeMap<String, dynakv_ring::layout::Stamp>>> = Arc::default();
+        let watcher = tokio::spawn({
+            let (w, seen) = (w.clone(), seen.clone());
+            async move {
+                // Each name's first conflict is reported once.
+                let mut reported = std::collections::BTreeSet::new();
+                while w.now_ms() < LOAD_MS {
+                    for i in 0..w.nodes() {
+                        let Some(n) = w.node(i) else { continue };
+                        let table = n.local.catalog.table();
+                        let owners = n.local.cluster.view().current().owners.keys().cloned().collect();
+                        for (name, e) in table.iter() {
+                            if table.state(name, &owners) != Some(dynakv_ring::namespace::State::Active) {
+                                continue;
+                            }
+                            let mut seen = seen.lock().unwrap();
+                            match seen.get(name) {
+                                Some(s) if *s != e.created && reported.insert(name.clone()) => w.violation(format!(
+                                    "{name} was active under two creations: {s:?} and, on n{}, {:?}",
+                                    i + 1,
+                                    e.created
+                                )),
+                                Some(_) => {}
+                                None => {
+                                    seen.insert(name.clone(), e.created.clone());
+                                }
+                            }
+                        }
+                    }
+                    sleep_ms(50).await;
+                }
+            }
+        });
+        let (mut created, mut refused, mut tuned) = (0, 0, 0);
+        while w.now_ms() < LOAD_MS - 2_000 {
+            sleep_ms(between(&w, 100, 400)).await;
+            let i = between(&w, 0, w.nodes() as u64 - 1) as usize;
+            let name = ["a", "b", "c"][between(&w, 0, 2) as usize];
+            let tune = between(&w, 0, 2) == 0;
+            let body = if tune {
+                format!(r#"{{"r": {}, "w": {}}}"#, between(&w, 1, 2), between(&w, 1, 2))
+            } else {
+                let conflict = if between(&w, 0, 1) == 0 { "mv" } else { "lww" };
+                format!(r#"{{"n": {}, "conflict": "{conflict}"}}"#, between(&w, 2, 3))
+            };
+
+            let got = w
+                .client(i, move |n| {
+                    Box::pin(async move {
+                        let bytes = body.into_bytes();
+                        if tune {
+                            n.admin.tune_namespace(name, &bytes).map(|_| true)
+                        } else {
+                            n.admin.create_namespace(name, &bytes).map(|(new, _)| new)
+                        }
+                    })
+                })
+                .await;
+            match got {
+                Some(Ok(true)) if !tune => created += 1,
+                Some(Ok(_)) if tune => tuned += 1,
+                Some(Err(_)) => refused += 1,
+                _ => {}
+            }
+        }
+        faults.await.expect("faults");
+        w.trace(format!(
+            "namespaces: {created} created, {tuned} tuned, {refused} refused"
+        ));
+        if created == 0 {
+            w.violation("no namespace was created".to_string());
+        }
+        w.heal_network();
+        w.set_loss(0.0, 0.0);
+        for i in 0..w.nodes() {
+            if w.is_paused(i) {
+                w.resume(i);
+            }
+            if !w.is_up(i) {
+                w.restart(i).await;
+            }
+        }
+        let agreed = w
+            .wait_until(Duration::from_secs(20), |w| {
+                let tables: Vec<_> = (0..w.nodes())
+                    .filter_map(|i| w.node(i))
+                    .map(|n| {
+                        let owners = n.local.cluster.view().current().owners.keys().cloned().collect();
+                        let t = n.local.catalog.table();
+                        let all_active = t
+                            .iter()
+                            .all(|(name, _)| t.state(name, &owners) == Some(dynakv_ring::namespace::State::Active));
+                        (t, all_active)
+                    })
+                    .collect();
+                tables.len() == w.nodes() && tables.iter().all(|(t, active)| *active && **t == *tables[0].0)
+            })
+            .await;
+        if !agreed {
+            w.violation(
+                "the namespace tables did not converge (equal, every namespace active) within 20 s of the heal"
+                    .to_string(),
+            );
+        }
+        watcher.await.expect("watcher");
+    })
+}
+
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "minority_partition",
@@ -604,6 +734,18 @@ const SCENARIOS: &[Scenario] = &[
         floors: Floors {
             acked: 85,
             reads_checked: 150,
+            ..FLOORS
+        },
+    },
+    Scenario {
+        name: "namespace_tables",
+        what: "namespaces created and tuned through random nodes under partitions, crashes, pauses, loss and clock jumps: never two creations of a name active, and every table converges",
+        workload: &workload::SET,
+        config: no_change,
+        faults: namespace_changes,
+        floors: Floors {
+            acked: 1,
+            reads_checked: 1,
             ..FLOORS
         },
     },
@@ -881,7 +1023,7 @@ macro_rules! scenario_tests {
 }
 
 scenario_tests! {
-    checked: [minority_partition, majority_partition, majority_partition_lww, pair_rejoins, machine_crash, storage_errors, crash_restart, pause_coordinator, message_loss, chaos, primary_quorums_chaos, primary_quorums_rejoin, join_under_load, join_receiver_crash, leave_under_load, lagging_member, leave_partitioned, join_after_outage, hint_delivery_errors, replace_under_load, delete_race],
+    checked: [minority_partition, majority_partition, majority_partition_lww, pair_rejoins, machine_crash, storage_errors, crash_restart, pause_coordinator, message_loss, chaos, primary_quorums_chaos, primary_quorums_rejoin, namespace_tables, join_under_load, join_receiver_crash, leave_under_load, lagging_member, leave_partitioned, join_after_outage, hint_delivery_errors, replace_under_load, delete_race],
     reported: [minority_partition_lww, clock_skew_lww],
 }
 
