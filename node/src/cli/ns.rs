@@ -2,7 +2,7 @@
 //! PR, PW, conflict mode and expiry (`/admin/namespaces`; the admin scope when the
 //! cluster requires API tokens).
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use dynakv_http_api::admin::{Namespace, NamespacePatch, NamespaceSpec, Namespaces};
 
 use super::api::{CliError, Client, print_json};
@@ -21,16 +21,8 @@ pub enum NsCmd {
         /// Replicas per key (fixed at creation).
         #[arg(long)]
         n: Option<u8>,
-        #[arg(long)]
-        r: Option<u8>,
-        #[arg(long)]
-        w: Option<u8>,
-        /// Of the R answers, how many must come from the key's own replicas.
-        #[arg(long)]
-        pr: Option<u8>,
-        /// Of the W acknowledgements, how many must come from the key's own replicas.
-        #[arg(long)]
-        pw: Option<u8>,
+        #[command(flatten)]
+        quorums: Quorums,
         /// `mv` (siblings) or `lww` (fixed at creation).
         #[arg(long)]
         conflict: Option<String>,
@@ -41,14 +33,8 @@ pub enum NsCmd {
     /// Change a namespace's quorums or expiry (N and the conflict mode are fixed).
     Set {
         name: String,
-        #[arg(long)]
-        r: Option<u8>,
-        #[arg(long)]
-        w: Option<u8>,
-        #[arg(long)]
-        pr: Option<u8>,
-        #[arg(long)]
-        pw: Option<u8>,
+        #[command(flatten)]
+        quorums: Quorums,
         /// New default time to live, in seconds.
         #[arg(long, conflicts_with = "no_ttl")]
         ttl_s: Option<u64>,
@@ -56,6 +42,23 @@ pub enum NsCmd {
         #[arg(long)]
         no_ttl: bool,
     },
+}
+
+/// The quorums `create` and `set` take (absent: the cluster's, or unchanged).
+#[derive(Args, Debug)]
+pub struct Quorums {
+    /// Replies a read waits for.
+    #[arg(long)]
+    r: Option<u8>,
+    /// Acknowledgements a write waits for.
+    #[arg(long)]
+    w: Option<u8>,
+    /// Of the R answers, how many must come from the key's own replicas.
+    #[arg(long)]
+    pr: Option<u8>,
+    /// Of the W acknowledgements, how many must come from the key's own replicas.
+    #[arg(long)]
+    pw: Option<u8>,
 }
 
 fn table(namespaces: &[Namespace]) -> String {
@@ -102,10 +105,7 @@ pub async fn run(client: &Client, cmd: NsCmd, json: bool) -> Result<(), CliError
         NsCmd::Create {
             name,
             n,
-            r,
-            w,
-            pr,
-            pw,
+            quorums: Quorums { r, w, pr, pw },
             conflict,
             ttl_s,
         } => {
@@ -123,10 +123,7 @@ pub async fn run(client: &Client, cmd: NsCmd, json: bool) -> Result<(), CliError
         }
         NsCmd::Set {
             name,
-            r,
-            w,
-            pr,
-            pw,
+            quorums: Quorums { r, w, pr, pw },
             ttl_s,
             no_ttl,
         } => {
