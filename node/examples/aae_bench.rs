@@ -84,7 +84,7 @@ fn exchange(a: &ReplicaStore, b: &ReplicaStore, shared: &[u32]) -> Cost {
     let mut items = Vec::new();
     for d in diffs.iter().filter(|d| d.local.is_some()) {
         let k = user_key(&d.key).unwrap();
-        items.push((k.to_string(), a.get(k).unwrap().unwrap()));
+        items.push((k.to_string(), a.get(&k).unwrap().unwrap()));
     }
     for chunk in items.chunks(4096) {
         sent += wire::encode(

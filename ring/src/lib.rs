@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`node_id`]: the validated name of a member.
 //! - [`hash`]: ring positions of keys and virtual nodes (blake3).
+//! - [`item`]: a key with its namespace, as one string, and where it lives.
 //! - [`ring`]: virtual-node ring, fixed partitions and preference lists.
 //! - [`layout`]: which members own partitions, at which version; staged changes and
 //!   what they would move.
@@ -18,6 +19,7 @@
 
 pub mod hash;
 pub mod history;
+pub mod item;
 pub mod layout;
 pub mod membership;
 pub mod namespace;

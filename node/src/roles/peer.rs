@@ -7,7 +7,7 @@ use std::sync::Arc;
 use dynakv_antientropy::CompareResponse;
 use dynakv_antientropy::merkle::Hash;
 use dynakv_crdt::{Context, Register};
-use dynakv_http_api::{ApiError, Key};
+use dynakv_http_api::ApiError;
 
 use crate::env::storage::StorageError;
 use crate::local::Local;
@@ -28,6 +28,30 @@ pub struct PeerHandler {
     services: services::Services,
 }
 
+/// An item (a key with its namespace, `dynakv_ring::item`) as a peer sent it: spelled
+/// as nodes spell it, so one key never travels under two spellings, with a namespace
+/// name and a key a client could have sent.
+pub fn check_item(item: &str) -> Result<&str, ApiError> {
+    let (ns, key) = dynakv_ring::item::split(item);
+    let bad = |why: String| {
+        Err(ApiError::BadRequest(format!(
+            "malformed key in a replica message: {why}"
+        )))
+    };
+    if !dynakv_ring::item::is_canonical(item) {
+        return bad("not spelled as nodes spell it".into());
+    }
+    if ns != dynakv_ring::namespace::DEFAULT
+        && let Err(e) = dynakv_ring::namespace::check_name(ns)
+    {
+        return bad(e.to_string());
+    }
+    if key.is_empty() || key.len() > dynakv_http_api::MAX_KEY_BYTES {
+        return bad(format!("a key of {} bytes", key.len()));
+    }
+    Ok(item)
+}
+
 impl PeerHandler {
     pub fn new(local: Arc<Local>, coordinator: Arc<Coordinator>, services: services::Services) -> PeerHandler {
         PeerHandler {
@@ -38,59 +62,53 @@ impl PeerHandler {
     }
 
     fn get(&self, req: message::Get) -> Result<Option<Register>, ApiError> {
-        let key = Key::new(req.key)?;
+        let key = check_item(&req.key)?;
         let serving = if req.fallback {
             Serving::Fallback
         } else {
             Serving::Replica
         };
-        self.local.cluster.check_serves(key.as_str(), serving, req.layout)?;
+        self.local.cluster.check_serves(key, serving, req.layout)?;
         let replicas = &self.local.replicas;
         // A fallback answers with the hints it holds for the key's replicas; only a
         // node holding hints needs to know who those are.
         let owners = if replicas.has_hints() {
-            self.local.cluster.plan(key.as_str()).primary_ids()
+            self.local.cluster.plan(key).primary_ids()
         } else {
             Vec::new()
         };
-        replicas.get_with_hints(key.as_str(), &owners).map_err(storage_error)
+        replicas.get_with_hints(key, &owners).map_err(storage_error)
     }
 
     async fn merge(&self, req: message::Merge) -> Result<(), ApiError> {
-        let key = Key::new(req.key)?;
-        self.local
-            .cluster
-            .check_serves(key.as_str(), Serving::Replica, req.layout)?;
+        let key = check_item(&req.key)?;
+        self.local.cluster.check_serves(key, Serving::Replica, req.layout)?;
         self.saw_layout(req.layout)?;
         self.local.observe(&req.register);
-        self.local
-            .commits
-            .merge(key.as_str(), req.register)
-            .await
-            .map_err(storage_error)
+        self.local.commits.merge(key, req.register).await.map_err(storage_error)
     }
 
     async fn merge_hint(&self, req: message::MergeHint) -> Result<(), ApiError> {
-        let key = Key::new(req.key)?;
+        let key = check_item(&req.key)?;
         let serving = if req.owner == *self.local.id() {
             Serving::Replica
         } else {
             Serving::Fallback
         };
-        self.local.cluster.check_serves(key.as_str(), serving, req.layout)?;
+        self.local.cluster.check_serves(key, serving, req.layout)?;
         self.saw_layout(req.layout)?;
         self.local.observe(&req.register);
         if req.owner == *self.local.id() {
             // Never hold a hint for ourselves: it is simply a write.
             self.local
                 .commits
-                .merge(key.as_str(), req.register)
+                .merge(key, req.register)
                 .await
                 .map_err(storage_error)?;
         } else {
             self.local
                 .replicas
-                .store_hint(&req.owner, key.as_str(), &req.register)
+                .store_hint(&req.owner, key, &req.register)
                 .map_err(storage_error)?;
         }
         Ok(())
@@ -101,7 +119,7 @@ impl PeerHandler {
     /// handed over), and a crash of this machine must not lose what it took over.
     fn merge_batch(&self, req: message::MergeBatch) -> Result<(), ApiError> {
         for (key, register) in &req.items {
-            Key::new(key.as_str())?;
+            check_item(key)?;
             self.local.cluster.check_serves(key, Serving::Replica, req.layout)?;
             self.local.observe(register);
         }
@@ -124,7 +142,7 @@ impl PeerHandler {
         read: impl Fn(&ReplicaStore, &str) -> Result<T, StorageError>,
     ) -> Result<Vec<T>, ApiError> {
         keys.into_iter()
-            .map(|key| read(&self.local.replicas, Key::new(key)?.as_str()).map_err(storage_error))
+            .map(|key| read(&self.local.replicas, check_item(&key)?).map_err(storage_error))
             .collect()
     }
 
@@ -141,6 +159,7 @@ impl PeerHandler {
     }
 
     async fn coordinate(&self, req: message::Coordinate) -> Result<Context, ApiError> {
+        check_item(&req.key)?;
         self.local
             .cluster
             .check_serves(&req.key, Serving::Replica, req.layout)?;
@@ -194,17 +213,16 @@ impl PeerHandler {
         let mut layout = 0;
         for req in reqs {
             match req {
-                Request::Merge(m) => match Key::new(m.key).and_then(|key| {
+                Request::Merge(m) => match check_item(&m.key).and_then(|key| {
                     self.local
                         .cluster
-                        .check_serves(key.as_str(), Serving::Replica, m.layout)
-                        .map(|()| key)
+                        .check_serves(key, Serving::Replica, m.layout)
                         .map_err(ApiError::from)
                 }) {
-                    Ok(key) => {
+                    Ok(()) => {
                         layout = layout.max(m.layout);
                         self.local.observe(&m.register);
-                        merges.push((key.into_string(), m.register));
+                        merges.push((m.key, m.register));
                         merge_slots.push(answers.len());
                         answers.push(None);
                     }

@@ -170,7 +170,10 @@ impl LayoutView {
 
     /// This node replicates `key`'s partition in some active layout.
     pub fn replicates(&self, key: &str) -> bool {
-        let p = self.rings.current().partition_of_key(key.as_bytes());
+        let p = self
+            .rings
+            .current()
+            .partition_of_position(dynakv_ring::item::position(key));
         self.replicated.get(p.0 as usize).copied().unwrap_or(false)
     }
 
@@ -359,7 +362,10 @@ impl Cluster {
     }
 
     pub fn partition_of(&self, key: &str) -> Partition {
-        self.view().rings.current().partition_of_key(key.as_bytes())
+        self.view()
+            .rings
+            .current()
+            .partition_of_position(dynakv_ring::item::position(key))
     }
 
     /// The key's N replicas in preference order, with what we know of each.
@@ -390,7 +396,10 @@ impl Cluster {
     }
 
     fn plan_in(&self, view: &LayoutView, key: &str) -> Plan {
-        let p = view.rings.current().partition_of_key(key.as_bytes());
+        let p = view
+            .rings
+            .current()
+            .partition_of_position(dynakv_ring::item::position(key));
         let m = self.membership.lock();
         let read = view.read_ring().partition_preference(p, self.n);
         let others = view.rings.all().map(|(_, ring)| ring.partition_preference(p, self.n));

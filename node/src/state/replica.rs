@@ -4,7 +4,8 @@
 //! this node holds for replicas that were down.
 //!
 //! Storage layout:
-//! - `data`: `position (8 bytes, big-endian) ‖ key` → format byte ‖ postcard([`Register`]).
+//! - `data`: `position (8 bytes, big-endian) ‖ key` for `default` (`‖ item` for another
+//!   namespace: [`storage_key`]) → format byte ‖ postcard([`Register`]).
 //!   A partition, or a Merkle leaf, is one contiguous range.
 //! - `tombstones`: same key → wall-clock ms at which this node first stored the tombstone.
 //! - `hints`: `owner length (1) ‖ owner ‖ position ‖ key` → format byte ‖ created ms (8) ‖
@@ -22,7 +23,6 @@ use dynakv_antientropy::merkle::{self, EMPTY, Hash, LEAVES, SEGMENTS, leaf_range
 use dynakv_antientropy::{KeyDigest, TreeView};
 use dynakv_crdt::Register;
 use dynakv_ring::NodeId;
-use dynakv_ring::hash::key_position;
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
@@ -36,17 +36,20 @@ const LOCK_STRIPES: usize = 4096;
 /// Keys merged under one set of locks and one storage write.
 const MERGE_CHUNK: usize = 256;
 
-pub fn storage_key(key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + key.len());
-    k.extend_from_slice(&key_position(key.as_bytes()).to_be_bytes());
-    k.extend_from_slice(key.as_bytes());
+/// Where an item (a key with its namespace, `dynakv_ring::item`) is stored: its ring
+/// position, then the key for `default` (as before namespaces) or the item.
+pub fn storage_key(item: &str) -> Vec<u8> {
+    let stored = dynakv_ring::item::stored(item);
+    let mut k = Vec::with_capacity(8 + stored.len());
+    k.extend_from_slice(&dynakv_ring::item::position(item).to_be_bytes());
+    k.extend_from_slice(stored);
     k
 }
 
-/// The user key inside a storage key, if it is well formed.
-pub fn user_key(storage_key: &[u8]) -> Option<&str> {
-    let key = std::str::from_utf8(storage_key.get(8..)?).ok()?;
-    (storage_key[..8] == key_position(key.as_bytes()).to_be_bytes()).then_some(key)
+/// The item stored under a storage key, if it is well formed.
+pub fn user_key(storage_key: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    let position = u64::from_be_bytes(storage_key.get(..8)?.try_into().ok()?);
+    dynakv_ring::item::from_stored(position, &storage_key[8..])
 }
 
 fn encode(reg: &Register) -> Vec<u8> {
@@ -781,7 +784,7 @@ mod tests {
             for leaf in 0..merkle::LEAVES {
                 for kd in reopened.leaf_keys(p, leaf).unwrap() {
                     let key = user_key(&kd.key).unwrap();
-                    assert_eq!(Some(kd.digest), reopened.digest(key).unwrap());
+                    assert_eq!(Some(kd.digest), reopened.digest(&key).unwrap());
                     listed += 1;
                 }
             }

@@ -33,7 +33,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on incompatible changes; a node rejects messages of another version.
-pub const WIRE_VERSION: u8 = 7;
+/// Version 8: a message's `key` is an item, a key with its namespace
+/// (`dynakv_ring::item`), which a node of version 7 would take for a `default` key.
+pub const WIRE_VERSION: u8 = 8;
 
 /// A request whose answer has a type of its own.
 pub trait Call: Sized + Send + 'static {

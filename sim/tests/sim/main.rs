@@ -279,7 +279,7 @@ fn leavers_cut_off(w: World) -> BoxFuture<'static, ()> {
                     .store()
                     .scan(dynakv_node::env::storage::Space::Data, &[], None)
                     .filter_map(|kv| kv.ok())
-                    .filter_map(|(k, _)| dynakv_node::state::replica::user_key(&k).map(str::to_string))
+                    .filter_map(|(k, _)| dynakv_node::state::replica::user_key(&k).map(|k| k.into_owned()))
                     .collect();
                 if !held.is_empty() {
                     w.violation(format!(

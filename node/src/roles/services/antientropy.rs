@@ -207,7 +207,7 @@ impl AntiEntropy {
                 .entry(forest.partition_of(skey))
                 .or_default() += 1;
         };
-        let pulls: Vec<(&KeyDiff, &str)> = diffs
+        let pulls: Vec<(&KeyDiff, std::borrow::Cow<'_, str>)> = diffs
             .iter()
             .filter(|d| d.remote.is_some())
             .filter_map(|d| Some((d, user_key(&d.key)?)))
@@ -232,7 +232,7 @@ impl AntiEntropy {
         let mut bytes = 0;
         for d in diffs.iter().filter(|d| d.local.is_some()) {
             let Some(key) = user_key(&d.key) else { continue };
-            let reg = replicas.get(key).map_err(|e| e.to_string())?;
+            let reg = replicas.get(&key).map_err(|e| e.to_string())?;
             if let Some(reg) = reg.filter(|r| d.remote.is_some() || !r.is_tombstone()) {
                 bytes += reg.values().iter().map(|v| v.len()).sum::<usize>() + 64;
                 items.push((key.to_string(), reg));
