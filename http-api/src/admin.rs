@@ -42,6 +42,8 @@ pub struct Members {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Preflist {
     pub key: String,
+    /// The key's namespace (`default` when the request named none).
+    pub namespace: String,
     pub partition: u32,
     pub nodes: Vec<String>,
 }

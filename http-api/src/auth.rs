@@ -14,8 +14,8 @@
 //! scopes = ["read", "admin"]
 //! ```
 //!
-//! `read` allows `GET /kv/...` and `/cluster/...`; `write` allows `PUT` and `DELETE` on
-//! `/kv/...`; `admin` allows `/admin/...`. Scopes do not imply each other. `/health` is
+//! `read` allows `GET /kv/...`, `GET /ns/{ns}/kv/...` and `/cluster/...`; `write` allows
+//! `PUT` and `DELETE` on `/kv/...` and `/ns/{ns}/kv/...`; `admin` allows `/admin/...`. Scopes do not imply each other. `/health` is
 //! open to all. Tokens are kept as blake3 hashes and looked up by hash, so the time a
 //! check takes says nothing about how close a guess was.
 
@@ -56,7 +56,7 @@ impl Scope {
         if path.starts_with("/admin/") || path == "/admin" || path == "/metrics" {
             return Some(Scope::Admin);
         }
-        if path.starts_with("/kv") && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        if crate::is_data_route(path) && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
             return Some(Scope::Write);
         }
         Some(Scope::Read)
@@ -206,6 +206,9 @@ mod tests {
         assert_eq!(Scope::needed(&Method::GET, "/kv/a"), Some(Scope::Read));
         assert_eq!(Scope::needed(&Method::PUT, "/kv/a"), Some(Scope::Write));
         assert_eq!(Scope::needed(&Method::DELETE, "/kv/a"), Some(Scope::Write));
+        assert_eq!(Scope::needed(&Method::GET, "/ns/carts/kv/a"), Some(Scope::Read));
+        assert_eq!(Scope::needed(&Method::PUT, "/ns/carts/kv/a"), Some(Scope::Write));
+        assert_eq!(Scope::needed(&Method::DELETE, "/ns/carts/kv/a"), Some(Scope::Write));
         assert_eq!(Scope::needed(&Method::GET, "/cluster/members"), Some(Scope::Read));
         assert_eq!(Scope::needed(&Method::GET, "/admin/layout"), Some(Scope::Admin));
         assert_eq!(Scope::needed(&Method::POST, "/admin/layout/commit"), Some(Scope::Admin));

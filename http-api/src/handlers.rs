@@ -1,4 +1,4 @@
-//! Client routes: `/kv`, `/cluster`, `/admin`, `/health`.
+//! Client routes: `/kv`, `/ns/{ns}/kv`, `/cluster`, `/admin`, `/health`.
 
 use std::sync::Arc;
 
@@ -17,8 +17,8 @@ use serde::Serialize;
 use crate::admin::{Members, Preflist, Replica};
 use crate::error::ApiError;
 use crate::idle_body::BodyStalled;
-use crate::params::{Key, decode_context, encode_context, parse_quorum_params};
-use crate::service::{AdminService, GetOutcome, KvOp, KvService, Observed};
+use crate::params::{Key, decode_context, encode_context, parse_namespace_param, parse_quorum_params};
+use crate::service::{AdminService, GetOutcome, KvOp, KvService, NamespaceName, Observed};
 use std::time::Instant;
 
 /// Request and response header carrying the causal context token.
@@ -28,6 +28,21 @@ pub const CONTEXT_HEADER: &str = "x-dynakv-context";
 fn key_from_uri(uri: &Uri, prefix: &str) -> Result<Key, ApiError> {
     let raw = uri.path().strip_prefix(prefix).unwrap_or("");
     Key::from_path(raw)
+}
+
+/// The namespace and key a data route names: `/kv/{key}` (the `default` namespace) or
+/// `/ns/{ns}/kv/{key}`.
+fn target_from_uri(uri: &Uri) -> Result<(NamespaceName, Key), ApiError> {
+    let path = uri.path();
+    if let Some(rest) = path.strip_prefix("/ns/") {
+        let (ns, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        let ns = percent_encoding::percent_decode_str(ns)
+            .decode_utf8_lossy()
+            .into_owned();
+        let key = Key::from_path(rest.strip_prefix("kv/").unwrap_or(""))?;
+        return Ok((Some(ns), key));
+    }
+    Ok((None, key_from_uri(uri, "/kv/")?))
 }
 
 fn context_from_headers(headers: &HeaderMap) -> Result<Option<Context>, ApiError> {
@@ -107,9 +122,9 @@ pub(crate) async fn get_kv<S: KvService>(State(svc): State<Arc<S>>, uri: Uri, Ra
 }
 
 async fn get_kv_inner<S: KvService>(svc: &S, uri: Uri, query: Option<String>) -> Result<Response, ApiError> {
-    let key = key_from_uri(&uri, "/kv/")?;
+    let (ns, key) = target_from_uri(&uri)?;
     let params = parse_quorum_params(query.as_deref(), svc.n(), &["r", "pr"])?;
-    Ok(match svc.get(key, params).await? {
+    Ok(match svc.get(ns, key, params).await? {
         GetOutcome::Found { mut values, context } if values.len() == 1 => (
             StatusCode::OK,
             [
@@ -259,14 +274,14 @@ async fn write_kv<S: KvService>(
     headers: HeaderMap,
     body: Option<Body>,
 ) -> Result<Response, ApiError> {
-    let key = key_from_uri(&uri, "/kv/")?;
+    let (ns, key) = target_from_uri(&uri)?;
     let params = parse_quorum_params(query.as_deref(), svc.n(), &["w", "pw"])?;
     let context = context_from_headers(&headers)?;
     let value = match body {
         Some(body) => Some(read_value(&headers, body, svc.max_value_bytes(), svc.read_timeout()).await?),
         None => None,
     };
-    let ctx = svc.write(key, value, context, params).await?;
+    let ctx = svc.write(ns, key, value, context, params).await?;
     Ok((StatusCode::NO_CONTENT, [context_header(&ctx)]).into_response())
 }
 
@@ -298,10 +313,12 @@ pub(crate) async fn preflist<S: AdminService>(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let key = key_from_uri(&uri, "/cluster/preflist/")?;
-    no_params(query.as_deref())?;
-    let (partition, nodes) = svc.preference_list(&key);
+    let ns = parse_namespace_param(query.as_deref())?;
+    let namespace = ns.clone().unwrap_or_else(|| "default".into());
+    let (partition, nodes) = svc.preference_list(ns, &key)?;
     Ok(Json(Preflist {
         key: key.into_string(),
+        namespace,
         partition,
         nodes,
     })
@@ -314,8 +331,8 @@ pub(crate) async fn admin_replica<S: AdminService>(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let key = key_from_uri(&uri, "/admin/replica/")?;
-    no_params(query.as_deref())?;
-    match svc.local_replica(&key)? {
+    let ns = parse_namespace_param(query.as_deref())?;
+    match svc.local_replica(ns, &key)? {
         None => Err(ApiError::NotFound("this node stores nothing for the key".into())),
         Some(reg) => Ok(Json(replica_body(&reg)).into_response()),
     }
@@ -410,7 +427,7 @@ pub(crate) async fn admin_namespace_create<S: AdminService>(
 ) -> Result<Response, ApiError> {
     no_params(query.as_deref())?;
     let body = read_value(&headers, body, MAX_ADMIN_BODY, svc.read_timeout()).await?;
-    let (created, ns) = svc.create_namespace(namespace_from_uri(&uri), &body)?;
+    let (created, ns) = svc.create_namespace(namespace_from_uri(&uri), &body).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(ns)).into_response())
 }

@@ -32,6 +32,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use error::{ApiError, ErrorBody, QuorumOp};
 pub use handlers::CONTEXT_HEADER;
 pub use params::{Key, MAX_KEY_BYTES, QuorumParams};
+pub use service::NamespaceName;
 pub use service::{AdminService, GetOutcome, KvOp, KvService, Observed};
 
 /// One route of the client port.
@@ -66,6 +67,17 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         path: "/kv/",
+        openapi: None,
+        methods: &["GET", "PUT", "DELETE"],
+    },
+    route("/ns/{ns}/kv/{*key}", "/ns/{ns}/kv/{key}", &["GET", "PUT", "DELETE"]),
+    Route {
+        path: "/ns/{ns}/kv",
+        openapi: None,
+        methods: &["GET", "PUT", "DELETE"],
+    },
+    Route {
+        path: "/ns/{ns}/kv/",
         openapi: None,
         methods: &["GET", "PUT", "DELETE"],
     },
@@ -128,15 +140,20 @@ pub fn openapi_for(n: usize, r: usize, w: usize) -> String {
     serde_json::to_string_pretty(&doc).expect("JSON serialises")
 }
 
+/// Whether a path is a data route: `/kv/{key}` or `/ns/{ns}/kv/{key}`.
+pub fn is_data_route(path: &str) -> bool {
+    path.starts_with("/kv") || path.starts_with("/ns/")
+}
+
 /// The web view, served at `/ui`.
 pub const UI: &str = include_str!("ui/index.html");
 
 fn kv_route<K: KvService>(path: &str) -> MethodRouter<Arc<K>> {
     match path {
-        "/kv/{*key}" => get(handlers::get_kv::<K>)
+        "/kv/{*key}" | "/ns/{ns}/kv/{*key}" => get(handlers::get_kv::<K>)
             .put(handlers::put_kv::<K>)
             .delete(handlers::delete_kv::<K>),
-        "/kv" | "/kv/" => get(handlers::empty_key)
+        "/kv" | "/kv/" | "/ns/{ns}/kv" | "/ns/{ns}/kv/" => get(handlers::empty_key)
             .put(handlers::empty_key)
             .delete(handlers::empty_key),
         _ => unreachable!("{path} is not a /kv route"),
@@ -180,7 +197,7 @@ pub fn router<K: KvService, A: AdminService>(kv: Arc<K>, admin: Arc<A>, tokens: 
         if r.path == "/openapi.json" {
             let description = description.clone();
             admin_routes = admin_routes.route(r.path, get(move |query| handlers::openapi(query, description.clone())));
-        } else if r.path.starts_with("/kv") {
+        } else if is_data_route(r.path) {
             kv_routes = kv_routes.route(r.path, kv_route::<K>(r.path));
         } else {
             admin_routes = admin_routes.route(r.path, admin_route::<A>(r.path));

@@ -125,6 +125,26 @@ pub fn parse_quorum_params(query: Option<&str>, n: usize, allowed: &[&str]) -> R
     Ok(params)
 }
 
+/// The one query parameter of the key inspection routes: `ns=`, the key's namespace
+/// (`None`: the `default` namespace). Anything else is refused.
+pub fn parse_namespace_param(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let mut ns = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode_str(name).decode_utf8_lossy();
+        if name != "ns" {
+            return Err(ApiError::BadParameter(format!(
+                "unknown query parameter {name:?}; this route takes ns"
+            )));
+        }
+        if ns.is_some() {
+            return Err(ApiError::BadParameter("ns is given twice".into()));
+        }
+        ns = Some(percent_decode_str(value).decode_utf8_lossy().into_owned());
+    }
+    Ok(ns)
+}
+
 /// Encodes a context as the opaque token clients carry in `X-Dynakv-Context`.
 pub fn encode_context(ctx: &Context) -> String {
     let mut bytes = vec![CONTEXT_TOKEN_VERSION];
@@ -228,6 +248,24 @@ mod tests {
             parse_quorum_params(Some(""), 3, &["w"]).unwrap(),
             QuorumParams::default()
         );
+    }
+
+    #[test]
+    fn the_namespace_parameter() {
+        assert_eq!(parse_namespace_param(None).unwrap(), None);
+        assert_eq!(parse_namespace_param(Some("")).unwrap(), None);
+        assert_eq!(
+            parse_namespace_param(Some("ns=carts")).unwrap().as_deref(),
+            Some("carts")
+        );
+        assert_eq!(parse_namespace_param(Some("ns=a%2Db")).unwrap().as_deref(), Some("a-b"));
+        for bad in ["r=1", "ns=a&ns=b", "x"] {
+            assert_eq!(
+                parse_namespace_param(Some(bad)).unwrap_err().code(),
+                "bad_parameter",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,10 @@ use crate::admin::{AntiEntropy, Committed, Layout, LayoutPlan, Member, Namespace
 use crate::error::ApiError;
 use crate::params::{Key, QuorumParams};
 
+/// The namespace a data route names: `None` for `/kv/{key}`, the `default` namespace
+/// (the name is checked by the service).
+pub type NamespaceName = Option<String>;
+
 /// Result of a coordinated read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GetOutcome {
@@ -21,7 +25,7 @@ pub enum GetOutcome {
     NotFound { context: Option<Context> },
 }
 
-/// A client operation on `/kv`.
+/// A client operation on a data route (`/kv`, `/ns/{ns}/kv`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KvOp {
     Get,
@@ -61,12 +65,19 @@ pub trait KvService: Send + Sync + 'static {
     /// Longest pause allowed between two parts of a request body.
     fn read_timeout(&self) -> std::time::Duration;
 
-    /// Reads `key` with the request's `r` and `pr` (the rest of `quorum` is empty).
-    fn get(&self, key: Key, quorum: QuorumParams) -> impl Future<Output = Result<GetOutcome, ApiError>> + Send;
-    /// Writes `value` (or deletes, with `None`) with the request's `w` and `pw`, and
-    /// returns the new version's context.
+    /// Reads `key` of namespace `ns` with the request's `r` and `pr` (the rest of
+    /// `quorum` is empty).
+    fn get(
+        &self,
+        ns: NamespaceName,
+        key: Key,
+        quorum: QuorumParams,
+    ) -> impl Future<Output = Result<GetOutcome, ApiError>> + Send;
+    /// Writes `value` (or deletes, with `None`) to `key` of namespace `ns` with the
+    /// request's `w` and `pw`, and returns the new version's context.
     fn write(
         &self,
+        ns: NamespaceName,
         key: Key,
         value: Option<Bytes>,
         context: Option<Context>,
@@ -84,10 +95,10 @@ pub trait AdminService: Send + Sync + 'static {
     /// Longest pause allowed between two parts of a request body.
     fn read_timeout(&self) -> std::time::Duration;
     fn members(&self) -> Vec<Member>;
-    /// The key's partition and its replicas in preference order.
-    fn preference_list(&self, key: &Key) -> (u32, Vec<String>);
-    /// What this node itself stores for the key.
-    fn local_replica(&self, key: &Key) -> Result<Option<Register>, ApiError>;
+    /// The partition of `key` of namespace `ns` and its replicas in preference order.
+    fn preference_list(&self, ns: NamespaceName, key: &Key) -> Result<(u32, Vec<String>), ApiError>;
+    /// What this node itself stores for `key` of namespace `ns`.
+    fn local_replica(&self, ns: NamespaceName, key: &Key) -> Result<Option<Register>, ApiError>;
     /// Anti-entropy, hint and tombstone state, for `GET /admin/antientropy`.
     fn antientropy_status(&self) -> AntiEntropy;
     /// `GET /admin/layout`: the cluster layout, what is staged and what is moving.
@@ -100,7 +111,11 @@ pub trait AdminService: Send + Sync + 'static {
     fn namespace(&self, name: &str) -> Result<Namespace, ApiError>;
     /// `PUT /admin/namespaces/{ns}` (the body is a `NamespaceSpec`): the namespace, and
     /// whether this request created it.
-    fn create_namespace(&self, name: &str, body: &[u8]) -> Result<(bool, Namespace), ApiError>;
+    fn create_namespace(
+        &self,
+        name: &str,
+        body: &[u8],
+    ) -> impl Future<Output = Result<(bool, Namespace), ApiError>> + Send;
     /// `PATCH /admin/namespaces/{ns}` (the body is a `NamespacePatch`).
     fn tune_namespace(&self, name: &str, body: &[u8]) -> Result<Namespace, ApiError>;
     /// `POST /admin/layout/stage`: stages one change (its JSON is the body).

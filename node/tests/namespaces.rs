@@ -1,6 +1,8 @@
-//! Namespaces as cluster metadata, against real `dynakv node` processes: created through
-//! one node, active once every owner holds it, tuned through another, kept across a
-//! restart; every bad request refused with its code; and `dynakv ns` on the command line.
+//! Namespaces against real `dynakv node` processes: created through one node, active
+//! once every owner holds it, tuned through another, kept across a restart; every bad
+//! request refused with its code; `dynakv ns` on the command line; and their data
+//! routes: independent values under each namespace's own quorums and conflict mode,
+//! pending while an owner has not heard of them, and `--ns` on the command line.
 
 mod common;
 
@@ -294,4 +296,217 @@ async fn dynakv_ns_creates_lists_shows_and_sets() {
     let (code, _, err) = run(&["ns", "create", "carts", "--n", "3"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("namespace_conflict"), "{err}");
+}
+
+/// A data request to node `i`: `method` on `path` with `body`.
+async fn data(c: &TestCluster, i: usize, method: Method, path: &str, body: &str) -> common::Resp {
+    c.raw(method, i, path, body.as_bytes().to_vec(), &[]).await
+}
+
+/// Waits until every running node among `nodes` shows `name` active.
+async fn active_on(c: &TestCluster, nodes: &[usize], name: &str) -> bool {
+    c.eventually(Duration::from_secs(15), || async {
+        let mut all = true;
+        for &i in nodes {
+            all &= shown(c, i, name).await["state"] == "active";
+        }
+        all
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespaces_keys_are_values_of_their_own_with_the_namespaces_settings() {
+    let mut c = TestCluster::start(3, &[]).await;
+    // The cluster is in mv mode with r = w = 2; `carts` takes the last write, r = 1, w = 3.
+    let (status, ns) = call(
+        &c,
+        0,
+        Method::PUT,
+        "/admin/namespaces/carts",
+        Some(json!({"conflict": "lww", "r": 1, "w": 3})),
+    )
+    .await;
+    assert_eq!(status, 201, "{ns}");
+    assert!(active_on(&c, &[0, 1, 2], "carts").await);
+
+    // The same key in two namespaces: two values; `/ns/default/kv/k` is `/kv/k`.
+    assert_eq!(data(&c, 0, Method::PUT, "/kv/k", "plain").await.status, 204);
+    assert_eq!(data(&c, 1, Method::PUT, "/ns/carts/kv/k", "cart").await.status, 204);
+    for i in 0..3 {
+        assert_eq!(data(&c, i, Method::GET, "/kv/k", "").await.text(), "plain");
+        assert_eq!(data(&c, i, Method::GET, "/ns/default/kv/k", "").await.text(), "plain");
+        assert_eq!(data(&c, i, Method::GET, "/ns/carts/kv/k", "").await.text(), "cart");
+    }
+    // Every replica holds the namespace's value under the namespace, written with w = 3.
+    for i in 0..3 {
+        let r = data(&c, i, Method::GET, "/admin/replica/k?ns=carts", "").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            (&r.json()["mode"], &r.json()["values"]),
+            (&json!("lww"), &json!(["Y2FydA=="]))
+        );
+        assert_eq!(
+            data(&c, i, Method::GET, "/admin/replica/k", "").await.json()["mode"],
+            "mv"
+        );
+    }
+
+    // The namespace's conflict mode: two blind writes leave one value there, siblings in
+    // default.
+    for v in ["a", "b"] {
+        assert_eq!(data(&c, 0, Method::PUT, "/ns/carts/kv/c", v).await.status, 204);
+        assert_eq!(data(&c, 0, Method::PUT, "/kv/c", v).await.status, 204);
+    }
+    let last = data(&c, 2, Method::GET, "/ns/carts/kv/c", "").await;
+    assert_eq!((last.status, last.text().as_str()), (200, "b"));
+    assert_eq!(
+        data(&c, 2, Method::GET, "/kv/c", "").await.status,
+        300,
+        "siblings in mv"
+    );
+    // A context from the other mode is refused, and nothing is written.
+    let mv_ctx = data(&c, 0, Method::GET, "/kv/c", "").await.context().unwrap();
+    let r = c
+        .raw(
+            Method::PUT,
+            0,
+            "/ns/carts/kv/c",
+            b"x".to_vec(),
+            &[("x-dynakv-context", &mv_ctx)],
+        )
+        .await;
+    r.assert_error(400, "bad_context");
+    assert_eq!(data(&c, 0, Method::GET, "/ns/carts/kv/c", "").await.text(), "b");
+
+    // The preference list by namespace: the namespace is hashed with the key.
+    let pl = data(&c, 0, Method::GET, "/cluster/preflist/k?ns=carts", "")
+        .await
+        .json();
+    assert_eq!(
+        (&pl["namespace"], pl["nodes"].as_array().unwrap().len()),
+        (&json!("carts"), 3)
+    );
+    let plain = data(&c, 0, Method::GET, "/cluster/preflist/k", "").await.json();
+    assert_eq!(plain["namespace"], "default");
+
+    // Bad and unknown namespaces, on every route that takes one.
+    for method in [Method::GET, Method::PUT, Method::DELETE] {
+        data(&c, 0, method.clone(), "/ns/nothing/kv/k", "v")
+            .await
+            .assert_error(404, "unknown_namespace");
+        data(&c, 0, method.clone(), "/ns/Bad/kv/k", "v")
+            .await
+            .assert_error(400, "bad_namespace");
+        data(&c, 0, method.clone(), "/ns/carts/kv/", "v")
+            .await
+            .assert_error(400, "bad_key");
+    }
+    for path in ["/cluster/preflist/k", "/admin/replica/k"] {
+        data(&c, 0, Method::GET, &format!("{path}?ns=nothing"), "")
+            .await
+            .assert_error(404, "unknown_namespace");
+        data(&c, 0, Method::GET, &format!("{path}?ns=a%20b"), "")
+            .await
+            .assert_error(400, "bad_namespace");
+        data(&c, 0, Method::GET, &format!("{path}?x=1"), "")
+            .await
+            .assert_error(400, "bad_parameter");
+    }
+    data(&c, 0, Method::GET, "/ns/carts/kv/k?r=4", "")
+        .await
+        .assert_error(400, "bad_parameter");
+
+    // A namespace with another n is in the table but serves no data yet.
+    let (status, _) = call(&c, 0, Method::PUT, "/admin/namespaces/pairs", Some(json!({"n": 2}))).await;
+    assert_eq!(status, 201);
+    assert!(active_on(&c, &[0, 1, 2], "pairs").await);
+    data(&c, 0, Method::PUT, "/ns/pairs/kv/k", "v")
+        .await
+        .assert_error(501, "namespace_unsupported");
+    let pl = data(&c, 0, Method::GET, "/cluster/preflist/k?ns=pairs", "")
+        .await
+        .json();
+    assert_eq!(pl["nodes"].as_array().unwrap().len(), 2, "{pl}");
+
+    // A delete in the namespace leaves default's value alone.
+    assert_eq!(data(&c, 0, Method::DELETE, "/ns/carts/kv/k", "").await.status, 204);
+    data(&c, 1, Method::GET, "/ns/carts/kv/k", "")
+        .await
+        .assert_error(404, "not_found");
+    assert_eq!(data(&c, 1, Method::GET, "/kv/k", "").await.text(), "plain");
+
+    // With a replica down: carts' w = 3 cannot be met (no fallback in a 3-node cluster),
+    // default's w = 2 can; carts' r = 1 reads.
+    c.kill9(2);
+    data(&c, 0, Method::PUT, "/ns/carts/kv/y", "v")
+        .await
+        .assert_error(503, "quorum_failed");
+    assert_eq!(data(&c, 0, Method::PUT, "/ns/carts/kv/y?w=2", "v").await.status, 204);
+    assert_eq!(data(&c, 0, Method::PUT, "/kv/y", "v").await.status, 204);
+    assert_eq!(data(&c, 1, Method::GET, "/ns/carts/kv/c", "").await.text(), "b");
+
+    // A new name needs every owner's answer first (so no rival creation exists): with
+    // an owner down it is refused, and nothing is created.
+    let (status, e) = call(&c, 0, Method::PUT, "/admin/namespaces/late", Some(json!({}))).await;
+    assert_eq!((status, &e["error"]), (503, &json!("unavailable")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains(c.id(2)), "names the owner: {e}");
+    let (status, _) = call(&c, 0, Method::GET, "/admin/namespaces/late", None).await;
+    assert_eq!(status, 404);
+    c.restart(2).await;
+    assert!(
+        c.eventually(Duration::from_secs(10), || async {
+            call(&c, 0, Method::PUT, "/admin/namespaces/late", Some(json!({})))
+                .await
+                .0
+                == 201
+        })
+        .await
+    );
+    // Until every owner holds it, its data routes answer 503 namespace_pending (or, on
+    // a node that has not heard of it, 404 unknown_namespace); then they serve.
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    assert!(
+        c.eventually(Duration::from_secs(10), || async {
+            let r = data(&c, 1, Method::PUT, "/ns/late/kv/k", "v").await;
+            if r.status != 204 {
+                let code = r.json()["error"].as_str().unwrap_or_default().to_string();
+                seen.lock().unwrap().insert((r.status, code));
+            }
+            r.status == 204
+        })
+        .await
+    );
+    let allowed = [
+        (503, "namespace_pending".to_string()),
+        (404, "unknown_namespace".to_string()),
+    ];
+    let seen = seen.into_inner().unwrap();
+    assert!(seen.iter().all(|s| allowed.contains(s)), "{seen:?}");
+    assert!(active_on(&c, &[0, 1, 2], "late").await);
+    assert_eq!(data(&c, 2, Method::GET, "/ns/late/kv/k", "").await.text(), "v");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynakv_get_put_and_delete_take_a_namespace() {
+    let c = TestCluster::start(3, &[]).await;
+    let (status, _) = call(&c, 0, Method::PUT, "/admin/namespaces/carts", Some(json!({}))).await;
+    assert_eq!(status, 201);
+    assert!(active_on(&c, &[0, 1, 2], "carts").await);
+    let addr = c.nodes[0].addr.clone();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dynakv"))
+            .args(args)
+            .args(["--addr", &addr])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert_eq!(run(&["put", "--ns", "carts", "k", "in-carts"]).0, Some(0));
+    assert_eq!(run(&["get", "--ns", "carts", "k"]), (Some(0), "in-carts".to_string()));
+    assert_eq!(run(&["get", "k"]).0, Some(3), "default holds nothing for k");
+    assert!(run(&["preflist", "--ns", "carts", "k"]).1.contains("partition"));
+    assert_eq!(run(&["delete", "--ns", "carts", "k"]).0, Some(0));
+    assert_eq!(run(&["get", "--ns", "carts", "k"]).0, Some(3));
+    assert_eq!(run(&["get", "--ns", "nothing", "k"]).0, Some(1), "unknown namespace");
 }

@@ -87,7 +87,15 @@ pub struct SimConfig {
     pub sync_ms: u64,
     /// Most concurrent values a key may hold (mv mode).
     pub max_siblings: usize,
+    /// The workload runs in namespace [`NAMESPACE`], created once the cluster formed with
+    /// this config's r, w, pr, pw and mode, while the nodes' own settings (the `default`
+    /// namespace's) are others: r = w = 1, no primary quorums, the other conflict mode.
+    /// A coordinator that ran a request by the wrong settings would lose writes.
+    pub namespace: bool,
 }
+
+/// The namespace of [`SimConfig::namespace`].
+pub const NAMESPACE: &str = "sim";
 
 impl SimConfig {
     /// Swarm testing: the settings one seed draws (every seed its own cluster), before
@@ -133,7 +141,7 @@ impl SimConfig {
     pub fn summary(&self) -> String {
         format!(
             "n={} r={} w={} pr={} pw={} sloppy={} mode={} timeout={}ms gossip={}ms anti-entropy={}ms handoff={}ms \
-             speculate={}ms partition-bits={} tokens={} delay={:?}ms sync<={}ms max-siblings={}",
+             speculate={}ms partition-bits={} tokens={} delay={:?}ms sync<={}ms max-siblings={}{}",
             self.n,
             self.r,
             self.w,
@@ -150,7 +158,8 @@ impl SimConfig {
             self.tokens,
             self.delay_ms,
             self.sync_ms,
-            self.max_siblings
+            self.max_siblings,
+            if self.namespace { " namespace=sim" } else { "" }
         )
     }
 }
@@ -186,6 +195,7 @@ impl Default for SimConfig {
             drop_sweep_ms: 30_000,
             sync_ms: 1_000,
             max_siblings: 100,
+            namespace: false,
         }
     }
 }
@@ -337,7 +347,54 @@ impl World {
             );
         }
         world.trace("cluster formed");
+        if world.0.config.namespace {
+            world.create_namespace(boot, limit).await;
+        }
         world
+    }
+
+    /// Creates [`NAMESPACE`] through node 0 with the config's settings, and waits until
+    /// the first `boot` nodes all see it active.
+    async fn create_namespace(&self, boot: usize, limit: Duration) {
+        use dynakv_http_api::AdminService;
+        let c = &self.0.config;
+        let body = format!(
+            r#"{{"n": {}, "r": {}, "w": {}, "pr": {}, "pw": {}, "conflict": "{}"}}"#,
+            c.n, c.r, c.w, c.pr, c.pw, c.mode
+        );
+        let mut created = false;
+        for _ in 0..50 {
+            let body = body.clone().into_bytes();
+            let got = self
+                .client(0, move |n| {
+                    Box::pin(async move { n.admin.create_namespace(NAMESPACE, &body).await.map(|_| ()) })
+                })
+                .await;
+            if let Some(Ok(())) = got {
+                created = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let seed = self.0.seed;
+        assert!(created, "seed {seed}: namespace {NAMESPACE} could not be created");
+        let active = self
+            .wait_until(limit, |w| {
+                (0..boot).all(|i| {
+                    w.node(i).is_some_and(|n| {
+                        let owners = n.local.cluster.view().current().owners.keys().cloned().collect();
+                        n.local.catalog.table().state(NAMESPACE, &owners) == Some(dynakv_ring::namespace::State::Active)
+                    })
+                })
+            })
+            .await;
+        assert!(active, "seed {seed}: namespace {NAMESPACE} did not become active");
+        self.trace(format!("namespace {NAMESPACE} active: {body}"));
+    }
+
+    /// The namespace the workload's requests name (`None`: `default`).
+    fn namespace(&self) -> Option<String> {
+        self.0.config.namespace.then(|| NAMESPACE.to_string())
     }
 
     /// Starts node `i` for the first time.
@@ -417,6 +474,16 @@ impl World {
         let c = &self.0.config;
         let seeds: Vec<String> = (0..c.seeds.unwrap_or(c.nodes)).map(addr).collect();
         let s = |v: u64| Some(v.to_string());
+        // With the workload in a namespace, `default` runs by other settings.
+        let (r, w, pr, pw, mode) = if c.namespace {
+            let other = match c.mode {
+                ConflictMode::Mv => ConflictMode::Lww,
+                ConflictMode::Lww => ConflictMode::Mv,
+            };
+            (1, 1, 0, 0, other)
+        } else {
+            (c.r, c.w, c.pr, c.pw, c.mode)
+        };
         Config::load(NodeArgs {
             id: Some(format!("n{}", i + 1)),
             listen: Some("127.0.0.1:1".into()),
@@ -427,11 +494,11 @@ impl World {
             data_dir: Some(format!("/nonexistent/sim/n{}", i + 1).into()),
             seeds: Some(seeds.join(",")),
             n: s(c.n as u64),
-            r: s(c.r as u64),
-            w: s(c.w as u64),
-            pr: s(c.pr as u64),
-            pw: s(c.pw as u64),
-            conflict: Some(c.mode.to_string()),
+            r: s(r as u64),
+            w: s(w as u64),
+            pr: s(pr as u64),
+            pw: s(pw as u64),
+            conflict: Some(mode.to_string()),
             gossip_interval_ms: s(c.gossip_ms),
             request_timeout_ms: s(c.request_timeout_ms),
             tokens: s(c.tokens as u64),
@@ -843,10 +910,12 @@ impl World {
 
     async fn get_with(&self, i: usize, key: &str, r: Option<usize>) -> Option<(Placed, Result<GetOutcome, ApiError>)> {
         let k = Key::new(key.to_string()).unwrap();
+        let ns = self.namespace();
         let start = self.now_ms();
         let got = self
             .client(i, move |n| {
-                let replicas = n.local.cluster.replicas(k.as_str());
+                let item = dynakv_ring::item::item(ns.as_deref().unwrap_or("default"), k.as_str()).into_owned();
+                let replicas = n.local.cluster.replicas(&item);
                 let placed = Placed {
                     replicas: replicas.iter().map(|r| index_of(&r.id)).collect(),
                     judged_dead: replicas
@@ -859,7 +928,7 @@ impl World {
                     r,
                     ..QuorumParams::default()
                 };
-                Box::pin(async move { (placed, n.coordinator.get(k, quorum).await) })
+                Box::pin(async move { (placed, n.coordinator.get(ns, k, quorum).await) })
             })
             .await;
         let shown = match got.as_ref().map(|(_, g)| g) {
@@ -882,6 +951,7 @@ impl World {
         context: Option<Context>,
     ) -> Option<Result<Context, ApiError>> {
         let k = Key::new(key.to_string()).unwrap();
+        let ns = self.namespace();
         let start = self.now_ms();
         let what = match &value {
             Some(v) => format!("put {key} ({} elements)", decode_set(v).len()),
@@ -889,7 +959,11 @@ impl World {
         };
         let got = self
             .client(i, move |n| {
-                Box::pin(async move { n.coordinator.write(k, value, context, QuorumParams::default()).await })
+                Box::pin(async move {
+                    n.coordinator
+                        .write(ns, k, value, context, QuorumParams::default())
+                        .await
+                })
             })
             .await;
         let shown = match &got {
@@ -964,7 +1038,8 @@ impl Inner {
             return;
         }
         let get_key = match &req {
-            Request::Get(g) => Some(g.key.clone()),
+            // The key without its namespace: a workload runs in one.
+            Request::Get(g) => Some(dynakv_ring::item::split(&g.key).1.to_string()),
             _ => None,
         };
         let sent_ms = self.now_ms();

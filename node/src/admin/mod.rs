@@ -15,7 +15,7 @@ use dynakv_http_api::admin::{
     AntiEntropy, Committed, Hints, Layout, LayoutMember, LayoutPlan, Member, Namespace, Namespaces, Overview,
     PartitionPeer, PartitionRepair, PeerExchange, Shares, Staged, Tombstones,
 };
-use dynakv_http_api::{AdminService, ApiError, Key};
+use dynakv_http_api::{AdminService, ApiError, Key, NamespaceName};
 use dynakv_ring::NodeId;
 use dynakv_ring::layout::Change;
 
@@ -87,22 +87,27 @@ impl AdminService for Admin {
         })
     }
 
-    /// `GET /cluster/preflist/{key}`: the key's partition and replicas in order.
-    fn preference_list(&self, key: &Key) -> (u32, Vec<String>) {
+    /// `GET /cluster/preflist/{key}?ns=`: the key's partition and replicas in order, by
+    /// the namespace's n (a namespace not active yet is shown too: where it will be).
+    fn preference_list(&self, ns: NamespaceName, key: &Key) -> Result<(u32, Vec<String>), ApiError> {
+        let (name, n) = self.inspected(ns.as_deref())?;
+        let item = dynakv_ring::item::item(name, key.as_str());
         let view = self.local.cluster.view();
         let ring = view.read_ring();
-        let partition = ring.partition_of_key(key.as_bytes());
+        let partition = ring.partition_of_position(dynakv_ring::item::position(&item));
         let nodes = ring
-            .partition_preference(partition, self.local.settings.n)
+            .partition_preference(partition, n)
             .into_iter()
             .map(|id| id.to_string())
             .collect();
-        (partition.0, nodes)
+        Ok((partition.0, nodes))
     }
 
-    /// `GET /admin/replica/{key}`.
-    fn local_replica(&self, key: &Key) -> Result<Option<Register>, ApiError> {
-        self.local.replicas.get(key.as_str()).map_err(storage_error)
+    /// `GET /admin/replica/{key}?ns=`.
+    fn local_replica(&self, ns: NamespaceName, key: &Key) -> Result<Option<Register>, ApiError> {
+        let (name, _) = self.inspected(ns.as_deref())?;
+        let item = dynakv_ring::item::item(name, key.as_str());
+        self.local.replicas.get(&item).map_err(storage_error)
     }
 
     /// `GET /admin/antientropy`.
@@ -321,8 +326,8 @@ impl AdminService for Admin {
         self.show_namespace(name)
     }
 
-    fn create_namespace(&self, name: &str, body: &[u8]) -> Result<(bool, Namespace), ApiError> {
-        self.make_namespace(name, body)
+    async fn create_namespace(&self, name: &str, body: &[u8]) -> Result<(bool, Namespace), ApiError> {
+        self.make_namespace(name, body).await
     }
 
     fn tune_namespace(&self, name: &str, body: &[u8]) -> Result<Namespace, ApiError> {

@@ -90,6 +90,20 @@ impl Admin {
         }
     }
 
+    /// The namespace a key inspection names (`None`: `default`) and its n: any
+    /// namespace in the table, active or not.
+    pub(super) fn inspected<'a>(&self, name: Option<&'a str>) -> Result<(&'a str, usize), ApiError> {
+        let name = match name {
+            None | Some(DEFAULT) => return Ok((DEFAULT, self.local.settings.n)),
+            Some(name) => name,
+        };
+        namespace::check_name(name).map_err(|e| namespace_error(e.into()))?;
+        match self.local.catalog.table().get(name) {
+            Some(e) => Ok((name, e.fixed.n.into())),
+            None => Err(namespace_error(NamespaceError::Unknown(name.into()).into())),
+        }
+    }
+
     /// A stamp for a change made here now.
     fn stamp(&self) -> Stamp {
         Stamp {
@@ -99,7 +113,7 @@ impl Admin {
     }
 
     /// `PUT /admin/namespaces/{ns}`: the namespace, and whether it is new.
-    pub(super) fn make_namespace(&self, name: &str, body: &[u8]) -> Result<(bool, Namespace), ApiError> {
+    pub(super) async fn make_namespace(&self, name: &str, body: &[u8]) -> Result<(bool, Namespace), ApiError> {
         namespace::check_name(name).map_err(|e| namespace_error(e.into()))?;
         let spec: NamespaceSpec = if body.iter().all(u8::is_ascii_whitespace) {
             NamespaceSpec::default()
@@ -181,9 +195,11 @@ impl Admin {
         }
         let owners = self.owners();
         namespace::check(&fixed, &tunables, owners.len()).map_err(|e| namespace_error(e.into()))?;
-        let table = self.local.catalog.table();
-        if table.get(name).is_none() && !owners.contains(self.local.id()) {
-            return Err(edge::owner_required(&owners));
+        if self.local.catalog.table().get(name).is_none() {
+            if !owners.contains(self.local.id()) {
+                return Err(edge::owner_required(&owners));
+            }
+            self.hear_every_owner(name).await?;
         }
         let created = self
             .local
@@ -191,6 +207,50 @@ impl Admin {
             .create(name, fixed, tunables, self.stamp())
             .map_err(namespace_error)?;
         Ok((created == Created::New, self.show_namespace(name)?))
+    }
+
+    /// Before a creation: a gossip exchange with every other owner of every layout in
+    /// use, so this node knows every namespace they know. A node that became an owner
+    /// after a namespace went active, and has not heard of it yet, would otherwise create
+    /// a rival with its own stamp, which wins if its clock is behind. Every owner of the
+    /// layout the namespace went active in holds it; while that layout is in use, they
+    /// are asked here, and an owner kept across layout changes keeps it. (What is left:
+    /// every one of those owners replaced, their layout retired, and none of the new
+    /// owners having heard of the namespace through gossip in all that time:
+    /// docs/design/namespaces.md.) An owner that does not answer fails the creation
+    /// (503): the namespace could not become active without it anyway.
+    async fn hear_every_owner(&self, name: &str) -> Result<(), ApiError> {
+        let view = self.local.cluster.view();
+        let me = self.local.id();
+        let owners: BTreeSet<NodeId> = view
+            .history
+            .versions()
+            .iter()
+            .flat_map(|l| l.owners.keys().cloned())
+            .filter(|id| id != me)
+            .collect();
+        let asks = owners.iter().map(|id| async move {
+            let Some((addr, _)) = self.local.cluster.member(id) else {
+                return Err(format!("{id} (not in the member table)"));
+            };
+            crate::roles::services::gossip::exchange_with(&self.local, &addr)
+                .await
+                .map_err(|e| format!("{id} ({e})"))
+        });
+        let silent: Vec<String> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if silent.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::Unavailable(format!(
+            "namespace {name:?} is created only once every owner of the layouts in use has told this node the \
+             namespaces it knows (so no other creation of the name exists); no answer from {}: retry once they \
+             are back, or replace them in the layout",
+            silent.join(", ")
+        )))
     }
 
     /// `PATCH /admin/namespaces/{ns}`: new quorums or expiry.

@@ -227,8 +227,10 @@ impl Client {
     }
 
     /// `GET /cluster/preflist/{key}`.
-    pub async fn preflist(&self, key: &str) -> Result<Preflist, CliError> {
-        self.get(&key_path("/cluster/preflist/", key)?).await
+    /// `GET /cluster/preflist/{key}?ns=`.
+    pub async fn preflist(&self, ns: Option<&str>, key: &str) -> Result<Preflist, CliError> {
+        let ns = ns.map(|ns| format!("?ns={}", encode(ns))).unwrap_or_default();
+        self.get(&format!("{}{ns}", key_path("/cluster/preflist/", key)?)).await
     }
 
     /// `GET /admin/replica/{key}`: what the first node reached stores for the key
@@ -312,15 +314,29 @@ pub fn key_path(prefix: &str, key: &str) -> Result<String, CliError> {
     if key.is_empty() {
         return Err(CliError::Usage("the key is empty".into()));
     }
-    let mut out = String::from(prefix);
-    for b in key.bytes() {
+    Ok(format!("{prefix}{}", encode(key)))
+}
+
+/// The data route of `key` in namespace `ns` (`None`: `/kv/{key}`, the `default`
+/// namespace).
+pub fn data_path(ns: Option<&str>, key: &str) -> Result<String, CliError> {
+    match ns {
+        None => key_path("/kv/", key),
+        Some(ns) => key_path(&format!("/ns/{}/kv/", encode(ns)), key),
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    Ok(out)
+    out
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -24,7 +24,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
 pub use super::api::{Answer, CliError, Client};
-use super::api::{key_path, print_json};
+use super::api::{data_path, print_json};
 
 /// The context header of the client API.
 const CONTEXT: &str = "x-dynakv-context";
@@ -58,6 +58,9 @@ pub enum ClientCmd {
         #[command(flatten)]
         target: Target,
         key: String,
+        /// The key's namespace (default: `default`, the `/kv` routes).
+        #[arg(long)]
+        ns: Option<String>,
         /// Replicas that must answer (default: the cluster's R).
         #[arg(long)]
         r: Option<usize>,
@@ -71,6 +74,9 @@ pub enum ClientCmd {
         #[command(flatten)]
         target: Target,
         key: String,
+        /// The key's namespace (default: `default`, the `/kv` routes).
+        #[arg(long)]
+        ns: Option<String>,
         value: Option<String>,
         /// Read the value from this file ("-": standard input).
         #[arg(long, conflicts_with = "value")]
@@ -95,6 +101,9 @@ pub enum ClientCmd {
         #[command(flatten)]
         target: Target,
         key: String,
+        /// The key's namespace (default: `default`, the `/kv` routes).
+        #[arg(long)]
+        ns: Option<String>,
         #[arg(long)]
         context: Option<String>,
         /// Replicas that must acknowledge (default: the cluster's W).
@@ -114,6 +123,9 @@ pub enum ClientCmd {
         #[command(flatten)]
         target: Target,
         key: String,
+        /// The key's namespace (default: `default`, the `/kv` routes).
+        #[arg(long)]
+        ns: Option<String>,
     },
     /// One screen: members, ring shares, request rates and latency, hints, anti-entropy,
     /// moving partitions.
@@ -181,8 +193,8 @@ enum ReadOutcome {
 /// Read quorum overrides: `r` and `pr`.
 type ReadQuorum = (Option<usize>, Option<usize>);
 
-async fn read(client: &Client, key: &str, (r, pr): ReadQuorum) -> Result<ReadOutcome, CliError> {
-    let path = format!("{}{}", key_path("/kv/", key)?, query(&[("r", r), ("pr", pr)]));
+async fn read(client: &Client, ns: Option<&str>, key: &str, (r, pr): ReadQuorum) -> Result<ReadOutcome, CliError> {
+    let path = format!("{}{}", data_path(ns, key)?, query(&[("r", r), ("pr", pr)]));
     let a = client.send(Method::GET, &path, HeaderMap::new(), None, true).await?;
     let context = a.headers.get(CONTEXT).and_then(|v| v.to_str().ok()).map(str::to_string);
     match a.status {
@@ -248,12 +260,13 @@ fn read_stdin() -> Result<Vec<u8>, CliError> {
 
 async fn write(
     client: &Client,
+    ns: Option<&str>,
     key: &str,
     value: Option<Vec<u8>>,
     context: Option<&str>,
     (w, pw): (Option<usize>, Option<usize>),
 ) -> Result<String, CliError> {
-    let path = format!("{}{}", key_path("/kv/", key)?, query(&[("w", w), ("pw", pw)]));
+    let path = format!("{}{}", data_path(ns, key)?, query(&[("w", w), ("pw", pw)]));
     let mut headers = HeaderMap::new();
     if let Some(c) = context {
         let v =
@@ -281,7 +294,7 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
     )?;
     let json = target.json;
     match cmd {
-        ClientCmd::Get { key, r, pr, .. } => match read(&client, &key, (r, pr)).await? {
+        ClientCmd::Get { key, ns, r, pr, .. } => match read(&client, ns.as_deref(), &key, (r, pr)).await? {
             ReadOutcome::Value(v, ctx) => {
                 if json {
                     print_json(&json!({"key": key, "values": [value_json(&v)], "context": ctx, "siblings": false}));
@@ -315,6 +328,7 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
         },
         ClientCmd::Put {
             key,
+            ns,
             value,
             file,
             context,
@@ -325,7 +339,7 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
         } => {
             let value = read_input(value, file)?;
             let (context, replaced) = if resolve {
-                match read(&client, &key, (None, None)).await? {
+                match read(&client, ns.as_deref(), &key, (None, None)).await? {
                     ReadOutcome::Value(_, ctx) => (ctx, 1),
                     ReadOutcome::Siblings(vs, ctx) => (Some(ctx), vs.len()),
                     ReadOutcome::Missing(ctx) => (ctx, 0),
@@ -333,7 +347,7 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
             } else {
                 (context, 0)
             };
-            let new = write(&client, &key, Some(value), context.as_deref(), (w, pw)).await?;
+            let new = write(&client, ns.as_deref(), &key, Some(value), context.as_deref(), (w, pw)).await?;
             if json {
                 print_json(&json!({"key": key, "context": new, "replaced": replaced}));
             } else if resolve {
@@ -343,9 +357,14 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
             }
         }
         ClientCmd::Delete {
-            key, context, w, pw, ..
+            key,
+            ns,
+            context,
+            w,
+            pw,
+            ..
         } => {
-            let new = write(&client, &key, None, context.as_deref(), (w, pw)).await?;
+            let new = write(&client, ns.as_deref(), &key, None, context.as_deref(), (w, pw)).await?;
             if json {
                 print_json(&json!({"key": key, "context": new}));
             } else {
@@ -360,8 +379,8 @@ pub async fn run(cmd: ClientCmd) -> Result<(), CliError> {
                 print!("{}", describe_members(&v));
             }
         }
-        ClientCmd::Preflist { key, .. } => {
-            let v = client.preflist(&key).await?;
+        ClientCmd::Preflist { key, ns, .. } => {
+            let v = client.preflist(ns.as_deref(), &key).await?;
             if json {
                 print_json(&v);
             } else if v.nodes.is_empty() {
@@ -532,6 +551,7 @@ pub fn describe_status(v: &Overview) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::api::key_path;
     use dynakv_http_api::admin::{Figures, LayoutSummary, Member, OverviewSettings, Pair};
 
     #[test]
@@ -539,6 +559,13 @@ mod tests {
         assert_eq!(key_path("/kv/", "a/b c%").unwrap(), "/kv/a%2Fb%20c%25");
         assert_eq!(key_path("/kv/", "é").unwrap(), "/kv/%C3%A9");
         assert!(matches!(key_path("/kv/", ""), Err(CliError::Usage(_))));
+        assert_eq!(data_path(None, "a/b").unwrap(), "/kv/a%2Fb");
+        assert_eq!(data_path(Some("carts"), "a/b").unwrap(), "/ns/carts/kv/a%2Fb");
+        assert_eq!(
+            data_path(Some("a b"), "k").unwrap(),
+            "/ns/a%20b/kv/k",
+            "the node refuses the name"
+        );
     }
 
     #[test]

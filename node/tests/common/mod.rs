@@ -706,7 +706,7 @@ impl TestCluster {
 
     /// Preference list of a key, as node 0 sees it.
     pub async fn preflist(&self, key: &str) -> Vec<String> {
-        self.client(0).preflist(key).await.unwrap().nodes
+        self.client(0).preflist(None, key).await.unwrap().nodes
     }
 
     pub fn index_of(&self, id: &str) -> usize {

@@ -37,13 +37,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dynakv_crdt::{CausalContext, ConflictMode, Context, LwwRegister, MvRegister, Register};
-use dynakv_http_api::{ApiError, GetOutcome, Key, KvOp, KvService, Observed, QuorumOp, QuorumParams};
+use dynakv_http_api::{ApiError, GetOutcome, Key, KvOp, KvService, NamespaceName, Observed, QuorumOp, QuorumParams};
 use dynakv_ring::NodeId;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::local::{Local, MAX_CLOCK_DRIFT_MS, Settings};
+use crate::local::{Local, MAX_CLOCK_DRIFT_MS};
 use crate::roles::edge::storage_error;
+use crate::roles::namespace::{self, Scope};
 use crate::state::cluster::{Placed, Plan};
 use crate::state::identity::MintFloor;
 use crate::transport::message;
@@ -66,11 +67,14 @@ pub struct Stats {
 /// A multi-value write: a new value (`None`: a delete) replacing what `context` covers,
 /// needing `w` acknowledgements by `deadline`.
 struct MvWrite<'a> {
-    key: &'a Key,
+    /// The key with its namespace (`dynakv_ring::item`).
+    item: &'a str,
     value: Option<Bytes>,
     context: Option<CausalContext>,
     /// `w` and `pw`.
     quorum: (usize, usize),
+    /// The namespace's default `r` and `pr`: a delete without a context reads first.
+    read: (usize, usize),
     deadline: Instant,
 }
 
@@ -94,11 +98,6 @@ impl Coordinator {
         &self.stats
     }
 
-    /// The settings' read quorum (r, pr).
-    fn default_read(&self) -> (usize, usize) {
-        (self.local.settings.r, self.local.settings.pr)
-    }
-
     fn quorum_error(op: QuorumOp, (required, succeeded, primaries): (usize, usize, bool)) -> ApiError {
         ApiError::Quorum {
             op,
@@ -112,17 +111,17 @@ impl Coordinator {
 
     /// Quorum read: the merge of the answers once `r` count, `pr` of them replicas'.
     /// Read repair follows in the background.
-    async fn read(&self, key: &Key, quorum: (usize, usize), deadline: Instant) -> Result<Option<Register>, ApiError> {
+    async fn read(&self, item: &str, quorum: (usize, usize), deadline: Instant) -> Result<Option<Register>, ApiError> {
         // Counted in flight until the answer is decided: moving reads to a newer layout
         // waits for it.
-        let (plan, _placed) = self.local.cluster.plan_read(key.as_str());
+        let (plan, _placed) = self.local.cluster.plan_read(item);
         let owners = plan.primary_ids();
         let layout = plan.layout;
         let mut round = ReadRound::new(plan, quorum, self.local.settings.sloppy_quorum);
         let speculate = self.local.settings.read_speculate;
         let initial = round.ask(if speculate.is_zero() { Ask::All } else { Ask::Quorum });
         let send = {
-            let (local, key) = (self.local.clone(), key.as_str().to_string());
+            let (local, key) = (self.local.clone(), item.to_string());
             move |round: &ReadRound, i: usize| -> Answered<Option<Option<Register>>> {
                 let (target, role) = &round.targets()[i];
                 if target.is_self {
@@ -159,7 +158,7 @@ impl Coordinator {
         if fanout.idle() && fanout.round().repairs().is_empty() {
             return Ok(merged);
         }
-        let (local, stats, key) = (self.local.clone(), self.stats.clone(), key.as_str().to_string());
+        let (local, stats, key) = (self.local.clone(), self.stats.clone(), item.to_string());
         self.local.spawn(async move {
             fanout.finish().await;
             read_repair(&local, &stats, &key, fanout.round().repairs()).await;
@@ -173,7 +172,7 @@ impl Coordinator {
     /// until `w` acknowledged, `pw` of them replicas (`quorum`: (w, pw)).
     async fn replicate(
         &self,
-        key: &Key,
+        item: &str,
         register: Register,
         (plan, placed): (Plan, Placed),
         quorum: (usize, usize),
@@ -183,7 +182,7 @@ impl Coordinator {
         let layout = plan.layout;
         let (round, initial) = WriteRound::new(plan, quorum, sloppy);
         let send = {
-            let (local, stats, key) = (self.local.clone(), self.stats.clone(), key.as_str().to_string());
+            let (local, stats, key) = (self.local.clone(), self.stats.clone(), item.to_string());
             move |_: &WriteRound, d: Delivery| -> Answered<bool> {
                 if let Delivery::Hint { to, owner, .. } = &d
                     && to.is_self
@@ -230,12 +229,12 @@ impl Coordinator {
 
     /// A multi-value write coordinated here: mint the dot on our copy, then replicate.
     async fn coordinate_mv(&self, write: MvWrite<'_>) -> Result<Context, ApiError> {
-        let key = write.key;
+        let item = write.item;
         let context = match write.context {
             Some(c) => c,
             // A delete without context removes what a read quorum has seen, as Riak's
             // delete does; a put without context is a new concurrent version.
-            None if write.value.is_none() => match self.read(key, self.default_read(), write.deadline).await? {
+            None if write.value.is_none() => match self.read(item, write.read, write.deadline).await? {
                 Some(reg) => match reg.context() {
                     Context::Mv(c) => c,
                     Context::Lww(_) => CausalContext::new(),
@@ -250,7 +249,7 @@ impl Coordinator {
         let (register, version) = self
             .local
             .replicas
-            .update(key.as_str(), |current| {
+            .update(item, |current| {
                 // A write that adds a sibling (one with a value) must leave at most
                 // `limit`: refuse it, storing nothing, rather than let blind writes grow
                 // the key without bound (Riak's max_siblings).
@@ -266,8 +265,8 @@ impl Coordinator {
                     Some(Register::Mv(m)) => m,
                     Some(Register::Lww(_)) => {
                         warn!(
-                            key = key.as_str(),
-                            "key holds an lww value but the cluster is in mv mode; overwriting"
+                            key = item,
+                            "key holds an lww value but its namespace is in mv mode; overwriting"
                         );
                         MvRegister::new()
                     }
@@ -286,8 +285,8 @@ impl Coordinator {
         }
         // Our copy counts towards W only if we are one of the key's replicas (a forwarded
         // write can land here while ring views differ for a moment).
-        let placed = self.local.cluster.plan_write(key.as_str());
-        self.replicate(key, register, placed, write.quorum, write.deadline)
+        let placed = self.local.cluster.plan_write(item);
+        self.replicate(item, register, placed, write.quorum, write.deadline)
             .await?;
         Ok(Context::Mv(version))
     }
@@ -298,13 +297,13 @@ impl Coordinator {
         let live = self
             .local
             .cluster
-            .replicas(write.key.as_str())
+            .replicas(write.item)
             .into_iter()
             .filter(|r| !r.is_dead());
         for target in live {
             let remaining = write.deadline.saturating_duration_since(Instant::now());
             let req = message::Coordinate {
-                key: write.key.as_str().to_string(),
+                key: write.item.to_string(),
                 value: write.value.clone(),
                 context: write.context.clone().map(Context::Mv),
                 w: write.quorum.0,
@@ -328,7 +327,7 @@ impl Coordinator {
     /// A last-writer-wins write: any node may coordinate it.
     async fn coordinate_lww(
         &self,
-        key: &Key,
+        item: &str,
         value: Option<Bytes>,
         after: Option<dynakv_crdt::Timestamp>,
         quorum: (usize, usize),
@@ -336,24 +335,19 @@ impl Coordinator {
     ) -> Result<Context, ApiError> {
         let timestamp = self.local.timestamp(after).map_err(storage_error)?;
         let register = Register::Lww(LwwRegister::new(timestamp, self.local.identity.actor, value));
-        let (plan, placed) = self.local.cluster.plan_write(key.as_str());
+        let (plan, placed) = self.local.cluster.plan_write(item);
         // Our copy is stored while the other replicas' are sent: the round counts it as
         // acknowledged from the start, and the write is answered only once it is stored.
         let ours = plan.holds_self().then(|| register.clone());
         let store_ours = async {
             match ours {
-                Some(register) => self
-                    .local
-                    .commits
-                    .merge(key.as_str(), register)
-                    .await
-                    .map_err(storage_error),
+                Some(register) => self.local.commits.merge(item, register).await.map_err(storage_error),
                 None => Ok(()),
             }
         };
         let (stored, replicated) = tokio::join!(
             store_ours,
-            self.replicate(key, register, (plan, placed), quorum, deadline)
+            self.replicate(item, register, (plan, placed), quorum, deadline)
         );
         stored?;
         replicated?;
@@ -363,14 +357,15 @@ impl Coordinator {
     /// A write forwarded here by a node that is not a replica of its key.
     pub async fn coordinate_forwarded(&self, req: message::Coordinate) -> Result<Context, ApiError> {
         let settings = &self.local.settings;
-        let key = Key::new(req.key)?;
-        if settings.mode != ConflictMode::Mv {
+        let item = crate::roles::peer::check_item(&req.key)?;
+        let scope = namespace::resolve(&self.local, Some(dynakv_ring::item::namespace(item)))?;
+        if scope.mode != ConflictMode::Mv {
             return Err(ApiError::BadRequest(
                 "forwarded coordination is for mv mode only".into(),
             ));
         }
         let quorum = write_quorum(
-            settings,
+            &scope,
             QuorumParams {
                 w: Some(req.w),
                 pw: Some(req.pw),
@@ -389,10 +384,11 @@ impl Coordinator {
         };
         let budget = Duration::from_millis(req.timeout_ms).min(settings.request_timeout);
         self.coordinate_mv(MvWrite {
-            key: &key,
+            item,
             value: req.value,
             context,
             quorum,
+            read: (scope.r, scope.pr),
             deadline: Instant::now() + budget,
         })
         .await
@@ -428,10 +424,12 @@ impl KvService for Coordinator {
     }
 
     /// A client read.
-    async fn get(&self, key: Key, quorum: QuorumParams) -> Result<GetOutcome, ApiError> {
+    async fn get(&self, ns: NamespaceName, key: Key, quorum: QuorumParams) -> Result<GetOutcome, ApiError> {
         self.local.cluster.check_current()?;
-        let quorum = read_quorum(&self.local.settings, quorum)?;
-        Ok(match self.read(&key, quorum, self.local.deadline()).await? {
+        let scope = namespace::resolve(&self.local, ns.as_deref())?;
+        let quorum = read_quorum(&scope, quorum)?;
+        let item = dynakv_ring::item::item(scope.name, key.as_str());
+        Ok(match self.read(&item, quorum, self.local.deadline()).await? {
             Some(reg) if !reg.is_tombstone() => {
                 let values = reg.values();
                 self.local.metrics.read_values(values.iter().map(|v| &v[..]));
@@ -451,23 +449,25 @@ impl KvService for Coordinator {
     /// new version's context.
     async fn write(
         &self,
+        ns: NamespaceName,
         key: Key,
         value: Option<Bytes>,
         context: Option<Context>,
         quorum: QuorumParams,
     ) -> Result<Context, ApiError> {
         self.local.cluster.check_current()?;
-        let quorum = write_quorum(&self.local.settings, quorum)?;
+        let scope = namespace::resolve(&self.local, ns.as_deref())?;
+        let quorum = write_quorum(&scope, quorum)?;
         if let Some(v) = &value {
             self.local.metrics.written_value(v.len());
         }
-        let settings = &self.local.settings;
+        let item = dynakv_ring::item::item(scope.name, key.as_str());
         let deadline = self.local.deadline();
-        match (settings.mode, context) {
+        match (scope.mode, context) {
             (ConflictMode::Mv, Some(Context::Lww(_))) | (ConflictMode::Lww, Some(Context::Mv(_))) => {
                 Err(ApiError::BadContext(format!(
-                    "the context comes from a different conflict mode; this cluster is in {} mode",
-                    settings.mode
+                    "the context comes from a different conflict mode; namespace {} is in {} mode",
+                    scope.name, scope.mode
                 )))
             }
             (ConflictMode::Mv, context) => {
@@ -476,13 +476,14 @@ impl KvService for Coordinator {
                     Context::Lww(_) => unreachable!("rejected above"),
                 });
                 let write = MvWrite {
-                    key: &key,
+                    item: &item,
                     value,
                     context,
                     quorum,
+                    read: (scope.r, scope.pr),
                     deadline,
                 };
-                if self.local.cluster.replicas(key.as_str()).iter().any(|r| r.is_self) {
+                if self.local.cluster.replicas(&item).iter().any(|r| r.is_self) {
                     self.coordinate_mv(write).await
                 } else {
                     self.forward_mv(write).await
@@ -503,20 +504,20 @@ impl KvService for Coordinator {
                         MAX_CLOCK_DRIFT_MS / 1000
                     )));
                 }
-                self.coordinate_lww(&key, value, after, quorum, deadline).await
+                self.coordinate_lww(&item, value, after, quorum, deadline).await
             }
         }
     }
 }
 
-/// A read's (r, pr): each the request's, else the settings'; `pr` at most `r`.
-fn read_quorum(settings: &Settings, q: QuorumParams) -> Result<(usize, usize), ApiError> {
-    primary_quorum(("r", q.r, settings.r), ("pr", q.pr, settings.pr), settings.n)
+/// A read's (r, pr): each the request's, else the namespace's; `pr` at most `r`.
+fn read_quorum(scope: &Scope, q: QuorumParams) -> Result<(usize, usize), ApiError> {
+    primary_quorum(("r", q.r, scope.r), ("pr", q.pr, scope.pr), scope.n)
 }
 
-/// A write's (w, pw): each the request's, else the settings'; `pw` at most `w`.
-fn write_quorum(settings: &Settings, q: QuorumParams) -> Result<(usize, usize), ApiError> {
-    primary_quorum(("w", q.w, settings.w), ("pw", q.pw, settings.pw), settings.n)
+/// A write's (w, pw): each the request's, else the namespace's; `pw` at most `w`.
+fn write_quorum(scope: &Scope, q: QuorumParams) -> Result<(usize, usize), ApiError> {
+    primary_quorum(("w", q.w, scope.w), ("pw", q.pw, scope.pw), scope.n)
 }
 
 /// A quorum and its primary part, each (name, the request's, the default), checked:

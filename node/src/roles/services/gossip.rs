@@ -84,24 +84,9 @@ impl Gossip {
     }
 
     async fn exchange(&self, addr: &str) {
-        let cluster = &self.local.cluster;
-        let req = message::Gossip {
-            cluster: cluster.id().clone(),
-            entries: cluster.gossip_table(),
-            layout: cluster.layout_history(),
-            namespaces: (*self.local.catalog.table()).clone(),
-        };
-        match self
-            .local
-            .peers
-            .call(addr, req, self.local.settings.request_timeout)
-            .await
-        {
-            Ok(reply) => {
+        match exchange_with(&self.local, addr).await {
+            Ok(()) => {
                 self.exchanges_ok.fetch_add(1, Ordering::Relaxed);
-                on_events(&self.local, &cluster.merge(&reply.entries));
-                cluster.merge_layout(&reply.layout);
-                merge_namespaces(&self.local, &reply.namespaces);
             }
             Err(e) => {
                 self.exchanges_failed.fetch_add(1, Ordering::Relaxed);
@@ -115,6 +100,24 @@ impl Gossip {
             }
         }
     }
+}
+
+/// One push-pull exchange with the node at `addr`: ours sent, theirs merged. The
+/// namespace table is merged before the layout history, so a node that learns of a
+/// layout from a peer knows the namespaces that peer knew.
+pub async fn exchange_with(local: &Local, addr: &str) -> Result<(), RpcError> {
+    let cluster = &local.cluster;
+    let req = message::Gossip {
+        cluster: cluster.id().clone(),
+        entries: cluster.gossip_table(),
+        layout: cluster.layout_history(),
+        namespaces: (*local.catalog.table()).clone(),
+    };
+    let reply = local.peers.call(addr, req, local.settings.request_timeout).await?;
+    on_events(local, &cluster.merge(&reply.entries));
+    merge_namespaces(local, &reply.namespaces);
+    cluster.merge_layout(&reply.layout);
+    Ok(())
 }
 
 impl Service for Gossip {
@@ -157,8 +160,8 @@ pub fn answer(local: &Local, req: message::Gossip) -> Result<message::GossipRepl
         )));
     }
     on_events(local, &local.cluster.merge(&req.entries));
-    local.cluster.merge_layout(&req.layout);
     merge_namespaces(local, &req.namespaces);
+    local.cluster.merge_layout(&req.layout);
     Ok(message::GossipReply {
         entries: local.cluster.gossip_table(),
         layout: Box::new(local.cluster.layout_history()),
