@@ -1,5 +1,6 @@
 //! Which namespace a data request names, and the settings it runs with: `default` (the
-//! node's own settings) or an entry of the namespace table that is active.
+//! node's own settings) or an entry of the namespace table that is active; and the
+//! check of an item (a key with its namespace) another node sent ([`check_item`]).
 //!
 //! A namespace serves data once every owner of the current layout holds its definition
 //! (`dynakv_ring::namespace::State::Active`); until then its data routes answer 503
@@ -129,6 +130,30 @@ pub fn resolve<'a>(local: &Local, name: Option<&'a str>) -> Result<Scope<'a>, Ap
     let table = local.catalog.table();
     let owners: BTreeSet<NodeId> = local.cluster.view().current().owners.keys().cloned().collect();
     decide(name, table.get(name), table.state(name, &owners), local.settings.n)
+}
+
+/// An item (a key with its namespace, `dynakv_ring::item`) as a peer sent it: spelled
+/// as nodes spell it, so one key never travels under two spellings, with a namespace
+/// name and a key a client could have sent.
+pub fn check_item(item: &str) -> Result<&str, ApiError> {
+    let (ns, key) = dynakv_ring::item::split(item);
+    let bad = |why: String| {
+        Err(ApiError::BadRequest(format!(
+            "malformed key in a replica message: {why}"
+        )))
+    };
+    if !dynakv_ring::item::is_canonical(item) {
+        return bad("not spelled as nodes spell it".into());
+    }
+    if ns != dynakv_ring::namespace::DEFAULT
+        && let Err(e) = dynakv_ring::namespace::check_name(ns)
+    {
+        return bad(e.to_string());
+    }
+    if key.is_empty() || key.len() > dynakv_http_api::MAX_KEY_BYTES {
+        return bad(format!("a key of {} bytes", key.len()));
+    }
+    Ok(item)
 }
 
 /// The error codes of the data routes' namespaces, with their statuses.

@@ -13,6 +13,7 @@ use crate::env::storage::StorageError;
 use crate::local::Local;
 use crate::roles::coordinator::Coordinator;
 use crate::roles::edge::storage_error;
+use crate::roles::namespace::check_item;
 use crate::roles::services;
 use crate::state::cluster::Serving;
 use crate::state::replica::{PageError, PartitionPage, ReplicaStore};
@@ -26,30 +27,6 @@ pub struct PeerHandler {
     coordinator: Arc<Coordinator>,
     /// For the figures `Stats` answers.
     services: services::Services,
-}
-
-/// An item (a key with its namespace, `dynakv_ring::item`) as a peer sent it: spelled
-/// as nodes spell it, so one key never travels under two spellings, with a namespace
-/// name and a key a client could have sent.
-pub fn check_item(item: &str) -> Result<&str, ApiError> {
-    let (ns, key) = dynakv_ring::item::split(item);
-    let bad = |why: String| {
-        Err(ApiError::BadRequest(format!(
-            "malformed key in a replica message: {why}"
-        )))
-    };
-    if !dynakv_ring::item::is_canonical(item) {
-        return bad("not spelled as nodes spell it".into());
-    }
-    if ns != dynakv_ring::namespace::DEFAULT
-        && let Err(e) = dynakv_ring::namespace::check_name(ns)
-    {
-        return bad(e.to_string());
-    }
-    if key.is_empty() || key.len() > dynakv_http_api::MAX_KEY_BYTES {
-        return bad(format!("a key of {} bytes", key.len()));
-    }
-    Ok(item)
 }
 
 impl PeerHandler {

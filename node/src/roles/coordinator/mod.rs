@@ -357,7 +357,7 @@ impl Coordinator {
     /// A write forwarded here by a node that is not a replica of its key.
     pub async fn coordinate_forwarded(&self, req: message::Coordinate) -> Result<Context, ApiError> {
         let settings = &self.local.settings;
-        let item = crate::roles::peer::check_item(&req.key)?;
+        let item = namespace::check_item(&req.key)?;
         let scope = namespace::resolve(&self.local, Some(dynakv_ring::item::namespace(item)))?;
         if scope.mode != ConflictMode::Mv {
             return Err(ApiError::BadRequest(
