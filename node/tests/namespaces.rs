@@ -423,7 +423,7 @@ async fn a_namespaces_keys_are_values_of_their_own_with_the_namespaces_settings(
     assert!(active_on(&c, &[0, 1, 2], "pairs").await);
     data(&c, 0, Method::PUT, "/ns/pairs/kv/k", "v")
         .await
-        .assert_error(501, "namespace_unsupported");
+        .assert_error(409, "namespace_unsupported");
     let pl = data(&c, 0, Method::GET, "/cluster/preflist/k?ns=pairs", "")
         .await
         .json();

@@ -288,6 +288,7 @@ fn the_openapi_description_lists_every_route_and_error_code() {
         dynakv_node::roles::edge::layout_codes()
             .into_iter()
             .chain(dynakv_node::roles::edge::namespace_codes())
+            .chain(dynakv_node::roles::namespace::data_codes())
             .map(|(c, s)| (c.to_string(), s)),
     );
     for (code, status) in &expected {

@@ -7,7 +7,7 @@
 //! `namespace_pending`, so no two owners place or merge its keys by different
 //! definitions. Namespaces keep the cluster's N for now: their keys share the replica
 //! sets, Merkle trees, transfers and hints of `default`. A namespace created with another
-//! n is in the table but serves no data yet (501 `namespace_unsupported`): its keys need
+//! n is in the table but serves no data yet (409 `namespace_unsupported`): its keys need
 //! replica sets, trees and transfers of their own (docs/design/namespaces.md). Neither
 //! does one with an expiry (`ttl_s`): values do not expire yet, and a namespace that
 //! kept them past their expiry would break its promise.
@@ -83,7 +83,7 @@ pub fn decide<'a>(
     };
     if usize::from(entry.fixed.n) != cluster_n {
         return Err(ApiError::Namespace {
-            status: 501,
+            status: 409,
             code: NAMESPACE_UNSUPPORTED,
             message: format!(
                 "namespace {name:?} keeps n = {} replicas per key; this build serves data only in namespaces with \
@@ -94,7 +94,7 @@ pub fn decide<'a>(
     }
     if let Some(ttl) = entry.tunables.ttl_s {
         return Err(ApiError::Namespace {
-            status: 501,
+            status: 409,
             code: NAMESPACE_UNSUPPORTED,
             message: format!(
                 "namespace {name:?} has an expiry (ttl_s = {ttl}); this build does not expire values yet, so it \
@@ -120,7 +120,7 @@ pub fn decide<'a>(
 /// The namespace a data request names (`None`: `default`) and its settings, or why the
 /// request cannot go on: a bad name (400 `bad_namespace`), an unknown one (404
 /// `unknown_namespace`), one not active yet (503 `namespace_pending`), one with another
-/// n (501 `namespace_unsupported`).
+/// n or an expiry (409 `namespace_unsupported`).
 pub fn resolve<'a>(local: &Local, name: Option<&'a str>) -> Result<Scope<'a>, ApiError> {
     let name = match name {
         None | Some(DEFAULT) => return Ok(Scope::default_of(&local.settings)),
@@ -162,7 +162,7 @@ pub fn data_codes() -> Vec<(&'static str, u16)> {
         (crate::roles::edge::BAD_NAMESPACE, 400),
         (crate::roles::edge::UNKNOWN_NAMESPACE, 404),
         (NAMESPACE_PENDING, 503),
-        (NAMESPACE_UNSUPPORTED, 501),
+        (NAMESPACE_UNSUPPORTED, 409),
     ]
 }
 
@@ -230,13 +230,13 @@ mod tests {
         let two = entry(2, Conflict::Mv);
         assert_eq!(
             code(decide("x", Some(&two), Some(State::Active), 3)),
-            is("namespace_unsupported", 501)
+            is("namespace_unsupported", 409)
         );
         let mut expiring = entry(3, Conflict::Mv);
         expiring.tunables.ttl_s = Some(60);
         assert_eq!(
             code(decide("x", Some(&expiring), Some(State::Active), 3)),
-            is("namespace_unsupported", 501)
+            is("namespace_unsupported", 409)
         );
         for (code, status) in data_codes() {
             assert!(!code.is_empty() && status >= 400);
