@@ -509,4 +509,31 @@ async fn dynakv_get_put_and_delete_take_a_namespace() {
     assert_eq!(run(&["delete", "--ns", "carts", "k"]).0, Some(0));
     assert_eq!(run(&["get", "--ns", "carts", "k"]).0, Some(3));
     assert_eq!(run(&["get", "--ns", "nothing", "k"]).0, Some(1), "unknown namespace");
+
+    // Node 0 coordinated them: its requests by namespace, and no series for a name that
+    // does not exist.
+    let text = c
+        .http
+        .get(c.url(0, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |labels: &str| -> u64 {
+        let head = format!("dynakv_namespace_requests_total{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(head.as_str()))
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    assert_eq!(count(r#"namespace="carts",op="put",outcome="ok""#), 1, "{text}");
+    assert_eq!(count(r#"namespace="carts",op="delete",outcome="ok""#), 1);
+    assert_eq!(
+        count(r#"namespace="carts",op="get",outcome="ok""#),
+        2,
+        "found, then not found"
+    );
+    assert_eq!(count(r#"namespace="default",op="get",outcome="ok""#), 1);
+    assert!(!text.contains(r#"namespace="nothing""#), "{text}");
 }

@@ -77,6 +77,15 @@ type PeerVerb = ([(&'static str, String); 1], Labels1);
 type PeerVerbKind = ([(&'static str, String); 1], Labels2);
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Most namespaces with request series of their own; the requests of any further one
+/// count under `namespace="other"` (the label set stays bounded however many there are).
+pub const NAMESPACE_SERIES: usize = 64;
+
+/// A namespace's label and two static ones (operation, outcome).
+type NamespaceOpOutcome = ([(&'static str, String); 1], Labels2);
+/// A namespace's counters by operation then outcome (`ok`, `error`).
+type NamespaceCounters = [[Counter; 2]; 3];
+
 /// How a node-to-node call can fail (`crate::transport::RpcError::kind`).
 const FAILURE_KINDS: [&str; 5] = ["timeout", "connect", "transport", "remote", "protocol"];
 
@@ -109,6 +118,11 @@ pub struct Metrics {
     rpc_handles: RwLock<HashMap<String, HashMap<&'static str, Histogram>>>,
     siblings: Histogram,
     value_bytes: HistogramFamily<Labels1>,
+    /// Client requests by namespace, operation and outcome.
+    namespace_requests: Family<NamespaceOpOutcome, Counter>,
+    /// Their handles by namespace (at most [`NAMESPACE_SERIES`] and `other`), so a
+    /// request finds its counter without building a label set.
+    namespace_handles: RwLock<HashMap<String, std::sync::Arc<NamespaceCounters>>>,
     recent: Recent,
 }
 
@@ -124,6 +138,8 @@ impl Metrics {
             rpc_handles: RwLock::default(),
             siblings: siblings_histogram(),
             value_bytes: Family::new_with_constructor(size_histogram),
+            namespace_requests: Family::default(),
+            namespace_handles: RwLock::default(),
             recent: Recent::new(),
         };
         // The usual series exist from the start (at 0), so that rates and dashboards
@@ -166,6 +182,47 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
         // A client that gave up (499) is not the server failing.
         self.recent.record(now_ms / 1000, elapsed, (500..600).contains(&status));
+    }
+
+    /// A client request in `namespace` (one the node knows: a request naming an unknown
+    /// or malformed namespace is not counted here, so clients cannot grow the label
+    /// set), answered (`ok`) or failed.
+    pub fn namespace_request(&self, namespace: &str, op: KvOp, ok: bool) {
+        if !self.enabled {
+            return;
+        }
+        let (op, outcome) = (op_index(op), usize::from(!ok));
+        if let Some(c) = self.namespace_handles.read().get(namespace) {
+            c[op][outcome].inc();
+            return;
+        }
+        let counters = self.namespace_counters(namespace);
+        counters[op][outcome].inc();
+    }
+
+    /// The counters of `namespace` (or of `other`, once [`NAMESPACE_SERIES`] namespaces
+    /// have their own), created with their series.
+    fn namespace_counters(&self, namespace: &str) -> std::sync::Arc<NamespaceCounters> {
+        let mut handles = self.namespace_handles.write();
+        if let Some(c) = handles.get(namespace) {
+            return c.clone();
+        }
+        let own = handles.keys().filter(|n| *n != "other").count() < NAMESPACE_SERIES;
+        let label = if own { namespace } else { "other" };
+        if let Some(c) = handles.get(label) {
+            return c.clone();
+        }
+        let counter = |op: KvOp, outcome: &'static str| {
+            self.namespace_requests.get_or_create_owned(&(
+                [("namespace", label.to_string())],
+                [("op", op.as_str()), ("outcome", outcome)],
+            ))
+        };
+        let counters = std::sync::Arc::new(
+            [KvOp::Get, KvOp::Put, KvOp::Delete].map(|op| [counter(op, "ok"), counter(op, "error")]),
+        );
+        handles.insert(label.to_string(), counters.clone());
+        counters
     }
 
     /// A read or write that did not reach its quorum.
@@ -256,6 +313,12 @@ impl Metrics {
             "Client /kv requests by operation and HTTP status, from the request's arrival to its answer",
             Unit::Seconds,
             self.requests.clone(),
+        );
+        registry.register(
+            "dynakv_namespace_requests",
+            "Client requests by namespace (each of the first 64 a node served, then \"other\"), operation and \
+             outcome (ok: answered, found or not; error: refused or failed)",
+            self.namespace_requests.clone(),
         );
         registry.register(
             "dynakv_quorum_failures",
@@ -532,6 +595,45 @@ mod tests {
         eprintln!(
             "recording a write and its two replica calls, two threads: {per_write:.0} ns of wall time per write per thread"
         );
+    }
+
+    #[test]
+    fn namespace_requests_are_counted_by_namespace_up_to_a_bound_then_as_other() {
+        let m = Metrics::new(true);
+        m.namespace_request("default", KvOp::Get, true);
+        m.namespace_request("default", KvOp::Get, true);
+        m.namespace_request("carts", KvOp::Put, false);
+        for i in 0..NAMESPACE_SERIES + 10 {
+            m.namespace_request(&format!("ns{i}"), KvOp::Delete, true);
+        }
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        let text = encode_text(&reg);
+        let line = |ns: &str, op: &str, outcome: &str| {
+            let head =
+                format!("dynakv_namespace_requests_total{{namespace=\"{ns}\",op=\"{op}\",outcome=\"{outcome}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(head.as_str()))
+                .map(|v| v.parse::<u64>().unwrap())
+        };
+        assert_eq!(line("default", "get", "ok"), Some(2), "{text}");
+        assert_eq!(
+            line("default", "get", "error"),
+            Some(0),
+            "every series of a namespace exists"
+        );
+        assert_eq!(line("carts", "put", "error"), Some(1));
+        // 64 namespaces have their own series (default, carts and 62 more), the rest
+        // count as other.
+        let own = text
+            .lines()
+            .filter(|l| l.starts_with("dynakv_namespace_requests_total{") && l.contains("op=\"get\",outcome=\"ok\""))
+            .count();
+        assert_eq!(own, NAMESPACE_SERIES + 1, "64 namespaces and other");
+        assert_eq!(line("other", "delete", "ok"), Some(12));
+        let off = Metrics::new(false);
+        off.namespace_request("carts", KvOp::Get, true);
+        assert!(off.namespace_handles.read().is_empty());
     }
 
     #[test]

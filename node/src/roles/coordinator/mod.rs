@@ -427,7 +427,34 @@ impl KvService for Coordinator {
     async fn get(&self, ns: NamespaceName, key: Key, quorum: QuorumParams) -> Result<GetOutcome, ApiError> {
         self.local.cluster.check_current()?;
         let scope = namespace::resolve(&self.local, ns.as_deref())?;
-        let quorum = read_quorum(&scope, quorum)?;
+        let got = self.get_in(&scope, key, quorum).await;
+        self.local.metrics.namespace_request(scope.name, KvOp::Get, got.is_ok());
+        got
+    }
+
+    /// A client write: `value` (or a delete, with `None`) after `context`; returns the
+    /// new version's context.
+    async fn write(
+        &self,
+        ns: NamespaceName,
+        key: Key,
+        value: Option<Bytes>,
+        context: Option<Context>,
+        quorum: QuorumParams,
+    ) -> Result<Context, ApiError> {
+        self.local.cluster.check_current()?;
+        let scope = namespace::resolve(&self.local, ns.as_deref())?;
+        let op = if value.is_some() { KvOp::Put } else { KvOp::Delete };
+        let done = self.write_in(&scope, key, value, context, quorum).await;
+        self.local.metrics.namespace_request(scope.name, op, done.is_ok());
+        done
+    }
+}
+
+impl Coordinator {
+    /// A client read in the namespace `scope`.
+    async fn get_in(&self, scope: &Scope<'_>, key: Key, quorum: QuorumParams) -> Result<GetOutcome, ApiError> {
+        let quorum = read_quorum(scope, quorum)?;
         let item = dynakv_ring::item::item(scope.name, key.as_str());
         Ok(match self.read(&item, quorum, self.local.deadline()).await? {
             Some(reg) if !reg.is_tombstone() => {
@@ -445,19 +472,16 @@ impl KvService for Coordinator {
         })
     }
 
-    /// A client write: `value` (or a delete, with `None`) after `context`; returns the
-    /// new version's context.
-    async fn write(
+    /// A client write in the namespace `scope`.
+    async fn write_in(
         &self,
-        ns: NamespaceName,
+        scope: &Scope<'_>,
         key: Key,
         value: Option<Bytes>,
         context: Option<Context>,
         quorum: QuorumParams,
     ) -> Result<Context, ApiError> {
-        self.local.cluster.check_current()?;
-        let scope = namespace::resolve(&self.local, ns.as_deref())?;
-        let quorum = write_quorum(&scope, quorum)?;
+        let quorum = write_quorum(scope, quorum)?;
         if let Some(v) = &value {
             self.local.metrics.written_value(v.len());
         }
