@@ -276,6 +276,8 @@ pub struct Overview {
     pub nodes: BTreeMap<String, NodeFigures>,
     /// Per pair of replicas: do their Merkle roots agree?
     pub pairs: Vec<Pair>,
+    /// The namespaces this node knows, `default` first.
+    pub namespaces: Vec<Namespace>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -128,6 +128,10 @@ async fn the_web_view_shows_a_stopped_node_going_suspect_then_dead() {
         ],
     )
     .await;
+    let created = c
+        .raw(reqwest::Method::PUT, 0, "/admin/namespaces/carts", b"{}".to_vec(), &[])
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
     for k in 0..50 {
         c.put(k % 3, &format!("k{k}"), b"value", "", None).await;
         c.get((k + 1) % 3, &format!("k{k}"), "").await;
@@ -147,6 +151,11 @@ async fn the_web_view_shows_a_stopped_node_going_suspect_then_dead() {
     }
     assert!(dom.contains("data-partition="), "no ring drawn");
     assert!(dom.contains("data-pair=\"n1-n2\""), "no anti-entropy pairs");
+    assert!(
+        dom.contains("data-namespace=\"default\" data-state=\"active\""),
+        "no default namespace:\n{dom}"
+    );
+    assert!(dom.contains("data-namespace=\"carts\""), "no namespaces panel:\n{dom}");
     let (b, u, shot) = (browser.clone(), url.clone(), dir.join("cluster-healthy.png"));
     tokio::task::spawn_blocking(move || browse(&b, &u, 2500, Some(&shot)))
         .await

@@ -167,6 +167,7 @@ impl Admin {
             members,
             nodes,
             pairs,
+            namespaces: self.list_namespaces().namespaces,
         }
     }
 }

@@ -524,6 +524,20 @@ pub fn describe_status(v: &Overview) -> String {
             p.result.as_deref().unwrap_or(""),
         ));
     }
+    let named: Vec<String> = v
+        .namespaces
+        .iter()
+        .filter(|ns| ns.name != "default")
+        .map(|ns| {
+            format!(
+                "{} (n={} r={} w={} {}, {})",
+                ns.name, ns.n, ns.r, ns.w, ns.conflict, ns.state
+            )
+        })
+        .collect();
+    if !named.is_empty() {
+        out.push_str(&format!("\nnamespaces: {}\n", named.join(", ")));
+    }
     let moving: Vec<_> = v
         .nodes
         .values()
@@ -649,8 +663,21 @@ mod tests {
                 last_exchange_ms_ago: Some(4000),
                 result: Some("ok".into()),
             }],
+            namespaces: vec![dynakv_http_api::admin::Namespace {
+                name: "carts".into(),
+                n: 2,
+                r: 1,
+                w: 1,
+                pr: 0,
+                pw: 0,
+                conflict: "lww".into(),
+                datatype: None,
+                ttl_s: None,
+                state: "pending".into(),
+            }],
         };
         let s = describe_status(&v);
+        assert!(s.contains("namespaces: carts (n=2 r=1 w=1 lww, pending)"), "{s}");
         assert!(s.contains("N=2 R=1 W=1 mv"), "{s}");
         let n1 = s.lines().find(|l| l.starts_with("n1 ")).unwrap();
         assert!(
