@@ -123,6 +123,8 @@ pub struct Metrics {
     /// Their handles by namespace (at most [`NAMESPACE_SERIES`] and `other`), so a
     /// request finds its counter without building a label set.
     namespace_handles: RwLock<HashMap<String, std::sync::Arc<NamespaceCounters>>>,
+    /// `default`'s, found without a lock or a hash (most requests are `/kv`).
+    default_namespace: std::sync::OnceLock<std::sync::Arc<NamespaceCounters>>,
     recent: Recent,
 }
 
@@ -140,6 +142,7 @@ impl Metrics {
             value_bytes: Family::new_with_constructor(size_histogram),
             namespace_requests: Family::default(),
             namespace_handles: RwLock::default(),
+            default_namespace: std::sync::OnceLock::new(),
             recent: Recent::new(),
         };
         // The usual series exist from the start (at 0), so that rates and dashboards
@@ -192,6 +195,13 @@ impl Metrics {
             return;
         }
         let (op, outcome) = (op_index(op), usize::from(!ok));
+        if namespace == "default" {
+            let c = self
+                .default_namespace
+                .get_or_init(|| self.namespace_counters(namespace));
+            c[op][outcome].inc();
+            return;
+        }
         if let Some(c) = self.namespace_handles.read().get(namespace) {
             c[op][outcome].inc();
             return;
