@@ -23,6 +23,8 @@ use std::time::Instant;
 
 /// Request and response header carrying the causal context token.
 pub const CONTEXT_HEADER: &str = "x-dynakv-context";
+/// Request header asking for a written value's expiry (not served yet: refused).
+pub const TTL_HEADER: &str = "x-dynakv-ttl";
 
 /// The key in a path `"{prefix}{percent-encoded key}"`.
 fn key_from_uri(uri: &Uri, prefix: &str) -> Result<Key, ApiError> {
@@ -276,6 +278,13 @@ async fn write_kv<S: KvService>(
 ) -> Result<Response, ApiError> {
     let (ns, key) = target_from_uri(&uri)?;
     let params = parse_quorum_params(query.as_deref(), svc.n(), &["w", "pw"])?;
+    if headers.contains_key(TTL_HEADER) {
+        // Refused rather than ignored: a value kept past the expiry its writer asked for
+        // would break the write's promise.
+        return Err(ApiError::BadParameter(format!(
+            "{TTL_HEADER}: values do not expire yet in this build; nothing was written"
+        )));
+    }
     let context = context_from_headers(&headers)?;
     let value = match body {
         Some(body) => Some(read_value(&headers, body, svc.max_value_bytes(), svc.read_timeout()).await?),

@@ -379,6 +379,14 @@ async fn a_namespaces_keys_are_values_of_their_own_with_the_namespaces_settings(
     r.assert_error(400, "bad_context");
     assert_eq!(data(&c, 0, Method::GET, "/ns/carts/kv/c", "").await.text(), "b");
 
+    // Expiry is not served yet: a write asking for one is refused, and nothing stored.
+    for path in ["/kv/ttl", "/ns/carts/kv/ttl"] {
+        c.raw(Method::PUT, 0, path, b"v".to_vec(), &[("x-dynakv-ttl", "60")])
+            .await
+            .assert_error(400, "bad_parameter");
+        data(&c, 0, Method::GET, path, "").await.assert_error(404, "not_found");
+    }
+
     // The preference list by namespace: the namespace is hashed with the key.
     let pl = data(&c, 0, Method::GET, "/cluster/preflist/k?ns=carts", "")
         .await
