@@ -642,3 +642,182 @@ async fn grows_to_five_nodes_and_shrinks_back_to_three_with_the_cli() {
     assert!(dropped, "n4 or n5 still holds copies after leaving");
     c.compose(&["--profile", "n4", "--profile", "n5", "stop", "-t", "2", "n4", "n5"]);
 }
+
+/// The finding behind primary quorums, in containers: five nodes, n4 and n5 cut off from
+/// the others. A write through the majority side to a key whose primaries include both is
+/// acknowledged by its one reachable primary and fallbacks holding hints; right after the
+/// heal, a read through n4 may ask the two primaries that were cut off and miss it. In a
+/// namespace with pr = r = 2 and pw = w = 2, such a write is refused (503, pw) instead,
+/// and no read misses a write the namespace acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Docker; run by scripts/test"]
+async fn a_strict_quorum_namespace_has_no_stale_read_across_a_partition() {
+    let c = Cluster::up("strict", &[]).await;
+    c.compose(&["--profile", "n4", "--profile", "n5", "up", "-d", "n4", "n5"]);
+    let five: BTreeSet<String> = (1..=5).map(|i| format!("n{i}")).collect();
+    let joined = c
+        .eventually(Duration::from_secs(120), || async {
+            for i in 0..5 {
+                if owners(&c, i).await != Some((five.clone(), true)) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    assert!(joined, "n4 and n5 did not join: {:?}", c.json(0, "/admin/layout").await);
+    for (ns, body) in [
+        ("strict", r#"{"r": 2, "w": 2, "pr": 2, "pw": 2}"#),
+        ("loose", r#"{"r": 2, "w": 2}"#),
+    ] {
+        let r = c
+            .http
+            .put(c.url(0, &format!("/admin/namespaces/{ns}")))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{ns}: {}", r.text().await.unwrap());
+    }
+    let active = c
+        .eventually(Duration::from_secs(30), || async {
+            for i in 0..5 {
+                for ns in ["strict", "loose"] {
+                    let v = c.json(i, &format!("/admin/namespaces/{ns}")).await;
+                    if v.is_none_or(|v| v["state"] != "active") {
+                        return false;
+                    }
+                }
+            }
+            true
+        })
+        .await;
+    assert!(active, "the namespaces did not become active on every node");
+    // Keys whose preference list (n = 3) holds both n4 and n5, and keys with at most one
+    // of them, per namespace (the namespace is hashed with the key).
+    let mut exposed: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut covered: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for ns in ["strict", "loose"] {
+        for i in 0..600 {
+            let key = format!("k{i}");
+            let pl = c.json(0, &format!("/cluster/preflist/{key}?ns={ns}")).await.unwrap();
+            let nodes: Vec<&str> = pl["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap())
+                .collect();
+            let cut = nodes.iter().filter(|n| ["n4", "n5"].contains(n)).count();
+            let list = if cut == 2 { &mut exposed } else { &mut covered };
+            let keys = list.entry(ns).or_default();
+            if keys.len() < 20 {
+                keys.push(key);
+            }
+        }
+    }
+
+    for i in [3, 4] {
+        docker(&["network", "disconnect", &c.cluster_network(), &c.container(i)]);
+    }
+    let split = c
+        .eventually(Duration::from_secs(20), || async {
+            for at in 0..3 {
+                for of in [3, 4] {
+                    if c.status(at, of).await.as_deref() != Some("dead") {
+                        return false;
+                    }
+                }
+            }
+            true
+        })
+        .await;
+    assert!(split, "the partition was not detected");
+    // Writes through the majority side.
+    let put = |ns: &'static str, key: String, i: usize| {
+        let c = &c;
+        async move {
+            let r = c
+                .http
+                .put(c.url(i, &format!("/ns/{ns}/kv/{key}")))
+                .body(format!("v-{key}"))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null);
+            (status, v)
+        }
+    };
+    let mut acked: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut refused_pw = 0;
+    for ns in ["strict", "loose"] {
+        for (n, key) in exposed[ns].iter().chain(&covered[ns]).enumerate() {
+            let (status, v) = put(ns, key.clone(), n % 3).await;
+            match status {
+                204 => acked.entry(ns).or_default().push(key.clone()),
+                503 if v["quorum"] == "pw" => refused_pw += 1,
+                other => panic!("{ns}/{key}: {other} {v}"),
+            }
+        }
+    }
+    let strict_exposed_acked = exposed["strict"].iter().filter(|k| acked["strict"].contains(k)).count();
+    for i in [3, 4] {
+        let alias = format!("n{}-cluster", i + 1);
+        docker(&[
+            "network",
+            "connect",
+            "--alias",
+            &alias,
+            &c.cluster_network(),
+            &c.container(i),
+        ]);
+    }
+    // At once: every acknowledged key read through n4 and n5, which missed them.
+    let mut outcomes: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for ns in ["strict", "loose"] {
+        for (n, key) in acked.get(ns).into_iter().flatten().enumerate() {
+            let at = 3 + n % 2;
+            let r = c.http.get(c.url(at, &format!("/ns/{ns}/kv/{key}"))).send().await;
+            let outcome = match r {
+                Ok(r) if r.status() == 200 => {
+                    if r.bytes().await.unwrap() == format!("v-{key}").as_bytes() {
+                        "fresh"
+                    } else {
+                        "stale"
+                    }
+                }
+                Ok(r) if r.status() == 404 => "stale",
+                _ => "error",
+            };
+            *outcomes.entry((ns, outcome)).or_default() += 1;
+        }
+    }
+    let count = |ns: &str, outcome: &str| outcomes.get(&(ns, outcome)).copied().unwrap_or(0);
+    println!(
+        "strict quorums: keys with both n4 and n5 among their replicas, written through n1-n3 while those two were \
+         cut off: strict acknowledged {strict_exposed_acked} of {} ({refused_pw} refused 503 pw in all), loose \
+         acknowledged {} of {}; read through n4/n5 right after the heal: strict {} fresh, {} stale, {} failed; loose \
+         {} fresh, {} stale, {} failed",
+        exposed["strict"].len(),
+        exposed["loose"].iter().filter(|k| acked["loose"].contains(k)).count(),
+        exposed["loose"].len(),
+        count("strict", "fresh"),
+        count("strict", "stale"),
+        count("strict", "error"),
+        count("loose", "fresh"),
+        count("loose", "stale"),
+        count("loose", "error"),
+    );
+    assert_eq!(
+        strict_exposed_acked, 0,
+        "a write reached one primary yet was acknowledged with pw = 2"
+    );
+    assert!(!acked["strict"].is_empty(), "the strict namespace acknowledged nothing");
+    assert_eq!(
+        count("strict", "stale"),
+        0,
+        "a strict read missed an acknowledged write"
+    );
+    assert!(count("strict", "fresh") > 0, "no strict read succeeded");
+    c.compose(&["--profile", "n4", "--profile", "n5", "stop", "-t", "2", "n4", "n5"]);
+}
