@@ -24,7 +24,8 @@ use crate::roles::edge::namespace_error;
 
 /// A data route of a namespace that is not active yet.
 pub const NAMESPACE_PENDING: &str = "namespace_pending";
-/// A data route of a namespace whose n differs from the cluster's.
+/// A data route of a namespace this build does not serve data in yet: one whose n
+/// differs from the cluster's, or one with an expiry.
 pub const NAMESPACE_UNSUPPORTED: &str = "namespace_unsupported";
 
 /// What a data request needs of its namespace.
