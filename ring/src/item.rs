@@ -46,8 +46,14 @@ pub fn split(item: &str) -> (&str, &str) {
 /// Whether `s` is how [`item`] writes its namespace and key (what a node sends; a
 /// replica refuses anything else, so one key never travels under two spellings).
 pub fn is_canonical(s: &str) -> bool {
-    let (namespace, key) = split(s);
-    item(namespace, key) == s
+    match s.strip_prefix(MARK).map(|rest| rest.split_once(MARK)) {
+        // A `default` key that does not begin with a NUL.
+        None => true,
+        // A NUL with no namespace after it: a `default` key spelled short.
+        Some(None) => false,
+        // The long spelling is only for a `default` key that begins with a NUL.
+        Some(Some((namespace, key))) => namespace != DEFAULT || key.starts_with(MARK),
+    }
 }
 
 /// The namespace of an item.

@@ -282,9 +282,9 @@ impl Namespaces {
     }
 
     /// `name`'s state given the owners of the current layout; `None` if unknown.
-    pub fn state(&self, name: &str, owners: &BTreeSet<NodeId>) -> Option<State> {
+    pub fn state<'a>(&self, name: &str, owners: impl IntoIterator<Item = &'a NodeId>) -> Option<State> {
         let e = self.entries.get(name)?;
-        Some(if owners.iter().all(|o| e.holders.contains(o)) {
+        Some(if owners.into_iter().all(|o| e.holders.contains(o)) {
             State::Active
         } else {
             State::Pending

@@ -382,7 +382,8 @@ impl World {
             .wait_until(limit, |w| {
                 (0..boot).all(|i| {
                     w.node(i).is_some_and(|n| {
-                        let owners = n.local.cluster.view().current().owners.keys().cloned().collect();
+                        let owners: std::collections::BTreeSet<_> =
+                            n.local.cluster.view().current().owners.keys().cloned().collect();
                         n.local.catalog.table().state(NAMESPACE, &owners) == Some(dynakv_ring::namespace::State::Active)
                     })
                 })

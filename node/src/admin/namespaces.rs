@@ -220,22 +220,11 @@ impl Admin {
     /// docs/design/namespaces.md.) An owner that does not answer fails the creation
     /// (503): the namespace could not become active without it anyway.
     async fn hear_every_owner(&self, name: &str) -> Result<(), ApiError> {
-        let view = self.local.cluster.view();
-        let me = self.local.id();
-        let owners: BTreeSet<NodeId> = view
-            .history
-            .versions()
-            .iter()
-            .flat_map(|l| l.owners.keys().cloned())
-            .filter(|id| id != me)
-            .collect();
-        let asks = owners.iter().map(|id| async move {
-            let Some((addr, _)) = self.local.cluster.member(id) else {
-                return Err(format!("{id} (not in the member table)"));
-            };
-            crate::roles::services::gossip::exchange_with(&self.local, &addr)
+        let owners = self.local.cluster.peers();
+        let asks = owners.iter().map(|owner| async move {
+            crate::roles::services::gossip::exchange_with(&self.local, &owner.addr)
                 .await
-                .map_err(|e| format!("{id} ({e})"))
+                .map_err(|e| format!("{} ({e})", owner.id))
         });
         let silent: Vec<String> = futures::future::join_all(asks)
             .await

@@ -12,11 +12,8 @@
 //! does one with an expiry (`ttl_s`): values do not expire yet, and a namespace that
 //! kept them past their expiry would break its promise.
 
-use std::collections::BTreeSet;
-
 use dynakv_crdt::ConflictMode;
 use dynakv_http_api::ApiError;
-use dynakv_ring::NodeId;
 use dynakv_ring::namespace::{self, Conflict, DEFAULT, Entry, NamespaceError, State};
 
 use crate::local::{Local, Settings};
@@ -129,8 +126,13 @@ pub fn resolve<'a>(local: &Local, name: Option<&'a str>) -> Result<Scope<'a>, Ap
     };
     namespace::check_name(name).map_err(|e| namespace_error(e.into()))?;
     let table = local.catalog.table();
-    let owners: BTreeSet<NodeId> = local.cluster.view().current().owners.keys().cloned().collect();
-    decide(name, table.get(name), table.state(name, &owners), local.settings.n)
+    let view = local.cluster.view();
+    decide(
+        name,
+        table.get(name),
+        table.state(name, view.current().owners.keys()),
+        local.settings.n,
+    )
 }
 
 /// An item (a key with its namespace, `dynakv_ring::item`) as a peer sent it: spelled
@@ -170,8 +172,10 @@ pub fn data_codes() -> Vec<(&'static str, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dynakv_ring::NodeId;
     use dynakv_ring::layout::Stamp;
     use dynakv_ring::namespace::{Fixed, Tunables};
+    use std::collections::BTreeSet;
 
     fn entry(n: u8, conflict: Conflict) -> Entry {
         let stamp = Stamp {

@@ -47,6 +47,18 @@ fn layout_checks(c: &mut SimConfig) {
     c.anti_entropy_ms = 5_000;
 }
 
+/// n4 and n5 join a three-node cluster under load; a random node crashes and restarts
+/// while partitions move.
+fn two_join_and_one_crashes(w: World) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        sleep_ms(between(&w, 300, 1_500)).await;
+        w.add(3).await;
+        sleep_ms(between(&w, 100, 1_500)).await;
+        w.add(4).await;
+        crash_one_while_moving(&w).await;
+    })
+}
+
 /// Primary quorums as whole quorums (pr = r, pw = w) under sloppy quorum: fallbacks
 /// still take hints, but no acknowledgement or answer of theirs counts, so with
 /// R + W > N every read must see every write acknowledged before it.
@@ -442,7 +454,8 @@ fn namespace_changes(w: World) -> BoxFuture<'static, ()> {
                     for i in 0..w.nodes() {
                         let Some(n) = w.node(i) else { continue };
                         let table = n.local.catalog.table();
-                        let owners = n.local.cluster.view().current().owners.keys().cloned().collect();
+                        let owners: std::collections::BTreeSet<_> =
+                            n.local.cluster.view().current().owners.keys().cloned().collect();
                         for (name, e) in table.iter() {
                             if table.state(name, &owners) != Some(dynakv_ring::namespace::State::Active) {
                                 continue;
@@ -545,7 +558,8 @@ fn namespace_changes(w: World) -> BoxFuture<'static, ()> {
                 let tables: Vec<_> = (0..w.nodes())
                     .filter_map(|i| w.node(i))
                     .map(|n| {
-                        let owners = n.local.cluster.view().current().owners.keys().cloned().collect();
+                        let owners: std::collections::BTreeSet<_> =
+                            n.local.cluster.view().current().owners.keys().cloned().collect();
                         let t = n.local.catalog.table();
                         let all_active = t
                             .iter()
@@ -787,15 +801,7 @@ const SCENARIOS: &[Scenario] = &[
             c.boot = Some(3);
             c.namespace = true;
         },
-        faults: |w| {
-            Box::pin(async move {
-                sleep_ms(between(&w, 300, 1_500)).await;
-                w.add(3).await;
-                sleep_ms(between(&w, 100, 1_500)).await;
-                w.add(4).await;
-                crash_one_while_moving(&w).await;
-            })
-        },
+        faults: two_join_and_one_crashes,
         floors: Floors {
             acked: 230,
             reads_checked: 320,
@@ -823,15 +829,7 @@ const SCENARIOS: &[Scenario] = &[
             layout_checks(c);
             c.boot = Some(3);
         },
-        faults: |w| {
-            Box::pin(async move {
-                sleep_ms(between(&w, 300, 1_500)).await;
-                w.add(3).await;
-                sleep_ms(between(&w, 100, 1_500)).await;
-                w.add(4).await;
-                crash_one_while_moving(&w).await;
-            })
-        },
+        faults: two_join_and_one_crashes,
         floors: Floors {
             acked: 190,
             reads_checked: 300,
